@@ -1,0 +1,28 @@
+package matrix
+
+import "errors"
+
+var (
+	// ErrInvalidServerName is returned for a Matrix server name that is not
+	// host[:port] as the Matrix specification's server-name grammar allows.
+	ErrInvalidServerName = errors.New("matrix: invalid server name")
+
+	// ErrOpenIDRejected is returned when the homeserver does not vouch for an
+	// OpenID token (unknown, expired or forged token).
+	ErrOpenIDRejected = errors.New("matrix: openid token rejected by homeserver")
+
+	// ErrOpenIDUnavailable is returned when the homeserver could not be asked
+	// about an OpenID token (network error, timeout, malformed answer).
+	ErrOpenIDUnavailable = errors.New("matrix: openid userinfo unavailable")
+
+	// ErrMembershipUnavailable is returned when a room's membership could not
+	// be read, for example because the node's bot is not in the room.
+	ErrMembershipUnavailable = errors.New("matrix: room membership unavailable")
+
+	// ErrBotNotInRoom is returned (wrapped in ErrMembershipUnavailable) when
+	// the homeserver refuses to list a room's members to the node's bot.
+	ErrBotNotInRoom = errors.New("matrix: bot is not in the room")
+
+	// ErrInvalidConfig is wrapped by every error from a configuration check.
+	ErrInvalidConfig = errors.New("matrix: invalid configuration")
+)

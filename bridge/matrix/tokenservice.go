@@ -1,0 +1,317 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Paths served by TokenService, relative to the token service's base URL
+// (the livekit_service_url that clients discover).
+const (
+	PathGetToken = "/get_token"
+	PathSFUGet   = "/sfu/get"
+	PathHealthz  = "/healthz"
+)
+
+// DefaultTokenTTL is the lifetime of issued tokens, as lk-jwt-service's
+// getJoinToken (SetValidFor(time.Hour)).
+const DefaultTokenTTL = time.Hour
+
+// TokenServiceOptions configures a TokenService.
+type TokenServiceOptions struct {
+	// SFU mints tokens and manages rooms. Required.
+	SFU SFU
+	// OpenID verifies OpenID tokens. Required (usually a *FederationOpenID).
+	OpenID OpenIDVerifier
+	// Membership checks Matrix room membership. Required.
+	Membership MembershipChecker
+	// ServerName is the local homeserver's server name. Its users may
+	// create calls (LiveKit rooms) on this node.
+	ServerName string
+	// Allow lists other homeservers whose users may join calls that already
+	// exist on this node; "*" allows every homeserver. Users of any other
+	// homeserver are refused before their homeserver is contacted.
+	Allow []string
+	// URL is the SFU websocket base answered to clients ("wss://rtc.example").
+	URL string
+	// TokenTTL is the issued tokens' lifetime; DefaultTokenTTL when zero.
+	TokenTTL time.Duration
+	// Log receives one line per request; nothing secret is logged.
+	Log zerolog.Logger
+}
+
+// TokenService is the MatrixRTC token service (MSC4195), answering Element
+// clients as element-hq/lk-jwt-service does: POST /get_token, the legacy
+// POST /sfu/get and GET /healthz, with CORS for browsers and Matrix-style
+// JSON errors. Beyond lk-jwt-service, it issues a token only to a user joined
+// to the Matrix room, and only to homeservers its policy allows.
+type TokenService struct {
+	sfu        SFU
+	openID     OpenIDVerifier
+	membership MembershipChecker
+	serverName string
+	allowAll   bool
+	allow      []string
+	url        string
+	ttl        time.Duration
+	log        zerolog.Logger
+}
+
+// NewTokenService checks opts and returns the service.
+func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
+	var errs []error
+	if opts.SFU == nil || opts.OpenID == nil || opts.Membership == nil {
+		errs = append(errs, errors.New("SFU, OpenID and Membership are required"))
+	}
+	if _, err := ParseServerName(opts.ServerName); err != nil {
+		errs = append(errs, fmt.Errorf("server name: %w", err))
+	}
+	for _, a := range opts.Allow {
+		if a == "*" {
+			continue
+		}
+		if _, err := ParseServerName(a); err != nil {
+			errs = append(errs, fmt.Errorf("allow: %w", err))
+		}
+	}
+	if u, err := url.Parse(opts.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("url %q: want ws:// or wss://", opts.URL))
+	}
+	if opts.TokenTTL < 0 {
+		errs = append(errs, errors.New("negative token TTL"))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: token service: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	ttl := opts.TokenTTL
+	if ttl == 0 {
+		ttl = DefaultTokenTTL
+	}
+	return &TokenService{
+		sfu:        opts.SFU,
+		openID:     opts.OpenID,
+		membership: opts.Membership,
+		serverName: opts.ServerName,
+		allowAll:   slices.Contains(opts.Allow, "*"),
+		allow:      slices.Clone(opts.Allow),
+		url:        opts.URL,
+		ttl:        ttl,
+		log:        opts.Log.With().Str("component", "token_service").Logger(),
+	}, nil
+}
+
+// ServeHTTP serves PathGetToken, PathSFUGet and PathHealthz; any other path
+// gets 404 M_UNRECOGNIZED. Mount it at the service's base URL (strip any
+// prefix first).
+func (s *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case PathHealthz:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	case PathGetToken, PathSFUGet:
+		s.serveToken(w, r)
+	default:
+		writeError(w, &apiError{Status: http.StatusNotFound, ErrCode: "M_UNRECOGNIZED", Message: "Unrecognized request"})
+	}
+}
+
+// serveToken applies CORS (any origin: Element Call runs on its own origin
+// and fetches the service directly), answers preflights, and dispatches.
+func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Accept, Content-Type, Content-Length, Accept-Encoding, Authorization, X-CSRF-Token")
+	h.Set("Access-Control-Max-Age", "600")
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if r.Method != http.MethodPost {
+		writeError(w, &apiError{Status: http.StatusMethodNotAllowed, ErrCode: "M_UNRECOGNIZED", Message: "Method not allowed"})
+		return
+	}
+	log := s.log.With().Str("endpoint", r.URL.Path).Str("remote_addr", r.RemoteAddr).Logger()
+	ctx := log.WithContext(r.Context())
+
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, tooLarge())
+		} else {
+			writeError(w, notJSON())
+		}
+		return
+	}
+	var resp *tokenResponse
+	var aerr *apiError
+	if r.URL.Path == PathGetToken {
+		resp, aerr = s.getToken(ctx, body)
+	} else {
+		resp, aerr = s.sfuGet(ctx, body)
+	}
+	if aerr != nil {
+		log.Info().Str("errcode", aerr.ErrCode).Int("status", aerr.Status).Msg("token refused")
+		writeError(w, aerr)
+		return
+	}
+	b, _ := json.Marshal(resp) // two strings: cannot fail
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// tokenResponse is the answer of both endpoints (lk-jwt-service SFUResponse).
+type tokenResponse struct {
+	URL string `json:"url"`
+	JWT string `json:"jwt"`
+}
+
+func (s *TokenService) getToken(ctx context.Context, body []byte) (*tokenResponse, *apiError) {
+	req, aerr := parseGetToken(body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	// A homeserver vouches only for its own users: catch a mismatch before
+	// spending the OpenID token.
+	if userIDServer(req.Member.ClaimedUserID) != req.OpenIDToken.MatrixServerName {
+		return nil, unauthorized()
+	}
+	userID, aerr := s.authenticate(ctx, req.OpenIDToken)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if userID != req.Member.ClaimedUserID {
+		zerolog.Ctx(ctx).Warn().Str("user_id", userID).Str("claimed_user_id", req.Member.ClaimedUserID).
+			Msg("claimed user does not match openid subject")
+		return nil, unauthorized()
+	}
+	identity := Identity(userID, req.Member.ClaimedDeviceID, req.Member.ID)
+	return s.issue(ctx, req.RoomID, RoomAlias(req.RoomID, req.SlotID), userID, identity, req.OpenIDToken.MatrixServerName)
+}
+
+func (s *TokenService) sfuGet(ctx context.Context, body []byte) (*tokenResponse, *apiError) {
+	req, aerr := parseSFUGet(body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	userID, aerr := s.authenticate(ctx, req.OpenIDToken)
+	if aerr != nil {
+		return nil, aerr
+	}
+	identity := LegacyIdentity(userID, req.DeviceID)
+	return s.issue(ctx, req.Room, RoomAlias(req.Room, LegacySlotID), userID, identity, req.OpenIDToken.MatrixServerName)
+}
+
+// authenticate applies the homeserver policy, then asks the homeserver whose
+// OpenID token this is. Homeservers outside the policy are never contacted.
+func (s *TokenService) authenticate(ctx context.Context, tok openIDToken) (string, *apiError) {
+	log := zerolog.Ctx(ctx)
+	if _, err := ParseServerName(tok.MatrixServerName); err != nil {
+		return "", badJSON("Invalid `matrix_server_name`")
+	}
+	if !s.allowed(tok.MatrixServerName) {
+		log.Info().Str("server_name", tok.MatrixServerName).Msg("homeserver not allowed")
+		return "", &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "This homeserver is not allowed to use this service"}
+	}
+	userID, err := s.openID.UserInfo(ctx, tok.MatrixServerName, tok.AccessToken)
+	switch {
+	case err == nil:
+		return userID, nil
+	case errors.Is(err, ErrOpenIDUnavailable):
+		log.Warn().Err(err).Str("server_name", tok.MatrixServerName).Msg("openid userinfo failed")
+		return "", &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "The homeserver could not be reached to verify the OpenID token"}
+	default:
+		log.Info().Err(err).Str("server_name", tok.MatrixServerName).Msg("openid token rejected")
+		return "", unauthorized()
+	}
+}
+
+// issue checks room membership, creates the LiveKit room for local users
+// (others may only join an existing one, as lk-jwt-service treats users
+// outside its full-access list) and mints the token.
+func (s *TokenService) issue(ctx context.Context, roomID, room, userID, identity, serverName string) (*tokenResponse, *apiError) {
+	log := zerolog.Ctx(ctx).With().Str("matrix_room", roomID).Str("user_id", userID).
+		Str("room", room).Str("identity", identity).Logger()
+	joined, err := s.membership.IsJoined(ctx, roomID, userID)
+	if err != nil {
+		if errors.Is(err, ErrBotNotInRoom) {
+			log.Info().Err(err).Msg("membership unknown: bot not in room")
+			return nil, &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "This node is not in that room; invite its bot"}
+		}
+		log.Warn().Err(err).Msg("membership check failed")
+		return nil, &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "Room membership could not be checked"}
+	}
+	if !joined {
+		log.Info().Msg("user not joined to room")
+		return nil, &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "You are not joined to that room"}
+	}
+	local := serverName == s.serverName
+	if local {
+		if err := s.sfu.EnsureRoom(room); err != nil {
+			log.Error().Err(err).Msg("create room")
+			return nil, internalError("Unable to create room on SFU")
+		}
+	} else if !s.sfu.RoomExists(room) {
+		log.Info().Msg("remote user asked for a call that does not exist here")
+		return nil, &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "No call in progress for that room on this node"}
+	}
+	// The name is informational; leave it out when Element Call could not
+	// decode it (see claimSafe). The identity must stay byte-exact.
+	name := ""
+	if claimSafe(userID) {
+		name = userID
+	}
+	if !claimSafe(identity) {
+		log.Warn().Msg("identity has characters that Element Call cannot decode from a JWT")
+	}
+	jwt, err := s.sfu.MintToken(room, identity, name, Grant{
+		CanPublish:           true,
+		CanSubscribe:         true,
+		CanPublishData:       true,
+		CanUpdateOwnMetadata: true,
+		TTL:                  s.ttl,
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("mint token")
+		return nil, internalError("Internal Server Error")
+	}
+	log.Info().Bool("local", local).Msg("token issued")
+	return &tokenResponse{URL: s.url, JWT: jwt}, nil
+}
+
+func (s *TokenService) allowed(serverName string) bool {
+	return serverName == s.serverName || s.allowAll || slices.Contains(s.allow, serverName)
+}
+
+func unauthorized() *apiError {
+	return &apiError{Status: http.StatusUnauthorized, ErrCode: "M_UNAUTHORIZED", Message: "The request could not be authorised."}
+}
+
+func internalError(msg string) *apiError {
+	return &apiError{Status: http.StatusInternalServerError, ErrCode: "M_UNKNOWN", Message: msg}
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	w.Header().Set("Content-Type", "application/json")
+	b, _ := json.Marshal(struct {
+		ErrCode string `json:"errcode"`
+		Error   string `json:"error"`
+	}{e.ErrCode, e.Message})
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(b)
+}
