@@ -1,0 +1,386 @@
+package config_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/internal/config"
+)
+
+// examplePath is config.example.toml at the repository root.
+var examplePath = filepath.Join("..", "..", "config.example.toml")
+
+const goodSecret = "Zq3v8R1xTn6pWc0yLb4mHs7dKf2gJa9e" // 32 characters
+
+func TestDefaultIsValid(t *testing.T) {
+	require.NoError(t, config.Default().Validate())
+}
+
+func TestDefaultIsFresh(t *testing.T) {
+	a := config.Default()
+	a.LiveKit.Keys["k"] = goodSecret
+	a.RTC.AnnounceAddresses = append(a.RTC.AnnounceAddresses, "10.0.0.1")
+	require.Empty(t, config.Default().LiveKit.Keys)
+	require.Empty(t, config.Default().RTC.AnnounceAddresses)
+}
+
+func TestEmptyDocumentIsDefault(t *testing.T) {
+	c, err := config.Parse(nil, "empty.toml")
+	require.NoError(t, err)
+	require.Equal(t, config.Default(), c)
+	require.Nil(t, c.Matrix)
+}
+
+// The example must show every option with its default value, so loading it gives Default.
+// Documented differences: none.
+func TestExampleIsDefault(t *testing.T) {
+	c, err := config.Load(examplePath)
+	require.NoError(t, err)
+	require.Equal(t, config.Default(), c)
+}
+
+// Every option of Config appears in the example, and every option line there has a comment
+// right above it.
+func TestExampleShowsEveryOption(t *testing.T) {
+	data, err := os.ReadFile(examplePath)
+	require.NoError(t, err)
+	var md toml.MetaData
+	md, err = toml.Decode(string(data), config.Default())
+	require.NoError(t, err)
+	present := map[string]bool{}
+	for _, k := range md.Keys() {
+		present[k.String()] = true
+	}
+	for _, opt := range options(reflect.TypeFor[config.Config](), "") {
+		require.True(t, present[opt], "config.example.toml lacks option %q", opt)
+	}
+
+	var prev string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line != "" && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "[") {
+			require.True(t, strings.HasPrefix(prev, "#"), "line %d %q has no comment above it", n, line)
+		}
+		prev = line
+	}
+	require.Contains(t, string(data), "# [matrix]", "the [matrix] section stays commented out")
+}
+
+// options lists the dotted TOML names of every leaf option under t. The Matrix section is
+// optional and documented in docs/matrix.md; LiveKit keys are a map.
+func options(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		full := prefix + name
+		switch {
+		case f.Type.Kind() == reflect.Pointer:
+			continue
+		case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[config.Duration]():
+			out = append(out, options(f.Type, full+".")...)
+		default:
+			out = append(out, full)
+		}
+	}
+	return out
+}
+
+func TestParseOverridesDefaults(t *testing.T) {
+	doc := `
+data_dir = "/var/lib/entente"
+[server]
+listen = ":443"
+public_url = "https://meet.example.org"
+[log]
+level = "debug"
+format = "json"
+[rtc]
+udp_port = 50000
+bind_address = "0.0.0.0"
+announce_addresses = ["203.0.113.7", "2001:db8::7"]
+[room]
+auto_create = false
+empty_timeout = "1m"
+departure_timeout = "90s"
+max_participants = 50
+[livekit]
+token_ttl = "1h"
+[livekit.keys]
+prod = "` + goodSecret + `"
+[web]
+enabled = false
+guests = false
+[matrix]
+`
+	c, err := config.Parse([]byte(doc), "t.toml")
+	require.NoError(t, err)
+	want := &config.Config{
+		DataDir: "/var/lib/entente",
+		Server:  config.Server{Listen: ":443", PublicURL: "https://meet.example.org"},
+		Log:     config.Log{Level: "debug", Format: "json"},
+		RTC:     config.RTC{UDPPort: 50000, BindAddress: "0.0.0.0", AnnounceAddresses: []string{"203.0.113.7", "2001:db8::7"}},
+		Room: config.Room{
+			AutoCreate:       false,
+			EmptyTimeout:     config.Duration{time.Minute},
+			DepartureTimeout: config.Duration{90 * time.Second},
+			MaxParticipants:  50,
+		},
+		LiveKit: config.LiveKit{Keys: map[string]string{"prod": goodSecret}, TokenTTL: config.Duration{time.Hour}},
+		Web:     config.Web{},
+		Matrix:  &config.Matrix{},
+	}
+	require.Equal(t, want, c)
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		name   string
+		modify func(c *config.Config)
+		want   string // substring of the single problem; "" means valid
+	}{
+		{"default", func(*config.Config) {}, ""},
+		{"empty data dir", func(c *config.Config) { c.DataDir = "" }, "data_dir"},
+		{"listen without port", func(c *config.Config) { c.Server.Listen = "127.0.0.1" }, "server.listen"},
+		{"listen bad port", func(c *config.Config) { c.Server.Listen = "127.0.0.1:http" }, "server.listen"},
+		{"listen port too big", func(c *config.Config) { c.Server.Listen = "127.0.0.1:70000" }, "server.listen"},
+		{"listen any host", func(c *config.Config) { c.Server.Listen = ":7880" }, ""},
+		{"listen port 0", func(c *config.Config) { c.Server.Listen = "127.0.0.1:0" }, ""},
+		{"listen ipv6", func(c *config.Config) { c.Server.Listen = "[::1]:7880" }, ""},
+		{"public url https", func(c *config.Config) { c.Server.PublicURL = "https://meet.example.org/sub" }, ""},
+		{"public url relative", func(c *config.Config) { c.Server.PublicURL = "/meet" }, "server.public_url"},
+		{"public url no scheme", func(c *config.Config) { c.Server.PublicURL = "meet.example.org" }, "server.public_url"},
+		{"public url ws", func(c *config.Config) { c.Server.PublicURL = "wss://meet.example.org" }, "server.public_url"},
+		{"public url no host", func(c *config.Config) { c.Server.PublicURL = "https://" }, "server.public_url"},
+		{"log level", func(c *config.Config) { c.Log.Level = "verbose" }, "log.level"},
+		{"log level numeric", func(c *config.Config) { c.Log.Level = "0" }, "log.level"},
+		{"log level trace", func(c *config.Config) { c.Log.Level = "trace" }, ""},
+		{"log format", func(c *config.Config) { c.Log.Format = "text" }, "log.format"},
+		{"udp port 0", func(c *config.Config) { c.RTC.UDPPort = 0 }, "rtc.udp_port"},
+		{"udp port too big", func(c *config.Config) { c.RTC.UDPPort = 65536 }, "rtc.udp_port"},
+		{"udp port max", func(c *config.Config) { c.RTC.UDPPort = 65535 }, ""},
+		{"bind hostname", func(c *config.Config) { c.RTC.BindAddress = "localhost" }, "rtc.bind_address"},
+		{"bind empty", func(c *config.Config) { c.RTC.BindAddress = "" }, "rtc.bind_address"},
+		{"bind ipv6", func(c *config.Config) { c.RTC.BindAddress = "::" }, ""},
+		{"announce hostname", func(c *config.Config) { c.RTC.AnnounceAddresses = []string{"10.0.0.1", "example.org"} }, "rtc.announce_addresses[1]"},
+		{"announce unspecified", func(c *config.Config) { c.RTC.AnnounceAddresses = []string{"0.0.0.0"} }, "rtc.announce_addresses[0]"},
+		{"empty timeout zero", func(c *config.Config) { c.Room.EmptyTimeout = config.Duration{} }, "room.empty_timeout"},
+		{"departure timeout negative", func(c *config.Config) { c.Room.DepartureTimeout = config.Duration{-time.Second} }, "room.departure_timeout"},
+		{"token ttl zero", func(c *config.Config) { c.LiveKit.TokenTTL = config.Duration{} }, "livekit.token_ttl"},
+		{"max participants negative", func(c *config.Config) { c.Room.MaxParticipants = -1 }, "room.max_participants"},
+		{"good key", func(c *config.Config) { c.LiveKit.Keys["prod"] = goodSecret }, ""},
+		{"empty key name", func(c *config.Config) { c.LiveKit.Keys[""] = goodSecret }, "key name is empty"},
+		{"short secret", func(c *config.Config) { c.LiveKit.Keys["prod"] = goodSecret[:31] }, "31 characters"},
+		{"placeholder key name", func(c *config.Config) { c.LiveKit.Keys["<key>"] = goodSecret }, "placeholder"},
+		{"placeholder secret", func(c *config.Config) { c.LiveKit.Keys["prod"] = "CHANGE_ME_CHANGE_ME_CHANGE_ME_CHANGE_ME" }, "placeholder"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config.Default()
+			tc.modify(c)
+			err := c.Validate()
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, config.ErrInvalid)
+			var ve *config.ValidationError
+			require.ErrorAs(t, err, &ve)
+			require.Len(t, ve.Problems, 1, "problems: %q", ve.Problems)
+			require.Contains(t, ve.Problems[0], tc.want)
+		})
+	}
+}
+
+func TestPlaceholderSecrets(t *testing.T) {
+	cases := []struct {
+		secret      string
+		placeholder bool
+	}{
+		{"CHANGE_ME", true},
+		{"changeme", true},
+		{"change-me-to-something-longer-than-32", true},
+		{"secret", true},
+		{"SECRET", true},
+		{"<your secret>", true},
+		{"<at least 32 random characters>", true},
+		{"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", true},
+		{"XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX", true},
+		{"00000000000000000000000000000000", true},
+		{"your-secret", true},
+		{"your_secret_here_with_enough_length_ok", true},
+		{"replace-me-replace-me-replace-me-replace", true},
+		{"...", true},
+		{goodSecret, false},
+		{"dGhpcyBpcyBhIHJlYWwgcmFuZG9tIHNlY3JldCE=", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.secret, func(t *testing.T) {
+			c := config.Default()
+			c.LiveKit.Keys["prod"] = tc.secret
+			err := c.Validate()
+			if !tc.placeholder {
+				require.NoError(t, err)
+				return
+			}
+			var ve *config.ValidationError
+			require.ErrorAs(t, err, &ve)
+			require.Len(t, ve.Problems, 1)
+			require.Contains(t, ve.Problems[0], "placeholder")
+		})
+	}
+}
+
+func TestValidateReportsEverythingAtOnce(t *testing.T) {
+	c := config.Default()
+	c.Server.Listen = "nope"
+	c.Log.Level = "loud"
+	c.Log.Format = "xml"
+	c.RTC.UDPPort = -1
+	c.Room.EmptyTimeout = config.Duration{}
+	c.LiveKit.Keys["a"] = "short"
+	c.LiveKit.Keys["b"] = "changeme"
+
+	var ve *config.ValidationError
+	require.ErrorAs(t, c.Validate(), &ve)
+	require.Len(t, ve.Problems, 7)
+	for _, name := range []string{"server.listen", "log.level", "log.format", "rtc.udp_port", "room.empty_timeout", "livekit.keys.a", "livekit.keys.b"} {
+		require.True(t, containsProblem(ve.Problems, name), "no problem names %s in %q", name, ve.Problems)
+	}
+}
+
+func containsProblem(problems []string, name string) bool {
+	for _, p := range problems {
+		if strings.HasPrefix(p, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestUnknownKeyNamesKeyAndLine(t *testing.T) {
+	cases := []struct {
+		name string
+		doc  string
+		key  string
+		line int
+	}{
+		{"top level", "data_dir = \"x\"\ndatadir = \"y\"\n", "datadir", 2},
+		{"in section", "[server]\nlisten = \"127.0.0.1:1\"\n\nlisen = \":2\"\n", "server.lisen", 4},
+		{"unknown section", "[log]\nlevel = \"info\"\n[metrics]\nport = 9000\n", "metrics", 3},
+		{"dotted key", "rtc.udp_portt = 1\n", "rtc.udp_portt", 1},
+		{"inline table", "room = { auto_create = true, max = 3 }\n", "room.max", 1},
+		{"wrong case section", "\n[Server]\nlisten = \":1\"\n", "Server", 2},
+		{"wrong case key", "[web]\nEnabled = false\n", "web.Enabled", 2},
+		{"in matrix", "[matrix]\nhomeserver = \"x\"\n", "matrix.homeserver", 2},
+		{"quoted key", "[web]\n\"gue sts\" = true\n", `web."gue sts"`, 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.doc), "node.toml")
+			require.ErrorIs(t, err, config.ErrUnknownKey)
+			var uk *config.UnknownKeyError
+			require.ErrorAs(t, err, &uk)
+			require.Equal(t, tc.key, uk.Key)
+			require.Equal(t, tc.line, uk.Line)
+			require.Equal(t, "node.toml", uk.File)
+			require.Contains(t, err.Error(), "node.toml:")
+			require.Contains(t, err.Error(), tc.key)
+		})
+	}
+}
+
+func TestParseReportsUnknownKeysAndProblemsTogether(t *testing.T) {
+	doc := `
+[server]
+listen = "nope"
+lisen = ":1"
+[rtc]
+udp_port = 0
+[extra]
+x = 1
+`
+	_, err := config.Parse([]byte(doc), "node.toml")
+	require.ErrorIs(t, err, config.ErrUnknownKey)
+	require.ErrorIs(t, err, config.ErrInvalid)
+	var keys []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		if uk := (*config.UnknownKeyError)(nil); errors.As(e, &uk) {
+			keys = append(keys, uk.Key)
+		}
+	}
+	require.Equal(t, []string{"server.lisen", "extra"}, keys)
+	var ve *config.ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.Len(t, ve.Problems, 2)
+	msg := err.Error()
+	for _, want := range []string{"node.toml:4: unknown key server.lisen", "node.toml:7: unknown key extra", "server.listen", "rtc.udp_port"} {
+		require.Contains(t, msg, want)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name, doc, want string
+	}{
+		{"syntax", "[server\n", "node.toml"},
+		{"bad duration", "[room]\nempty_timeout = \"5 minutes\"\n", "empty_timeout"},
+		{"duration without unit", "[room]\nempty_timeout = 5\n", "empty_timeout"},
+		{"wrong type", "[rtc]\nudp_port = \"7882\"\n", "udp_port"},
+		{"keys not strings", "[livekit.keys]\na = 1\n", "livekit.keys.a"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := config.Parse([]byte(tc.doc), "node.toml")
+			require.Nil(t, c)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "nope.toml"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestDurationText(t *testing.T) {
+	var d config.Duration
+	require.NoError(t, d.UnmarshalText([]byte("1m30s")))
+	require.Equal(t, 90*time.Second, d.Duration)
+	b, err := d.MarshalText()
+	require.NoError(t, err)
+	require.Equal(t, "1m30s", string(b))
+	require.Error(t, d.UnmarshalText([]byte("soon")))
+}
+
+func FuzzParse(f *testing.F) {
+	example, err := os.ReadFile(examplePath)
+	require.NoError(f, err)
+	f.Add(example)
+	f.Add([]byte(""))
+	f.Add([]byte("[server]\nlisen = 1\n[matrix]\nx.y.z = 2\n"))
+	f.Add([]byte("a.b.c.d = 1\n[[rtc]]\nx = 1\n"))
+	f.Add([]byte("\"\" = 1\n[\"a,b\"]\n\"-\" = 2\n[livekit.keys]\nk = \"<x>\"\n"))
+	f.Add([]byte("room = { empty_timeout = \"-1s\", Auto_Create = true }\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := config.Parse(data, "fuzz.toml")
+		if err == nil {
+			require.NotNil(t, c)
+			require.NoError(t, c.Validate())
+		} else {
+			require.Nil(t, c)
+		}
+	})
+}

@@ -1,0 +1,153 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"entente.dev/entente/internal/logging"
+)
+
+// MinSecretLength is the shortest LiveKit API secret accepted, in characters. Tokens are
+// HS256-signed with it; 32 characters keeps brute force out of reach.
+const MinSecretLength = 32
+
+// Validate checks every option and returns a *ValidationError listing all problems, or nil.
+func (c *Config) Validate() error {
+	var v validator
+	if c.DataDir == "" {
+		v.add("data_dir must not be empty")
+	}
+	v.listen("server.listen", c.Server.Listen)
+	if c.Server.PublicURL != "" {
+		v.httpURL("server.public_url", c.Server.PublicURL)
+	}
+	if _, err := logging.ParseLevel(c.Log.Level); err != nil {
+		v.add("log.level: %v", err)
+	}
+	if err := logging.CheckFormat(c.Log.Format); err != nil {
+		v.add("log.format: %v", err)
+	}
+	if c.RTC.UDPPort < 1 || c.RTC.UDPPort > 65535 {
+		v.add("rtc.udp_port %d is out of range 1..65535", c.RTC.UDPPort)
+	}
+	if _, err := netip.ParseAddr(c.RTC.BindAddress); err != nil {
+		v.add("rtc.bind_address %q is not an IP address", c.RTC.BindAddress)
+	}
+	for i, a := range c.RTC.AnnounceAddresses {
+		ip, err := netip.ParseAddr(a)
+		switch {
+		case err != nil:
+			v.add("rtc.announce_addresses[%d] %q is not an IP address", i, a)
+		case ip.IsUnspecified():
+			v.add("rtc.announce_addresses[%d] %q is unspecified; announce an address clients can reach", i, a)
+		}
+	}
+	v.positive("room.empty_timeout", c.Room.EmptyTimeout)
+	v.positive("room.departure_timeout", c.Room.DepartureTimeout)
+	if c.Room.MaxParticipants < 0 {
+		v.add("room.max_participants %d must be 0 (no limit) or more", c.Room.MaxParticipants)
+	}
+	v.positive("livekit.token_ttl", c.LiveKit.TokenTTL)
+	keys := make([]string, 0, len(c.LiveKit.Keys))
+	for k := range c.LiveKit.Keys {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v.apiKey(k, c.LiveKit.Keys[k])
+	}
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return &ValidationError{Problems: v.problems}
+}
+
+type validator struct{ problems []string }
+
+func (v *validator) add(format string, args ...any) {
+	v.problems = append(v.problems, fmt.Sprintf(format, args...))
+}
+
+func (v *validator) positive(name string, d Duration) {
+	if d.Duration <= 0 {
+		v.add("%s %s must be positive", name, d)
+	}
+}
+
+func (v *validator) listen(name, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add("%s %q is not host:port", name, addr)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.add("%s %q: port must be a number in 0..65535", name, addr)
+	}
+}
+
+func (v *validator) httpURL(name, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.add("%s %q is not an absolute http(s) URL", name, raw)
+	}
+}
+
+func (v *validator) apiKey(key, secret string) {
+	switch {
+	case key == "":
+		v.add("livekit.keys: a key name is empty")
+	case isPlaceholder(key):
+		v.add("livekit.keys: key name %q is a placeholder; choose a real name", key)
+	}
+	name := fmt.Sprintf("livekit.keys.%s", key)
+	switch {
+	case isPlaceholder(secret):
+		v.add("%s: the secret is a placeholder; generate one, e.g. with `openssl rand -base64 32`", name)
+	case utf8.RuneCountInString(secret) < MinSecretLength:
+		v.add("%s: the secret has %d characters, want at least %d", name, utf8.RuneCountInString(secret), MinSecretLength)
+	}
+}
+
+// placeholderWords are refused anywhere in a value (after lower-casing and dropping separators);
+// they are long enough never to occur by chance in a generated secret.
+var placeholderWords = []string{"changeme", "replaceme", "yoursecret", "yourkey", "yourapikey", "placeholder", "insertsecret", "secretgoeshere"}
+
+// placeholderValues are refused as whole values.
+var placeholderValues = []string{"secret", "password", "apikey", "apisecret", "todo", "fixme"}
+
+// isPlaceholder reports whether s looks like a value copied from documentation rather than
+// chosen: "CHANGE_ME", "<your secret>", "xxxxxxxx", "your-secret", "secret".
+func isPlaceholder(s string) bool {
+	t := strings.TrimSpace(s)
+	if strings.HasPrefix(t, "<") && strings.HasSuffix(t, ">") {
+		return true
+	}
+	norm := strings.Map(func(r rune) rune {
+		switch r {
+		case '-', '_', ' ', '.', '\t':
+			return -1
+		}
+		return r
+	}, strings.ToLower(t))
+	if norm == "" {
+		return t != ""
+	}
+	if first, _ := utf8.DecodeRuneInString(norm); strings.Trim(norm, string(first)) == "" && len(norm) > 1 {
+		return true // one character repeated: "xxxxxxxx", "00000000"
+	}
+	if slices.Contains(placeholderValues, norm) {
+		return true
+	}
+	for _, w := range placeholderWords {
+		if strings.Contains(norm, w) {
+			return true
+		}
+	}
+	return false
+}
