@@ -94,9 +94,6 @@ type Web struct {
 	Guests bool `toml:"guests"`
 }
 
-// Matrix configures the Matrix bridge; filled by the Matrix bridge.
-type Matrix struct{}
-
 // Default returns the configuration used when no file is given; every call returns a fresh
 // value, so callers may modify it.
 func Default() *Config {

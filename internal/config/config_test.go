@@ -123,6 +123,9 @@ prod = "` + goodSecret + `"
 enabled = false
 guests = false
 [matrix]
+homeserver_url = "http://127.0.0.1:8008"
+server_name = "agency.example"
+registration = "/etc/entente/registration.yaml"
 `
 	c, err := config.Parse([]byte(doc), "t.toml")
 	require.NoError(t, err)
@@ -139,7 +142,12 @@ guests = false
 		},
 		LiveKit: config.LiveKit{Keys: map[string]string{"prod": goodSecret}, TokenTTL: config.Duration{time.Hour}},
 		Web:     config.Web{},
-		Matrix:  &config.Matrix{},
+		Matrix: &config.Matrix{
+			HomeserverURL: "http://127.0.0.1:8008", ServerName: "agency.example",
+			Registration: "/etc/entente/registration.yaml",
+			ID:           "entente", BotLocalpart: "entente", GhostPrefix: "entente_",
+			Allow: []string{}, AppserviceListen: "127.0.0.1:29335",
+		},
 	}
 	require.Equal(t, want, c)
 }

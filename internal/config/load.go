@@ -32,6 +32,9 @@ func Parse(data []byte, name string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if c.Matrix != nil {
+		c.Matrix.applyDefaults()
+	}
 	var errs []error
 	for _, k := range unknownKeys(md) {
 		errs = append(errs, &UnknownKeyError{File: name, Key: k.String(), Line: keyLine(string(data), k)})

@@ -62,6 +62,9 @@ func (c *Config) Validate() error {
 	for _, k := range keys {
 		v.apiKey(k, c.LiveKit.Keys[k])
 	}
+	if c.Matrix != nil {
+		v.matrix(c.Matrix)
+	}
 	if len(v.problems) == 0 {
 		return nil
 	}
