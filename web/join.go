@@ -1,0 +1,133 @@
+package web
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	// maxJoinBody bounds a join request; {room, name} fits in far less.
+	maxJoinBody = 4 << 10
+	maxRoomLen  = 128 // runes
+	maxNameLen  = 64  // runes
+	guestPrefix = "guest-"
+	guestIDLen  = 10
+)
+
+// joinRequest is the body of POST /api/join.
+type joinRequest struct {
+	Room string `json:"room"`
+	Name string `json:"name"`
+}
+
+// joinResponse is what the page needs to connect with livekit-client.
+type joinResponse struct {
+	URL      string `json:"url"`
+	Token    string `json:"token"`
+	Identity string `json:"identity"`
+}
+
+// decodeJoin parses and validates a join request body. Surrounding white
+// space of room and name is dropped; what remains must be 1-128 (room) or
+// 1-64 (name) printable characters of valid UTF-8.
+func decodeJoin(r io.Reader) (joinRequest, error) {
+	var req joinRequest
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&req); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return req, ErrTooLarge
+		}
+		return req, fmt.Errorf("%w: %w", ErrNotJSON, err)
+	}
+	// Exactly one JSON value: trailing garbage is a client bug worth reporting.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return req, ErrTooLarge
+		}
+		return req, fmt.Errorf("%w: trailing data after the object", ErrNotJSON)
+	}
+	req.Room = strings.TrimSpace(req.Room)
+	req.Name = strings.TrimSpace(req.Name)
+	if !validText(req.Room, maxRoomLen) {
+		return req, ErrBadRoom
+	}
+	if !validText(req.Name, maxNameLen) {
+		return req, ErrBadName
+	}
+	return req, nil
+}
+
+// validText reports whether s is 1..max runes of printable, valid UTF-8.
+// Printable excludes control and format characters (bidi overrides, zero
+// width joiners), which would let a name masquerade as another in the UI.
+func validText(s string, max int) bool {
+	if s == "" || !utf8.ValidString(s) {
+		return false
+	}
+	n := 0
+	for _, c := range s {
+		if !unicode.IsPrint(c) {
+			return false
+		}
+		n++
+	}
+	return n <= max
+}
+
+// newGuestIdentity returns "guest-" and ten random lowercase base32 characters
+// (50 bits): enough that two guests of one room never collide in practice.
+func newGuestIdentity() string {
+	return guestPrefix + strings.ToLower(rand.Text()[:guestIDLen])
+}
+
+// signalURL is the WebSocket base URL a browser that reached us at r uses for
+// LiveKit signalling: the same host, ws or wss by the scheme it came in on.
+// X-Forwarded-Proto "https" is honoured because a TLS-terminating proxy in
+// front of the node is the usual deployment; a client forging it only
+// misleads itself.
+func signalURL(r *http.Request) string {
+	scheme := "ws"
+	if r.TLS != nil || strings.EqualFold(strings.TrimSpace(firstToken(r.Header.Get("X-Forwarded-Proto"))), "https") {
+		scheme = "wss"
+	}
+	return scheme + "://" + r.Host
+}
+
+// firstToken returns the part of a comma-separated header value before the
+// first comma (proxies append their own value after the client's).
+func firstToken(v string) string {
+	if i := strings.IndexByte(v, ','); i >= 0 {
+		return v[:i]
+	}
+	return v
+}
+
+// apiError is the JSON error body, in the Matrix style used across Entente.
+type apiError struct {
+	ErrCode string `json:"errcode"`
+	Error   string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // our own types: cannot fail
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{ErrCode: code, Error: msg})
+}
