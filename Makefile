@@ -1,0 +1,30 @@
+# Entente build entry points. `make build` needs Go and Node.js with npm.
+GO ?= go
+NPM ?= npm
+
+.PHONY: all web build run test clean
+
+all: build
+
+# The join page: install the locked npm dependencies (again only when the
+# lock file changes), then bundle web/src into web/dist for go:embed.
+web: web/node_modules/.package-lock.json
+	cd web && $(NPM) run build
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+build: web
+	$(GO) build -o bin/entente ./cmd/entente
+
+# ARGS passes flags, e.g. make run ARGS="--config entente.toml".
+run: build
+	./bin/entente $(ARGS)
+
+test: web
+	$(GO) test ./...
+
+clean:
+	rm -rf bin
+	find web/dist -mindepth 1 ! -name .gitkeep -delete
