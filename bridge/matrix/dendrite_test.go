@@ -1,0 +1,124 @@
+package matrix
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/bridge/matrix/internal/tesths"
+)
+
+// registeredHomeserver starts a Dendrite with the node registered as its
+// appservice (transactions go to a stub that acknowledges them) and the bot
+// user registered.
+func registeredHomeserver(t *testing.T) (*tesths.Homeserver, RegistrationParams, string) {
+	t.Helper()
+	hs := tesths.New(t)
+	stub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("{}"))
+	}))
+	t.Cleanup(stub.Close)
+	p := RegistrationParams{ID: "entente", URL: stub.URL, ServerName: hs.ServerName, BotLocalpart: "entente", GhostPrefix: "entente_"}
+	reg, err := NewRegistration(p)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "registration.yaml")
+	require.NoError(t, reg.Save(path))
+	hs.Start(t, tesths.Options{AppServices: []string{path}})
+	hs.RegisterAppServiceUser(t, reg.AppToken, p.BotLocalpart)
+	return hs, p, reg.AppToken
+}
+
+func postJSON(t *testing.T, h http.Handler, path string, body any) (int, map[string]string) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+path, "application/json", bytes.NewReader(b))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	out := map[string]string{}
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TestDendriteTokenService: a real Dendrite vouches for a user's OpenID
+// token; the node checks it over federation TLS, checks room membership as
+// its bot, and issues a token only to joined users.
+func TestDendriteTokenService(t *testing.T) {
+	hs, p, asToken := registeredHomeserver(t)
+	bot := BotUserID(p.BotLocalpart, hs.ServerName)
+
+	alice := hs.Register(t, "alice")
+	bob := hs.Register(t, "bob")
+	room := hs.CreateRoom(t, alice, map[string]any{"preset": "private_chat"})
+	hs.Invite(t, alice, room, bot)
+	hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?user_id="+url.QueryEscape(bot), asToken, map[string]any{}, nil)
+
+	sfu := newFakeSFU()
+	openID := NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: true, Timeout: 10 * time.Second})
+	t.Cleanup(openID.CloseIdleConnections)
+	members, err := NewClientMembership(hs.ClientURL, asToken, bot, nil)
+	require.NoError(t, err)
+	svc, err := NewTokenService(TokenServiceOptions{
+		SFU: sfu, OpenID: openID, Membership: members, ServerName: hs.ServerName,
+		URL: "ws://127.0.0.1:7880", Log: zerolog.New(zerolog.NewTestWriter(t)),
+	})
+	require.NoError(t, err)
+
+	getToken := func(u tesths.User, oid tesths.OpenID, claimed string) (int, map[string]string) {
+		return postJSON(t, svc, PathGetToken, map[string]any{
+			"room_id": room, "slot_id": "m.call#ROOM", "openid_token": oid,
+			"member": map[string]any{"id": "member-" + u.DeviceID, "claimed_user_id": claimed, "claimed_device_id": u.DeviceID},
+		})
+	}
+
+	// A joined user gets a token for the room's LiveKit room.
+	aliceOID := hs.OpenIDToken(t, alice)
+	require.Equal(t, hs.ServerName, aliceOID.MatrixServerName)
+	code, resp := getToken(alice, aliceOID, alice.ID)
+	require.Equal(t, http.StatusOK, code, resp)
+	require.Equal(t, "ws://127.0.0.1:7880", resp["url"])
+	lkRoom := RoomAlias(room, "m.call#ROOM")
+	require.Equal(t, "jwt."+lkRoom, resp["jwt"])
+	require.Equal(t, Identity(alice.ID, alice.DeviceID, "member-"+alice.DeviceID), sfu.mints[0].identity)
+	require.True(t, sfu.RoomExists(lkRoom), "a local user creates the LiveKit room")
+
+	code, resp = postJSON(t, svc, PathSFUGet, map[string]any{"room": room, "openid_token": hs.OpenIDToken(t, alice), "device_id": alice.DeviceID})
+	require.Equal(t, http.StatusOK, code, resp)
+	require.Equal(t, LegacyIdentity(alice.ID, alice.DeviceID), sfu.mints[1].identity)
+
+	// A user of the same homeserver who is not in the room is refused.
+	code, resp = getToken(bob, hs.OpenIDToken(t, bob), bob.ID)
+	require.Equal(t, http.StatusForbidden, code, resp)
+	require.Equal(t, "M_FORBIDDEN", resp["errcode"])
+
+	// Bob claiming to be Alice with his own token is refused.
+	code, resp = getToken(bob, hs.OpenIDToken(t, bob), alice.ID)
+	require.Equal(t, http.StatusUnauthorized, code, resp)
+
+	// A forged OpenID token is refused by the homeserver.
+	forged := aliceOID
+	forged.AccessToken = "forged" + aliceOID.AccessToken[6:]
+	code, resp = getToken(alice, forged, alice.ID)
+	require.Equal(t, http.StatusUnauthorized, code, resp)
+	require.Equal(t, "M_UNAUTHORIZED", resp["errcode"])
+
+	// Bob joins: he gets a token for the existing room. Kicked, he gets none.
+	hs.Invite(t, alice, room, bob.ID)
+	hs.Join(t, bob, room)
+	code, resp = getToken(bob, hs.OpenIDToken(t, bob), bob.ID)
+	require.Equal(t, http.StatusOK, code, resp)
+	hs.Kick(t, alice, room, bob.ID)
+	code, resp = getToken(bob, hs.OpenIDToken(t, bob), bob.ID)
+	require.Equal(t, http.StatusForbidden, code, resp)
+	require.Len(t, sfu.mints, 3)
+}

@@ -1,0 +1,376 @@
+// Package tesths starts throw-away Dendrite homeservers (v0.13.8) for the
+// Matrix bridge's integration tests: on free loopback ports, with fresh
+// keys, a fresh data directory and optional appservice registrations, and
+// stops them when the test ends.
+//
+// The binaries come from scripts/install-dendrite.sh (into .deps/bin, or
+// $DENDRITE_BIN_DIR). Without them a test is skipped, unless CI=true, where
+// it fails. tesths imports only the standard library.
+package tesths
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+//go:embed dendrite.yaml.tmpl
+var configTemplate string
+
+// Homeserver is one running Dendrite.
+type Homeserver struct {
+	// ServerName is "127.0.0.1:<federation port>"; federation (HTTPS, self-
+	// signed) listens there too.
+	ServerName string
+	// ClientURL is the client-server API base, "http://127.0.0.1:<port>".
+	ClientURL string
+	// Dir holds the keys, config, databases and dendrite.log.
+	Dir string
+
+	cmd    *exec.Cmd
+	client *http.Client
+}
+
+// User is a registered account.
+type User struct {
+	ID       string
+	Token    string
+	DeviceID string
+}
+
+// OpenID is an OpenID token as POST /openid/request_token returns it.
+type OpenID struct {
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	MatrixServerName string `json:"matrix_server_name"`
+	ExpiresIn        int64  `json:"expires_in"`
+}
+
+// Options configures Start.
+type Options struct {
+	// AppServices are registration files (made absolute by Start).
+	AppServices []string
+}
+
+// BinDir returns the directory holding dendrite, generate-keys and
+// create-account: $DENDRITE_BIN_DIR, else <repository root>/.deps/bin.
+func BinDir() string {
+	if d := os.Getenv("DENDRITE_BIN_DIR"); d != "" {
+		return d
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return ".deps/bin"
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, ".deps", "bin")
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ".deps/bin"
+		}
+		dir = parent
+	}
+}
+
+// Require returns BinDir when the Dendrite binaries are there. Otherwise it
+// skips the test, or fails it when CI=true.
+func Require(t testing.TB) string {
+	t.Helper()
+	bin := BinDir()
+	for _, name := range []string{"dendrite", "generate-keys"} {
+		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
+			msg := fmt.Sprintf("dendrite binaries not found in %s (run scripts/install-dendrite.sh)", bin)
+			if os.Getenv("CI") == "true" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+	}
+	return bin
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start is New followed by Homeserver.Start.
+func Start(t testing.TB, opts Options) *Homeserver {
+	t.Helper()
+	hs := New(t)
+	hs.Start(t, opts)
+	return hs
+}
+
+// New picks the ports and data directory of a Dendrite without starting it,
+// so that its ServerName is known before its appservice registrations are
+// written.
+func New(t testing.TB) *Homeserver {
+	t.Helper()
+	Require(t)
+	fedPort, clientPort := FreePort(t), FreePort(t)
+	return &Homeserver{
+		ServerName: "127.0.0.1:" + strconv.Itoa(fedPort),
+		ClientURL:  "http://127.0.0.1:" + strconv.Itoa(clientPort),
+		Dir:        t.TempDir(),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test server
+		}},
+	}
+}
+
+// Start launches the Dendrite and waits until both its client and federation
+// listeners answer. It is stopped (SIGTERM, then SIGKILL) when t ends; its
+// log is printed if t failed.
+func (hs *Homeserver) Start(t testing.TB, opts Options) {
+	t.Helper()
+	bin := Require(t)
+	dir := hs.Dir
+	out, err := exec.Command(filepath.Join(bin, "generate-keys"),
+		"--private-key", filepath.Join(dir, "matrix_key.pem"),
+		"--tls-cert", filepath.Join(dir, "server.crt"),
+		"--tls-key", filepath.Join(dir, "server.key"),
+		"--keysize", "2048").CombinedOutput()
+	if err != nil {
+		t.Fatalf("generate-keys: %v\n%s", err, out)
+	}
+	var regs []string
+	for _, f := range opts.AppServices {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, strconv.Quote(abs))
+	}
+	cfg := strings.NewReplacer("{{SERVER_NAME}}", hs.ServerName, "{{DIR}}", dir,
+		"{{APPSERVICES}}", strings.Join(regs, ", ")).Replace(configTemplate)
+	if err := os.WriteFile(filepath.Join(dir, "dendrite.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "dendrite.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both bind flags always: the defaults listen on every interface.
+	hs.cmd = exec.Command(filepath.Join(bin, "dendrite"),
+		"-config", filepath.Join(dir, "dendrite.yaml"),
+		"-http-bind-address", strings.TrimPrefix(hs.ClientURL, "http://"),
+		"-https-bind-address", hs.ServerName,
+		"-tls-cert", filepath.Join(dir, "server.crt"),
+		"-tls-key", filepath.Join(dir, "server.key"),
+		"-really-enable-open-registration")
+	hs.cmd.Dir, hs.cmd.Stdout, hs.cmd.Stderr = dir, logf, logf
+	if err := hs.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = hs.cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = hs.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = hs.cmd.Process.Kill()
+			<-exited
+		}
+		_ = logf.Close()
+		hs.client.CloseIdleConnections()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "dendrite.log"))
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			t.Logf("--- dendrite %s log tail:\n%s", hs.ServerName, b)
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for !hs.ready() {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(filepath.Join(dir, "dendrite.log"))
+			t.Fatalf("dendrite exited during start-up:\n%s", b)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dendrite %s not ready after 60s", hs.ServerName)
+		}
+	}
+}
+
+func (hs *Homeserver) ready() bool {
+	for _, u := range []string{hs.ClientURL + "/_matrix/client/versions", "https://" + hs.ServerName + "/_matrix/key/v2/server"} {
+		resp, err := hs.client.Get(u)
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false
+		}
+	}
+	return true
+}
+
+// Do calls the client-server API and decodes the JSON answer, if any, into
+// out (which may be nil). It returns the status code.
+func (hs *Homeserver) Do(t testing.TB, method, path, token string, body, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(context.Background(), method, hs.ClientURL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hs.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: status %d, answer %q: %v", method, path, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// MustDo is Do that fails the test unless the status is 200.
+func (hs *Homeserver) MustDo(t testing.TB, method, path, token string, body, out any) {
+	t.Helper()
+	var raw json.RawMessage
+	if code := hs.Do(t, method, path, token, body, &raw); code != http.StatusOK {
+		t.Fatalf("%s %s: status %d: %s", method, path, code, raw)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Register creates an account (open registration) and logs it in.
+func (hs *Homeserver) Register(t testing.TB, localpart string) User {
+	t.Helper()
+	var r struct {
+		UserID      string `json:"user_id"`
+		AccessToken string `json:"access_token"`
+		DeviceID    string `json:"device_id"`
+	}
+	hs.MustDo(t, "POST", "/_matrix/client/v3/register", "", map[string]any{
+		"username": localpart, "password": localpart + "-password-123",
+		"auth": map[string]any{"type": "m.login.dummy"},
+	}, &r)
+	return User{ID: r.UserID, Token: r.AccessToken, DeviceID: r.DeviceID}
+}
+
+// RegisterAppServiceUser registers a user in an appservice's namespace
+// (m.login.application_service with its as_token). Dendrite lets an
+// appservice act as such a user (?user_id=) only after this.
+func (hs *Homeserver) RegisterAppServiceUser(t testing.TB, asToken, localpart string) {
+	t.Helper()
+	var raw json.RawMessage
+	code := hs.Do(t, "POST", "/_matrix/client/v3/register", asToken, map[string]any{
+		"type": "m.login.application_service", "username": localpart, "inhibit_login": true,
+	}, &raw)
+	if code != http.StatusOK && !strings.Contains(string(raw), "M_USER_IN_USE") {
+		t.Fatalf("register appservice user %s: status %d: %s", localpart, code, raw)
+	}
+}
+
+// OpenIDToken asks the homeserver for an OpenID token for u.
+func (hs *Homeserver) OpenIDToken(t testing.TB, u User) OpenID {
+	t.Helper()
+	var o OpenID
+	hs.MustDo(t, "POST", "/_matrix/client/v3/user/"+url.PathEscape(u.ID)+"/openid/request_token", u.Token, map[string]any{}, &o)
+	return o
+}
+
+// CreateRoom creates a room as u with the given createRoom body and returns
+// its ID. Call members may send org.matrix.msc3401.call.member state.
+func (hs *Homeserver) CreateRoom(t testing.TB, u User, body map[string]any) string {
+	t.Helper()
+	if body == nil {
+		body = map[string]any{}
+	}
+	if _, ok := body["power_level_content_override"]; !ok {
+		body["power_level_content_override"] = map[string]any{
+			"events": map[string]any{"org.matrix.msc3401.call.member": 0},
+		}
+	}
+	var r struct {
+		RoomID string `json:"room_id"`
+	}
+	hs.MustDo(t, "POST", "/_matrix/client/v3/createRoom", u.Token, body, &r)
+	return r.RoomID
+}
+
+// Invite invites userID to roomID as u.
+func (hs *Homeserver) Invite(t testing.TB, u User, roomID, userID string) {
+	t.Helper()
+	hs.MustDo(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/invite", u.Token,
+		map[string]any{"user_id": userID}, nil)
+}
+
+// Join joins u to roomID (an invite or a public room is needed).
+func (hs *Homeserver) Join(t testing.TB, u User, roomID string) {
+	t.Helper()
+	hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), u.Token, map[string]any{}, nil)
+}
+
+// Kick removes userID from roomID as u.
+func (hs *Homeserver) Kick(t testing.TB, u User, roomID, userID string) {
+	t.Helper()
+	hs.MustDo(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/kick", u.Token,
+		map[string]any{"user_id": userID, "reason": "test"}, nil)
+}
+
+// SendState sets a state event as u and returns its event ID.
+func (hs *Homeserver) SendState(t testing.TB, u User, roomID, evType, stateKey string, content any) string {
+	t.Helper()
+	var r struct {
+		EventID string `json:"event_id"`
+	}
+	hs.MustDo(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/"+url.PathEscape(evType)+"/"+url.PathEscape(stateKey),
+		u.Token, content, &r)
+	return r.EventID
+}
