@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"entente.dev/entente/internal/config"
+	"entente.dev/entente/internal/logging"
+	"entente.dev/entente/internal/store"
+	"entente.dev/entente/media"
+	"entente.dev/entente/media/livekit"
+	"entente.dev/entente/web"
+)
+
+// configEnv names the environment variable read when --config is absent.
+const configEnv = "ENTENTE_CONFIG"
+
+// loadConfig resolves the configuration: --config, then $ENTENTE_CONFIG,
+// then the embedded defaults.
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		path = os.Getenv(configEnv)
+	}
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("entente", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (default: $"+configEnv+", else built-in defaults)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+	ctx = log.WithContext(ctx)
+
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.EndOpenSessions(ctx, time.Now()); err != nil {
+		return fmt.Errorf("close rooms left open: %w", err)
+	}
+	keys, err := apiKeys(ctx, cfg, st, stdout)
+	if err != nil {
+		return err
+	}
+
+	sfu, err := media.New(mediaConfig(cfg), log.With().Str("component", "sfu").Logger(), st)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger()).Register(mux)
+	if cfg.Web.Enabled {
+		mux.Handle("/", web.Handler(web.Options{Minter: minter(cfg, keys), Guests: cfg.Web.Guests, Log: log}))
+	} else {
+		mux.HandleFunc("/", health)
+	}
+
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		sfu.Close()
+		return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           withCORS(mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", sfu.UDPAddr()).
+		Str("version", version).Msg("entente node started")
+
+	sfuDone := make(chan error, 1)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { sfuDone <- sfu.Run(runCtx) }()
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(ln) }()
+
+	select {
+	case <-ctx.Done():
+	case err = <-srvDone:
+	}
+	log.Info().Msg("shutting down")
+	cancel()
+	<-sfuDone // closes every room, which ends every signal connection
+	shCtx, shCancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer shCancel()
+	_ = srv.Shutdown(shCtx)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// health answers LiveKit clients' GET/HEAD / when the join page is off.
+func health(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK")) }
+
+// withCORS lets browsers on other origins reach "/" (livekit-client HEADs
+// it) and the validate endpoints, as livekit-server does.
+func withCORS(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" || r.URL.Path == "/rtc/validate" || r.URL.Path == "/rtc/v1/validate" {
+			w.Header().Set("Access-Control-Allow-Origin", "*")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func openStore(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*store.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	return store.Open(ctx, filepath.Join(cfg.DataDir, "entente.db"), log.With().Str("component", "store").Logger())
+}
+
+// apiKeys returns the configured keys or, when none are configured, the
+// development key kept in the store, creating and printing it once.
+func apiKeys(ctx context.Context, cfg *config.Config, st *store.Store, out io.Writer) (livekit.Keys, error) {
+	if len(cfg.LiveKit.Keys) > 0 {
+		return livekit.Keys(cfg.LiveKit.Keys), nil
+	}
+	keys, err := st.APIKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read API keys: %w", err)
+	}
+	if len(keys) > 0 {
+		return livekit.Keys(keys), nil
+	}
+	key, secret := "API"+randomString(12), randomString(40)
+	if err := st.PutAPIKey(ctx, key, secret); err != nil {
+		return nil, fmt.Errorf("store development API key: %w", err)
+	}
+	fmt.Fprintf(out, "Created a development API key (shown once, kept in %s):\n  key:    %s\n  secret: %s\n",
+		cfg.DataDir, key, secret)
+	return livekit.Keys{key: secret}, nil
+}
+
+func randomString(n int) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// minter signs with the first key in name order, so the choice is stable.
+func minter(cfg *config.Config, keys livekit.Keys) livekit.Minter {
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return livekit.Minter{Key: names[0], Secret: keys[names[0]], TTL: cfg.LiveKit.TokenTTL.Duration}
+}
+
+func mediaConfig(cfg *config.Config) media.Config {
+	mc := media.Config{
+		UDPPort:          cfg.RTC.UDPPort,
+		BindAddress:      net.ParseIP(cfg.RTC.BindAddress),
+		AutoCreate:       cfg.Room.AutoCreate,
+		EmptyTimeout:     cfg.Room.EmptyTimeout.Duration,
+		DepartureTimeout: cfg.Room.DepartureTimeout.Duration,
+		MaxParticipants:  cfg.Room.MaxParticipants,
+	}
+	for _, a := range cfg.RTC.AnnounceAddresses {
+		mc.AnnounceAddresses = append(mc.AnnounceAddresses, net.ParseIP(a))
+	}
+	return mc
+}

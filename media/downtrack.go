@@ -1,0 +1,291 @@
+package media
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// ErrCodecNotNegotiated is returned by Bind when the subscriber did not accept the track's codec.
+var ErrCodecNotNegotiated = errors.New("subscriber did not negotiate the track's codec")
+
+// DownTrack sends one published track to one subscriber. It implements
+// webrtc.TrackLocal so pion negotiates it, and rewrites each forwarded
+// packet's SSRC, payload type, sequence number and timestamp so that layer
+// switches look like one continuous stream to the subscriber.
+type DownTrack struct {
+	sid      string
+	streamID string
+	up       *UpTrack
+	sub      *Participant
+	sender   *webrtc.RTPSender
+
+	mu       spinMutex
+	writer   webrtc.TrackLocalWriter
+	ssrc     uint32
+	pt       uint8
+	paused   bool
+	target   int8 // wanted layer, as the subscriber asked
+	current  int8 // layer being forwarded, -1 before the first keyframe
+	switchTo int8 // live layer to switch to on its next keyframe, -1 none
+	started  bool
+	seqOff   uint16
+	tsOff    uint32
+	lastSeq  uint16
+	lastTS   uint32
+	lastAt   int64
+	segStart uint16 // first outgoing sequence number of the current layer
+	hdr      rtp.Header
+
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+	done    chan struct{}
+	once    sync.Once
+}
+
+func newDownTrack(up *UpTrack, sub *Participant) *DownTrack {
+	return &DownTrack{
+		sid: up.sid, streamID: up.pub.sid + "|" + up.sid, up: up, sub: sub,
+		target: maxLayers - 1, current: -1, switchTo: -1, done: make(chan struct{}),
+	}
+}
+
+// ID is the track sid, which clients read as the track id.
+func (d *DownTrack) ID() string { return d.sid }
+
+// RID is empty: a subscriber always gets one stream.
+func (d *DownTrack) RID() string { return "" }
+
+// StreamID is "PA_publisher|TR_track", the form LiveKit clients parse
+// (livekit/livekit pkg/rtc/mediatrackreceiver.go PackStreamID).
+func (d *DownTrack) StreamID() string { return d.streamID }
+
+// Kind is the published track's kind.
+func (d *DownTrack) Kind() webrtc.RTPCodecType { return d.up.kind }
+
+// Bind is called by pion when the subscriber's answer is applied.
+func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	for _, c := range ctx.CodecParameters() {
+		if strings.EqualFold(c.MimeType, d.up.codec.MimeType) &&
+			(d.up.kind == webrtc.RTPCodecTypeAudio || fmtpCompatible(c.SDPFmtpLine, d.up.codec.SDPFmtpLine)) {
+			d.mu.Lock()
+			d.writer = ctx.WriteStream()
+			d.ssrc = uint32(ctx.SSRC())
+			d.pt = uint8(c.PayloadType)
+			d.current = -1
+			d.mu.Unlock()
+			d.retarget()
+			return c, nil
+		}
+	}
+	return webrtc.RTPCodecParameters{}, ErrCodecNotNegotiated
+}
+
+// Unbind is called by pion when the track is removed from the subscriber.
+func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
+	d.mu.Lock()
+	d.writer = nil
+	d.mu.Unlock()
+	return nil
+}
+
+// fmtpCompatible matches H.264 by packetization mode; other codecs always match.
+func fmtpCompatible(a, b string) bool {
+	pm := func(s string) string {
+		for _, kv := range strings.Split(s, ";") {
+			if strings.HasPrefix(strings.TrimSpace(kv), "packetization-mode=") {
+				return strings.TrimSpace(kv)
+			}
+		}
+		return ""
+	}
+	return pm(a) == pm(b)
+}
+
+// forward sends one packet of layer idx, if that is the layer this
+// subscriber gets. It runs on the publisher's reader goroutine and must not
+// allocate.
+func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bool, now int64) {
+	d.mu.Lock()
+	if d.writer == nil || d.paused || !d.sub.connected.Load() {
+		d.mu.Unlock()
+		return
+	}
+	if idx != d.current {
+		// Another layer's packet: it becomes current only if it is the
+		// layer we are switching to (any layer before the first packet when
+		// none is chosen yet), and only on a keyframe.
+		if (d.switchTo >= 0 && idx != d.switchTo) || (d.switchTo < 0 && d.current >= 0) {
+			d.mu.Unlock()
+			return
+		}
+		if !keyframe {
+			d.mu.Unlock()
+			d.up.requestKeyframe(idx)
+			return
+		}
+		d.switchLayer(idx, h, now)
+	}
+	d.hdr = *h
+	d.hdr.SSRC = d.ssrc
+	d.hdr.PayloadType = d.pt
+	d.hdr.SequenceNumber = h.SequenceNumber + d.seqOff
+	d.hdr.Timestamp = h.Timestamp + d.tsOff
+	d.hdr.Extension = false
+	d.hdr.Extensions = nil
+	d.hdr.ExtensionProfile = 0
+	if diff := d.hdr.SequenceNumber - d.lastSeq; diff < 0x8000 {
+		d.lastSeq = d.hdr.SequenceNumber
+		d.lastTS = d.hdr.Timestamp
+		d.lastAt = now
+	}
+	w := d.writer
+	_, err := w.WriteRTP(&d.hdr, payload)
+	d.mu.Unlock()
+	if err == nil {
+		d.packets.Add(1)
+		d.bytes.Add(uint64(len(payload)))
+	}
+}
+
+// switchLayer makes idx the current layer, so that the next packet's
+// outgoing sequence number follows the last one sent and its timestamp
+// advances by the wall-clock time since then. Called with d.mu held.
+func (d *DownTrack) switchLayer(idx int8, h *rtp.Header, now int64) {
+	if !d.started {
+		d.started = true
+		d.seqOff = 0
+		d.tsOff = 0
+		d.lastSeq = h.SequenceNumber - 1
+	} else {
+		next := d.lastSeq + 1
+		d.seqOff = next - h.SequenceNumber
+		elapsed := uint32(time.Duration(now-d.lastAt) * time.Duration(d.up.codec.ClockRate) / time.Second)
+		if elapsed == 0 {
+			elapsed = 1
+		}
+		d.tsOff = d.lastTS + elapsed - h.Timestamp
+	}
+	d.current = idx
+	d.switchTo = -1
+	d.segStart = h.SequenceNumber + d.seqOff
+}
+
+// setTarget records the layer the subscriber wants (from its track
+// settings) and whether it wants the track at all.
+func (d *DownTrack) setTarget(layer int8, paused bool) {
+	d.mu.Lock()
+	d.target = layer
+	wasPaused := d.paused
+	d.paused = paused
+	d.mu.Unlock()
+	if wasPaused && !paused {
+		d.mu.Lock()
+		d.current = -1 // restart on a keyframe
+		d.mu.Unlock()
+	}
+	d.retarget()
+}
+
+// retarget picks the live layer closest to the wanted one and, when it
+// differs from the current layer, asks the publisher for a keyframe on it.
+func (d *DownTrack) retarget() {
+	best := d.up.bestLayer(d.targetLayer(), time.Now().UnixNano())
+	d.mu.Lock()
+	if best < 0 || best == d.current {
+		d.switchTo = -1
+		d.mu.Unlock()
+		return
+	}
+	d.switchTo = best
+	d.mu.Unlock()
+	d.up.requestKeyframe(best)
+}
+
+func (d *DownTrack) targetLayer() int8 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.target
+}
+
+// requestKeyframe asks the publisher for a keyframe of the layer this
+// subscriber gets (after a PLI or FIR from it, or when it connects).
+func (d *DownTrack) requestKeyframe() {
+	d.mu.Lock()
+	l := d.current
+	if l < 0 {
+		l = d.switchTo
+	}
+	d.mu.Unlock()
+	if l < 0 {
+		l = d.up.bestLayer(d.targetLayer(), time.Now().UnixNano())
+	}
+	d.up.requestKeyframe(l)
+}
+
+// readRTCP handles the subscriber's RTCP for this track until the sender stops.
+func (d *DownTrack) readRTCP() {
+	defer d.once.Do(func() { close(d.done) })
+	for {
+		pkts, _, err := d.sender.ReadRTCP()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
+				d.sub.log.Trace().Err(err).Str("track", d.sid).Msg("rtcp read ended")
+			}
+			return
+		}
+		for _, p := range pkts {
+			switch p := p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				d.requestKeyframe()
+			case *rtcp.TransportLayerNack:
+				d.answerNack(p)
+			}
+		}
+	}
+}
+
+var rtxPool = sync.Pool{New: func() any { b := make([]byte, receiveMTU); return &b }}
+
+// answerNack resends the packets a subscriber lost from the publisher's
+// packet cache (RFC 4585 section 6.2.1), for the current layer only.
+func (d *DownTrack) answerNack(n *rtcp.TransportLayerNack) {
+	bp := rtxPool.Get().(*[]byte)
+	defer rtxPool.Put(bp)
+	var h rtp.Header
+	for _, pair := range n.Nacks {
+		for _, seq := range pair.PacketList() {
+			d.mu.Lock()
+			if d.writer == nil || d.current < 0 || seq-d.segStart >= 0x8000 || d.lastSeq-seq >= 0x8000 {
+				d.mu.Unlock()
+				continue
+			}
+			layer, in := d.current, seq-d.seqOff
+			d.mu.Unlock()
+			n := d.up.retransmit(layer, in, *bp)
+			if n == 0 {
+				continue
+			}
+			hl, err := h.Unmarshal((*bp)[:n])
+			if err != nil {
+				continue
+			}
+			d.mu.Lock()
+			if d.writer != nil && d.current == layer {
+				h.SSRC, h.PayloadType = d.ssrc, d.pt
+				h.SequenceNumber = seq
+				h.Timestamp += d.tsOff
+				h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+				_, _ = d.writer.WriteRTP(&h, (*bp)[hl:n])
+			}
+			d.mu.Unlock()
+		}
+	}
+}

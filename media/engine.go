@@ -1,0 +1,179 @@
+package media
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/logging"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+)
+
+// Header extension URIs the SFU negotiates (RFC 8285 identifiers).
+const (
+	extAudioLevel  = sdp.AudioLevelURI            // RFC 6464
+	extMid         = sdp.SDESMidURI               // RFC 8843
+	extRID         = sdp.SDESRTPStreamIDURI       // RFC 8852
+	extRepairedRID = sdp.SDESRepairRTPStreamIDURI // RFC 8852
+	extTransportCC = sdp.TransportCCURI           // draft-holmer-rmcat-transport-wide-cc
+	maxDataMessage = 64 * 1024                    // LiveKit's DataPacket limit
+	receiveMTU     = 1500
+)
+
+// engine owns the pion API shared by every peer connection of the node and
+// the one UDP socket they all use.
+type engine struct {
+	api  *webrtc.API
+	mux  ice.UDPMux
+	conn net.PacketConn
+}
+
+// newEngine builds one webrtc.API from an explicit MediaEngine, interceptor
+// registry and SettingEngine, the way pion builds itself (api.go), with one
+// UDP port for every peer.
+func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: cfg.BindAddress, Port: cfg.UDPPort})
+	if err != nil {
+		return nil, fmt.Errorf("listen on udp port %d: %w", cfg.UDPPort, err)
+	}
+	lf := newPionLoggerFactory(log)
+	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice-mux"), conn)
+
+	me := &webrtc.MediaEngine{}
+	if err := registerCodecs(me); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	// NACK generator towards publishers: we ask them for what we lost. NACKs
+	// from subscribers are answered from our own packet cache (downtrack.go),
+	// so no responder interceptor is registered.
+	gen, err := nack.NewGeneratorInterceptor()
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	ir.Add(gen)
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "ccm", Parameter: "fir"}, webrtc.RTPCodecTypeVideo)
+	// Receiver reports to publishers, sender reports to subscribers (lip sync).
+	rr, err := report.NewReceiverInterceptor()
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	ir.Add(rr)
+	sr, err := report.NewSenderInterceptor()
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	ir.Add(sr)
+	// Transport-wide congestion control feedback to publishers, so browsers'
+	// bandwidth estimation ramps up to send all simulcast layers.
+	tw, err := twcc.NewSenderInterceptor()
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	ir.Add(tw)
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeVideo)
+
+	se := webrtc.SettingEngine{LoggerFactory: lf}
+	se.SetICEUDPMux(mux)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback || cfg.BindAddress.IsLoopback())
+	se.SetReceiveMTU(receiveMTU)
+	se.SetSCTPMaxMessageSize(maxDataMessage)
+	announce := make([]string, 0, len(cfg.announce()))
+	for _, ip := range cfg.announce() {
+		announce = append(announce, ip.String())
+	}
+	if !cfg.BindAddress.IsUnspecified() || len(cfg.AnnounceAddresses) > 0 {
+		se.SetNAT1To1IPs(announce, webrtc.ICECandidateTypeHost)
+	}
+	se.SetSRTPProtectionProfiles(
+		// Prefer AES-GCM: cheaper per packet than AES-CM + HMAC-SHA1.
+		dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80,
+	)
+
+	api := webrtc.NewAPI(
+		webrtc.WithMediaEngine(me),
+		webrtc.WithInterceptorRegistry(ir),
+		webrtc.WithSettingEngine(se),
+	)
+	return &engine{api: api, mux: mux, conn: conn}, nil
+}
+
+func (e *engine) close() error {
+	_ = e.mux.Close()
+	return e.conn.Close()
+}
+
+// registerCodecs registers what Element Call and the LiveKit SDKs send: Opus,
+// VP8 and H.264, with the header extensions simulcast and audio levels need.
+func registerCodecs(me *webrtc.MediaEngine) error {
+	codecs := []struct {
+		c webrtc.RTPCodecParameters
+		t webrtc.RTPCodecType
+	}{
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111}, webrtc.RTPCodecTypeAudio},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, PayloadType: 96}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, PayloadType: 125}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"}, PayloadType: 108}, webrtc.RTPCodecTypeVideo},
+	}
+	for _, c := range codecs {
+		if err := me.RegisterCodec(c.c, c.t); err != nil {
+			return fmt.Errorf("register codec %s: %w", c.c.MimeType, err)
+		}
+	}
+	exts := []struct {
+		uri string
+		t   webrtc.RTPCodecType
+	}{
+		{extMid, webrtc.RTPCodecTypeAudio}, {extMid, webrtc.RTPCodecTypeVideo},
+		{extRID, webrtc.RTPCodecTypeVideo}, {extRepairedRID, webrtc.RTPCodecTypeVideo},
+		{extAudioLevel, webrtc.RTPCodecTypeAudio},
+		{extTransportCC, webrtc.RTPCodecTypeVideo},
+	}
+	for _, x := range exts {
+		if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: x.uri}, x.t); err != nil {
+			return fmt.Errorf("register header extension %s: %w", x.uri, err)
+		}
+	}
+	return nil
+}
+
+// pionLoggerFactory routes pion's logs into zerolog, at debug and above only
+// for warnings, so per-packet chatter never reaches the log.
+type pionLoggerFactory struct{ log zerolog.Logger }
+
+func newPionLoggerFactory(log zerolog.Logger) logging.LoggerFactory {
+	return &pionLoggerFactory{log: log}
+}
+
+func (f *pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
+	return &pionLogger{log: f.log.With().Str("pion", scope).Logger()}
+}
+
+type pionLogger struct{ log zerolog.Logger }
+
+func (l *pionLogger) Trace(string)              {}
+func (l *pionLogger) Tracef(string, ...any)     {}
+func (l *pionLogger) Debug(msg string)          { l.log.Trace().Msg(msg) }
+func (l *pionLogger) Debugf(f string, a ...any) { l.log.Trace().Msgf(f, a...) }
+func (l *pionLogger) Info(msg string)           { l.log.Debug().Msg(msg) }
+func (l *pionLogger) Infof(f string, a ...any)  { l.log.Debug().Msgf(f, a...) }
+func (l *pionLogger) Warn(msg string)           { l.log.Debug().Msg(msg) }
+func (l *pionLogger) Warnf(f string, a ...any)  { l.log.Debug().Msgf(f, a...) }
+func (l *pionLogger) Error(msg string)          { l.log.Warn().Msg(msg) }
+func (l *pionLogger) Errorf(f string, a ...any) { l.log.Warn().Msgf(f, a...) }

@@ -1,0 +1,148 @@
+package livekit
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+)
+
+// Keys maps API keys to their secrets.
+type Keys map[string]string
+
+// Grant is what a verified token allows.
+type Grant struct {
+	Identity   string
+	Name       string
+	Metadata   string
+	Attributes map[string]string
+	Room       string
+	Kind       livekit.ParticipantInfo_Kind
+	// RoomCreate allows creating the room when it does not exist.
+	RoomCreate     bool
+	CanPublish     bool
+	CanSubscribe   bool
+	CanPublishData bool
+	Hidden         bool
+	CanUpdateOwn   bool
+	Sources        []livekit.TrackSource
+	ExpiresAt      time.Time
+}
+
+// Verify checks an HS256 LiveKit access token against keys and returns its
+// grant. Only HS256 is accepted (auth.ParseAPIToken refuses other
+// algorithms, "none" included); the issuer selects the secret; exp is
+// required (livekit/protocol auth/verifier.go).
+func Verify(keys Keys, raw string) (*Grant, error) {
+	if raw == "" {
+		return nil, ErrNoToken
+	}
+	if len(raw) > maxTokenLength {
+		return nil, fmt.Errorf("%w: token too long", ErrInvalidToken)
+	}
+	v, err := auth.ParseAPIToken(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, errors.Unwrap(err))
+	}
+	secret, ok := keys[v.APIKey()]
+	if !ok || secret == "" {
+		return nil, fmt.Errorf("%w: unknown API key", ErrInvalidToken)
+	}
+	claims, grants, err := v.Verify(secret)
+	if err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) || errors.Is(err, jwt.ErrTokenNotValidYet) {
+			return nil, ErrTokenExpired
+		}
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, tokenErrorText(err))
+	}
+	if claims.ExpiresAt == nil {
+		return nil, fmt.Errorf("%w: no expiry", ErrInvalidToken)
+	}
+	g := &Grant{
+		Identity: grants.Identity, Name: grants.Name, Metadata: grants.Metadata,
+		Attributes: grants.Attributes, Kind: grants.GetParticipantKind(), ExpiresAt: claims.ExpiresAt.Time,
+	}
+	vg := grants.Video
+	if vg == nil || !vg.RoomJoin || vg.Room == "" {
+		return nil, ErrNotAllowed
+	}
+	if g.Identity == "" {
+		return nil, ErrNoIdentity
+	}
+	g.Room = vg.Room
+	g.RoomCreate = vg.RoomCreate
+	g.CanPublish = vg.GetCanPublish()
+	g.CanSubscribe = vg.GetCanSubscribe()
+	g.CanPublishData = vg.GetCanPublishData()
+	g.Hidden = vg.Hidden
+	g.CanUpdateOwn = vg.GetCanUpdateOwnMetadata()
+	for _, s := range vg.CanPublishSources {
+		g.Sources = append(g.Sources, sourceFromString(s))
+	}
+	return g, nil
+}
+
+// maxTokenLength bounds what is parsed; real tokens are well under 4 KiB.
+const maxTokenLength = 16 * 1024
+
+// tokenErrorText keeps jwt's first sentence, which names the problem
+// without echoing the token.
+func tokenErrorText(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, ':'); i > 0 && i < 60 {
+		return s[:i]
+	}
+	return s
+}
+
+func sourceFromString(s string) livekit.TrackSource {
+	switch strings.ToLower(s) {
+	case "camera":
+		return livekit.TrackSource_CAMERA
+	case "microphone":
+		return livekit.TrackSource_MICROPHONE
+	case "screen_share":
+		return livekit.TrackSource_SCREEN_SHARE
+	case "screen_share_audio":
+		return livekit.TrackSource_SCREEN_SHARE_AUDIO
+	}
+	return livekit.TrackSource_UNKNOWN
+}
+
+// Minter mints access tokens with one of the node's keys.
+type Minter struct {
+	Key    string
+	Secret string
+	TTL    time.Duration
+}
+
+// MintOptions are the grants of a minted token beyond room and identity.
+type MintOptions struct {
+	Name         string
+	Metadata     string
+	RoomCreate   bool
+	CanPublish   bool
+	CanSubscribe bool
+	CanUpdateOwn bool
+}
+
+// Mint returns a signed token for identity in room.
+func (m Minter) Mint(room, identity string, o MintOptions) (string, error) {
+	t := auth.NewAccessToken(m.Key, m.Secret)
+	g := &auth.VideoGrant{RoomJoin: true, Room: room, RoomCreate: o.RoomCreate, CanUpdateOwnMetadata: &o.CanUpdateOwn}
+	g.SetCanPublish(o.CanPublish)
+	g.SetCanSubscribe(o.CanSubscribe)
+	g.SetCanPublishData(o.CanPublish)
+	t.SetVideoGrant(g).SetIdentity(identity).SetName(o.Name).SetMetadata(o.Metadata).SetValidFor(m.TTL)
+	return t.ToJWT()
+}
+
+// MintJoinToken mints a token that may create the room, publish and
+// subscribe: what the join page and `entente token` hand out.
+func (m Minter) MintJoinToken(room, identity, name string) (string, error) {
+	return m.Mint(room, identity, MintOptions{Name: name, RoomCreate: true, CanPublish: true, CanSubscribe: true})
+}

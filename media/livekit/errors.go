@@ -1,0 +1,17 @@
+package livekit
+
+import "errors"
+
+var (
+	// ErrNoToken means the request carried no access token.
+	ErrNoToken = errors.New("no access token")
+	// ErrInvalidToken means the token is malformed, signed with an unknown
+	// key or the wrong algorithm, or has a bad signature.
+	ErrInvalidToken = errors.New("invalid access token")
+	// ErrTokenExpired means the token is expired or not yet valid.
+	ErrTokenExpired = errors.New("access token expired or not yet valid")
+	// ErrNotAllowed means the token's grants do not allow joining that room.
+	ErrNotAllowed = errors.New("token does not allow joining this room")
+	// ErrNoIdentity means the token names no participant identity.
+	ErrNoIdentity = errors.New("token has no identity")
+)

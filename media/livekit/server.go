@@ -1,0 +1,196 @@
+package livekit
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/livekit/protocol/livekit"
+	"github.com/rs/zerolog"
+
+	"entente.dev/entente/media"
+)
+
+// ServerVersion is what the node announces as its LiveKit server version:
+// at least 1.8.0 (livekit-client's RPC refuses older) and below the versions
+// that imply VP9/AV1 rid simulcast (livekit-client room/utils.ts).
+const ServerVersion = "1.9.0"
+
+// protocolVersion is the signal protocol version the node speaks.
+const protocolVersion = 16
+
+// Server serves /rtc for one SFU.
+type Server struct {
+	sfu  *media.SFU
+	keys Keys
+	log  zerolog.Logger
+}
+
+// NewServer returns a signal server for sfu that accepts tokens signed with keys.
+func NewServer(sfu *media.SFU, keys Keys, log zerolog.Logger) *Server {
+	return &Server{sfu: sfu, keys: keys, log: log}
+}
+
+// Register adds the signal endpoints to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.HandleFunc("/rtc", s.serveRTC)
+	mux.HandleFunc("/rtc/validate", s.serveValidate)
+	// The single peer connection endpoint does not exist yet: a plain 404
+	// (not the room-not-found text) makes livekit-client fall back to /rtc
+	// (LIVEKIT.md section 1).
+	mux.HandleFunc("/rtc/v1", s.notImplemented)
+	mux.HandleFunc("/rtc/v1/validate", s.notImplemented)
+}
+
+func (s *Server) notImplemented(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	http.Error(w, "single peer connection signalling is not supported, use /rtc", http.StatusNotFound)
+}
+
+// connectRequest is a validated /rtc request.
+type connectRequest struct {
+	grant         *Grant
+	autoSubscribe bool
+	reconnect     bool
+}
+
+// tokenFrom reads the token from Authorization: Bearer, then access_token
+// (livekit/livekit pkg/service/auth.go).
+func tokenFrom(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// check validates a connect request before any upgrade and returns the
+// HTTP status and message a client expects on failure (LIVEKIT.md
+// section 1 table).
+func (s *Server) check(r *http.Request) (*connectRequest, int, string) {
+	q := r.URL.Query()
+	g, err := Verify(s.keys, tokenFrom(r))
+	switch {
+	case errors.Is(err, ErrNoIdentity):
+		return nil, http.StatusBadRequest, "identity cannot be empty"
+	case err != nil:
+		return nil, http.StatusUnauthorized, err.Error()
+	}
+	if q.Get("join_request") != "" {
+		return nil, http.StatusBadRequest, "single peer connection mode is not supported"
+	}
+	if !s.sfu.RoomExists(g.Room) && !s.canCreate(g) {
+		return nil, http.StatusNotFound, media.ErrRoomNotFound.Error()
+	}
+	return &connectRequest{
+		grant:         g,
+		autoSubscribe: q.Get("auto_subscribe") != "0" && q.Get("auto_subscribe") != "false",
+		reconnect:     q.Get("reconnect") == "1" || q.Get("reconnect") == "true",
+	}, 0, ""
+}
+
+func (s *Server) canCreate(g *Grant) bool {
+	return g.RoomCreate || s.sfu.AutoCreate()
+}
+
+func (s *Server) serveValidate(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	if _, status, msg := s.check(r); status != 0 {
+		http.Error(w, msg, status)
+		return
+	}
+	_, _ = w.Write([]byte("success"))
+}
+
+func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
+	req, status, msg := s.check(r)
+	if status != 0 {
+		http.Error(w, msg, status)
+		return
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		// LiveKit accepts any origin: the token is the credential.
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return
+	}
+	conn.SetReadLimit(maxSignalMessage)
+	log := s.log.With().Str("room", req.grant.Room).Str("participant", req.grant.Identity).Logger()
+	ctx := log.WithContext(r.Context())
+	sess := newSession(conn, log)
+	defer sess.wait()
+	if req.reconnect {
+		// Resume is not implemented: ask the client for a full reconnect
+		// (livekit/livekit roommanager.go StartSession, unknown participant).
+		sess.SendLeave(livekit.DisconnectReason_STATE_MISMATCH, livekit.LeaveRequest_RECONNECT)
+		return
+	}
+	room, err := s.room(req.grant)
+	if err != nil {
+		sess.SendLeave(livekit.DisconnectReason_JOIN_FAILURE, livekit.LeaveRequest_DISCONNECT)
+		log.Info().Err(err).Msg("join refused")
+		return
+	}
+	g := req.grant
+	p, info, err := room.Join(media.JoinParams{
+		Identity: g.Identity, Name: g.Name, Metadata: g.Metadata, Attributes: g.Attributes, Kind: g.Kind,
+		Permissions: media.Permissions{
+			CanPublish: g.CanPublish, CanSubscribe: g.CanSubscribe, CanPublishData: g.CanPublishData,
+			Hidden: g.Hidden, Sources: g.Sources,
+		},
+		AutoSubscribe: req.autoSubscribe,
+		Signaller:     sess,
+	})
+	if err != nil {
+		reason := livekit.DisconnectReason_JOIN_FAILURE
+		sess.SendLeave(reason, livekit.LeaveRequest_DISCONNECT)
+		log.Info().Err(err).Msg("join refused")
+		return
+	}
+	sess.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Join{Join: joinResponse(info, g)}})
+	p.Start()
+	sess.readLoop(ctx, p, g)
+	// The socket is gone: without resume support the participant leaves.
+	p.Room().RemoveParticipant(p.Identity(), livekit.DisconnectReason_SIGNAL_CLOSE)
+}
+
+func (s *Server) room(g *Grant) (*media.Room, error) {
+	if g.RoomCreate {
+		return s.sfu.CreateRoom(g.Room)
+	}
+	return s.sfu.Room(g.Room, true)
+}
+
+// joinResponse builds the JoinResponse livekit-client and server-sdk-go
+// need (LIVEKIT.md section 2).
+func joinResponse(info *media.JoinInfo, g *Grant) *livekit.JoinResponse {
+	return &livekit.JoinResponse{
+		Room:              info.Room,
+		Participant:       info.Participant,
+		OtherParticipants: info.Others,
+		ServerVersion:     ServerVersion,
+		ServerInfo: &livekit.ServerInfo{
+			Edition: livekit.ServerInfo_Standard, Version: ServerVersion, Protocol: protocolVersion, NodeId: "entente",
+		},
+		SubscriberPrimary: g.CanSubscribe,
+		PingInterval:      pingInterval,
+		PingTimeout:       pingTimeout,
+		SifTrailer:        info.SIFTrailer,
+		FastPublish:       g.CanPublish,
+		EnabledPublishCodecs: []*livekit.Codec{
+			{Mime: "audio/opus"}, {Mime: "video/VP8"}, {Mime: "video/H264"},
+		},
+	}
+}
+
+const (
+	pingInterval     = 5  // seconds
+	pingTimeout      = 15 // seconds
+	maxSignalMessage = 1 << 20
+	writeTimeout     = 10 * time.Second
+)

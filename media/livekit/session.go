@@ -1,0 +1,252 @@
+package livekit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+
+	"entente.dev/entente/media"
+)
+
+// outQueue bounds the signal messages waiting for a slow client; a client
+// that lets it fill is disconnected rather than stalling its room.
+const outQueue = 512
+
+// session is one client's signal connection. It implements media.Signaller:
+// sends are queued and written by one writer goroutine, which the session
+// owns and stops.
+type session struct {
+	conn *websocket.Conn
+	log  zerolog.Logger
+	out  chan *livekit.SignalResponse
+
+	mu      sync.Mutex
+	closing bool
+
+	stop     chan struct{} // closed to stop the writer
+	stopOnce sync.Once
+	done     chan struct{} // closed when the writer has exited
+}
+
+func newSession(conn *websocket.Conn, log zerolog.Logger) *session {
+	s := &session{
+		conn: conn, log: log, out: make(chan *livekit.SignalResponse, outQueue),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	go s.writeLoop()
+	return s
+}
+
+// wait stops the writer after it has flushed what is queued, then closes
+// the socket.
+func (s *session) wait() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.stopOnce.Do(func() { close(s.stop) })
+	<-s.done
+}
+
+func (s *session) writeLoop() {
+	defer close(s.done)
+	defer s.conn.Close(websocket.StatusNormalClosure, "")
+	for {
+		select {
+		case m := <-s.out:
+			if !s.write(m) {
+				return
+			}
+			if _, ok := m.Message.(*livekit.SignalResponse_Leave); ok {
+				return
+			}
+		case <-s.stop:
+			for {
+				select {
+				case m := <-s.out:
+					if !s.write(m) {
+						return
+					}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *session) write(m *livekit.SignalResponse) bool {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("marshal signal response")
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	if err := s.conn.Write(ctx, websocket.MessageBinary, b); err != nil {
+		s.log.Debug().Err(err).Msg("signal write failed")
+		return false
+	}
+	return true
+}
+
+// send queues one message; a full queue closes the connection.
+func (s *session) send(m *livekit.SignalResponse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return
+	}
+	select {
+	case s.out <- m:
+	default:
+		s.log.Warn().Msg("signal queue full, closing the connection")
+		s.closing = true
+		s.stopOnce.Do(func() { close(s.stop) })
+		_ = s.conn.CloseNow()
+	}
+}
+
+// SendOffer implements media.Signaller.
+func (s *session) SendOffer(sd webrtc.SessionDescription, id uint32, mids map[string]string) {
+	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Offer{Offer: &livekit.SessionDescription{
+		Type: sd.Type.String(), Sdp: sd.SDP, Id: id, MidToTrackId: mids,
+	}}})
+}
+
+// SendAnswer implements media.Signaller.
+func (s *session) SendAnswer(sd webrtc.SessionDescription, id uint32) {
+	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Answer{Answer: &livekit.SessionDescription{
+		Type: sd.Type.String(), Sdp: sd.SDP, Id: id,
+	}}})
+}
+
+// SendCandidate implements media.Signaller.
+func (s *session) SendCandidate(c *webrtc.ICECandidateInit, target livekit.SignalTarget) {
+	if c == nil {
+		return
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return
+	}
+	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Trickle{Trickle: &livekit.TrickleRequest{
+		CandidateInit: string(b), Target: target,
+	}}})
+}
+
+// SendParticipants implements media.Signaller.
+func (s *session) SendParticipants(infos []*livekit.ParticipantInfo) {
+	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{
+		Participants: infos,
+	}}})
+}
+
+// SendTrackPublished implements media.Signaller.
+func (s *session) SendTrackPublished(cid string, info *livekit.TrackInfo) {
+	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_TrackPublished{
+		TrackPublished: &livekit.TrackPublishedResponse{Cid: cid, Track: info},
+	}})
+}
+
+// SendSpeakers implements media.Signaller.
+func (s *session) SendSpeakers(speakers []*livekit.SpeakerInfo) {
+	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_SpeakersChanged{
+		SpeakersChanged: &livekit.SpeakersChanged{Speakers: speakers},
+	}})
+}
+
+// SendLeave implements media.Signaller: the leave is the last frame.
+func (s *session) SendLeave(reason livekit.DisconnectReason, action livekit.LeaveRequest_Action) {
+	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Leave{Leave: &livekit.LeaveRequest{
+		CanReconnect: action == livekit.LeaveRequest_RECONNECT, Reason: reason, Action: action,
+	}}})
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+}
+
+// readLoop handles the client's requests until the socket closes, the
+// client leaves or it is removed.
+func (s *session) readLoop(ctx context.Context, p *media.Participant, g *Grant) {
+	for {
+		typ, data, err := s.conn.Read(ctx)
+		if err != nil {
+			return
+		}
+		if typ != websocket.MessageBinary {
+			s.log.Debug().Msg("ignoring a text signal frame")
+			continue
+		}
+		var req livekit.SignalRequest
+		if err := proto.Unmarshal(data, &req); err != nil {
+			s.log.Debug().Err(err).Msg("dropping a malformed signal frame")
+			continue
+		}
+		if !s.handle(ctx, p, g, &req) {
+			return
+		}
+	}
+}
+
+// handle applies one request. It returns false when the session ends.
+// Requests the node does not act on are accepted and ignored, never a
+// reason to close (livekit/livekit pkg/rtc/signalling/signalhandler.go).
+func (s *session) handle(ctx context.Context, p *media.Participant, g *Grant, req *livekit.SignalRequest) bool {
+	log := zerolog.Ctx(ctx)
+	var err error
+	switch m := req.Message.(type) {
+	case *livekit.SignalRequest_Offer:
+		err = p.HandleOffer(sessionDescription(m.Offer), m.Offer.GetId())
+	case *livekit.SignalRequest_Answer:
+		err = p.HandleAnswer(sessionDescription(m.Answer), m.Answer.GetId())
+	case *livekit.SignalRequest_Trickle:
+		var c webrtc.ICECandidateInit
+		if err = json.Unmarshal([]byte(m.Trickle.GetCandidateInit()), &c); err == nil {
+			err = p.HandleCandidate(c, m.Trickle.GetTarget())
+		}
+	case *livekit.SignalRequest_AddTrack:
+		err = p.AddTrack(m.AddTrack)
+	case *livekit.SignalRequest_Mute:
+		err = p.SetMuted(m.Mute.GetSid(), m.Mute.GetMuted())
+	case *livekit.SignalRequest_Subscription:
+		sids := append([]string(nil), m.Subscription.GetTrackSids()...)
+		for _, pt := range m.Subscription.GetParticipantTracks() {
+			sids = append(sids, pt.GetTrackSids()...)
+		}
+		p.UpdateSubscription(sids, m.Subscription.GetSubscribe())
+	case *livekit.SignalRequest_TrackSetting:
+		p.UpdateTrackSettings(m.TrackSetting)
+	case *livekit.SignalRequest_UpdateMetadata:
+		if g.CanUpdateOwn {
+			p.UpdateMetadata(m.UpdateMetadata.GetName(), m.UpdateMetadata.GetMetadata(), m.UpdateMetadata.GetAttributes())
+		}
+	case *livekit.SignalRequest_Leave:
+		p.Leave()
+		return false
+	case *livekit.SignalRequest_Ping:
+		s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Pong{Pong: time.Now().UnixMilli()}})
+	case *livekit.SignalRequest_PingReq:
+		s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_PongResp{PongResp: &livekit.Pong{
+			LastPingTimestamp: m.PingReq.GetTimestamp(), Timestamp: time.Now().UnixMilli(),
+		}}})
+	}
+	if err != nil {
+		if errors.Is(err, media.ErrParticipantClosed) {
+			return false
+		}
+		log.Debug().Err(err).Type("request", req.Message).Msg("signal request failed")
+	}
+	return true
+}
+
+func sessionDescription(sd *livekit.SessionDescription) webrtc.SessionDescription {
+	return webrtc.SessionDescription{Type: webrtc.NewSDPType(sd.GetType()), SDP: sd.GetSdp()}
+}

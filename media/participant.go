@@ -1,0 +1,715 @@
+package media
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+)
+
+// maxPendingCandidates bounds the ICE candidates queued before a remote
+// description exists.
+const maxPendingCandidates = 64
+
+// Participant is one member of a room with two peer connections, as LiveKit
+// clients expect: the publisher (the client offers, we answer) and the
+// subscriber (we offer, the client answers).
+type Participant struct {
+	room          *Room
+	sid           string
+	identity      string
+	kind          livekit.ParticipantInfo_Kind
+	perms         Permissions
+	autoSubscribe bool
+	sig           Signaller
+	log           zerolog.Logger
+	joinedAt      time.Time
+
+	pub       *webrtc.PeerConnection
+	sub       *webrtc.PeerConnection
+	connected atomic.Bool // subscriber transport is up
+
+	mu        sync.Mutex
+	name      string
+	metadata  string
+	attrs     map[string]string
+	version   uint32
+	state     livekit.ParticipantInfo_State
+	reason    livekit.DisconnectReason
+	pending   map[string]*pendingTrack // by client track id (cid)
+	orphans   []orphanTrack            // media that arrived before its add_track
+	published map[string]*UpTrack      // by track sid
+	downs     map[string]*DownTrack    // our subscriptions, by track sid
+	closed    bool
+
+	pubMu    sync.Mutex // serialises publisher negotiation
+	pubCands []webrtc.ICECandidateInit
+
+	negMu         sync.Mutex // serialises subscriber negotiation
+	offerID       uint32
+	offerInFlight bool
+	renegotiate   bool
+	subCands      []webrtc.ICECandidateInit
+
+	dcMu       sync.Mutex
+	dcReliable *webrtc.DataChannel
+	dcLossy    *webrtc.DataChannel
+}
+
+type pendingTrack struct {
+	cid  string
+	info *livekit.TrackInfo
+	up   *UpTrack
+}
+
+type orphanTrack struct {
+	remote   *webrtc.TrackRemote
+	receiver *webrtc.RTPReceiver
+}
+
+func newParticipant(r *Room, jp JoinParams) (*Participant, error) {
+	p := &Participant{
+		room: r, sid: newID("PA_"), identity: jp.Identity, kind: jp.Kind, perms: jp.Permissions,
+		autoSubscribe: jp.AutoSubscribe, sig: jp.Signaller, joinedAt: time.Now(),
+		name: jp.Name, metadata: jp.Metadata, attrs: copyAttrs(jp.Attributes),
+		state:   livekit.ParticipantInfo_JOINING,
+		pending: map[string]*pendingTrack{}, published: map[string]*UpTrack{}, downs: map[string]*DownTrack{},
+	}
+	p.log = r.log.With().Str("participant", p.identity).Str("participant_sid", p.sid).Logger()
+	var err error
+	if p.pub, err = r.sfu.eng.api.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		return nil, fmt.Errorf("publisher peer connection: %w", err)
+	}
+	if p.sub, err = r.sfu.eng.api.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		_ = p.pub.Close()
+		return nil, fmt.Errorf("subscriber peer connection: %w", err)
+	}
+	p.pub.OnICECandidate(func(c *webrtc.ICECandidate) { p.trickle(c, livekit.SignalTarget_PUBLISHER) })
+	p.sub.OnICECandidate(func(c *webrtc.ICECandidate) { p.trickle(c, livekit.SignalTarget_SUBSCRIBER) })
+	p.pub.OnTrack(p.onTrack)
+	p.pub.OnDataChannel(func(dc *webrtc.DataChannel) {
+		dc.OnMessage(func(m webrtc.DataChannelMessage) { r.relayData(p, dc.Label(), m.Data) })
+	})
+	p.sub.OnConnectionStateChange(p.onSubscriberState)
+	p.pub.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateFailed {
+			p.log.Info().Msg("publisher connection failed")
+			r.removeParticipant(p, livekit.DisconnectReason_CONNECTION_TIMEOUT, true)
+		}
+	})
+	// Data channels on the subscriber connection, which is primary: clients
+	// adopt them by label (livekit/livekit transportmanager.go).
+	ordered := false
+	zero := uint16(0)
+	if p.dcReliable, err = p.sub.CreateDataChannel("_reliable", &webrtc.DataChannelInit{}); err == nil {
+		p.dcLossy, err = p.sub.CreateDataChannel("_lossy", &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
+	}
+	if err != nil {
+		_ = p.pub.Close()
+		_ = p.sub.Close()
+		return nil, fmt.Errorf("data channels: %w", err)
+	}
+	for _, dc := range []*webrtc.DataChannel{p.dcReliable, p.dcLossy} {
+		dc.OnMessage(func(m webrtc.DataChannelMessage) { r.relayData(p, dc.Label(), m.Data) })
+	}
+	return p, nil
+}
+
+func copyAttrs(a map[string]string) map[string]string {
+	out := make(map[string]string, len(a))
+	for k, v := range a {
+		out[k] = v
+	}
+	return out
+}
+
+// SID is the participant's LiveKit sid.
+func (p *Participant) SID() string { return p.sid }
+
+// Identity is the participant's identity from its token.
+func (p *Participant) Identity() string { return p.identity }
+
+// Room is the room the participant is in.
+func (p *Participant) Room() *Room { return p.room }
+
+func (p *Participant) trickle(c *webrtc.ICECandidate, target livekit.SignalTarget) {
+	if c == nil {
+		return
+	}
+	init := c.ToJSON()
+	p.sig.SendCandidate(&init, target)
+}
+
+func (p *Participant) onSubscriberState(s webrtc.PeerConnectionState) {
+	switch s {
+	case webrtc.PeerConnectionStateConnected:
+		if p.connected.Swap(true) {
+			return
+		}
+		p.mu.Lock()
+		if p.state == livekit.ParticipantInfo_JOINED || p.state == livekit.ParticipantInfo_JOINING {
+			p.state = livekit.ParticipantInfo_ACTIVE
+			p.version++
+		}
+		downs := p.downTracksLocked()
+		p.mu.Unlock()
+		p.room.broadcast(p, true)
+		for _, d := range downs {
+			d.requestKeyframe()
+		}
+	case webrtc.PeerConnectionStateFailed:
+		p.log.Info().Msg("subscriber connection failed")
+		p.room.removeParticipant(p, livekit.DisconnectReason_CONNECTION_TIMEOUT, true)
+	}
+}
+
+// Start announces the participant, subscribes it to what the room already
+// publishes and sends the first subscriber offer. Call it after the join
+// response has been sent.
+func (p *Participant) Start() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.state = livekit.ParticipantInfo_JOINED
+	p.version++
+	p.mu.Unlock()
+	p.room.broadcast(p, false)
+	if p.autoSubscribe && p.perms.CanSubscribe {
+		for _, up := range p.room.publishedTracks(p) {
+			p.subscribe(up, false)
+		}
+	}
+	p.negotiate()
+}
+
+// info returns a snapshot of the participant for signalling.
+func (p *Participant) info() *livekit.ParticipantInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.infoLocked()
+}
+
+func (p *Participant) infoLocked() *livekit.ParticipantInfo {
+	tracks := make([]*livekit.TrackInfo, 0, len(p.published))
+	for _, pt := range p.pending {
+		if pt.up != nil {
+			tracks = append(tracks, proto.Clone(pt.info).(*livekit.TrackInfo))
+		}
+	}
+	return &livekit.ParticipantInfo{
+		Sid: p.sid, Identity: p.identity, Name: p.name, Metadata: p.metadata, Attributes: copyAttrs(p.attrs),
+		State: p.state, Tracks: tracks, Version: p.version, Permission: p.perms.proto(), Kind: p.kind,
+		JoinedAt: p.joinedAt.Unix(), JoinedAtMs: p.joinedAt.UnixMilli(), IsPublisher: len(p.published) > 0,
+		DisconnectReason: p.reason,
+	}
+}
+
+func (p *Participant) downTracksLocked() []*DownTrack {
+	out := make([]*DownTrack, 0, len(p.downs))
+	for _, d := range p.downs {
+		out = append(out, d)
+	}
+	return out
+}
+
+// HandleOffer applies the client's publisher offer and sends the answer.
+func (p *Participant) HandleOffer(sd webrtc.SessionDescription, id uint32) error {
+	p.pubMu.Lock()
+	defer p.pubMu.Unlock()
+	if sd.Type != webrtc.SDPTypeOffer {
+		return fmt.Errorf("%w: expected an offer, got %s", ErrInvalidSDP, sd.Type)
+	}
+	if err := p.pub.SetRemoteDescription(sd); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
+	}
+	for _, c := range p.pubCands {
+		_ = p.pub.AddICECandidate(c)
+	}
+	p.pubCands = nil
+	answer, err := p.pub.CreateAnswer(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
+	}
+	if err := p.pub.SetLocalDescription(answer); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
+	}
+	p.sig.SendAnswer(answer, id)
+	return nil
+}
+
+// HandleAnswer applies the client's answer to our subscriber offer.
+func (p *Participant) HandleAnswer(sd webrtc.SessionDescription, id uint32) error {
+	p.negMu.Lock()
+	if sd.Type != webrtc.SDPTypeAnswer {
+		p.negMu.Unlock()
+		return fmt.Errorf("%w: expected an answer, got %s", ErrInvalidSDP, sd.Type)
+	}
+	if !p.offerInFlight || (id != 0 && id != p.offerID) {
+		p.negMu.Unlock()
+		return nil // a stale answer; the newest offer's answer follows
+	}
+	if err := p.sub.SetRemoteDescription(sd); err != nil {
+		p.negMu.Unlock()
+		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
+	}
+	for _, c := range p.subCands {
+		_ = p.sub.AddICECandidate(c)
+	}
+	p.subCands = nil
+	p.offerInFlight = false
+	again := p.renegotiate
+	p.renegotiate = false
+	p.negMu.Unlock()
+	if again {
+		p.negotiate()
+	}
+	return nil
+}
+
+// HandleCandidate adds a remote ICE candidate to the named connection,
+// queueing it (bounded) until that connection has a remote description.
+func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit, target livekit.SignalTarget) error {
+	var mu *sync.Mutex
+	var pc *webrtc.PeerConnection
+	var queue *[]webrtc.ICECandidateInit
+	if target == livekit.SignalTarget_SUBSCRIBER {
+		mu, pc, queue = &p.negMu, p.sub, &p.subCands
+	} else {
+		mu, pc, queue = &p.pubMu, p.pub, &p.pubCands
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if pc.RemoteDescription() == nil {
+		if len(*queue) < maxPendingCandidates {
+			*queue = append(*queue, c)
+		}
+		return nil
+	}
+	return pc.AddICECandidate(c)
+}
+
+// negotiate sends a new subscriber offer, or marks one as needed when an
+// offer is already waiting for its answer (one offer in flight at a time).
+func (p *Participant) negotiate() {
+	p.negMu.Lock()
+	if p.isClosed() {
+		p.negMu.Unlock()
+		return
+	}
+	if p.offerInFlight {
+		p.renegotiate = true
+		p.negMu.Unlock()
+		return
+	}
+	offer, err := p.sub.CreateOffer(nil)
+	if err == nil {
+		err = p.sub.SetLocalDescription(offer)
+	}
+	if err != nil {
+		p.negMu.Unlock()
+		p.log.Warn().Err(err).Msg("subscriber offer failed")
+		return
+	}
+	p.offerID++
+	p.offerInFlight = true
+	id := p.offerID
+	mids := map[string]string{}
+	for _, t := range p.sub.GetTransceivers() {
+		if s := t.Sender(); s != nil && s.Track() != nil && t.Mid() != "" {
+			mids[t.Mid()] = s.Track().ID()
+		}
+	}
+	p.negMu.Unlock()
+	p.sig.SendOffer(offer, id, mids)
+}
+
+func (p *Participant) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// AddTrack registers a track the client is about to publish and confirms it.
+func (p *Participant) AddTrack(req *livekit.AddTrackRequest) error {
+	if !p.perms.CanPublish || !p.perms.allowsSource(req.Source) {
+		return fmt.Errorf("%w: publish %s", ErrPermissionDenied, req.Source)
+	}
+	if req.Cid == "" {
+		return fmt.Errorf("add track: empty cid")
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrParticipantClosed
+	}
+	if pt, ok := p.pending[req.Cid]; ok {
+		info := proto.Clone(pt.info).(*livekit.TrackInfo)
+		p.mu.Unlock()
+		p.sig.SendTrackPublished(req.Cid, info)
+		return nil
+	}
+	if len(p.pending) >= maxTracksPerParticipant {
+		p.mu.Unlock()
+		return fmt.Errorf("add track: too many tracks")
+	}
+	info := trackInfoFromRequest(req)
+	pt := &pendingTrack{cid: req.Cid, info: info}
+	for _, sc := range req.SimulcastCodecs {
+		if sc.Cid != "" && sc.Cid != req.Cid {
+			p.pending[sc.Cid] = pt
+		}
+	}
+	p.pending[req.Cid] = pt
+	reply := proto.Clone(info).(*livekit.TrackInfo)
+	orphans := p.orphans
+	p.orphans = nil
+	p.mu.Unlock()
+	p.sig.SendTrackPublished(req.Cid, reply)
+	for _, o := range orphans {
+		p.onTrack(o.remote, o.receiver)
+	}
+	return nil
+}
+
+const maxTracksPerParticipant = 32
+
+func trackInfoFromRequest(req *livekit.AddTrackRequest) *livekit.TrackInfo {
+	kind := "A"
+	if req.Type == livekit.TrackType_VIDEO {
+		kind = "V"
+	}
+	info := &livekit.TrackInfo{
+		Sid: newID("TR_" + kind), Type: req.Type, Name: req.Name, Muted: req.Muted,
+		Width: req.Width, Height: req.Height, Simulcast: len(req.Layers) > 1, DisableDtx: req.DisableDtx,
+		Source: req.Source, Layers: req.Layers, Stereo: req.Stereo, DisableRed: req.DisableRed,
+		Encryption: req.Encryption, Stream: req.Stream, AudioFeatures: req.AudioFeatures,
+	}
+	for _, sc := range req.SimulcastCodecs {
+		if sc.Codec == "" {
+			continue
+		}
+		info.Codecs = append(info.Codecs, &livekit.SimulcastCodecInfo{
+			MimeType: "video/" + sc.Codec, Cid: sc.Cid, Layers: req.Layers,
+			VideoLayerMode: livekit.VideoLayer_ONE_SPATIAL_LAYER_PER_STREAM,
+		})
+	}
+	return info
+}
+
+// onTrack maps incoming media to the add_track request it belongs to: by
+// msid track id (the client's cid), then by simulcast codec cid, then the
+// first pending request of the same kind (livekit/livekit participant.go
+// getPendingTrack).
+func (p *Participant) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
+	kind := livekit.TrackType_AUDIO
+	if remote.Kind() == webrtc.RTPCodecTypeVideo {
+		kind = livekit.TrackType_VIDEO
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	pt := p.pending[remote.ID()]
+	if pt == nil {
+		for _, x := range p.pending {
+			if x.up == nil && x.info.Type == kind {
+				pt = x
+				break
+			}
+		}
+	}
+	if pt == nil {
+		if len(p.orphans) < maxTracksPerParticipant {
+			p.orphans = append(p.orphans, orphanTrack{remote, receiver})
+		}
+		p.mu.Unlock()
+		return
+	}
+	fresh := pt.up == nil
+	if fresh {
+		codec := remote.Codec()
+		var levelID uint8
+		for _, x := range receiver.GetParameters().HeaderExtensions {
+			if x.URI == extAudioLevel {
+				levelID = uint8(x.ID)
+			}
+		}
+		pt.up = newUpTrack(pt.info.Sid, pt.cid, p, codec, remote.Kind(), levelID)
+		pt.info.MimeType = codec.MimeType
+		pt.info.Mid = receiverMid(p.pub, receiver)
+		p.published[pt.info.Sid] = pt.up
+		p.version++
+	}
+	up := pt.up
+	p.mu.Unlock()
+	layer := int8(0)
+	if remote.RID() != "" {
+		layer = layerFromRID(remote.RID())
+	}
+	up.addLayer(layer, remote)
+	if fresh {
+		p.log.Debug().Str("track", up.sid).Str("mime", up.mime).Msg("track published")
+		p.room.trackPublished(p, up)
+	}
+}
+
+func receiverMid(pc *webrtc.PeerConnection, r *webrtc.RTPReceiver) string {
+	for _, t := range pc.GetTransceivers() {
+		if t.Receiver() == r {
+			return t.Mid()
+		}
+	}
+	return ""
+}
+
+// trackEnded is called once when a published track's media ends.
+func (p *Participant) trackEnded(up *UpTrack) {
+	p.mu.Lock()
+	if p.published[up.sid] != up {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.published, up.sid)
+	for cid, pt := range p.pending {
+		if pt.up == up {
+			delete(p.pending, cid)
+		}
+	}
+	p.version++
+	closed := p.closed
+	p.mu.Unlock()
+	p.room.trackUnpublished(p, up, !closed)
+}
+
+// SetMuted mutes or unmutes one of the participant's tracks.
+func (p *Participant) SetMuted(sid string, muted bool) error {
+	p.mu.Lock()
+	var info *livekit.TrackInfo
+	for _, pt := range p.pending {
+		if pt.info.Sid == sid {
+			info = pt.info
+			break
+		}
+	}
+	if info == nil {
+		p.mu.Unlock()
+		return ErrTrackNotFound
+	}
+	changed := info.Muted != muted
+	info.Muted = muted
+	published := p.published[sid] != nil
+	if changed {
+		p.version++
+	}
+	p.mu.Unlock()
+	if changed && published {
+		p.room.broadcast(p, true)
+	}
+	return nil
+}
+
+// subscribe starts sending up to this participant.
+func (p *Participant) subscribe(up *UpTrack, negotiate bool) {
+	p.mu.Lock()
+	skip := p.closed || p.downs[up.sid] != nil
+	p.mu.Unlock()
+	if skip {
+		return
+	}
+	d := newDownTrack(up, p)
+	sender, err := p.sub.AddTrack(d)
+	if err != nil {
+		p.log.Warn().Err(err).Str("track", up.sid).Msg("subscribe failed")
+		return
+	}
+	d.sender = sender
+	go d.readRTCP()
+	p.mu.Lock()
+	if p.closed || p.downs[up.sid] != nil {
+		p.mu.Unlock()
+		_ = p.sub.RemoveTrack(sender)
+		return
+	}
+	p.downs[up.sid] = d
+	p.mu.Unlock()
+	up.addDown(d)
+	if negotiate {
+		p.negotiate()
+	}
+}
+
+// unsubscribe stops sending the track sid to this participant.
+func (p *Participant) unsubscribe(sid string, negotiate bool) {
+	p.mu.Lock()
+	d := p.downs[sid]
+	delete(p.downs, sid)
+	closed := p.closed
+	p.mu.Unlock()
+	if d == nil {
+		return
+	}
+	d.up.removeDown(d)
+	if !closed && d.sender != nil {
+		_ = p.sub.RemoveTrack(d.sender)
+		if negotiate {
+			p.negotiate()
+		}
+	}
+}
+
+// UpdateSubscription subscribes to or unsubscribes from tracks by sid.
+func (p *Participant) UpdateSubscription(sids []string, subscribe bool) {
+	if subscribe && !p.perms.CanSubscribe {
+		return
+	}
+	for _, sid := range sids {
+		if subscribe {
+			if up := p.room.findTrack(sid); up != nil && up.pub != p {
+				p.subscribe(up, true)
+			}
+		} else {
+			p.unsubscribe(sid, true)
+		}
+	}
+}
+
+// UpdateTrackSettings applies what a subscriber asks of tracks it shows:
+// disabled (hidden tile), a quality, or the size it renders them at.
+func (p *Participant) UpdateTrackSettings(s *livekit.UpdateTrackSettings) {
+	for _, sid := range s.TrackSids {
+		p.mu.Lock()
+		d := p.downs[sid]
+		p.mu.Unlock()
+		if d == nil || d.up.kind != webrtc.RTPCodecTypeVideo {
+			continue
+		}
+		layer := qualityToLayer(s.Quality)
+		if s.Width > 0 || s.Height > 0 {
+			layer = d.up.pub.layerForSize(sid, s.Width, s.Height)
+		}
+		d.setTarget(layer, s.Disabled)
+	}
+}
+
+// layerForSize picks the smallest layer at least as large as the rendered
+// size (livekit/livekit mediatrackreceiver.go GetQualityForDimension).
+func (p *Participant) layerForSize(sid string, w, h uint32) int8 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	up := p.published[sid]
+	if up == nil {
+		return maxLayers - 1
+	}
+	var layers []*livekit.VideoLayer
+	for _, pt := range p.pending {
+		if pt.up == up {
+			layers = pt.info.Layers
+			break
+		}
+	}
+	want := max(w, h)
+	best := int8(maxLayers - 1)
+	found := false
+	for _, l := range layers {
+		idx := qualityToLayer(l.Quality)
+		if max(l.Width, l.Height) >= want && (!found || idx < best) {
+			best, found = idx, true
+		}
+	}
+	return best
+}
+
+// UpdateMetadata changes the participant's name, metadata or attributes
+// when its grant allows it.
+func (p *Participant) UpdateMetadata(name, metadata string, attrs map[string]string) {
+	p.mu.Lock()
+	if name != "" {
+		p.name = name
+	}
+	if metadata != "" {
+		p.metadata = metadata
+	}
+	for k, v := range attrs {
+		if v == "" {
+			delete(p.attrs, k)
+		} else {
+			p.attrs[k] = v
+		}
+	}
+	p.version++
+	p.mu.Unlock()
+	p.room.broadcast(p, true)
+}
+
+// writeRTCP sends RTCP to the publisher (keyframe requests).
+func (p *Participant) writeRTCP(pkts []rtcp.Packet) {
+	_ = p.pub.WriteRTCP(pkts)
+}
+
+// sendData sends one DataPacket on the subscriber connection's channel of
+// the given kind, dropping it when the channel is backed up.
+func (p *Participant) sendData(kind livekit.DataPacket_Kind, data []byte) {
+	dc := p.dcLossy
+	if kind == livekit.DataPacket_RELIABLE {
+		dc = p.dcReliable
+	}
+	if dc == nil || dc.ReadyState() != webrtc.DataChannelStateOpen || dc.BufferedAmount() > maxDataBuffered {
+		return
+	}
+	_ = dc.Send(data)
+}
+
+const maxDataBuffered = 1 << 20
+
+// Leave is called when the client says it leaves.
+func (p *Participant) Leave() {
+	p.room.removeParticipant(p, livekit.DisconnectReason_CLIENT_INITIATED, false)
+}
+
+// close tears the participant down: our subscriptions, our published
+// tracks' subscribers, then both peer connections. It returns false when
+// the participant was already closed.
+func (p *Participant) close(reason livekit.DisconnectReason) bool {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return false
+	}
+	p.closed = true
+	p.state = livekit.ParticipantInfo_DISCONNECTED
+	p.reason = reason
+	p.version++
+	ups := make([]*UpTrack, 0, len(p.published))
+	for _, up := range p.published {
+		ups = append(ups, up)
+	}
+	downs := p.downTracksLocked()
+	p.downs = map[string]*DownTrack{}
+	p.mu.Unlock()
+	for _, d := range downs {
+		d.up.removeDown(d)
+	}
+	for _, up := range ups {
+		for _, d := range up.downTracks() {
+			d.sub.unsubscribe(up.sid, true)
+		}
+	}
+	_ = p.pub.Close()
+	_ = p.sub.Close()
+	for _, up := range ups {
+		up.readers.Wait()
+	}
+	for _, d := range downs {
+		<-d.done
+	}
+	return true
+}

@@ -1,0 +1,218 @@
+package media
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/rs/zerolog"
+)
+
+// History records rooms and who was in them. internal/store implements it;
+// cmd/ wires it. Calls come from the SFU's history worker, never from the
+// packet path.
+type History interface {
+	RoomOpened(ctx context.Context, name, sid string, at time.Time) error
+	RoomClosed(ctx context.Context, sid string, at time.Time) error
+	ParticipantJoined(ctx context.Context, roomName, roomSID, identity, participantSID string, at time.Time) error
+	ParticipantLeft(ctx context.Context, participantSID string, at time.Time) error
+}
+
+// historyQueue bounds the history events waiting to be written.
+const historyQueue = 1024
+
+// SFU owns the node's rooms and the media engine they share.
+type SFU struct {
+	cfg     Config
+	log     zerolog.Logger
+	eng     *engine
+	history History
+	hist    chan func(context.Context) error
+
+	mu     sync.Mutex
+	rooms  map[string]*Room
+	closed bool
+}
+
+// New opens the SFU's UDP port and builds its media engine. Call Run to
+// start its housekeeping, Close to stop it.
+func New(cfg Config, log zerolog.Logger, history History) (*SFU, error) {
+	eng, err := newEngine(&cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return &SFU{
+		cfg: cfg, log: log, eng: eng, history: history,
+		hist: make(chan func(context.Context) error, historyQueue), rooms: map[string]*Room{},
+	}, nil
+}
+
+// UDPAddr is the address the SFU's media port listens on.
+func (s *SFU) UDPAddr() string { return s.eng.conn.LocalAddr().String() }
+
+// Run closes rooms that stay empty and writes history until ctx ends; then
+// it closes every room. ctx is the node's lifecycle context.
+func (s *SFU) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.Close()
+			s.drainHistory(context.WithoutCancel(ctx))
+			return nil
+		case f := <-s.hist:
+			if err := f(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("recording call history failed")
+			}
+		case now := <-t.C:
+			s.reap(now)
+		}
+	}
+}
+
+func (s *SFU) drainHistory(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		select {
+		case f := <-s.hist:
+			if err := f(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("recording call history failed")
+			}
+		default:
+			return
+		}
+	}
+}
+
+// reap closes rooms empty for longer than the empty timeout.
+func (s *SFU) reap(now time.Time) {
+	s.mu.Lock()
+	var idle []*Room
+	for name, r := range s.rooms {
+		d, had := r.idleFor(now)
+		limit := s.cfg.EmptyTimeout
+		if had {
+			limit = s.cfg.DepartureTimeout
+		}
+		if d > 0 && d >= limit {
+			idle = append(idle, r)
+			delete(s.rooms, name)
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range idle {
+		s.closeRoom(r, livekit.DisconnectReason_ROOM_CLOSED)
+	}
+}
+
+func (s *SFU) closeRoom(r *Room, reason livekit.DisconnectReason) {
+	r.close(reason)
+	sid := r.sid
+	s.record(func(ctx context.Context) error { return s.history.RoomClosed(ctx, sid, time.Now()) })
+}
+
+// Room returns the named room, creating it when create is set and the
+// configuration allows it.
+func (s *SFU) Room(name string, create bool) (*Room, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if r := s.rooms[name]; r != nil {
+		return r, nil
+	}
+	if !create || !s.cfg.AutoCreate {
+		return nil, ErrRoomNotFound
+	}
+	r := newRoom(s, name)
+	s.rooms[name] = r
+	sid, at := r.sid, r.createdAt
+	s.record(func(ctx context.Context) error { return s.history.RoomOpened(ctx, name, sid, at) })
+	r.log.Info().Msg("room created")
+	return r, nil
+}
+
+// CreateRoom creates the named room if it does not exist, whatever
+// AutoCreate says (for services that pre-create rooms).
+func (s *SFU) CreateRoom(name string) (*Room, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if r := s.rooms[name]; r != nil {
+		s.mu.Unlock()
+		return r, nil
+	}
+	r := newRoom(s, name)
+	s.rooms[name] = r
+	s.mu.Unlock()
+	sid, at := r.sid, r.createdAt
+	s.record(func(ctx context.Context) error { return s.history.RoomOpened(ctx, name, sid, at) })
+	return r, nil
+}
+
+// AutoCreate reports whether valid tokens may create the rooms they name.
+func (s *SFU) AutoCreate() bool { return s.cfg.AutoCreate }
+
+// RoomExists reports whether a room with this name is open.
+func (s *SFU) RoomExists(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rooms[name] != nil
+}
+
+// RemoveParticipant removes identity from the named room.
+func (s *SFU) RemoveParticipant(room, identity string, reason livekit.DisconnectReason) bool {
+	s.mu.Lock()
+	r := s.rooms[room]
+	s.mu.Unlock()
+	return r != nil && r.RemoveParticipant(identity, reason)
+}
+
+// Close closes every room and the media port. It is safe to call twice.
+func (s *SFU) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	rooms := make([]*Room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		rooms = append(rooms, r)
+	}
+	s.rooms = map[string]*Room{}
+	s.mu.Unlock()
+	for _, r := range rooms {
+		s.closeRoom(r, livekit.DisconnectReason_SERVER_SHUTDOWN)
+	}
+	_ = s.eng.close()
+}
+
+func (s *SFU) recordJoin(r *Room, p *Participant) {
+	name, rsid, id, psid, at := r.name, r.sid, p.identity, p.sid, p.joinedAt
+	s.record(func(ctx context.Context) error { return s.history.ParticipantJoined(ctx, name, rsid, id, psid, at) })
+}
+
+func (s *SFU) recordLeave(p *Participant) {
+	psid := p.sid
+	s.record(func(ctx context.Context) error { return s.history.ParticipantLeft(ctx, psid, time.Now()) })
+}
+
+// record queues a history write; when the queue is full the event is
+// dropped and logged rather than stalling a room.
+func (s *SFU) record(f func(context.Context) error) {
+	if s.history == nil {
+		return
+	}
+	select {
+	case s.hist <- f:
+	default:
+		s.log.Warn().Msg("call history queue full, dropping an event")
+	}
+}

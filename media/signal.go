@@ -1,0 +1,80 @@
+package media
+
+import (
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/webrtc/v4"
+)
+
+// Signaller carries what the SFU tells one participant. media/livekit
+// implements it over the LiveKit websocket; other front ends (the Jingle
+// gateway, the federation trunk) implement it their own way.
+//
+// Every method must return at once (queue, never block on the network):
+// rooms call them from their own goroutines. Calls made in order are
+// delivered in order. Arguments are owned by the Signaller after the call.
+type Signaller interface {
+	// SendOffer sends the subscriber peer connection's offer.
+	SendOffer(sd webrtc.SessionDescription, id uint32, midToTrackID map[string]string)
+	// SendAnswer answers the participant's publisher offer with the same id.
+	SendAnswer(sd webrtc.SessionDescription, id uint32)
+	// SendCandidate trickles one local ICE candidate; nil ends gathering.
+	SendCandidate(c *webrtc.ICECandidateInit, target livekit.SignalTarget)
+	// SendParticipants announces changed participants (including the receiver itself).
+	SendParticipants(infos []*livekit.ParticipantInfo)
+	// SendTrackPublished confirms an add-track request.
+	SendTrackPublished(cid string, info *livekit.TrackInfo)
+	// SendSpeakers announces active speaker changes.
+	SendSpeakers(speakers []*livekit.SpeakerInfo)
+	// SendLeave tells the participant it is being removed, then the
+	// Signaller closes its transport.
+	SendLeave(reason livekit.DisconnectReason, action livekit.LeaveRequest_Action)
+}
+
+// Permissions are what a participant's grant allows.
+type Permissions struct {
+	CanPublish     bool
+	CanSubscribe   bool
+	CanPublishData bool
+	Hidden         bool
+	// Sources, when not empty, limits what may be published.
+	Sources []livekit.TrackSource
+}
+
+func (p Permissions) allowsSource(s livekit.TrackSource) bool {
+	if len(p.Sources) == 0 {
+		return true
+	}
+	for _, x := range p.Sources {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (p Permissions) proto() *livekit.ParticipantPermission {
+	return &livekit.ParticipantPermission{
+		CanPublish: p.CanPublish, CanSubscribe: p.CanSubscribe, CanPublishData: p.CanPublishData,
+		Hidden: p.Hidden, CanPublishSources: append([]livekit.TrackSource(nil), p.Sources...),
+	}
+}
+
+// JoinParams describe a participant about to join a room.
+type JoinParams struct {
+	Identity      string
+	Name          string
+	Metadata      string
+	Attributes    map[string]string
+	Kind          livekit.ParticipantInfo_Kind
+	Permissions   Permissions
+	AutoSubscribe bool
+	Signaller     Signaller
+}
+
+// JoinInfo is what a front end needs to answer a join.
+type JoinInfo struct {
+	Room        *livekit.Room
+	Participant *livekit.ParticipantInfo
+	Others      []*livekit.ParticipantInfo
+	SIFTrailer  []byte
+}

@@ -1,0 +1,275 @@
+package media
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+const (
+	maxLayers = 3
+	// keyframeInterval is the shortest time between two keyframe requests
+	// sent to a publisher for one layer.
+	keyframeInterval = 300 * time.Millisecond
+	// layerStale is how long a layer may be silent before subscribers fall
+	// back to another one.
+	layerStale = 1500 * time.Millisecond
+)
+
+// upLayer is one incoming RTP stream of a published track: the only one for
+// audio and plain video, one per RID for simulcast.
+type upLayer struct {
+	idx        int8
+	remote     *webrtc.TrackRemote
+	ssrc       uint32
+	cache      packetCache
+	lastPLI    atomic.Int64
+	lastPacket atomic.Int64
+	packets    atomic.Uint64
+}
+
+// UpTrack is a track a participant publishes. One reader goroutine per layer
+// forwards each packet to every DownTrack subscribed to it; the subscriber
+// list is copied on write so the packet path takes no shared lock.
+type UpTrack struct {
+	sid   string
+	cid   string
+	kind  webrtc.RTPCodecType
+	mime  string
+	codec webrtc.RTPCodecParameters
+	pub   *Participant
+
+	layers [maxLayers]atomic.Pointer[upLayer]
+	downs  atomic.Pointer[[]*DownTrack]
+	mu     sync.Mutex // guards changes to downs
+
+	audioLevelID uint8
+	// Audio level window, read and reset by the room's speaker worker.
+	loudPackets atomic.Uint32
+	minLevel    atomic.Uint32 // dBov, 127 = silence
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	readers   sync.WaitGroup
+}
+
+func newUpTrack(sid, cid string, pub *Participant, codec webrtc.RTPCodecParameters, kind webrtc.RTPCodecType, audioLevelID uint8) *UpTrack {
+	u := &UpTrack{
+		sid: sid, cid: cid, pub: pub, codec: codec, kind: kind, mime: codec.MimeType,
+		audioLevelID: audioLevelID, closed: make(chan struct{}),
+	}
+	empty := []*DownTrack{}
+	u.downs.Store(&empty)
+	u.minLevel.Store(127)
+	return u
+}
+
+// SID is the track's LiveKit sid.
+func (u *UpTrack) SID() string { return u.sid }
+
+// Kind is audio or video.
+func (u *UpTrack) Kind() webrtc.RTPCodecType { return u.kind }
+
+// addLayer starts forwarding one incoming stream. It reports false when the
+// layer already exists.
+func (u *UpTrack) addLayer(idx int8, remote *webrtc.TrackRemote) bool {
+	l := &upLayer{idx: idx, remote: remote, ssrc: uint32(remote.SSRC())}
+	if !u.layers[idx].CompareAndSwap(nil, l) {
+		return false
+	}
+	l.lastPacket.Store(time.Now().UnixNano())
+	u.readers.Add(1)
+	go u.readLoop(l)
+	for _, d := range *u.downs.Load() {
+		d.retarget()
+	}
+	return true
+}
+
+// readLoop is the packet path: read, cache, fan out. It ends when the
+// publisher's stream ends (track unpublished or peer connection closed).
+func (u *UpTrack) readLoop(l *upLayer) {
+	defer u.readers.Done()
+	buf := make([]byte, receiveMTU)
+	var h rtp.Header
+	for {
+		n, _, err := l.remote.Read(buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				u.pub.log.Debug().Err(err).Str("track", u.sid).Msg("track read ended")
+			}
+			u.close()
+			return
+		}
+		u.forward(l, &h, buf[:n], time.Now().UnixNano())
+	}
+}
+
+// forward handles one raw packet read from layer l.
+func (u *UpTrack) forward(l *upLayer, h *rtp.Header, pkt []byte, now int64) {
+	hl, err := h.Unmarshal(pkt)
+	if err != nil {
+		return
+	}
+	payload := pkt[hl:]
+	media := payload
+	if h.Padding && len(payload) > 0 {
+		pad := int(payload[len(payload)-1])
+		if pad > len(payload) {
+			return
+		}
+		media = payload[:len(payload)-pad]
+	}
+	l.cache.store(h.SequenceNumber, pkt)
+	l.lastPacket.Store(now)
+	l.packets.Add(1)
+	if u.audioLevelID != 0 {
+		u.observeLevel(h)
+	}
+	kf := len(media) > 0 && isKeyframe(u.mime, media)
+	for _, d := range *u.downs.Load() {
+		d.forward(l.idx, h, payload, kf, now)
+	}
+}
+
+// observeLevel reads the RFC 6464 audio level extension.
+func (u *UpTrack) observeLevel(h *rtp.Header) {
+	ext := h.GetExtension(u.audioLevelID)
+	if len(ext) == 0 {
+		return
+	}
+	level := uint32(ext[0] & 0x7f)
+	if level <= speakerThresholdDBov {
+		u.loudPackets.Add(1)
+	}
+	for {
+		cur := u.minLevel.Load()
+		if level >= cur || u.minLevel.CompareAndSwap(cur, level) {
+			return
+		}
+	}
+}
+
+// takeLevel returns and resets the audio level window.
+func (u *UpTrack) takeLevel() (loud uint32, minDBov uint32) {
+	return u.loudPackets.Swap(0), u.minLevel.Swap(127)
+}
+
+// requestKeyframe asks the publisher for a keyframe on layer idx, at most
+// once per keyframeInterval.
+func (u *UpTrack) requestKeyframe(idx int8) {
+	if u.kind != webrtc.RTPCodecTypeVideo || idx < 0 || int(idx) >= maxLayers {
+		return
+	}
+	l := u.layers[idx].Load()
+	if l == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := l.lastPLI.Load()
+	if now-last < int64(keyframeInterval) || !l.lastPLI.CompareAndSwap(last, now) {
+		return
+	}
+	u.pub.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}})
+}
+
+// bestLayer returns the highest live layer not above want, else the lowest
+// live one, else -1. A layer is live when it has sent a packet recently.
+func (u *UpTrack) bestLayer(want int8, now int64) int8 {
+	best, lowest := int8(-1), int8(-1)
+	for i := int8(0); i < maxLayers; i++ {
+		l := u.layers[i].Load()
+		if l == nil || now-l.lastPacket.Load() > int64(layerStale) {
+			continue
+		}
+		if lowest < 0 {
+			lowest = i
+		}
+		if i <= want {
+			best = i
+		}
+	}
+	if best < 0 {
+		return lowest
+	}
+	return best
+}
+
+// retransmit copies the cached packet seq of layer idx into dst.
+func (u *UpTrack) retransmit(idx int8, seq uint16, dst []byte) int {
+	if idx < 0 || int(idx) >= maxLayers {
+		return 0
+	}
+	l := u.layers[idx].Load()
+	if l == nil {
+		return 0
+	}
+	return l.cache.get(seq, dst)
+}
+
+func (u *UpTrack) addDown(d *DownTrack) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := *u.downs.Load()
+	next := make([]*DownTrack, 0, len(old)+1)
+	next = append(next, old...)
+	next = append(next, d)
+	u.downs.Store(&next)
+}
+
+func (u *UpTrack) removeDown(d *DownTrack) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := *u.downs.Load()
+	next := make([]*DownTrack, 0, len(old))
+	for _, x := range old {
+		if x != d {
+			next = append(next, x)
+		}
+	}
+	u.downs.Store(&next)
+}
+
+// downTracks returns the current subscribers.
+func (u *UpTrack) downTracks() []*DownTrack { return *u.downs.Load() }
+
+// close ends the track once: the publisher forgets it and every subscriber
+// drops its DownTrack.
+func (u *UpTrack) close() {
+	u.closeOnce.Do(func() {
+		close(u.closed)
+		u.pub.trackEnded(u)
+	})
+}
+
+// layerFromRID maps LiveKit's simulcast RIDs to layer indexes
+// (livekit/livekit pkg/sfu/buffer/videolayerutils.go RidToSpatialLayer).
+func layerFromRID(rid string) int8 {
+	switch rid {
+	case "q":
+		return 0
+	case "h":
+		return 1
+	case "f":
+		return 2
+	}
+	return 0
+}
+
+// qualityToLayer maps a requested LiveKit quality to a layer index.
+func qualityToLayer(q livekit.VideoQuality) int8 {
+	switch q {
+	case livekit.VideoQuality_LOW:
+		return 0
+	case livekit.VideoQuality_MEDIUM:
+		return 1
+	}
+	return 2
+}

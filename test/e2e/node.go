@@ -1,0 +1,238 @@
+// Package e2e holds end-to-end tests that run the real entente binary and
+// real clients against it: LiveKit's Go SDK and headless Chromium.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/livekit/protocol/auth"
+)
+
+// NodeOptions adjust the node a test starts.
+type NodeOptions struct {
+	// ExtraTOML is appended to the generated configuration.
+	ExtraTOML string
+}
+
+// Node is a running entente process.
+type Node struct {
+	HTTPURL   string // http://127.0.0.1:PORT
+	WSURL     string // ws://127.0.0.1:PORT
+	APIKey    string
+	APISecret string
+	DataDir   string
+	UDPPort   int
+	cmd       *exec.Cmd
+	logs      *lockedBuffer
+}
+
+type binaryBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// build is the test binary's one build of cmd/entente, shared by its tests.
+var build binaryBuild
+
+// RepoRoot is the repository's top directory.
+func RepoRoot(t testing.TB) string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate the repository")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+func ententeBinary(t testing.TB) string {
+	build.once.Do(func() {
+		dir, err := os.MkdirTemp("", "entente-e2e-bin-")
+		if err != nil {
+			build.err = err
+			return
+		}
+		build.path = filepath.Join(dir, "entente")
+		cmd := exec.Command("go", "build", "-o", build.path, "./cmd/entente")
+		cmd.Dir = RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.path
+}
+
+// FreePort returns a port free on 127.0.0.1 for the given network ("tcp" or "udp").
+func FreePort(t testing.TB, network string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StartNode builds (once) and starts entente with a fresh data directory
+// on free loopback ports, and stops it when the test ends.
+func StartNode(t testing.TB, opts NodeOptions) *Node {
+	t.Helper()
+	bin := ententeBinary(t)
+	dir := t.TempDir()
+	httpPort, udpPort := FreePort(t, "tcp"), FreePort(t, "udp")
+	n := &Node{
+		HTTPURL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), WSURL: fmt.Sprintf("ws://127.0.0.1:%d", httpPort),
+		APIKey: "e2e-key", APISecret: "e2e-secret-0123456789-abcdefghijklmnop",
+		DataDir: filepath.Join(dir, "data"), UDPPort: udpPort, logs: &lockedBuffer{},
+	}
+	cfg := fmt.Sprintf(`data_dir = %q
+
+[server]
+listen = "127.0.0.1:%d"
+
+[log]
+level = "debug"
+format = "console"
+
+[rtc]
+udp_port = %d
+bind_address = "127.0.0.1"
+
+[room]
+empty_timeout = "30s"
+departure_timeout = "2s"
+
+[livekit]
+keys = { %s = %q }
+%s
+`, n.DataDir, httpPort, udpPort, n.APIKey, n.APISecret, opts.ExtraTOML)
+	cfgPath := filepath.Join(dir, "entente.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.cmd = exec.Command(bin, "--config", cfgPath)
+	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- n.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = n.cmd.Process.Kill()
+			<-exited
+			t.Errorf("entente did not stop within 15 s of SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("entente log:\n%s", n.logs.tail(200))
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			t.Fatalf("entente exited at start: %v\n%s", err, n.logs.tail(50))
+		default:
+		}
+		resp, err := http.Get(n.HTTPURL + "/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return n
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("entente did not answer on %s: %v\n%s", n.HTTPURL, err, n.logs.tail(50))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TokenOption changes a minted token.
+type TokenOption func(*auth.AccessToken, *auth.VideoGrant)
+
+// Token mints a token for identity in room with the node's key.
+func (n *Node) Token(t testing.TB, room, identity string, opts ...TokenOption) string {
+	t.Helper()
+	at := auth.NewAccessToken(n.APIKey, n.APISecret)
+	g := &auth.VideoGrant{RoomJoin: true, Room: room}
+	at.SetIdentity(identity).SetName(identity).SetValidFor(time.Hour)
+	for _, o := range opts {
+		o(at, g)
+	}
+	at.SetVideoGrant(g)
+	tok, err := at.ToJWT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// Logs returns what the node has logged so far.
+func (n *Node) Logs() string { return n.logs.String() }
+
+// WaitLog waits until the node's log contains s.
+func (n *Node) WaitLog(ctx context.Context, s string) bool {
+	for {
+		if strings.Contains(n.logs.String(), s) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *lockedBuffer) tail(lines int) string {
+	all := strings.Split(b.String(), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
