@@ -3,37 +3,46 @@ package matrix
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/appservice"
 
 	"entente.dev/entente/bridge/matrix/internal/tesths"
 )
 
 // registeredHomeserver starts a Dendrite with the node registered as its
-// appservice (transactions go to a stub that acknowledges them) and the bot
-// user registered.
-func registeredHomeserver(t *testing.T) (*tesths.Homeserver, RegistrationParams, string) {
+// appservice, served by handler(reg) on a loopback port that is listening
+// before Dendrite starts, and the bot user registered. A nil handler
+// acknowledges every transaction.
+func registeredHomeserver(t *testing.T, handler func(*appservice.Registration) http.Handler) (*tesths.Homeserver, *appservice.Registration) {
 	t.Helper()
 	hs := tesths.New(t)
-	stub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("{}"))
-	}))
-	t.Cleanup(stub.Close)
-	p := RegistrationParams{ID: "entente", URL: stub.URL, ServerName: hs.ServerName, BotLocalpart: "entente", GhostPrefix: "entente_"}
-	reg, err := NewRegistration(p)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	reg, err := NewRegistration(RegistrationParams{ID: "entente", URL: "http://" + ln.Addr().String(),
+		ServerName: hs.ServerName, BotLocalpart: "entente", GhostPrefix: "entente_"})
+	require.NoError(t, err)
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("{}")) })
+	if handler != nil {
+		h = handler(reg)
+	}
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: h}}
+	srv.Start()
+	t.Cleanup(srv.Close)
 	path := filepath.Join(t.TempDir(), "registration.yaml")
 	require.NoError(t, reg.Save(path))
 	hs.Start(t, tesths.Options{AppServices: []string{path}})
-	hs.RegisterAppServiceUser(t, reg.AppToken, p.BotLocalpart)
-	return hs, p, reg.AppToken
+	hs.RegisterAppServiceUser(t, reg.AppToken, reg.SenderLocalpart)
+	return hs, reg
 }
 
 func postJSON(t *testing.T, h http.Handler, path string, body any) (int, map[string]string) {
@@ -54,8 +63,17 @@ func postJSON(t *testing.T, h http.Handler, path string, body any) (int, map[str
 // token; the node checks it over federation TLS, checks room membership as
 // its bot, and issues a token only to joined users.
 func TestDendriteTokenService(t *testing.T) {
-	hs, p, asToken := registeredHomeserver(t)
-	bot := BotUserID(p.BotLocalpart, hs.ServerName)
+	sfu := newFakeSFU()
+	guard := NewCallGuard(sfu, zerolog.New(zerolog.NewTestWriter(t)))
+	txns := &memTxnStore{seen: map[string]bool{}}
+	hs, reg := registeredHomeserver(t, func(reg *appservice.Registration) http.Handler {
+		a, err := NewAppService(AppServiceOptions{Registration: reg, HomeserverURL: "http://127.0.0.1:1", ServerName: "unused",
+			Store: txns, OnApplied: guard.Applied, Log: zerolog.New(zerolog.NewTestWriter(t))})
+		require.NoError(t, err)
+		return a
+	})
+	asToken := reg.AppToken
+	bot := BotUserID(reg.SenderLocalpart, hs.ServerName)
 
 	alice := hs.Register(t, "alice")
 	bob := hs.Register(t, "bob")
@@ -63,14 +81,13 @@ func TestDendriteTokenService(t *testing.T) {
 	hs.Invite(t, alice, room, bot)
 	hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?user_id="+url.QueryEscape(bot), asToken, map[string]any{}, nil)
 
-	sfu := newFakeSFU()
 	openID := NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: true, Timeout: 10 * time.Second})
 	t.Cleanup(openID.CloseIdleConnections)
 	members, err := NewClientMembership(hs.ClientURL, asToken, bot, nil)
 	require.NoError(t, err)
 	svc, err := NewTokenService(TokenServiceOptions{
 		SFU: sfu, OpenID: openID, Membership: members, ServerName: hs.ServerName,
-		URL: "ws://127.0.0.1:7880", Log: zerolog.New(zerolog.NewTestWriter(t)),
+		URL: "ws://127.0.0.1:7880", OnIssued: guard.Issued, Log: zerolog.New(zerolog.NewTestWriter(t)),
 	})
 	require.NoError(t, err)
 
@@ -112,13 +129,24 @@ func TestDendriteTokenService(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, code, resp)
 	require.Equal(t, "M_UNAUTHORIZED", resp["errcode"])
 
-	// Bob joins: he gets a token for the existing room. Kicked, he gets none.
+	// Bob joins: he gets a token for the existing room. Kicked, he is
+	// removed from the call within seconds, through the appservice
+	// transaction that reports the kick, and gets no new token.
 	hs.Invite(t, alice, room, bob.ID)
 	hs.Join(t, bob, room)
 	code, resp = getToken(bob, hs.OpenIDToken(t, bob), bob.ID)
 	require.Equal(t, http.StatusOK, code, resp)
+	bobIdentity := Identity(bob.ID, bob.DeviceID, "member-"+bob.DeviceID)
+	kicked := time.Now()
 	hs.Kick(t, alice, room, bob.ID)
+	require.Eventually(t, func() bool {
+		sfu.mu.Lock()
+		defer sfu.mu.Unlock()
+		return slices.Contains(sfu.removed, lkRoom+"/"+bobIdentity)
+	}, 10*time.Second, 20*time.Millisecond)
+	t.Logf("kicked user removed from the call %v after the kick", time.Since(kicked).Round(time.Millisecond))
 	code, resp = getToken(bob, hs.OpenIDToken(t, bob), bob.ID)
 	require.Equal(t, http.StatusForbidden, code, resp)
 	require.Len(t, sfu.mints, 3)
+	require.NotContains(t, sfu.removed, lkRoom+"/"+Identity(alice.ID, alice.DeviceID, "member-"+alice.DeviceID))
 }

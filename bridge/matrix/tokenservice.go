@@ -45,6 +45,10 @@ type TokenServiceOptions struct {
 	URL string
 	// TokenTTL is the issued tokens' lifetime; DefaultTokenTTL when zero.
 	TokenTTL time.Duration
+	// OnIssued, when set, is told of every token issued (usually
+	// CallGuard.Issued), so that users leaving the Matrix room can be
+	// removed from the call.
+	OnIssued func(roomID, userID, room, identity string)
 	// Log receives one line per request; nothing secret is logged.
 	Log zerolog.Logger
 }
@@ -63,6 +67,7 @@ type TokenService struct {
 	allow      []string
 	url        string
 	ttl        time.Duration
+	onIssued   func(roomID, userID, room, identity string)
 	log        zerolog.Logger
 }
 
@@ -105,6 +110,7 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 		allow:      slices.Clone(opts.Allow),
 		url:        opts.URL,
 		ttl:        ttl,
+		onIssued:   opts.OnIssued,
 		log:        opts.Log.With().Str("component", "token_service").Logger(),
 	}, nil
 }
@@ -289,6 +295,9 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, identity
 	if err != nil {
 		log.Error().Err(err).Msg("mint token")
 		return nil, internalError("Internal Server Error")
+	}
+	if s.onIssued != nil {
+		s.onIssued(roomID, userID, room, identity)
 	}
 	log.Info().Bool("local", local).Msg("token issued")
 	return &tokenResponse{URL: s.url, JWT: jwt}, nil
