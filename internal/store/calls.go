@@ -1,0 +1,107 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+const (
+	insertCallQuery = `
+		INSERT INTO call_history (room_name, room_sid, identity, participant_sid, joined_at)
+		VALUES (?1, ?2, ?3, ?4, ?5)
+	`
+	leaveCallQuery = `
+		UPDATE call_history SET left_at = ?2 WHERE participant_sid = ?1 AND left_at IS NULL
+	`
+	leaveAllQuery = `UPDATE call_history SET left_at = ?1 WHERE left_at IS NULL`
+	getCallsQuery = `
+		SELECT id, room_name, room_sid, identity, participant_sid, joined_at, left_at
+		FROM call_history WHERE room_name = ?1
+		ORDER BY joined_at DESC, id DESC
+		LIMIT ?2
+	`
+)
+
+// CallRecord is one participant's presence in one room session.
+type CallRecord struct {
+	ID             int64
+	RoomName       string
+	RoomSID        string
+	Identity       string
+	ParticipantSID string
+	JoinedAt       time.Time
+	// LeftAt is the zero time while the participant is still in the room.
+	LeftAt time.Time
+}
+
+// ParticipantJoined records that identity joined room roomName (server ID roomSID, which
+// RoomOpened must have recorded: otherwise ErrNotFound) as participant participantSID at at.
+func (s *Store) ParticipantJoined(ctx context.Context, roomName, roomSID, identity, participantSID string, at time.Time) error {
+	_, err := s.w.ExecContext(ctx, insertCallQuery, roomName, roomSID, identity, participantSID, millis(at))
+	if isForeignKey(err) {
+		return fmt.Errorf("participant %s joined: room %s: %w", participantSID, roomSID, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("participant %s joined: %w", participantSID, err)
+	}
+	return nil
+}
+
+// ParticipantLeft records that participant participantSID left at at. It returns ErrNotFound if
+// no participant with that SID is in a room.
+func (s *Store) ParticipantLeft(ctx context.Context, participantSID string, at time.Time) error {
+	res, err := s.w.ExecContext(ctx, leaveCallQuery, participantSID, millis(at))
+	if err != nil {
+		return fmt.Errorf("participant %s left: %w", participantSID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("participant %s left: %w", participantSID, err)
+	} else if n == 0 {
+		return fmt.Errorf("participant %s left: not in a room: %w", participantSID, ErrNotFound)
+	}
+	return nil
+}
+
+// CallHistory returns the latest limit presences in rooms named roomName, newest first; limit
+// 0 or less means all of them.
+func (s *Store) CallHistory(ctx context.Context, roomName string, limit int) ([]CallRecord, error) {
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := s.r.QueryContext(ctx, getCallsQuery, roomName, limit)
+	if err != nil {
+		return nil, fmt.Errorf("call history %q: %w", roomName, err)
+	}
+	defer rows.Close()
+	var out []CallRecord
+	for rows.Next() {
+		rec, err := scanCall(rows)
+		if err != nil {
+			return nil, fmt.Errorf("call history %q: %w", roomName, err)
+		}
+		out = append(out, rec)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("call history %q: %w", roomName, err)
+	}
+	return out, nil
+}
+
+func scanCall(rows *sql.Rows) (CallRecord, error) {
+	var (
+		rec      CallRecord
+		joinedAt int64
+		leftAt   sql.NullInt64
+	)
+	err := rows.Scan(&rec.ID, &rec.RoomName, &rec.RoomSID, &rec.Identity, &rec.ParticipantSID, &joinedAt, &leftAt)
+	if err != nil {
+		return CallRecord{}, err
+	}
+	rec.JoinedAt = fromMillis(joinedAt)
+	if leftAt.Valid {
+		rec.LeftAt = fromMillis(leftAt.Int64)
+	}
+	return rec, nil
+}

@@ -1,0 +1,122 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+	"github.com/rs/zerolog"
+)
+
+// busyTimeout is how long a statement waits for another connection's lock before failing with
+// SQLITE_BUSY.
+const busyTimeout = 5 * time.Second
+
+// maxReaders bounds the read-only connections; WAL lets them run beside the writer.
+const maxReaders = 4
+
+// Store is the node's database. It is safe for concurrent use.
+//
+// SQLite allows one writer at a time, so writes go through a pool of exactly one connection
+// (writes queue in database/sql instead of failing with SQLITE_BUSY), while reads use a separate
+// read-only pool that WAL lets proceed during a write.
+type Store struct {
+	w   *sql.DB
+	r   *sql.DB
+	log zerolog.Logger
+}
+
+// Open opens (creating it and its directory if needed) the SQLite database file at path and
+// brings its schema to the latest version. path must name a file: the writer and reader pools
+// share it. A database written by a newer Entente is refused with a *SchemaTooNewError
+// (errors.Is ErrSchemaTooNew).
+func Open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) {
+	s, err := open(ctx, path, log)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) {
+	sch, err := loadSchema(upgradeFiles, "upgrades")
+	if err != nil {
+		return nil, fmt.Errorf("embedded schema: %w", err) // a bug in this package; TestSchemaFiles catches it
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, err
+	}
+	log = log.With().Str("component", "store").Logger()
+
+	// Every pooled connection gets these settings from the DSN: PRAGMAs such as synchronous and
+	// foreign_keys are per connection. _txlock=immediate takes the write lock at BEGIN, so a
+	// transaction never fails half-way when it first writes.
+	w, err := sql.Open("sqlite3", dsn(abs, url.Values{
+		"_journal_mode": {"WAL"},
+		"_synchronous":  {"FULL"},
+		"_foreign_keys": {"on"},
+		"_busy_timeout": {fmt.Sprint(busyTimeout.Milliseconds())},
+		"_txlock":       {"immediate"},
+	}))
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+
+	found, err := sch.migrate(ctx, w, abs, log)
+	if err != nil {
+		_ = w.Close()
+		return nil, err
+	}
+
+	r, err := sql.Open("sqlite3", dsn(abs, url.Values{
+		"mode":          {"ro"},
+		"_foreign_keys": {"on"},
+		"_busy_timeout": {fmt.Sprint(busyTimeout.Milliseconds())},
+	}))
+	if err != nil {
+		_ = w.Close()
+		return nil, err
+	}
+	r.SetMaxOpenConns(maxReaders)
+	if err := r.PingContext(ctx); err != nil {
+		_ = w.Close()
+		_ = r.Close()
+		return nil, err
+	}
+	log.Debug().Str("path", abs).Int("schema_version", sch.latest()).Int("found_version", found).Msg("store open")
+	return &Store{w: w, r: r, log: log}, nil
+}
+
+// dsn builds a SQLite URI filename for the driver; escaping keeps '?' or '#' in a path from
+// being read as parameters.
+func dsn(path string, params url.Values) string {
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + params.Encode()
+}
+
+// Close closes both connection pools. Statements still running finish first.
+func (s *Store) Close() error {
+	return errors.Join(s.w.Close(), s.r.Close())
+}
+
+// millis converts t for storage: Unix milliseconds.
+func millis(t time.Time) int64 { return t.UnixMilli() }
+
+// fromMillis is the inverse of millis, in UTC.
+func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+// isForeignKey reports whether err is SQLite refusing a row whose reference does not exist.
+func isForeignKey(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.ExtendedCode == sqlite3.ErrConstraintForeignKey
+}
