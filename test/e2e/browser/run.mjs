@@ -1,0 +1,135 @@
+// Drives headless Chromium pages into one LiveKit room and reports, as JSON on
+// stdout, what each page received. Started by the Go tests in test/e2e.
+//
+// usage: node run.mjs CONFIG.json
+//
+// CONFIG: {
+//   "modules": "/abs/web/node_modules",   where playwright-core is installed
+//   "chromium": "/usr/bin/chromium",
+//   "userDataDir": "/tmp/...",            fresh and empty, removed by the caller
+//   "timeoutMs": 40000,                   whole run, including launch
+//   "screenshotDir": "",                  optional: one PNG per page at the end
+//   "pages": [
+//     {"label": "a", "kind": "client", "url": "http://.../client.html",
+//      "wsURL": "ws://...", "token": "...", "simulcast": true},
+//     {"label": "b", "kind": "joinpage", "url": "http://node/?room=r", "name": "Bob"}
+//   ]
+// }
+//
+// Both kinds of page expose window.entente with remoteVideoFramesDecoded() and
+// remoteAudioPacketsReceived(); times are ms since the page's navigation start.
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const cfg = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+const { chromium } = createRequire(path.join(cfg.modules, 'noop.js'))('playwright-core');
+
+const FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
+];
+
+const deadline = Date.now() + (cfg.timeoutMs || 40000);
+const left = () => Math.max(1, deadline - Date.now());
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// monitor runs in the page: it samples window.entente every 50 ms so that
+// first-media times do not depend on how fast this script polls.
+function monitor() {
+  const m = { t: {} };
+  window.__e2e = m;
+  const mark = (k) => { if (m.t[k] === undefined) m.t[k] = Math.round(performance.now()); };
+  const tick = async () => {
+    const e = window.entente;
+    try {
+      if (e && e.joined) mark('joined');
+      if (e && e.joined) {
+        m.frames = await e.remoteVideoFramesDecoded();
+        m.audio = await e.remoteAudioPacketsReceived();
+        if (m.frames > 0) mark('firstDecodedFrame');
+        if (m.audio > 0) mark('firstAudioPacket');
+      }
+    } catch (err) { m.monitorError = String(err); }
+    setTimeout(tick, 50);
+  };
+  tick();
+}
+
+async function startPage(ctx, spec) {
+  const r = { label: spec.label, kind: spec.kind, ok: false, t: {}, log: [] };
+  const page = await ctx.newPage();
+  // Keep tokens out of test logs (livekit-client puts them in the signal URL).
+  const keep = (s) => s.replace(/access_token=[^&\s'"]+/g, 'access_token=REDACTED').slice(0, 400);
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') r.log.push(keep(`${m.type()}: ${m.text()}`));
+  });
+  page.on('pageerror', (e) => r.log.push(keep(`pageerror: ${e.message}`)));
+  await page.goto(spec.url, { timeout: left() });
+  await page.evaluate(monitor);
+  if (spec.kind === 'client') {
+    await page.evaluate((s) => window.start(s), { url: spec.wsURL, token: spec.token, simulcast: !!spec.simulcast });
+  } else {
+    await page.fill('#name', spec.name, { timeout: left() });
+    r.t.joinClicked = await page.evaluate(() => Math.round(performance.now()));
+    await page.click('#join', { timeout: left() });
+  }
+  return { page, r };
+}
+
+async function poll({ page, r }) {
+  const s = await page.evaluate(() => {
+    const e = window.entente;
+    const m = window.__e2e;
+    return {
+      state: e.state, joined: e.joined, error: e.error, identity: e.identity,
+      remotes: e.remoteIdentities ? e.remoteIdentities() : [],
+      tiles: e.participants ? e.participants() : undefined,
+      frames: m.frames || 0, audio: m.audio || 0, t: m.t, monitorError: m.monitorError,
+    };
+  });
+  Object.assign(r, {
+    state: s.state, joined: s.joined, error: s.error || null, identity: s.identity, remotes: s.remotes,
+    tiles: s.tiles, framesDecoded: s.frames, audioPackets: s.audio, monitorError: s.monitorError,
+  });
+  Object.assign(r.t, s.t);
+  r.ok = s.frames > 0 && s.audio > 0;
+  return r.ok || s.state === 'error';
+}
+
+async function main() {
+  const t0 = Date.now();
+  const ctx = await chromium.launchPersistentContext(cfg.userDataDir, {
+    executablePath: cfg.chromium || '/usr/bin/chromium', headless: true, args: FLAGS,
+    viewport: { width: 960, height: 600 }, timeout: left(),
+  });
+  const out = { launchMs: Date.now() - t0, pages: [], timedOut: false };
+  try {
+    const pages = await Promise.all(cfg.pages.map((spec) => startPage(ctx, spec)));
+    out.pages = pages.map((p) => p.r);
+    for (;;) {
+      const done = await Promise.all(pages.map(poll));
+      if (done.every(Boolean)) break;
+      if (Date.now() >= deadline) { out.timedOut = true; break; }
+      await sleep(100);
+    }
+    // A little longer, so that the numbers show media still flowing.
+    if (!out.timedOut && cfg.holdMs) { await sleep(Math.min(cfg.holdMs, left())); await Promise.all(pages.map(poll)); }
+    if (cfg.screenshotDir) {
+      for (const p of pages) await p.page.screenshot({ path: path.join(cfg.screenshotDir, `${p.r.label}.png`) });
+    }
+  } catch (e) {
+    out.error = String(e && e.stack || e);
+  } finally {
+    await ctx.close().catch(() => {});
+  }
+  out.totalMs = Date.now() - t0;
+  process.stdout.write(JSON.stringify(out) + '\n');
+  process.exitCode = !out.error && out.pages.length && out.pages.every((p) => p.ok) ? 0 : 1;
+}
+
+// The caller kills us on its own deadline; make sure Chromium goes with us.
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(3));
+main().catch((e) => { process.stdout.write(JSON.stringify({ error: String(e && e.stack || e) }) + '\n'); process.exit(2); });

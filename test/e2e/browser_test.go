@@ -1,0 +1,318 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The browser tests drive headless Chromium through test/e2e/browser/run.mjs
+// (playwright-core from web/node_modules) against a real node. They need:
+// Chromium, Node.js, `make web` (node_modules and the built join page). When
+// one is missing they skip with the reason, or fail when CI=true.
+
+const (
+	// browserRunTimeout bounds one run.mjs: launch, join, media.
+	browserRunTimeout = 40 * time.Second
+	// browserKillAfter is when the Go side gives up on run.mjs and kills it.
+	browserKillAfter = 55 * time.Second
+)
+
+type browserPage struct {
+	Label     string `json:"label"`
+	Kind      string `json:"kind"` // "client" (browser/client.html) or "joinpage" (the node's page)
+	URL       string `json:"url"`
+	WSURL     string `json:"wsURL,omitempty"`
+	Token     string `json:"token,omitempty"`
+	Simulcast bool   `json:"simulcast,omitempty"`
+	Name      string `json:"name,omitempty"`
+}
+
+type browserConfig struct {
+	Modules       string        `json:"modules"`
+	Chromium      string        `json:"chromium"`
+	UserDataDir   string        `json:"userDataDir"`
+	TimeoutMs     int64         `json:"timeoutMs"`
+	HoldMs        int64         `json:"holdMs"`
+	ScreenshotDir string        `json:"screenshotDir,omitempty"`
+	Pages         []browserPage `json:"pages"`
+}
+
+type pageTile struct {
+	Identity string `json:"identity"`
+	Source   string `json:"source"`
+	Name     string `json:"name"`
+	MicMuted bool   `json:"micMuted"`
+	HasVideo bool   `json:"hasVideo"`
+}
+
+type pageResult struct {
+	Label         string             `json:"label"`
+	Kind          string             `json:"kind"`
+	OK            bool               `json:"ok"`
+	T             map[string]float64 `json:"t"` // ms since the page's navigation start
+	Log           []string           `json:"log"`
+	State         string             `json:"state"`
+	Joined        bool               `json:"joined"`
+	Error         *string            `json:"error"`
+	Identity      string             `json:"identity"`
+	Remotes       []string           `json:"remotes"`
+	Tiles         []pageTile         `json:"tiles"`
+	FramesDecoded int                `json:"framesDecoded"`
+	AudioPackets  int                `json:"audioPackets"`
+}
+
+type browserResult struct {
+	LaunchMs int64        `json:"launchMs"`
+	TotalMs  int64        `json:"totalMs"`
+	TimedOut bool         `json:"timedOut"`
+	Error    string       `json:"error"`
+	Pages    []pageResult `json:"pages"`
+}
+
+// browserEnv is what the browser tests found installed.
+type browserEnv struct {
+	repo, modules, chromium string
+}
+
+// needOrSkip skips the test with why, or fails it under CI, where everything
+// must be installed.
+func needOrSkip(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("browser test prerequisite missing under CI: %s", why)
+	}
+	t.Skipf("skipping: %s", why)
+}
+
+func findBrowserEnv(t *testing.T, needJoinPage bool) browserEnv {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("browser tests are not short")
+	}
+	env := browserEnv{repo: RepoRoot(t), chromium: os.Getenv("ENTENTE_CHROMIUM")}
+	if env.chromium == "" {
+		env.chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(env.chromium); err != nil {
+		needOrSkip(t, "no Chromium at "+env.chromium+" (apt-get install chromium, or set ENTENTE_CHROMIUM)")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		needOrSkip(t, "Node.js (node) is not on PATH")
+	}
+	env.modules = filepath.Join(env.repo, "web", "node_modules")
+	for _, f := range []string{"playwright-core/package.json", "livekit-client/dist/livekit-client.umd.js"} {
+		if _, err := os.Stat(filepath.Join(env.modules, f)); err != nil {
+			needOrSkip(t, "web/node_modules lacks "+f+": run `make web`")
+		}
+	}
+	if needJoinPage {
+		if _, err := os.Stat(filepath.Join(env.repo, "web", "dist", "index.html")); err != nil {
+			needOrSkip(t, "the join page is not built (web/dist/index.html): run `make web`")
+		}
+	}
+	return env
+}
+
+// serveClientPage serves browser/client.html and the livekit-client UMD
+// bundle it loads, from another origin than the node (as a third-party
+// LiveKit app would be).
+func serveClientPage(t *testing.T, env browserEnv) string {
+	t.Helper()
+	page := filepath.Join(env.repo, "test", "e2e", "browser", "client.html")
+	umd := filepath.Join(env.modules, "livekit-client", "dist", "livekit-client.umd.js")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /client.html", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, page) })
+	mux.HandleFunc("GET /livekit-client.umd.js", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, umd) })
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL + "/client.html"
+}
+
+// runBrowser runs run.mjs with pages and returns its report. It never takes
+// longer than browserKillAfter: on its deadline the script gets SIGTERM (it
+// closes Chromium), then SIGKILL, and any Chromium left using this run's
+// profile directory is killed by pid.
+func runBrowser(t *testing.T, env browserEnv, pages []browserPage) browserResult {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := browserConfig{
+		Modules: env.modules, Chromium: env.chromium, UserDataDir: filepath.Join(dir, "profile"),
+		TimeoutMs: browserRunTimeout.Milliseconds(), HoldMs: 1000, Pages: pages,
+	}
+	if d := os.Getenv("ENTENTE_E2E_SCREENSHOTS"); d != "" {
+		cfg.ScreenshotDir = d
+	}
+	if err := os.Mkdir(cfg.UserDataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	defer killProfileProcesses(t, cfg.UserDataDir)
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), browserKillAfter)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", filepath.Join(env.repo, "test", "e2e", "browser", "run.mjs"), cfgPath)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	runErr := cmd.Run()
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // stragglers of the group
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("browser run killed after %s\nstdout: %s\nstderr: %s", time.Since(start).Round(time.Second), stdout.String(), stderr.String())
+	}
+	var res browserResult
+	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &res); err != nil {
+		t.Fatalf("run.mjs: %v (%v)\nstdout: %s\nstderr: %s", runErr, err, stdout.String(), stderr.String())
+	}
+	if runErr != nil {
+		var ee *exec.ExitError
+		if !errors.As(runErr, &ee) {
+			t.Fatalf("run.mjs: %v\nstderr: %s", runErr, stderr.String())
+		}
+		t.Logf("run.mjs exited %d\nstderr: %s", ee.ExitCode(), stderr.String())
+	}
+	return res
+}
+
+// killProfileProcesses kills processes whose command line names profile (a
+// Chromium run.mjs could not close); the profile is unique to one run, so
+// nothing else can match.
+func killProfileProcesses(t *testing.T, profile string) {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte(profile)) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		t.Logf("killing leftover browser process %d", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// checkPages asserts that every page decoded video and received audio from
+// the others, logs the numbers, and returns the results by label.
+func checkPages(t *testing.T, res browserResult) map[string]pageResult {
+	t.Helper()
+	t.Logf("chromium launch %d ms, whole run %d ms", res.LaunchMs, res.TotalMs)
+	if res.Error != "" {
+		t.Errorf("run.mjs: %s", res.Error)
+	}
+	if res.TimedOut {
+		t.Errorf("media did not flow within %s", browserRunTimeout)
+	}
+	byLabel := make(map[string]pageResult, len(res.Pages))
+	for _, p := range res.Pages {
+		byLabel[p.Label] = p
+		t.Logf("page %s (%s, %s): joined at %s, first decoded frame at %s, first audio packet at %s ms after page load; %d frames decoded, %d audio packets",
+			p.Label, p.Kind, p.Identity, ms(p.T, "joined"), ms(p.T, "firstDecodedFrame"), ms(p.T, "firstAudioPacket"), p.FramesDecoded, p.AudioPackets)
+		if p.Error != nil && *p.Error != "" {
+			t.Errorf("page %s: error %q", p.Label, *p.Error)
+		}
+		if !p.Joined {
+			t.Errorf("page %s: not joined (state %q)", p.Label, p.State)
+		}
+		if p.FramesDecoded <= 0 {
+			t.Errorf("page %s: decoded no remote video frame", p.Label)
+		}
+		if p.AudioPackets <= 0 {
+			t.Errorf("page %s: received no remote audio packet", p.Label)
+		}
+		if t.Failed() && len(p.Log) > 0 {
+			t.Logf("page %s console:\n  %s", p.Label, strings.Join(p.Log, "\n  "))
+		}
+	}
+	for _, p := range res.Pages {
+		for _, o := range res.Pages {
+			if o.Label != p.Label && o.Identity != "" && !slices.Contains(p.Remotes, o.Identity) {
+				t.Errorf("page %s does not see %s (%s); it sees %v", p.Label, o.Label, o.Identity, p.Remotes)
+			}
+		}
+	}
+	return byLabel
+}
+
+func ms(t map[string]float64, k string) string {
+	v, ok := t[k]
+	if !ok {
+		return "never"
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+// TestBrowserTwoPages joins two Chromium pages running livekit-client to one
+// room on a node, one publishing simulcast video and one a single layer, and
+// checks that each decodes the other's video and receives its audio.
+func TestBrowserTwoPages(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	n := StartNode(t, NodeOptions{})
+	client := serveClientPage(t, env)
+	const room = "e2e-browser-two"
+	res := runBrowser(t, env, []browserPage{
+		{Label: "simulcast", Kind: "client", URL: client, WSURL: n.WSURL, Token: n.Token(t, room, "alice"), Simulcast: true},
+		{Label: "single", Kind: "client", URL: client, WSURL: n.WSURL, Token: n.Token(t, room, "bob"), Simulcast: false},
+	})
+	pages := checkPages(t, res)
+	if len(pages) != 2 {
+		t.Fatalf("want 2 page results, got %d", len(pages))
+	}
+}
+
+// TestBrowserJoinPage opens the node's own join page with ?room=, types a
+// name, clicks Join, and checks that it and a livekit-client page in the same
+// room see and hear each other, and that the page shows a tile for the other.
+func TestBrowserJoinPage(t *testing.T) {
+	env := findBrowserEnv(t, true)
+	n := StartNode(t, NodeOptions{})
+	client := serveClientPage(t, env)
+	const room = "e2e-browser-joinpage"
+	res := runBrowser(t, env, []browserPage{
+		{Label: "joinpage", Kind: "joinpage", URL: n.HTTPURL + "/?room=" + room, Name: "Joan"},
+		{Label: "client", Kind: "client", URL: client, WSURL: n.WSURL, Token: n.Token(t, room, "carol"), Simulcast: true},
+	})
+	pages := checkPages(t, res)
+	jp := pages["joinpage"]
+	if !strings.HasPrefix(jp.Identity, "guest-") {
+		t.Errorf("join page identity %q, want a guest- identity from /api/join", jp.Identity)
+	}
+	var self, other bool
+	for _, tile := range jp.Tiles {
+		switch tile.Identity {
+		case jp.Identity:
+			self = tile.Name == "Joan (you)" && tile.HasVideo
+		case "carol":
+			other = tile.Name == "carol" && tile.HasVideo
+		}
+	}
+	if !self || !other {
+		t.Errorf("join page tiles %+v: want Joan (you) and carol, both with video", jp.Tiles)
+	}
+}
