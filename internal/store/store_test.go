@@ -48,7 +48,7 @@ func TestOpenSettings(t *testing.T) {
 	require.Equal(t, "1", pragma(t, s.w, "foreign_keys"))
 	require.Equal(t, "5000", pragma(t, s.w, "busy_timeout"))
 	require.Equal(t, 1, s.w.Stats().MaxOpenConnections)
-	require.Equal(t, 2, schemaVersion(t, s.r))
+	require.Equal(t, 3, schemaVersion(t, s.r))
 
 	_, err := s.r.ExecContext(t.Context(), `DELETE FROM api_keys`)
 	require.Error(t, err, "the read pool is read-only")
@@ -213,7 +213,7 @@ func TestUpgradeFromV1KeepsData(t *testing.T) {
 	defer s.Close()
 	ctx := t.Context()
 
-	require.Equal(t, 2, schemaVersion(t, s.r))
+	require.Equal(t, 3, schemaVersion(t, s.r))
 	var idx int
 	require.NoError(t, s.r.QueryRowContext(ctx,
 		`SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'call_history_%_idx'`).Scan(&idx))
@@ -244,9 +244,9 @@ func TestSchemaTooNew(t *testing.T) {
 	var tooNew *SchemaTooNewError
 	require.ErrorAs(t, err, &tooNew)
 	require.Equal(t, 99, tooNew.Have)
-	require.Equal(t, 2, tooNew.Supported)
+	require.Equal(t, 3, tooNew.Supported)
 	require.Contains(t, err.Error(), "v99")
-	require.Contains(t, err.Error(), "v2 supported")
+	require.Contains(t, err.Error(), "v3 supported")
 	require.Contains(t, err.Error(), path)
 	require.Equal(t, 99, schemaVersion(t, db), "a refused database is left as it was")
 }
@@ -266,7 +266,7 @@ func TestFreshEqualsUpgraded(t *testing.T) {
 	defer upgraded.Close()
 
 	want := describeSchema(t, fresh.r)
-	require.Len(t, want, 6, "3 tables, 2 indexes, schema_version: %q", want)
+	require.Len(t, want, 10, "6 tables, 3 indexes, schema_version: %q", want)
 	require.Equal(t, want, describeSchema(t, upgraded.r))
 }
 
@@ -329,7 +329,7 @@ func dump(t *testing.T, db *sql.DB, query string, args ...any) string {
 func TestSchemaFiles(t *testing.T) {
 	sch, err := loadSchema(upgradeFiles, "upgrades")
 	require.NoError(t, err)
-	require.Equal(t, 2, sch.latest())
+	require.Equal(t, 3, sch.latest())
 
 	good := "-- v0 -> v2\nCREATE TABLE a (x INTEGER);\n"
 	cases := []struct {

@@ -1,4 +1,4 @@
--- v0 -> v2: fresh install
+-- v0 -> v3: fresh install
 -- Times are Unix milliseconds (UTC).
 
 CREATE TABLE api_keys (
@@ -26,3 +26,36 @@ CREATE TABLE call_history (
 
 CREATE INDEX call_history_room_idx ON call_history (room_name, joined_at);
 CREATE INDEX call_history_open_participant_idx ON call_history (participant_sid) WHERE left_at IS NULL;
+
+-- The Matrix bridge (bridge/matrix).
+CREATE TABLE appservice_txns (
+    txn_id      TEXT    PRIMARY KEY,
+    received_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE matrix_memberships (
+    room_id    TEXT    NOT NULL,
+    user_id    TEXT    NOT NULL,
+    membership TEXT    NOT NULL,
+    event_id   TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) STRICT;
+
+CREATE TABLE matrix_call_members (
+    room_id         TEXT    NOT NULL,
+    state_key       TEXT    NOT NULL,
+    user_id         TEXT    NOT NULL,
+    device_id       TEXT    NOT NULL,
+    application     TEXT    NOT NULL,
+    call_id         TEXT    NOT NULL,
+    scope           TEXT    NOT NULL,
+    focus_selection TEXT    NOT NULL,
+    service_url     TEXT    NOT NULL,
+    event_id        TEXT    NOT NULL,
+    joined_at       INTEGER NOT NULL,
+    expires_at      INTEGER,
+    PRIMARY KEY (room_id, state_key)
+) STRICT;
+
+CREATE INDEX matrix_call_members_expiry_idx ON matrix_call_members (expires_at) WHERE expires_at IS NOT NULL;

@@ -1,0 +1,96 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+func TestApplyMatrixTxn(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	s, err := Open(ctx, path, zerolog.Nop())
+	require.NoError(t, err)
+	t0 := time.UnixMilli(1_700_000_000_000).UTC()
+	member := MatrixCallMember{RoomID: "!r:hs", StateKey: "_@a:hs_D_m.call", UserID: "@a:hs", DeviceID: "D", Joined: true,
+		Application: "m.call", Scope: "m.room", FocusSelection: "oldest_membership", ServiceURL: "https://rtc/",
+		EventID: "$2", At: t0, ExpiresAt: t0.Add(time.Hour)}
+	txn := MatrixTxn{
+		Memberships: []MatrixMembership{
+			{RoomID: "!r:hs", UserID: "@a:hs", Membership: "invite", EventID: "$0", At: t0},
+			{RoomID: "!r:hs", UserID: "@a:hs", Membership: "join", EventID: "$1", At: t0},
+		},
+		CallMembers: []MatrixCallMember{member},
+	}
+	applied, err := s.ApplyMatrixTxn(ctx, "t1", txn)
+	require.NoError(t, err)
+	require.True(t, applied)
+	m, err := s.MatrixMembershipOf(ctx, "!r:hs", "@a:hs")
+	require.NoError(t, err)
+	require.Equal(t, "join", m, "events apply in order")
+	got, err := s.MatrixCallMembers(ctx, "!r:hs")
+	require.NoError(t, err)
+	require.Equal(t, []MatrixCallMember{member}, got)
+
+	// A replay changes nothing, even with different content.
+	applied, err = s.ApplyMatrixTxn(ctx, "t1", MatrixTxn{Memberships: []MatrixMembership{{RoomID: "!r:hs", UserID: "@a:hs", Membership: "ban", At: t0}}})
+	require.NoError(t, err)
+	require.False(t, applied)
+	m, _ = s.MatrixMembershipOf(ctx, "!r:hs", "@a:hs")
+	require.Equal(t, "join", m)
+
+	exp, err := s.ExpiredMatrixCallMembers(ctx, t0.Add(59*time.Minute))
+	require.NoError(t, err)
+	require.Empty(t, exp)
+	exp, err = s.ExpiredMatrixCallMembers(ctx, t0.Add(time.Hour))
+	require.NoError(t, err)
+	require.Len(t, exp, 1)
+
+	// Leaving deletes the row; the state survives a reopen.
+	applied, err = s.ApplyMatrixTxn(ctx, "t2", MatrixTxn{CallMembers: []MatrixCallMember{{RoomID: "!r:hs", StateKey: member.StateKey, UserID: "@a:hs"}}})
+	require.NoError(t, err)
+	require.True(t, applied)
+	require.NoError(t, s.Close())
+	s, err = Open(ctx, path, zerolog.Nop())
+	require.NoError(t, err)
+	defer s.Close()
+	got, err = s.MatrixCallMembers(ctx, "!r:hs")
+	require.NoError(t, err)
+	require.Empty(t, got)
+	applied, err = s.ApplyMatrixTxn(ctx, "t2", MatrixTxn{})
+	require.NoError(t, err)
+	require.False(t, applied, "recorded transactions survive a reopen")
+	_, err = s.MatrixMembershipOf(ctx, "!r:hs", "@nobody:hs")
+	require.ErrorIs(t, err, ErrNotFound)
+}
+
+// Concurrent deliveries of the same transaction apply it once.
+func TestApplyMatrixTxnConcurrent(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "db.sqlite"), zerolog.Nop())
+	require.NoError(t, err)
+	defer s.Close()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	n := 0
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			applied, err := s.ApplyMatrixTxn(ctx, "same", MatrixTxn{Memberships: []MatrixMembership{{RoomID: "!r", UserID: "@a:hs", Membership: "join"}}})
+			require.NoError(t, err)
+			if applied {
+				mu.Lock()
+				n++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 1, n)
+}
