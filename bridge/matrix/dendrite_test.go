@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/appservice"
 
 	"entente.dev/entente/bridge/matrix/internal/tesths"
+	"entente.dev/entente/internal/store"
 )
 
 // registeredHomeserver starts a Dendrite with the node registered as its
@@ -65,7 +67,10 @@ func postJSON(t *testing.T, h http.Handler, path string, body any) (int, map[str
 func TestDendriteTokenService(t *testing.T) {
 	sfu := newFakeSFU()
 	guard := NewCallGuard(sfu, zerolog.New(zerolog.NewTestWriter(t)))
-	txns := &memTxnStore{seen: map[string]bool{}}
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "entente.db"), zerolog.Nop())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	txns := NewStoreTxns(st)
 	hs, reg := registeredHomeserver(t, func(reg *appservice.Registration) http.Handler {
 		a, err := NewAppService(AppServiceOptions{Registration: reg, HomeserverURL: "http://127.0.0.1:1", ServerName: "unused",
 			Store: txns, OnApplied: guard.Applied, Log: zerolog.New(zerolog.NewTestWriter(t))})
@@ -149,4 +154,76 @@ func TestDendriteTokenService(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, code, resp)
 	require.Len(t, sfu.mints, 3)
 	require.NotContains(t, sfu.removed, lkRoom+"/"+Identity(alice.ID, alice.DeviceID, "member-"+alice.DeviceID))
+	m, err := st.MatrixMembershipOf(context.Background(), room, bob.ID)
+	require.NoError(t, err)
+	require.Equal(t, "leave", m, "the kick is in the store")
+}
+
+// TestDendriteCallMembers: call memberships reach the store through real
+// transactions, attributed to their sender; a member overwriting another's
+// state key (which Dendrite allows) is not taken for that member.
+func TestDendriteCallMembers(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "entente.db"), zerolog.Nop())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	hs, reg := registeredHomeserver(t, func(reg *appservice.Registration) http.Handler {
+		a, err := NewAppService(AppServiceOptions{Registration: reg, HomeserverURL: "http://127.0.0.1:1", ServerName: "unused",
+			Store: NewStoreTxns(st), Log: zerolog.New(zerolog.NewTestWriter(t))})
+		require.NoError(t, err)
+		return a
+	})
+	bot := BotUserID(reg.SenderLocalpart, hs.ServerName)
+	alice, mallory := hs.Register(t, "alice"), hs.Register(t, "mallory")
+	room := hs.CreateRoom(t, alice, map[string]any{"preset": "private_chat"})
+	for _, u := range []string{bot, mallory.ID} {
+		hs.Invite(t, alice, room, u)
+	}
+	hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?user_id="+url.QueryEscape(bot), reg.AppToken, map[string]any{}, nil)
+	hs.Join(t, mallory, room)
+
+	key := "_" + alice.ID + "_" + alice.DeviceID + "_m.call"
+	content := map[string]any{
+		"application": "m.call", "call_id": "", "scope": "m.room", "device_id": alice.DeviceID, "expires": 14400000,
+		"focus_active":   map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
+		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": "https://rtc.example/", "livekit_alias": room}},
+	}
+	hs.SendState(t, alice, room, CallMemberEventType, key, content)
+	var members []store.MatrixCallMember
+	require.Eventually(t, func() bool {
+		members, err = st.MatrixCallMembers(ctx, room)
+		require.NoError(t, err)
+		return len(members) == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, alice.ID, members[0].UserID)
+	require.Equal(t, alice.DeviceID, members[0].DeviceID)
+	require.Equal(t, "https://rtc.example/", members[0].ServiceURL)
+
+	// Mallory ends Alice's membership and claims a device under her key:
+	// Dendrite accepts both, the node ignores both.
+	hs.SendState(t, mallory, room, CallMemberEventType, key, map[string]any{})
+	content["device_id"] = "EVIL"
+	hs.SendState(t, mallory, room, CallMemberEventType, "_"+alice.ID+"_EVIL_m.call", content)
+	// Alice joins from a second device: once that is stored, Mallory's
+	// events (sent before, transactions arrive in order) were seen too.
+	key2 := "_" + alice.ID + "_DEV2_m.call"
+	content["device_id"] = "DEV2"
+	hs.SendState(t, alice, room, CallMemberEventType, key2, content)
+	require.Eventually(t, func() bool {
+		members, err = st.MatrixCallMembers(ctx, room)
+		require.NoError(t, err)
+		return len(members) == 2
+	}, 10*time.Second, 20*time.Millisecond)
+	for _, m := range members {
+		require.Equal(t, alice.ID, m.UserID)
+		require.Contains(t, []string{alice.DeviceID, "DEV2"}, m.DeviceID)
+	}
+	// Alice leaves with the second device: that one counts.
+	hs.SendState(t, alice, room, CallMemberEventType, key2, map[string]any{})
+	require.Eventually(t, func() bool {
+		members, err = st.MatrixCallMembers(ctx, room)
+		require.NoError(t, err)
+		return len(members) == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, key, members[0].StateKey)
 }
