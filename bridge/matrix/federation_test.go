@@ -1,0 +1,77 @@
+package matrix
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/bridge/matrix/internal/tesths"
+)
+
+// TestDendriteFederatedUser: with two federating Dendrites, a user of B who
+// joined A's room gets a token from A's node only as the policy says: never
+// to start a call, only to join one a local user started, and not at all
+// when B is not on the allow list.
+func TestDendriteFederatedUser(t *testing.T) {
+	hsA, reg := registeredHomeserver(t, nil)
+	hsB := tesths.Start(t, tesths.Options{})
+	bot := BotUserID(reg.SenderLocalpart, hsA.ServerName)
+
+	alice := hsA.Register(t, "alice")
+	bob := hsB.Register(t, "bob")
+	room := hsA.CreateRoom(t, alice, map[string]any{"preset": "private_chat"})
+	hsA.Invite(t, alice, room, bot)
+	hsA.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?user_id="+url.QueryEscape(bot), reg.AppToken, map[string]any{}, nil)
+	hsA.Invite(t, alice, room, bob.ID)
+	require.Eventually(t, func() bool { // the invite travels over federation first
+		return hsB.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room), bob.Token, map[string]any{}, nil) == http.StatusOK
+	}, 30*time.Second, 200*time.Millisecond)
+
+	openID := NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: true, Timeout: 10 * time.Second})
+	t.Cleanup(openID.CloseIdleConnections)
+	members, err := NewClientMembership(hsA.ClientURL, reg.AppToken, bot, nil)
+	require.NoError(t, err)
+	sfu := newFakeSFU()
+	service := func(allow ...string) *TokenService {
+		svc, err := NewTokenService(TokenServiceOptions{SFU: sfu, OpenID: openID, Membership: members,
+			ServerName: hsA.ServerName, Allow: allow, URL: "ws://127.0.0.1:7880", Log: zerolog.New(zerolog.NewTestWriter(t))})
+		require.NoError(t, err)
+		return svc
+	}
+	open, closed := service(hsB.ServerName), service()
+	getToken := func(svc *TokenService, hs *tesths.Homeserver, u tesths.User) (int, map[string]string) {
+		return postJSON(t, svc, PathGetToken, map[string]any{
+			"room_id": room, "slot_id": "m.call#ROOM", "openid_token": hs.OpenIDToken(t, u),
+			"member": map[string]any{"id": "m-" + u.DeviceID, "claimed_user_id": u.ID, "claimed_device_id": u.DeviceID},
+		})
+	}
+
+	// Bob's membership is known to A (joined over federation), but no call
+	// exists yet: he may not start one.
+	require.Eventually(t, func() bool {
+		ok, err := members.IsJoined(t.Context(), room, bob.ID)
+		return err == nil && ok
+	}, 30*time.Second, 100*time.Millisecond)
+	code, resp := getToken(open, hsB, bob)
+	require.Equal(t, http.StatusForbidden, code, resp)
+	require.Empty(t, sfu.ensured)
+
+	// Alice starts the call; now Bob, verified by his own homeserver B, may join.
+	code, resp = getToken(open, hsA, alice)
+	require.Equal(t, http.StatusOK, code, resp)
+	code, resp = getToken(open, hsB, bob)
+	require.Equal(t, http.StatusOK, code, resp)
+	require.Equal(t, Identity(bob.ID, bob.DeviceID, "m-"+bob.DeviceID), sfu.mints[1].identity)
+	require.Len(t, sfu.ensured, 1, "only the local user created the room")
+
+	// A node whose allow list lacks B refuses Bob, whose own homeserver
+	// is never asked.
+	code, resp = getToken(closed, hsB, bob)
+	require.Equal(t, http.StatusForbidden, code, resp)
+	require.Equal(t, "M_FORBIDDEN", resp["errcode"])
+	require.Len(t, sfu.mints, 2)
+}
