@@ -64,7 +64,12 @@ func Handler(opts Options) http.Handler {
 	if opts.Guests && opts.Minter == nil {
 		panic("web: Options.Minter is required when Guests is set")
 	}
-	h := &handler{opts: opts, assets: loadAssets(dist)}
+	return newHandler(opts, dist)
+}
+
+// newHandler is Handler over the files under "dist" in fsys.
+func newHandler(opts Options, fsys fs.FS) http.Handler {
+	h := &handler{opts: opts, assets: loadAssets(fsys)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("POST /api/join", h.join)
@@ -87,7 +92,7 @@ type asset struct {
 	etag  string
 }
 
-func loadAssets(fsys embed.FS) map[string]asset {
+func loadAssets(fsys fs.FS) map[string]asset {
 	out := make(map[string]asset)
 	_ = fs.WalkDir(fsys, "dist", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), ".") {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -231,6 +232,43 @@ func TestAssets(t *testing.T) {
 	for _, id := range []string{"room", "name", "join", "leave", "camera", "mic", "screen"} {
 		require.True(t, bytes.Contains(body, []byte(`id="`+id+`"`)), "index.html lacks #%s", id)
 	}
+}
+
+// TestNotBuilt is what a binary built without `make web` serves at "/".
+func TestNotBuilt(t *testing.T) {
+	h := newHandler(Options{Log: zerolog.Nop()}, fstest.MapFS{"dist/.gitkeep": {}})
+	res, body := do(t, h, httptest.NewRequest("GET", "/", nil))
+	require.Equal(t, 200, res.StatusCode)
+	require.Equal(t, "text/html; charset=utf-8", res.Header.Get("Content-Type"))
+	require.Contains(t, string(body), "not built")
+	require.Contains(t, string(body), "make web")
+	res, _ = do(t, h, httptest.NewRequest("GET", "/app.js", nil))
+	require.Equal(t, 404, res.StatusCode)
+}
+
+// TestServesBuiltFiles serves a built dist: index.html at "/" (and a redirect
+// from /index.html), other files by name with their MIME type.
+func TestServesBuiltFiles(t *testing.T) {
+	h := newHandler(Options{Log: zerolog.Nop()}, fstest.MapFS{
+		"dist/.gitkeep":   {},
+		"dist/index.html": {Data: []byte("<!doctype html><title>page</title>")},
+		"dist/app.js":     {Data: []byte("console.log(1)")},
+		"dist/style.css":  {Data: []byte("body{}")},
+	})
+	for _, tc := range []struct{ path, ctype, body string }{
+		{"/", "text/html; charset=utf-8", "<!doctype html><title>page</title>"},
+		{"/app.js", "text/javascript; charset=utf-8", "console.log(1)"},
+		{"/style.css", "text/css; charset=utf-8", "body{}"},
+	} {
+		res, body := do(t, h, httptest.NewRequest("GET", tc.path, nil))
+		require.Equal(t, 200, res.StatusCode, tc.path)
+		require.Equal(t, tc.ctype, res.Header.Get("Content-Type"), tc.path)
+		require.Equal(t, tc.body, string(body), tc.path)
+		require.Equal(t, "nosniff", res.Header.Get("X-Content-Type-Options"))
+	}
+	res, _ := do(t, h, httptest.NewRequest("GET", "/index.html", nil))
+	require.Equal(t, http.StatusMovedPermanently, res.StatusCode)
+	require.Equal(t, "/", res.Header.Get("Location"))
 }
 
 func TestHandlerNeedsMinterForGuests(t *testing.T) {

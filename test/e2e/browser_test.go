@@ -232,8 +232,10 @@ func checkPages(t *testing.T, res browserResult) map[string]pageResult {
 	byLabel := make(map[string]pageResult, len(res.Pages))
 	for _, p := range res.Pages {
 		byLabel[p.Label] = p
-		t.Logf("page %s (%s, %s): joined at %s, first decoded frame at %s, first audio packet at %s ms after page load; %d frames decoded, %d audio packets",
-			p.Label, p.Kind, p.Identity, ms(p.T, "joined"), ms(p.T, "firstDecodedFrame"), ms(p.T, "firstAudioPacket"), p.FramesDecoded, p.AudioPackets)
+		t.Logf("page %s (%s, %s): joined at %s, first decoded frame at %s, first audio packet at %s ms after page load "+
+			"(first frame %s ms after joining); %d frames decoded, %d audio packets",
+			p.Label, p.Kind, p.Identity, ms(p.T, "joined"), ms(p.T, "firstDecodedFrame"), ms(p.T, "firstAudioPacket"),
+			sinceJoin(p.T, "firstDecodedFrame"), p.FramesDecoded, p.AudioPackets)
 		if p.Error != nil && *p.Error != "" {
 			t.Errorf("page %s: error %q", p.Label, *p.Error)
 		}
@@ -266,6 +268,16 @@ func ms(t map[string]float64, k string) string {
 		return "never"
 	}
 	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+// sinceJoin is how long after joining the page saw event k.
+func sinceJoin(t map[string]float64, k string) string {
+	j, ok1 := t["joined"]
+	v, ok2 := t[k]
+	if !ok1 || !ok2 {
+		return "never"
+	}
+	return strconv.FormatFloat(v-j, 'f', 0, 64)
 }
 
 // TestBrowserTwoPages joins two Chromium pages running livekit-client to one
