@@ -48,7 +48,7 @@ type TokenServiceOptions struct {
 	// OnIssued, when set, is told of every token issued (usually
 	// CallGuard.Issued), so that users leaving the Matrix room can be
 	// removed from the call.
-	OnIssued func(roomID, userID, room, identity string)
+	OnIssued func(roomID, userID, deviceID, room, identity string)
 	// Log receives one line per request; nothing secret is logged.
 	Log zerolog.Logger
 }
@@ -67,7 +67,7 @@ type TokenService struct {
 	allow      []string
 	url        string
 	ttl        time.Duration
-	onIssued   func(roomID, userID, room, identity string)
+	onIssued   func(roomID, userID, deviceID, room, identity string)
 	log        zerolog.Logger
 }
 
@@ -207,7 +207,7 @@ func (s *TokenService) getToken(ctx context.Context, body []byte) (*tokenRespons
 		return nil, unauthorized()
 	}
 	identity := Identity(userID, req.Member.ClaimedDeviceID, req.Member.ID)
-	return s.issue(ctx, req.RoomID, RoomAlias(req.RoomID, req.SlotID), userID, identity, req.OpenIDToken.MatrixServerName)
+	return s.issue(ctx, req.RoomID, RoomAlias(req.RoomID, req.SlotID), userID, req.Member.ClaimedDeviceID, identity, req.OpenIDToken.MatrixServerName)
 }
 
 func (s *TokenService) sfuGet(ctx context.Context, body []byte) (*tokenResponse, *apiError) {
@@ -220,7 +220,7 @@ func (s *TokenService) sfuGet(ctx context.Context, body []byte) (*tokenResponse,
 		return nil, aerr
 	}
 	identity := LegacyIdentity(userID, req.DeviceID)
-	return s.issue(ctx, req.Room, RoomAlias(req.Room, LegacySlotID), userID, identity, req.OpenIDToken.MatrixServerName)
+	return s.issue(ctx, req.Room, RoomAlias(req.Room, LegacySlotID), userID, req.DeviceID, identity, req.OpenIDToken.MatrixServerName)
 }
 
 // authenticate applies the homeserver policy, then asks the homeserver whose
@@ -250,7 +250,7 @@ func (s *TokenService) authenticate(ctx context.Context, tok openIDToken) (strin
 // issue checks room membership, creates the LiveKit room for local users
 // (others may only join an existing one, as lk-jwt-service treats users
 // outside its full-access list) and mints the token.
-func (s *TokenService) issue(ctx context.Context, roomID, room, userID, identity, serverName string) (*tokenResponse, *apiError) {
+func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID, identity, serverName string) (*tokenResponse, *apiError) {
 	log := zerolog.Ctx(ctx).With().Str("matrix_room", roomID).Str("user_id", userID).
 		Str("room", room).Str("identity", identity).Logger()
 	joined, err := s.membership.IsJoined(ctx, roomID, userID)
@@ -297,7 +297,7 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, identity
 		return nil, internalError("Internal Server Error")
 	}
 	if s.onIssued != nil {
-		s.onIssued(roomID, userID, room, identity)
+		s.onIssued(roomID, userID, deviceID, room, identity)
 	}
 	log.Info().Bool("local", local).Msg("token issued")
 	return &tokenResponse{URL: s.url, JWT: jwt}, nil

@@ -36,6 +36,8 @@ const (
 		ORDER BY joined_at, state_key`
 	getExpiredCallMembersQuery = `SELECT ` + callMemberColumns + ` FROM matrix_call_members
 		WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at`
+	endExpiredCallMembersQuery = `DELETE FROM matrix_call_members
+		WHERE expires_at IS NOT NULL AND expires_at <= ?1 RETURNING ` + callMemberColumns
 )
 
 // MatrixMembership is a user's m.room.member state in a Matrix room.
@@ -140,8 +142,19 @@ func (s *Store) ExpiredMatrixCallMembers(ctx context.Context, now time.Time) ([]
 	return s.queryCallMembers(ctx, "expired call members", getExpiredCallMembersQuery, millis(now))
 }
 
+// EndExpiredMatrixCallMembers deletes the call memberships whose expiry is at or before now and
+// returns them: homeservers without delayed events (MSC4140) never end a crashed client's
+// membership, so the node does.
+func (s *Store) EndExpiredMatrixCallMembers(ctx context.Context, now time.Time) ([]MatrixCallMember, error) {
+	return s.scanCallMembers(ctx, s.w, "end expired call members", endExpiredCallMembersQuery, millis(now))
+}
+
 func (s *Store) queryCallMembers(ctx context.Context, what, query string, args ...any) ([]MatrixCallMember, error) {
-	rows, err := s.r.QueryContext(ctx, query, args...)
+	return s.scanCallMembers(ctx, s.r, what, query, args...)
+}
+
+func (s *Store) scanCallMembers(ctx context.Context, db *sql.DB, what, query string, args ...any) ([]MatrixCallMember, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}

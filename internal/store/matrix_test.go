@@ -51,6 +51,10 @@ func TestApplyMatrixTxn(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, exp, 1)
 
+	ended, err := s.EndExpiredMatrixCallMembers(ctx, t0.Add(59*time.Minute))
+	require.NoError(t, err)
+	require.Empty(t, ended)
+
 	// Leaving deletes the row; the state survives a reopen.
 	applied, err = s.ApplyMatrixTxn(ctx, "t2", MatrixTxn{CallMembers: []MatrixCallMember{{RoomID: "!r:hs", StateKey: member.StateKey, UserID: "@a:hs"}}})
 	require.NoError(t, err)
@@ -67,6 +71,16 @@ func TestApplyMatrixTxn(t *testing.T) {
 	require.False(t, applied, "recorded transactions survive a reopen")
 	_, err = s.MatrixMembershipOf(ctx, "!r:hs", "@nobody:hs")
 	require.ErrorIs(t, err, ErrNotFound)
+
+	// Expired memberships are ended once.
+	_, err = s.ApplyMatrixTxn(ctx, "t3", MatrixTxn{CallMembers: []MatrixCallMember{member}})
+	require.NoError(t, err)
+	ended, err = s.EndExpiredMatrixCallMembers(ctx, t0.Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, []MatrixCallMember{member}, ended)
+	ended, err = s.EndExpiredMatrixCallMembers(ctx, t0.Add(2*time.Hour))
+	require.NoError(t, err)
+	require.Empty(t, ended)
 }
 
 // Concurrent deliveries of the same transaction apply it once.
