@@ -167,9 +167,11 @@ func (d *DownTrack) switchLayer(idx int8, h *rtp.Header, now int64) {
 	} else {
 		next := d.lastSeq + 1
 		d.seqOff = next - h.SequenceNumber
-		elapsed := uint32(time.Duration(now-d.lastAt) * time.Duration(d.up.codec.ClockRate) / time.Second)
-		if elapsed == 0 {
-			elapsed = 1
+		// Arrival times come from different layers' reader goroutines, so
+		// now may precede lastAt by a little: never step backwards.
+		elapsed := uint32(1)
+		if gap := now - d.lastAt; gap > 0 {
+			elapsed = max(1, uint32(time.Duration(gap)*time.Duration(d.up.codec.ClockRate)/time.Second))
 		}
 		d.tsOff = d.lastTS + elapsed - h.Timestamp
 	}

@@ -34,6 +34,7 @@ type sdkClient struct {
 	muted    map[string]bool
 	gone     map[string]bool
 	data     []string
+	speakers map[string]bool // identities ever reported speaking
 	readers  sync.WaitGroup
 }
 
@@ -43,7 +44,7 @@ func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity st
 	t.Helper()
 	c := &sdkClient{
 		identity: identity, got: map[string]int{}, firstKey: map[string]bool{}, firstAt: map[string]time.Time{},
-		subAt: map[string]time.Time{}, muted: map[string]bool{}, gone: map[string]bool{},
+		subAt: map[string]time.Time{}, muted: map[string]bool{}, gone: map[string]bool{}, speakers: map[string]bool{},
 	}
 	cb := &lksdk.RoomCallback{
 		ParticipantCallback: lksdk.ParticipantCallback{
@@ -72,6 +73,13 @@ func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity st
 					c.mu.Unlock()
 				}
 			},
+		},
+		OnActiveSpeakersChanged: func(ps []lksdk.Participant) {
+			c.mu.Lock()
+			for _, p := range ps {
+				c.speakers[p.Identity()] = true
+			}
+			c.mu.Unlock()
 		},
 		OnParticipantDisconnected: func(rp *lksdk.RemoteParticipant) {
 			c.mu.Lock()
@@ -207,6 +215,21 @@ func TestSDKThreeParticipants(t *testing.T) {
 				t.Logf("%s <- %s: first packet %v after subscription", rx, k, c.firstAt[k].Sub(c.subAt[k]).Round(time.Millisecond))
 				c.mu.Unlock()
 			}
+		}
+	}
+
+	// Everyone sends loud audio (level -20 dBov): the others are reported speaking.
+	for _, rx := range names {
+		for _, tx := range names {
+			if rx == tx {
+				continue
+			}
+			c, who := clients[rx], tx
+			eventually(t, 5*time.Second, rx+" sees "+tx+" speaking", func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.speakers[who]
+			})
 		}
 	}
 
