@@ -22,8 +22,9 @@ build: web
 run: build
 	./bin/entente $(ARGS)
 
+# Every test, uncached. Real servers and browsers: see scripts/install-test-deps.sh.
 test: web
-	$(GO) test ./...
+	$(GO) test -count=1 -timeout 30m ./...
 
 clean:
 	rm -rf bin
