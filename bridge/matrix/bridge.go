@@ -35,6 +35,9 @@ type Options struct {
 	PublicURL string
 	// SFUURL is the ws(s) URL clients connect to for /rtc.
 	SFUURL string
+	// JoinPageURL is the browser join page that "!meet" links point to;
+	// PublicURL + "/" when empty.
+	JoinPageURL string
 	// SFU is cmd/'s adapter to media and media/livekit. Required.
 	SFU SFU
 	// Store is the node's database. Required.
@@ -57,6 +60,8 @@ type Bridge struct {
 	guard      *CallGuard
 	openID     *FederationOpenID
 	store      *store.Store
+	joinPage   string
+	meets      chan MeetCommand
 	log        zerolog.Logger
 }
 
@@ -81,7 +86,11 @@ func New(opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: c, reg: reg, store: opts.Store, log: log}
+	joinPage := opts.JoinPageURL
+	if joinPage == "" {
+		joinPage = strings.TrimSuffix(opts.PublicURL, "/") + "/"
+	}
+	b := &Bridge{cfg: c, reg: reg, store: opts.Store, joinPage: joinPage, meets: make(chan MeetCommand, 64), log: log}
 	b.guard = NewCallGuard(opts.SFU, log)
 	b.openID = NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: c.InsecureSkipVerify})
 	b.tokens, err = NewTokenService(TokenServiceOptions{
@@ -98,7 +107,7 @@ func New(opts Options) (*Bridge, error) {
 	}
 	b.appService, err = NewAppService(AppServiceOptions{
 		Registration: reg, HomeserverURL: c.HomeserverURL, ServerName: c.ServerName,
-		Store: NewStoreTxns(opts.Store), OnApplied: b.guard.Applied, Log: log,
+		Store: NewStoreTxns(opts.Store), OnApplied: b.applied, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -161,7 +170,7 @@ func (b *Bridge) AppService() *AppService { return b.appService }
 
 // Run serves the application service on matrix.appservice_listen, makes
 // sure the bot exists (retrying while the homeserver is unreachable) and
-// ends expired call memberships, until ctx is done. It returns once every
+// ends expired call memberships and answers "!meet", until ctx is done. It returns once every
 // goroutine it started has stopped.
 func (b *Bridge) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", b.cfg.AppserviceListen)
@@ -169,9 +178,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return fmt.Errorf("appservice listen: %w", err)
 	}
 	srv := &http.Server{Handler: b.appService, ReadHeaderTimeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		b.log.Info().Str("listen", ln.Addr().String()).Msg("appservice listening")
@@ -187,13 +198,18 @@ func (b *Bridge) Run(ctx context.Context) error {
 		defer wg.Done()
 		b.guard.RunExpiry(ctx, b.store, ExpiryInterval)
 	}()
+	go func() {
+		defer wg.Done()
+		b.answerMeets(ctx)
+	}()
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
+	cancel() // stops the bot, expiry and meet loops
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancelShutdown()
 	_ = srv.Shutdown(shutdownCtx)
 	wg.Wait()
 	b.openID.CloseIdleConnections()

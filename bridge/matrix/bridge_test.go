@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,8 +117,28 @@ func TestDendriteBridge(t *testing.T) {
 	r.Body.Close()
 	require.Equal(t, http.StatusOK, r.StatusCode)
 
+	// "!meet" gets a link to the join page for the room's call.
+	hs.MustDo(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/meet1", alice.Token,
+		map[string]any{"msgtype": "m.text", "body": "!meet"}, nil)
+	want := MeetLink("http://127.0.0.1:7880/", room, "")
+	require.Eventually(t, func() bool {
+		var msgs struct {
+			Chunk []struct {
+				Sender  string         `json:"sender"`
+				Content map[string]any `json:"content"`
+			} `json:"chunk"`
+		}
+		hs.MustDo(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=20", alice.Token, nil, &msgs)
+		for _, m := range msgs.Chunk {
+			if body, _ := m.Content["body"].(string); m.Sender == bot && strings.HasSuffix(body, want) {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 100*time.Millisecond)
+
 	// The kick reaches the node through the appservice listener and ends
-	// Alice's call.
+	// Carol's call.
 	carol := hs.Register(t, "carol")
 	hs.Invite(t, alice, room, carol.ID)
 	hs.Join(t, carol, room)

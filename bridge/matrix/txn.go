@@ -51,15 +51,34 @@ type CallMember struct {
 	ExpiresAt time.Time
 }
 
+// MeetCommand is a "!meet" or "!meet <name>" message to the bot: the sender
+// asks for a join-page link to the room's call (or to a named meeting of
+// the room).
+type MeetCommand struct {
+	RoomID  string
+	Sender  string
+	EventID string
+	// Name is empty for the room's own call.
+	Name string
+}
+
+// maxMeetName bounds a meeting name.
+const maxMeetName = 64
+
 // TxnEffects is what one appservice transaction changes in the node's view of
-// Matrix. It is stored together with the transaction ID, atomically.
+// Matrix. Memberships and call members are stored together with the
+// transaction ID, atomically; commands are answered after the commit, at
+// most once.
 type TxnEffects struct {
 	Memberships []RoomMembership
 	CallMembers []CallMember
+	Meets       []MeetCommand
 }
 
 // Empty reports whether the transaction changed nothing the node tracks.
-func (fx TxnEffects) Empty() bool { return len(fx.Memberships) == 0 && len(fx.CallMembers) == 0 }
+func (fx TxnEffects) Empty() bool {
+	return len(fx.Memberships) == 0 && len(fx.CallMembers) == 0 && len(fx.Meets) == 0
+}
 
 // maxCallMemberExpiry bounds a membership's self-declared lifetime.
 const maxCallMemberExpiry = 24 * time.Hour
@@ -101,7 +120,15 @@ func parseTxn(body []byte) (TxnEffects, error) {
 	var fx TxnEffects
 	for _, raw := range txn.Events {
 		evt := new(event.Event)
-		if json.Unmarshal(raw, evt) != nil || evt.StateKey == nil || evt.RoomID == "" || evt.Sender == "" {
+		if json.Unmarshal(raw, evt) != nil || evt.RoomID == "" || evt.Sender == "" {
+			continue
+		}
+		if evt.StateKey == nil {
+			if evt.Type.Type == event.EventMessage.Type {
+				if m, ok := parseMeet(evt); ok {
+					fx.Meets = append(fx.Meets, m)
+				}
+			}
 			continue
 		}
 		at := time.UnixMilli(evt.Timestamp)
@@ -185,4 +212,24 @@ func deviceFromKey(sender, key string) string {
 	}
 	// Device IDs may contain '_': only the application suffix is cut.
 	return strings.TrimSuffix(rest, "_m.call")
+}
+
+// parseMeet recognises "!meet" and "!meet <name>" in a plain text message.
+func parseMeet(evt *event.Event) (MeetCommand, bool) {
+	var c struct {
+		MsgType string `json:"msgtype"`
+		Body    string `json:"body"`
+	}
+	if json.Unmarshal(evt.Content.VeryRaw, &c) != nil || c.MsgType != "m.text" {
+		return MeetCommand{}, false
+	}
+	rest, ok := strings.CutPrefix(strings.TrimSpace(c.Body), "!meet")
+	if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '\t') {
+		return MeetCommand{}, false
+	}
+	name := strings.Join(strings.Fields(rest), " ")
+	if len(name) > maxMeetName || !validText(name) && name != "" {
+		return MeetCommand{}, false
+	}
+	return MeetCommand{RoomID: evt.RoomID.String(), Sender: evt.Sender.String(), EventID: evt.ID.String(), Name: name}, true
 }

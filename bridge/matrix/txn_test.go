@@ -2,6 +2,8 @@ package matrix
 
 import (
 	"encoding/json"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +62,38 @@ func TestParseTxn(t *testing.T) {
 	fx, err = parseTxn([]byte(`{"events":[]}`))
 	require.NoError(t, err)
 	require.True(t, fx.Empty())
+}
+
+func TestParseMeet(t *testing.T) {
+	msg := func(id, body string, msgtype string) map[string]any {
+		return map[string]any{"type": "m.room.message", "room_id": "!r:hs", "sender": "@a:hs", "event_id": id,
+			"content": map[string]any{"msgtype": msgtype, "body": body}}
+	}
+	fx, err := parseTxn(txnBody(t,
+		msg("$1", "!meet", "m.text"),
+		msg("$2", "  !meet   daily  standup ", "m.text"),
+		msg("$3", "!meeting", "m.text"),
+		msg("$4", "!meet", "m.notice"),
+		msg("$5", "say !meet", "m.text"),
+		msg("$6", "!meet "+strings.Repeat("x", maxMeetName+1), "m.text"),
+	))
+	require.NoError(t, err)
+	require.Equal(t, []MeetCommand{
+		{RoomID: "!r:hs", Sender: "@a:hs", EventID: "$1"},
+		{RoomID: "!r:hs", Sender: "@a:hs", EventID: "$2", Name: "daily standup"},
+	}, fx.Meets)
+	require.False(t, fx.Empty())
+}
+
+func TestMeetLink(t *testing.T) {
+	room := RoomAlias("!r:hs", LegacySlotID)
+	require.Equal(t, room, MeetRoom("!r:hs", ""), "the room's call is the one Element joins")
+	require.NotEqual(t, room, MeetRoom("!r:hs", "standup"))
+	link := MeetLink("https://rtc.example/", "!r:hs", "")
+	u, err := url.Parse(link)
+	require.NoError(t, err)
+	require.Equal(t, room, u.Query().Get("room"))
+	require.Equal(t, "rtc.example", u.Host)
 }
 
 func TestCallMemberKeyOwnership(t *testing.T) {

@@ -1,0 +1,91 @@
+package matrix
+
+import (
+	"context"
+	"net/url"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// meetSlotPrefix names the MatrixRTC-like slot of a named meeting, so that
+// "!meet standup" gets a LiveKit room of its own, distinct from the room's
+// call.
+const meetSlotPrefix = "entente.meet#"
+
+// MeetRoom returns the LiveKit room a meeting link opens: for an empty name,
+// the room's own call, the one Element clients join (slot m.call#ROOM);
+// otherwise a named meeting belonging to the room.
+func MeetRoom(roomID, name string) string {
+	if name == "" {
+		return RoomAlias(roomID, LegacySlotID)
+	}
+	return RoomAlias(roomID, meetSlotPrefix+name)
+}
+
+// MeetLink returns the join page URL (joinPage is its base, e.g.
+// "https://rtc.agency.example/") for the meeting.
+func MeetLink(joinPage, roomID, name string) string {
+	u, err := url.Parse(joinPage)
+	if err != nil {
+		return joinPage
+	}
+	q := u.Query()
+	q.Set("room", MeetRoom(roomID, name))
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// meetText is the bot's answer to a meet command.
+func meetText(joinPage string, m MeetCommand) string {
+	link := MeetLink(joinPage, m.RoomID, m.Name)
+	if m.Name == "" {
+		return "Join this room's call from a browser: " + link
+	}
+	return "Meeting \u201c" + m.Name + "\u201d: " + link
+}
+
+// fromNode reports whether userID is the bot or one of the node's ghosts:
+// their messages are never commands.
+func (b *Bridge) fromNode(userID string) bool {
+	if userID == b.appService.BotUserID() {
+		return true
+	}
+	local, ok := strings.CutPrefix(userID, "@")
+	if !ok || !strings.HasSuffix(local, ":"+b.cfg.ServerName) {
+		return false
+	}
+	return strings.HasPrefix(local, b.cfg.GhostPrefix)
+}
+
+// applied is the application service's OnApplied: leaves go to the call
+// guard, meet commands to the answering loop (dropped when it is
+// overwhelmed; commands are answered at most once).
+func (b *Bridge) applied(ctx context.Context, fx TxnEffects) {
+	b.guard.Applied(ctx, fx)
+	for _, m := range fx.Meets {
+		if b.fromNode(m.Sender) {
+			continue
+		}
+		select {
+		case b.meets <- m:
+		default:
+			b.log.Warn().Str("matrix_room", m.RoomID).Msg("too many meet commands; one dropped")
+		}
+	}
+}
+
+// answerMeets posts meeting links as the bot until ctx is done.
+func (b *Bridge) answerMeets(ctx context.Context) {
+	bot := b.appService.mx.BotIntent()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-b.meets:
+			if _, err := bot.SendNotice(ctx, id.RoomID(m.RoomID), meetText(b.joinPage, m)); err != nil {
+				b.log.Warn().Err(err).Str("matrix_room", m.RoomID).Msg("answer meet command")
+			}
+		}
+	}
+}
