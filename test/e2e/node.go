@@ -142,9 +142,11 @@ keys = { %s = %q }
 	exited := make(chan error, 1)
 	go func() { exited <- n.cmd.Wait() }()
 	t.Cleanup(func() {
+		stopAt := time.Now()
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
+			t.Logf("entente stopped %v after SIGTERM", time.Since(stopAt).Round(time.Millisecond))
 		case <-time.After(15 * time.Second):
 			_ = n.cmd.Process.Kill()
 			<-exited
