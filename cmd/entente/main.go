@@ -3,6 +3,7 @@
 //
 //	entente [--config FILE]                 run the node
 //	entente token --room R --identity I     mint an access token
+//	entente register [--out FILE]           write the Matrix appservice registration
 //	entente version                         print the version
 package main
 
@@ -42,10 +43,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runNode(ctx, args, stdout, stderr)
 	case "token":
 		return runToken(ctx, args, stdout, stderr)
+	case "register":
+		return runRegister(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "entente", version)
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q (commands: run, token, version)", cmd)
+		return fmt.Errorf("unknown command %q (commands: run, token, register, version)", cmd)
 	}
 }

@@ -86,3 +86,31 @@ func TestCommandErrors(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "entente")
 }
+
+func TestRegisterWritesRegistration(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "entente.toml")
+	reg := filepath.Join(dir, "entente-registration.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(`data_dir = "`+filepath.Join(dir, "data")+`"
+[matrix]
+homeserver_url = "http://127.0.0.1:8008"
+server_name = "agency.example"
+registration = "`+reg+`"
+`), 0o600))
+	out, _, err := runCmd(t, "register", "--config", cfg)
+	require.NoError(t, err)
+	require.Contains(t, out, reg)
+	data, err := os.ReadFile(reg)
+	require.NoError(t, err)
+	for _, want := range []string{"as_token:", "hs_token:", "sender_localpart:", "namespaces:"} {
+		require.Contains(t, string(data), want)
+	}
+	info, err := os.Stat(reg)
+	require.NoError(t, err)
+	require.Zero(t, info.Mode().Perm()&0o077, "the registration holds secrets: not readable by others")
+
+	noMatrix := filepath.Join(dir, "plain.toml")
+	require.NoError(t, os.WriteFile(noMatrix, []byte(`data_dir = "`+filepath.Join(dir, "data")+`"`+"\n"), 0o600))
+	_, _, err = runCmd(t, "register", "--config", noMatrix)
+	require.ErrorContains(t, err, "no [matrix] section")
+}

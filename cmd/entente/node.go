@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"entente.dev/entente/bridge/matrix"
 	"entente.dev/entente/internal/config"
 	"entente.dev/entente/internal/logging"
 	"entente.dev/entente/internal/store"
@@ -86,6 +87,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		sfu.Close()
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
 	}
+	var bridge *matrix.Bridge
+	if cfg.Matrix != nil {
+		if bridge, err = newBridge(cfg, ln, sfu, keys, st, log); err != nil {
+			sfu.Close()
+			_ = ln.Close()
+			return err
+		}
+		bridge.Register(mux)
+	}
 	srv := &http.Server{
 		Handler:           withCORS(mux),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -98,23 +108,51 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { sfuDone <- sfu.Run(runCtx) }()
+	bridgeDone := make(chan error, 1)
+	if bridge != nil {
+		go func() { bridgeDone <- bridge.Run(runCtx) }()
+	} else {
+		bridgeDone <- nil
+	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 
+	var bridgeErr error
 	select {
 	case <-ctx.Done():
 	case err = <-srvDone:
+	case bridgeErr = <-bridgeDone:
+		if bridgeErr != nil {
+			log.Error().Err(bridgeErr).Msg("matrix bridge stopped")
+		}
 	}
 	log.Info().Msg("shutting down")
 	cancel()
 	<-sfuDone // closes every room, which ends every signal connection
+	if bridge != nil && bridgeErr == nil {
+		bridgeErr = <-bridgeDone
+	}
 	shCtx, shCancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer shCancel()
 	_ = srv.Shutdown(shCtx)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	return nil
+	return bridgeErr
+}
+
+// newBridge assembles the Matrix side from the [matrix] section.
+func newBridge(cfg *config.Config, ln net.Listener, sfu *media.SFU, keys livekit.Keys, st *store.Store, log zerolog.Logger) (*matrix.Bridge, error) {
+	pub := publicURL(cfg, ln)
+	sfuURL, err := matrix.SFUURL(pub)
+	if err != nil {
+		return nil, err
+	}
+	return matrix.New(matrix.Options{
+		Config: cfg.Matrix, PublicURL: pub, SFUURL: sfuURL,
+		SFU:   sfuForMatrix{sfu: sfu, minter: minter(cfg, keys)},
+		Store: st, Log: log.With().Str("component", "matrix").Logger(),
+	})
 }
 
 // health answers LiveKit clients' GET/HEAD / when the join page is off.

@@ -46,7 +46,9 @@ func Verify(keys Keys, raw string) (*Grant, error) {
 	}
 	v, err := auth.ParseAPIToken(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, errors.Unwrap(err))
+		// jwt joins several errors here, which errors.Unwrap cannot
+		// unwrap (it would print "<nil>"): keep the first sentence instead.
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, tokenErrorText(err))
 	}
 	secret, ok := keys[v.APIKey()]
 	if !ok || secret == "" {
@@ -127,7 +129,9 @@ type MintOptions struct {
 	RoomCreate   bool
 	CanPublish   bool
 	CanSubscribe bool
-	CanUpdateOwn bool
+	// CanPublishData allows sending data packets.
+	CanPublishData bool
+	CanUpdateOwn   bool
 }
 
 // Mint returns a signed token for identity in room.
@@ -136,7 +140,7 @@ func (m Minter) Mint(room, identity string, o MintOptions) (string, error) {
 	g := &auth.VideoGrant{RoomJoin: true, Room: room, RoomCreate: o.RoomCreate, CanUpdateOwnMetadata: &o.CanUpdateOwn}
 	g.SetCanPublish(o.CanPublish)
 	g.SetCanSubscribe(o.CanSubscribe)
-	g.SetCanPublishData(o.CanPublish)
+	g.SetCanPublishData(o.CanPublishData)
 	t.SetVideoGrant(g).SetIdentity(identity).SetName(o.Name).SetMetadata(o.Metadata).SetValidFor(m.TTL)
 	return t.ToJWT()
 }
@@ -144,5 +148,7 @@ func (m Minter) Mint(room, identity string, o MintOptions) (string, error) {
 // MintJoinToken mints a token that may create the room, publish and
 // subscribe: what the join page and `entente token` hand out.
 func (m Minter) MintJoinToken(room, identity, name string) (string, error) {
-	return m.Mint(room, identity, MintOptions{Name: name, RoomCreate: true, CanPublish: true, CanSubscribe: true})
+	return m.Mint(room, identity, MintOptions{
+		Name: name, RoomCreate: true, CanPublish: true, CanSubscribe: true, CanPublishData: true,
+	})
 }

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/livekit/protocol/livekit"
+
+	"entente.dev/entente/bridge/matrix"
+	"entente.dev/entente/internal/config"
+	"entente.dev/entente/media"
+	lk "entente.dev/entente/media/livekit"
+)
+
+// sfuForMatrix adapts the SFU and the token minter to what the Matrix
+// token service needs (bridge/matrix.SFU).
+type sfuForMatrix struct {
+	sfu    *media.SFU
+	minter lk.Minter
+}
+
+func (a sfuForMatrix) MintToken(room, identity, name string, g matrix.Grant) (string, error) {
+	m := a.minter
+	if g.TTL > 0 {
+		m.TTL = g.TTL
+	}
+	return m.Mint(room, identity, lk.MintOptions{
+		Name: name, CanPublish: g.CanPublish, CanSubscribe: g.CanSubscribe,
+		CanPublishData: g.CanPublishData, CanUpdateOwn: g.CanUpdateOwnMetadata,
+	})
+}
+
+func (a sfuForMatrix) RoomExists(name string) bool { return a.sfu.RoomExists(name) }
+
+func (a sfuForMatrix) EnsureRoom(name string) error {
+	_, err := a.sfu.CreateRoom(name)
+	return err
+}
+
+func (a sfuForMatrix) RemoveParticipant(room, identity string) error {
+	a.sfu.RemoveParticipant(room, identity, livekit.DisconnectReason_PARTICIPANT_REMOVED)
+	return nil
+}
+
+// publicURL is server.public_url, or the URL of the address the node
+// listens on.
+func publicURL(cfg *config.Config, ln net.Listener) string {
+	if cfg.Server.PublicURL != "" {
+		return cfg.Server.PublicURL
+	}
+	return "http://" + ln.Addr().String()
+}
+
+// runRegister writes the application service registration the homeserver
+// admin installs (bridge/matrix.RegistrationFor).
+func runRegister(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("entente register", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (default: $"+configEnv+")")
+	out := fs.String("out", "", "write the registration here (default: [matrix] registration)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if cfg.Matrix == nil {
+		return errors.New("the configuration has no [matrix] section: see docs/matrix.md")
+	}
+	reg, err := matrix.RegistrationFor(cfg.Matrix)
+	if err != nil {
+		return err
+	}
+	path := *out
+	if path == "" {
+		path = cfg.Matrix.Registration
+	}
+	if path == "" {
+		return errors.New("no output file: pass --out or set [matrix] registration")
+	}
+	if err := reg.Save(path); err != nil {
+		return fmt.Errorf("write registration: %w", err)
+	}
+	fmt.Fprintf(stdout, "Wrote the application service registration to %s.\n"+
+		"Install it on the homeserver (docs/matrix.md); it contains secrets.\n", path)
+	return nil
+}
