@@ -3,10 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -113,4 +119,73 @@ registration = "`+reg+`"
 	require.NoError(t, os.WriteFile(noMatrix, []byte(`data_dir = "`+filepath.Join(dir, "data")+`"`+"\n"), 0o600))
 	_, _, err = runCmd(t, "register", "--config", noMatrix)
 	require.ErrorContains(t, err, "no [matrix] section")
+}
+
+// syncBuffer is a bytes.Buffer safe for the node's logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestNodeServesUntilCancelled runs the node in-process: it serves until its
+// context ends, then stops cleanly.
+func TestNodeServesUntilCancelled(t *testing.T) {
+	dir := t.TempDir()
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	port := udp.LocalAddr().(*net.UDPAddr).Port
+	require.NoError(t, udp.Close())
+	cfg := filepath.Join(dir, "entente.toml")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`data_dir = %q
+[server]
+listen = "127.0.0.1:0"
+[rtc]
+udp_port = %d
+`, filepath.Join(dir, "data"), port)), 0o600))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"--config", cfg}, &out, &logs) }()
+
+	re := regexp.MustCompile(`http=(http://127\.0\.0\.1:\d+)`)
+	var base string
+	require.Eventually(t, func() bool {
+		m := re.FindStringSubmatch(logs.String())
+		if m != nil {
+			base = m[1]
+		}
+		return base != ""
+	}, 10*time.Second, 20*time.Millisecond, "node start logged: %s", logs.String())
+	for i := 0; i < 3; i++ {
+		resp, err := http.Get(base + "/")
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		select {
+		case err := <-done:
+			t.Fatalf("node stopped by itself: %v\n%s", err, logs.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("node did not stop within 10 s of cancellation")
+	}
 }

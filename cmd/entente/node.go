@@ -108,28 +108,27 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { sfuDone <- sfu.Run(runCtx) }()
-	bridgeDone := make(chan error, 1)
+	var bridgeDone chan error // nil without a bridge: never ready in the select below
 	if bridge != nil {
+		bridgeDone = make(chan error, 1)
 		go func() { bridgeDone <- bridge.Run(runCtx) }()
-	} else {
-		bridgeDone <- nil
 	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 
 	var bridgeErr error
+	bridgeStopped := false
 	select {
 	case <-ctx.Done():
 	case err = <-srvDone:
 	case bridgeErr = <-bridgeDone:
-		if bridgeErr != nil {
-			log.Error().Err(bridgeErr).Msg("matrix bridge stopped")
-		}
+		bridgeStopped = true
+		log.Error().Err(bridgeErr).Msg("matrix bridge stopped")
 	}
 	log.Info().Msg("shutting down")
 	cancel()
 	<-sfuDone // closes every room, which ends every signal connection
-	if bridge != nil && bridgeErr == nil {
+	if bridge != nil && !bridgeStopped {
 		bridgeErr = <-bridgeDone
 	}
 	shCtx, shCancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
