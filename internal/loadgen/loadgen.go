@@ -550,16 +550,21 @@ func (r *run) expectedTracks(p *participant) int {
 // waitMedia waits until every subscriber receives every track it should;
 // false when the setup deadline came first.
 func (r *run) waitMedia(ctx context.Context) bool {
+	lastLog := time.Now()
 	for {
-		all := len(r.connected()) == r.cfg.Participants()
-		for _, p := range r.connected() {
+		ps := r.connected()
+		waiting := r.cfg.Participants() - len(ps)
+		for _, p := range ps {
 			if int(p.ready.Load()) < r.expectedTracks(p) {
-				all = false
-				break
+				waiting++
 			}
 		}
-		if all {
+		if waiting == 0 {
 			return true
+		}
+		if time.Since(lastLog) >= 2*time.Second {
+			lastLog = time.Now()
+			r.log.Info().Int("waiting", waiting).Int("connected", len(ps)).Msg("waiting for media to reach everyone")
 		}
 		if sleep(ctx, 100*time.Millisecond) != nil {
 			return false
