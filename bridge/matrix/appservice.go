@@ -160,6 +160,7 @@ func (a *AppService) putTransaction(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	log.Debug().Int("bytes", len(body)).Msg("transaction received")
 	fx, err := parseTxn(body)
 	if err != nil {
 		log.Warn().Err(err).Msg("undecodable transaction")

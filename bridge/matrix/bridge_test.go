@@ -14,8 +14,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"entente.dev/entente/bridge/matrix/internal/tesths"
 	"entente.dev/entente/internal/config"
+	"entente.dev/entente/internal/dendritetest"
 	"entente.dev/entente/internal/store"
 )
 
@@ -64,10 +64,10 @@ func TestLoadRegistration(t *testing.T) {
 // will: registration written from the config, appservice listener, bot
 // set up by Run, token service and discovery on the node's mux.
 func TestDendriteBridge(t *testing.T) {
-	hs := tesths.New(t)
+	hs := dendritetest.New(t)
 	c := config.MatrixDefaults()
 	c.HomeserverURL, c.ServerName = hs.ClientURL, hs.ServerName
-	c.AppserviceListen = "127.0.0.1:" + strconv.Itoa(tesths.FreePort(t))
+	c.AppserviceListen = "127.0.0.1:" + strconv.Itoa(dendritetest.FreePort(t))
 	c.InsecureSkipVerify = true
 	reg, err := RegistrationFor(&c)
 	require.NoError(t, err)
@@ -88,7 +88,7 @@ func TestDendriteBridge(t *testing.T) {
 		require.NoError(t, <-done)
 		require.NoError(t, st.Close())
 	})
-	hs.Start(t, tesths.Options{AppServices: []string{c.Registration}})
+	hs.Start(t, dendritetest.Options{AppServices: []string{c.Registration}})
 
 	bot := BotUserID(c.BotLocalpart, c.ServerName)
 	var profile struct {

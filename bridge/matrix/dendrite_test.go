@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix/appservice"
 
-	"entente.dev/entente/bridge/matrix/internal/tesths"
+	"entente.dev/entente/internal/dendritetest"
 	"entente.dev/entente/internal/store"
 )
 
@@ -25,9 +25,9 @@ import (
 // appservice, served by handler(reg) on a loopback port that is listening
 // before Dendrite starts, and the bot user registered. A nil handler
 // acknowledges every transaction.
-func registeredHomeserver(t *testing.T, handler func(*appservice.Registration) http.Handler) (*tesths.Homeserver, *appservice.Registration) {
+func registeredHomeserver(t *testing.T, handler func(*appservice.Registration) http.Handler) (*dendritetest.Homeserver, *appservice.Registration) {
 	t.Helper()
-	hs := tesths.New(t)
+	hs := dendritetest.New(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	reg, err := NewRegistration(RegistrationParams{ID: "entente", URL: "http://" + ln.Addr().String(),
@@ -42,7 +42,7 @@ func registeredHomeserver(t *testing.T, handler func(*appservice.Registration) h
 	t.Cleanup(srv.Close)
 	path := filepath.Join(t.TempDir(), "registration.yaml")
 	require.NoError(t, reg.Save(path))
-	hs.Start(t, tesths.Options{AppServices: []string{path}})
+	hs.Start(t, dendritetest.Options{AppServices: []string{path}})
 	hs.RegisterAppServiceUser(t, reg.AppToken, reg.SenderLocalpart)
 	return hs, reg
 }
@@ -96,7 +96,7 @@ func TestDendriteTokenService(t *testing.T) {
 	})
 	require.NoError(t, err)
 
-	getToken := func(u tesths.User, oid tesths.OpenID, claimed string) (int, map[string]string) {
+	getToken := func(u dendritetest.User, oid dendritetest.OpenID, claimed string) (int, map[string]string) {
 		return postJSON(t, svc, PathGetToken, map[string]any{
 			"room_id": room, "slot_id": "m.call#ROOM", "openid_token": oid,
 			"member": map[string]any{"id": "member-" + u.DeviceID, "claimed_user_id": claimed, "claimed_device_id": u.DeviceID},

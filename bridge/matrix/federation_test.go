@@ -9,7 +9,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"entente.dev/entente/bridge/matrix/internal/tesths"
+	"entente.dev/entente/internal/dendritetest"
 )
 
 // TestDendriteFederatedUser: with two federating Dendrites, a user of B who
@@ -18,7 +18,7 @@ import (
 // when B is not on the allow list.
 func TestDendriteFederatedUser(t *testing.T) {
 	hsA, reg := registeredHomeserver(t, nil)
-	hsB := tesths.Start(t, tesths.Options{})
+	hsB := dendritetest.Start(t, dendritetest.Options{})
 	bot := BotUserID(reg.SenderLocalpart, hsA.ServerName)
 
 	alice := hsA.Register(t, "alice")
@@ -43,7 +43,7 @@ func TestDendriteFederatedUser(t *testing.T) {
 		return svc
 	}
 	open, closed := service(hsB.ServerName), service()
-	getToken := func(svc *TokenService, hs *tesths.Homeserver, u tesths.User) (int, map[string]string) {
+	getToken := func(svc *TokenService, hs *dendritetest.Homeserver, u dendritetest.User) (int, map[string]string) {
 		return postJSON(t, svc, PathGetToken, map[string]any{
 			"room_id": room, "slot_id": "m.call#ROOM", "openid_token": hs.OpenIDToken(t, u),
 			"member": map[string]any{"id": "m-" + u.DeviceID, "claimed_user_id": u.ID, "claimed_device_id": u.DeviceID},

@@ -1,12 +1,13 @@
-// Package tesths starts throw-away Dendrite homeservers (v0.13.8) for the
-// Matrix bridge's integration tests: on free loopback ports, with fresh
-// keys, a fresh data directory and optional appservice registrations, and
-// stops them when the test ends.
+// Package dendritetest starts throw-away Dendrite homeservers (v0.13.8) for
+// the Matrix tests (bridge/matrix and the end-to-end tests in test/e2e): on
+// free loopback ports, with fresh keys, a fresh data directory and optional
+// appservice registrations, and stops them when the test ends.
 //
 // The binaries come from scripts/install-dendrite.sh (into .deps/bin, or
 // $DENDRITE_BIN_DIR). Without them a test is skipped, unless CI=true, where
-// it fails. tesths imports only the standard library.
-package tesths
+// it fails. It imports only the standard library: never media, bridge or
+// web (internal/archtest).
+package dendritetest
 
 import (
 	"bytes"
@@ -65,6 +66,9 @@ type OpenID struct {
 type Options struct {
 	// AppServices are registration files (made absolute by Start).
 	AppServices []string
+	// OpenIDTokenLifetime is how long OpenID tokens stay valid; an hour
+	// when zero. Tests of expired tokens set it short.
+	OpenIDTokenLifetime time.Duration
 }
 
 // BinDir returns the directory holding dendrite, generate-keys and
@@ -165,8 +169,13 @@ func (hs *Homeserver) Start(t testing.TB, opts Options) {
 		}
 		regs = append(regs, strconv.Quote(abs))
 	}
+	openIDLifetime := opts.OpenIDTokenLifetime
+	if openIDLifetime <= 0 {
+		openIDLifetime = time.Hour
+	}
 	cfg := strings.NewReplacer("{{SERVER_NAME}}", hs.ServerName, "{{DIR}}", dir,
-		"{{APPSERVICES}}", strings.Join(regs, ", ")).Replace(configTemplate)
+		"{{APPSERVICES}}", strings.Join(regs, ", "),
+		"{{OPENID_LIFETIME_MS}}", strconv.FormatInt(openIDLifetime.Milliseconds(), 10)).Replace(configTemplate)
 	if err := os.WriteFile(filepath.Join(dir, "dendrite.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
