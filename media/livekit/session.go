@@ -185,15 +185,21 @@ func (s *session) readLoop(ctx context.Context, p *media.Participant, g *Grant) 
 			s.log.Debug().Msg("ignoring a text signal frame")
 			continue
 		}
-		var req livekit.SignalRequest
-		if err := proto.Unmarshal(data, &req); err != nil {
-			s.log.Debug().Err(err).Msg("dropping a malformed signal frame")
-			continue
-		}
-		if !s.handle(ctx, p, g, &req) {
+		if !s.dispatch(ctx, p, g, data) {
 			return
 		}
 	}
+}
+
+// dispatch decodes one binary signal frame and applies it. A malformed
+// frame is dropped. It returns false when the session ends.
+func (s *session) dispatch(ctx context.Context, p *media.Participant, g *Grant, data []byte) bool {
+	var req livekit.SignalRequest
+	if err := proto.Unmarshal(data, &req); err != nil {
+		s.log.Debug().Err(err).Msg("dropping a malformed signal frame")
+		return true
+	}
+	return s.handle(ctx, p, g, &req)
 }
 
 // handle applies one request. It returns false when the session ends.

@@ -1,0 +1,67 @@
+package livekit
+
+import (
+	"sync"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/webrtc/v4"
+
+	"entente.dev/entente/media"
+)
+
+// recordingSignaller is a media.Signaller that keeps what it is told, for
+// tests that drive a participant without a websocket client.
+type recordingSignaller struct {
+	mu         sync.Mutex
+	offers     int
+	answers    []webrtc.SessionDescription
+	candidates int
+	updates    int
+	published  []*livekit.TrackInfo
+	speakers   int
+	leaves     []livekit.DisconnectReason
+}
+
+var _ media.Signaller = (*recordingSignaller)(nil)
+
+func (r *recordingSignaller) SendOffer(webrtc.SessionDescription, uint32, map[string]string) {
+	r.mu.Lock()
+	r.offers++
+	r.mu.Unlock()
+}
+
+func (r *recordingSignaller) SendAnswer(sd webrtc.SessionDescription, _ uint32) {
+	r.mu.Lock()
+	r.answers = append(r.answers, sd)
+	r.mu.Unlock()
+}
+
+func (r *recordingSignaller) SendCandidate(*webrtc.ICECandidateInit, livekit.SignalTarget) {
+	r.mu.Lock()
+	r.candidates++
+	r.mu.Unlock()
+}
+
+func (r *recordingSignaller) SendParticipants([]*livekit.ParticipantInfo) {
+	r.mu.Lock()
+	r.updates++
+	r.mu.Unlock()
+}
+
+func (r *recordingSignaller) SendTrackPublished(_ string, info *livekit.TrackInfo) {
+	r.mu.Lock()
+	r.published = append(r.published, info)
+	r.mu.Unlock()
+}
+
+func (r *recordingSignaller) SendSpeakers([]*livekit.SpeakerInfo) {
+	r.mu.Lock()
+	r.speakers++
+	r.mu.Unlock()
+}
+
+func (r *recordingSignaller) SendLeave(reason livekit.DisconnectReason, _ livekit.LeaveRequest_Action) {
+	r.mu.Lock()
+	r.leaves = append(r.leaves, reason)
+	r.mu.Unlock()
+}
