@@ -222,6 +222,17 @@ func (p *Participant) downTracksLocked() []*DownTrack {
 
 // HandleOffer applies the client's publisher offer and sends the answer.
 func (p *Participant) HandleOffer(sd webrtc.SessionDescription, id uint32) error {
+	err := p.handleOffer(sd, id)
+	if err != nil && p.pub.SignalingState() != webrtc.SignalingStateStable {
+		// pion changes the signalling state before it finishes checking an
+		// offer and cannot roll it back: a bad offer leaves the publisher
+		// connection unable to take any other.
+		p.fullReconnect()
+	}
+	return err
+}
+
+func (p *Participant) handleOffer(sd webrtc.SessionDescription, id uint32) error {
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	if sd.Type != webrtc.SDPTypeOffer {
@@ -257,7 +268,14 @@ func (p *Participant) HandleAnswer(sd webrtc.SessionDescription, id uint32) erro
 		return nil // a stale answer; the newest offer's answer follows
 	}
 	if err := p.sub.SetRemoteDescription(sd); err != nil {
+		// As for offers: a bad answer that pion applied halfway leaves the
+		// subscriber connection stable with our offer still in flight, so
+		// no later offer could ever be sent.
+		wedged := p.sub.SignalingState() != webrtc.SignalingStateHaveLocalOffer
 		p.negMu.Unlock()
+		if wedged {
+			p.fullReconnect()
+		}
 		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
 	}
 	for _, c := range p.subCands {
@@ -329,6 +347,18 @@ func (p *Participant) negotiate() {
 	}
 	p.negMu.Unlock()
 	p.sig.SendOffer(offer, id, mids)
+}
+
+// fullReconnect asks the client to join again with a new session and
+// removes this one, as LiveKit does when a negotiation fails
+// (livekit/livekit pkg/rtc/participant.go IssueFullReconnect).
+func (p *Participant) fullReconnect() {
+	if p.isClosed() {
+		return
+	}
+	p.log.Info().Msg("negotiation failed, asking the client for a full reconnect")
+	p.sig.SendLeave(livekit.DisconnectReason_STATE_MISMATCH, livekit.LeaveRequest_RECONNECT)
+	p.room.removeParticipant(p, livekit.DisconnectReason_STATE_MISMATCH, false)
 }
 
 func (p *Participant) isClosed() bool {

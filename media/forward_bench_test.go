@@ -1,0 +1,219 @@
+package media
+
+import (
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+// These benchmarks measure the SFU's own forward path: header parsing,
+// caching, layer selection and header rewriting. The writer discards what
+// it is given, so SRTP and UDP, which pion does, are not measured.
+
+// discardWriter is a webrtc.TrackLocalWriter that counts and drops.
+type discardWriter struct {
+	packets int
+	bytes   int
+	lastSeq uint16
+}
+
+func (w *discardWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	w.packets++
+	w.bytes += len(payload)
+	w.lastSeq = h.SequenceNumber
+	return len(payload), nil
+}
+
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+const benchPayloadSize = 1100
+
+// chromeVP8Packet is a VP8 packet as Chrome sends it: header extensions
+// (mid, abs-send-time, transport-cc), a picture id, and a ~1100-byte
+// payload. key selects a key frame's first packet or a delta frame's.
+func chromeVP8Packet(tb testing.TB, seq uint16, key bool) []byte {
+	tb.Helper()
+	payload := make([]byte, benchPayloadSize)
+	copy(payload, []byte{0x90, 0x80, 0x81, 0x23}) // X, S; I with a 15-bit picture id
+	if key {
+		copy(payload[4:], []byte{0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a})
+	} else {
+		payload[4] = 0x11
+	}
+	p := rtp.Packet{
+		Header:  rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: 90000, SSRC: 0x1234abcd, Marker: false},
+		Payload: payload,
+	}
+	require.NoError(tb, p.SetExtension(4, []byte("1")))
+	require.NoError(tb, p.SetExtension(2, []byte{0x12, 0x34, 0x56}))
+	require.NoError(tb, p.SetExtension(3, []byte{0x00, 0x07}))
+	b, err := p.Marshal()
+	require.NoError(tb, err)
+	return b
+}
+
+// benchTrack is an UpTrack with one live layer and n connected
+// subscribers, built without any network.
+func benchTrack(n int) (*UpTrack, *upLayer, []*discardWriter) {
+	pub := &Participant{sid: "PA_publisher", identity: "publisher", log: zerolog.Nop()}
+	codec := webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
+		PayloadType:        96,
+	}
+	up := newUpTrack("TR_Vbench", "camera", pub, codec, webrtc.RTPCodecTypeVideo, 0)
+	l := &upLayer{idx: 0, ssrc: 0x1234abcd}
+	l.lastPacket.Store(time.Now().UnixNano())
+	up.layers[0].Store(l)
+	writers := make([]*discardWriter, n)
+	for i := range writers {
+		sub := &Participant{sid: fmt.Sprintf("PA_sub%d", i), log: zerolog.Nop()}
+		sub.connected.Store(true)
+		d := newDownTrack(up, sub)
+		writers[i] = &discardWriter{}
+		d.writer = writers[i]
+		d.ssrc = uint32(1000 + i)
+		d.pt = 96
+		up.addDown(d)
+	}
+	return up, l, writers
+}
+
+func BenchmarkDownTrackForward(b *testing.B) {
+	up, _, writers := benchTrack(1)
+	d := up.downTracks()[0]
+	var h rtp.Header
+	key := chromeVP8Packet(b, 1, true)
+	hl, err := h.Unmarshal(key)
+	require.NoError(b, err)
+	now := time.Now().UnixNano()
+	d.forward(0, &h, key[hl:], true, now) // the first key frame selects the layer
+
+	delta := chromeVP8Packet(b, 2, false)
+	hl, err = h.Unmarshal(delta)
+	require.NoError(b, err)
+	payload := delta[hl:]
+	b.SetBytes(int64(len(delta)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.SequenceNumber++
+		h.Timestamp += 3000
+		d.forward(0, &h, payload, false, now)
+	}
+	b.StopTimer()
+	require.Equal(b, b.N+1, writers[0].packets, "every packet must be forwarded")
+	require.Equal(b, h.SequenceNumber, writers[0].lastSeq)
+}
+
+func TestDownTrackForwardDoesNotAllocate(t *testing.T) {
+	up, _, writers := benchTrack(1)
+	d := up.downTracks()[0]
+	var h rtp.Header
+	key := chromeVP8Packet(t, 1, true)
+	hl, err := h.Unmarshal(key)
+	require.NoError(t, err)
+	d.forward(0, &h, key[hl:], true, time.Now().UnixNano())
+	allocs := testing.AllocsPerRun(1000, func() {
+		h.SequenceNumber++
+		d.forward(0, &h, key[hl:], true, time.Now().UnixNano())
+	})
+	require.Zero(t, allocs)
+	require.Equal(t, 1002, writers[0].packets)
+}
+
+func BenchmarkUpTrackFanout(b *testing.B) {
+	for _, n := range []int{1, 10, 50} {
+		b.Run(fmt.Sprintf("downtracks=%d", n), func(b *testing.B) {
+			up, l, writers := benchTrack(n)
+			var h rtp.Header
+			now := time.Now().UnixNano()
+			up.forward(l, &h, chromeVP8Packet(b, 0, true), now)
+			pkt := chromeVP8Packet(b, 1, false)
+			b.SetBytes(int64(len(pkt)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				binary.BigEndian.PutUint16(pkt[2:], uint16(i+1))
+				up.forward(l, &h, pkt, now)
+			}
+			b.StopTimer()
+			for _, w := range writers {
+				require.Equal(b, b.N+1, w.packets)
+			}
+		})
+	}
+}
+
+func TestUpTrackFanoutDoesNotAllocate(t *testing.T) {
+	up, l, writers := benchTrack(10)
+	var h rtp.Header
+	up.forward(l, &h, chromeVP8Packet(t, 0, true), time.Now().UnixNano())
+	pkt := chromeVP8Packet(t, 1, false)
+	seq := uint16(0)
+	allocs := testing.AllocsPerRun(1000, func() {
+		seq++
+		binary.BigEndian.PutUint16(pkt[2:], seq)
+		up.forward(l, &h, pkt, time.Now().UnixNano())
+	})
+	require.Zero(t, allocs)
+	require.Equal(t, 1002, writers[9].packets)
+	// The packets went through the cache too.
+	buf := make([]byte, receiveMTU)
+	require.Equal(t, len(pkt), l.cache.get(seq, buf))
+}
+
+func BenchmarkPacketCacheStore(b *testing.B) {
+	var c packetCache
+	pkt := chromeVP8Packet(b, 0, false)
+	b.SetBytes(int64(len(pkt)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.store(uint16(i), pkt)
+	}
+}
+
+func BenchmarkPacketCacheGet(b *testing.B) {
+	var c packetCache
+	pkt := chromeVP8Packet(b, 0, false)
+	for i := 0; i < packetCacheSize; i++ {
+		c.store(uint16(i), pkt)
+	}
+	buf := make([]byte, receiveMTU)
+	b.SetBytes(int64(len(pkt)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if c.get(uint16(i%packetCacheSize), buf) != len(pkt) {
+			b.Fatal("cache miss")
+		}
+	}
+}
+
+func TestPacketCache(t *testing.T) {
+	var c packetCache
+	buf := make([]byte, receiveMTU)
+	require.Zero(t, c.get(0, buf), "empty cache")
+	c.store(10, []byte{1, 2, 3})
+	require.Equal(t, 3, c.get(10, buf))
+	require.Equal(t, []byte{1, 2, 3}, buf[:3])
+	require.Zero(t, c.get(11, buf))
+	require.Zero(t, c.get(10+packetCacheSize, buf), "same slot, other sequence number")
+	c.store(10+packetCacheSize, []byte{4})
+	require.Zero(t, c.get(10, buf), "overwritten")
+	require.Equal(t, 1, c.get(10+packetCacheSize, buf))
+	require.Zero(t, c.get(10+packetCacheSize, make([]byte, 0)), "destination too small")
+	c.store(20, make([]byte, receiveMTU+1))
+	require.Zero(t, c.get(20, buf), "oversized packets are not cached")
+	// Sequence numbers wrap.
+	c.store(65535, []byte{9})
+	c.store(0, []byte{8})
+	require.Equal(t, 1, c.get(65535, buf))
+	require.Equal(t, 1, c.get(0, buf))
+}

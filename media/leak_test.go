@@ -1,0 +1,355 @@
+package media
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+// TestForwardingLeavesNoGoroutines runs a two-party call through an
+// in-process SFU with real pion clients, checks that each side receives
+// the other's audio and video, then shuts everything down and checks that
+// every goroutine the call started has ended (the idea of pion/webrtc's
+// test.CheckRoutines).
+func TestForwardingLeavesNoGoroutines(t *testing.T) {
+	base := runtime.NumGoroutine()
+	runCall(t)
+	if t.Failed() {
+		return
+	}
+	requireGoroutinesBack(t, base, 10*time.Second)
+}
+
+// requireGoroutinesBack waits until no more goroutines run than before the
+// test, and fails with every goroutine's stack when they do not.
+func requireGoroutinesBack(t *testing.T, base int, wait time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= base {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 4<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("%d goroutines still running %v after the test, %d before:\n%s", n, wait, base, buf)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func runCall(t *testing.T) {
+	sfu, err := New(testConfig(), zerolog.Nop(), nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- sfu.Run(ctx) }()
+	stopped := false
+	stopSFU := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			require.NoError(t, <-ran)
+		}
+	}
+	defer stopSFU()
+
+	room, err := sfu.Room("call", true)
+	require.NoError(t, err)
+	api := clientAPI(t)
+	alice := joinClient(t, api, room, "alice")
+	defer alice.close()
+	bob := joinClient(t, api, room, "bob")
+	defer bob.close()
+
+	aliceAudio, aliceVideo := alice.publish(t)
+	bobAudio, bobVideo := bob.publish(t)
+
+	// Send until each side has had a good run of the other's packets.
+	const want = 25
+	deadline := time.Now().Add(20 * time.Second)
+	var seq uint16
+	for !(alice.got(webrtc.RTPCodecTypeAudio) >= want && alice.got(webrtc.RTPCodecTypeVideo) >= want &&
+		bob.got(webrtc.RTPCodecTypeAudio) >= want && bob.got(webrtc.RTPCodecTypeVideo) >= want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("media did not flow: alice got %d audio, %d video; bob got %d audio, %d video",
+				alice.got(webrtc.RTPCodecTypeAudio), alice.got(webrtc.RTPCodecTypeVideo),
+				bob.got(webrtc.RTPCodecTypeAudio), bob.got(webrtc.RTPCodecTypeVideo))
+		}
+		seq++
+		for _, tr := range []*webrtc.TrackLocalStaticRTP{aliceAudio, bobAudio} {
+			require.NoError(t, tr.WriteRTP(&rtp.Packet{
+				Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960},
+				Payload: []byte{0xfc, 0xff, 0xfe},
+			}))
+		}
+		for _, tr := range []*webrtc.TrackLocalStaticRTP{aliceVideo, bobVideo} {
+			require.NoError(t, tr.WriteRTP(&rtp.Packet{
+				Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 3000, Marker: true},
+				Payload: vp8KeyframePayload(200),
+			}))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// What arrived is the other side's tracks, under the stream id LiveKit
+	// clients parse ("PA_publisher|TR_track").
+	for _, c := range []struct{ sub, pub *testClient }{{alice, bob}, {bob, alice}} {
+		streams := c.sub.streams()
+		require.Len(t, streams, 2, "%s should receive two tracks", c.sub.name)
+		for _, s := range streams {
+			require.True(t, strings.HasPrefix(s, c.pub.p.sid+"|TR_"), "stream id %q", s)
+		}
+	}
+
+	alice.ending.Store(true)
+	bob.ending.Store(true)
+	stopSFU()
+	// The SFU told both clients it was going away.
+	for _, c := range []*testClient{alice, bob} {
+		leaves := c.sig.of("leave")
+		require.Len(t, leaves, 1)
+		require.Equal(t, livekit.DisconnectReason_SERVER_SHUTDOWN, leaves[0].reason)
+	}
+	require.False(t, sfu.RoomExists("call"))
+}
+
+// vp8KeyframePayload is a VP8 key frame's first packet padded to n bytes.
+func vp8KeyframePayload(n int) []byte {
+	p := make([]byte, n)
+	copy(p, []byte{0x10, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01})
+	return p
+}
+
+// clientAPI is a pion API as a browser-like client would have: default
+// codecs and interceptors, host candidates on loopback only.
+func clientAPI(t *testing.T) *webrtc.API {
+	t.Helper()
+	me := &webrtc.MediaEngine{}
+	require.NoError(t, me.RegisterDefaultCodecs())
+	ir := &interceptor.Registry{}
+	require.NoError(t, webrtc.RegisterDefaultInterceptors(me, ir))
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// testClient acts as a LiveKit client would over its signal connection,
+// except that "signalling" is calling the Participant directly and reading
+// what the SFU said from a recordingSignaller.
+type testClient struct {
+	t    *testing.T
+	name string
+	p    *Participant
+	sig  *recordingSignaller
+	pub  *webrtc.PeerConnection // we offer
+	sub  *webrtc.PeerConnection // the SFU offers
+
+	mu        sync.Mutex
+	pubQueued []webrtc.ICECandidateInit
+	subQueued []webrtc.ICECandidateInit
+	streamIDs []string
+
+	audio atomic.Int64
+	video atomic.Int64
+	// ending is set when the test tears the call down: what the SFU
+	// sends then races with connections closing and is not checked.
+	ending atomic.Bool
+
+	stop    chan struct{}
+	done    chan struct{}
+	readers sync.WaitGroup
+	once    sync.Once
+}
+
+func joinClient(t *testing.T, api *webrtc.API, room *Room, name string) *testClient {
+	t.Helper()
+	c := &testClient{t: t, name: name, sig: newRecordingSignaller(), stop: make(chan struct{}), done: make(chan struct{})}
+	var err error
+	c.pub, err = api.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	c.sub, err = api.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	c.p, _, err = room.Join(JoinParams{Identity: name, Permissions: allowAll(), AutoSubscribe: true, Signaller: c.sig})
+	require.NoError(t, err)
+
+	c.pub.OnICECandidate(func(cand *webrtc.ICECandidate) {
+		if cand != nil {
+			_ = c.p.HandleCandidate(cand.ToJSON(), livekit.SignalTarget_PUBLISHER)
+		}
+	})
+	c.sub.OnICECandidate(func(cand *webrtc.ICECandidate) {
+		if cand != nil {
+			_ = c.p.HandleCandidate(cand.ToJSON(), livekit.SignalTarget_SUBSCRIBER)
+		}
+	})
+	c.sub.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		c.mu.Lock()
+		c.streamIDs = append(c.streamIDs, tr.StreamID())
+		c.mu.Unlock()
+		counter := &c.audio
+		if tr.Kind() == webrtc.RTPCodecTypeVideo {
+			counter = &c.video
+		}
+		c.readers.Add(1)
+		go func() {
+			defer c.readers.Done()
+			for {
+				if _, _, err := tr.ReadRTP(); err != nil {
+					return
+				}
+				counter.Add(1)
+			}
+		}()
+	})
+	go c.signalLoop()
+	c.p.Start()
+	return c
+}
+
+// signalLoop applies what the SFU sends, in order, until close.
+func (c *testClient) signalLoop() {
+	defer close(c.done)
+	cursor := 0
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.sig.notify:
+		}
+		for _, e := range c.sig.since(&cursor) {
+			if err := c.apply(e); err != nil && !c.ending.Load() {
+				c.t.Errorf("%s: applying %s: %v", c.name, e.kind, err)
+			}
+		}
+	}
+}
+
+func (c *testClient) apply(e sigEvent) error {
+	switch e.kind {
+	case "offer":
+		if err := c.sub.SetRemoteDescription(e.sd); err != nil {
+			return err
+		}
+		c.flush(c.sub, &c.subQueued)
+		answer, err := c.sub.CreateAnswer(nil)
+		if err != nil {
+			return err
+		}
+		if err := c.sub.SetLocalDescription(answer); err != nil {
+			return err
+		}
+		return c.p.HandleAnswer(answer, e.id)
+	case "answer":
+		if err := c.pub.SetRemoteDescription(e.sd); err != nil {
+			return err
+		}
+		c.flush(c.pub, &c.pubQueued)
+	case "candidate":
+		// The SFU trickles as soon as it gathers, which can be before
+		// the description the candidate belongs to reaches us.
+		pc, queue := c.pub, &c.pubQueued
+		if e.target == livekit.SignalTarget_SUBSCRIBER {
+			pc, queue = c.sub, &c.subQueued
+		}
+		if pc.RemoteDescription() == nil {
+			c.mu.Lock()
+			*queue = append(*queue, *e.cand)
+			c.mu.Unlock()
+			return nil
+		}
+		return pc.AddICECandidate(*e.cand)
+	}
+	return nil
+}
+
+func (c *testClient) flush(pc *webrtc.PeerConnection, queue *[]webrtc.ICECandidateInit) {
+	c.mu.Lock()
+	q := *queue
+	*queue = nil
+	c.mu.Unlock()
+	for _, cand := range q {
+		if err := pc.AddICECandidate(cand); err != nil {
+			c.t.Errorf("%s: queued candidate: %v", c.name, err)
+		}
+	}
+}
+
+// publish adds an Opus and a VP8 track the way livekit-client does:
+// add_track with the track's id as cid, then the publisher offer.
+func (c *testClient) publish(t *testing.T) (audio, video *webrtc.TrackLocalStaticRTP) {
+	t.Helper()
+	var err error
+	audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, c.name+"-mic", c.name+"-stream")
+	require.NoError(t, err)
+	video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, c.name+"-cam", c.name+"-stream")
+	require.NoError(t, err)
+	for _, tr := range []*webrtc.TrackLocalStaticRTP{audio, video} {
+		sender, err := c.pub.AddTrack(tr)
+		require.NoError(t, err)
+		// Read RTCP so the interceptors see it (and PLIs are consumed).
+		c.readers.Add(1)
+		go func() {
+			defer c.readers.Done()
+			for {
+				if _, _, err := sender.ReadRTCP(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	require.NoError(t, c.p.AddTrack(&livekit.AddTrackRequest{Cid: audio.ID(), Name: "microphone", Type: livekit.TrackType_AUDIO, Source: livekit.TrackSource_MICROPHONE}))
+	require.NoError(t, c.p.AddTrack(&livekit.AddTrackRequest{Cid: video.ID(), Name: "camera", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_CAMERA, Width: 640, Height: 360}))
+	published := c.sig.of("published")
+	require.Len(t, published, 2)
+	require.Equal(t, audio.ID(), published[0].cid)
+	require.Equal(t, video.ID(), published[1].cid)
+
+	offer, err := c.pub.CreateOffer(nil)
+	require.NoError(t, err)
+	require.NoError(t, c.pub.SetLocalDescription(offer))
+	require.NoError(t, c.p.HandleOffer(offer, 1))
+	return audio, video
+}
+
+func (c *testClient) got(kind webrtc.RTPCodecType) int64 {
+	if kind == webrtc.RTPCodecTypeVideo {
+		return c.video.Load()
+	}
+	return c.audio.Load()
+}
+
+func (c *testClient) streams() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.streamIDs...)
+}
+
+// close stops the signal loop and both peer connections, and waits for
+// every goroutine the client started.
+func (c *testClient) close() {
+	c.once.Do(func() {
+		close(c.stop)
+		<-c.done
+		_ = c.pub.Close()
+		_ = c.sub.Close()
+		c.readers.Wait()
+	})
+}
