@@ -2,15 +2,42 @@ package media
 
 import "strings"
 
+// codecKind is how the packet path tells codecs apart, decided once per
+// track so no string is compared per packet.
+type codecKind uint8
+
+const (
+	codecOther codecKind = iota
+	codecAudio
+	codecVP8
+	codecH264
+)
+
+func kindOfCodec(mime string) codecKind {
+	switch {
+	case strings.EqualFold(mime, "video/VP8"):
+		return codecVP8
+	case strings.EqualFold(mime, "video/H264"):
+		return codecH264
+	case len(mime) > 6 && strings.EqualFold(mime[:6], "audio/"):
+		return codecAudio
+	}
+	return codecOther
+}
+
 // isKeyframe reports whether an RTP payload starts a decodable picture for
 // the codec named by mime. Audio is always "decodable".
 func isKeyframe(mime string, payload []byte) bool {
-	switch {
-	case strings.EqualFold(mime, "video/VP8"):
+	return kindOfCodec(mime).keyframe(payload)
+}
+
+func (k codecKind) keyframe(payload []byte) bool {
+	switch k {
+	case codecVP8:
 		return vp8Keyframe(payload)
-	case strings.EqualFold(mime, "video/H264"):
+	case codecH264:
 		return h264Keyframe(payload)
-	case strings.HasPrefix(strings.ToLower(mime), "audio/"):
+	case codecAudio:
 		return true
 	}
 	return false

@@ -13,9 +13,6 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// ErrCodecNotNegotiated is returned by Bind when the subscriber did not accept the track's codec.
-var ErrCodecNotNegotiated = errors.New("subscriber did not negotiate the track's codec")
-
 // DownTrack sends one published track to one subscriber. It implements
 // webrtc.TrackLocal so pion negotiates it, and rewrites each forwarded
 // packet's SSRC, payload type, sequence number and timestamp so that layer
@@ -185,14 +182,11 @@ func (d *DownTrack) switchLayer(idx int8, h *rtp.Header, now int64) {
 func (d *DownTrack) setTarget(layer int8, paused bool) {
 	d.mu.Lock()
 	d.target = layer
-	wasPaused := d.paused
+	if d.paused && !paused {
+		d.current = -1 // restart on a keyframe
+	}
 	d.paused = paused
 	d.mu.Unlock()
-	if wasPaused && !paused {
-		d.mu.Lock()
-		d.current = -1 // restart on a keyframe
-		d.mu.Unlock()
-	}
 	d.retarget()
 }
 
@@ -254,13 +248,12 @@ func (d *DownTrack) readRTCP() {
 	}
 }
 
-var rtxPool = sync.Pool{New: func() any { b := make([]byte, receiveMTU); return &b }}
-
 // answerNack resends the packets a subscriber lost from the publisher's
 // packet cache (RFC 4585 section 6.2.1), for the current layer only.
 func (d *DownTrack) answerNack(n *rtcp.TransportLayerNack) {
-	bp := rtxPool.Get().(*[]byte)
-	defer rtxPool.Put(bp)
+	bufs := &d.sub.room.sfu.rtxBufs
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
 	var h rtp.Header
 	for _, pair := range n.Nacks {
 		for _, seq := range pair.PacketList() {

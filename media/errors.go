@@ -17,6 +17,9 @@ var (
 	ErrPermissionDenied = errors.New("permission denied")
 	// ErrInvalidSDP is returned when an offer or answer cannot be applied.
 	ErrInvalidSDP = errors.New("invalid session description")
+	// ErrCodecNotNegotiated is returned by DownTrack.Bind when the subscriber
+	// did not accept the track's codec.
+	ErrCodecNotNegotiated = errors.New("subscriber did not negotiate the track's codec")
 	// ErrClosed is returned when the SFU has been closed.
 	ErrClosed = errors.New("sfu is closed")
 )

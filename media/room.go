@@ -86,7 +86,7 @@ func (r *Room) Join(jp JoinParams) (*Participant, *JoinInfo, error) {
 		return nil, nil, ErrRoomClosed
 	}
 	old := r.participants[jp.Identity]
-	if max := r.sfu.cfg.MaxParticipants; max > 0 && old == nil && len(r.participants) >= max {
+	if limit := r.sfu.cfg.MaxParticipants; limit > 0 && old == nil && len(r.participants) >= limit {
 		r.mu.Unlock()
 		_ = p.pub.Close()
 		_ = p.sub.Close()

@@ -29,6 +29,8 @@ type SFU struct {
 	eng     *engine
 	history History
 	hist    chan func(context.Context) error
+	// rtxBufs holds packet buffers for answering NACKs (off the packet path).
+	rtxBufs sync.Pool
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -42,10 +44,12 @@ func New(cfg Config, log zerolog.Logger, history History) (*SFU, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SFU{
+	s := &SFU{
 		cfg: cfg, log: log, eng: eng, history: history,
 		hist: make(chan func(context.Context) error, historyQueue), rooms: map[string]*Room{},
-	}, nil
+	}
+	s.rtxBufs.New = func() any { b := make([]byte, receiveMTU); return &b }
+	return s, nil
 }
 
 // UDPAddr is the address the SFU's media port listens on.

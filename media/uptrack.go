@@ -43,6 +43,7 @@ type UpTrack struct {
 	cid   string
 	kind  webrtc.RTPCodecType
 	mime  string
+	ck    codecKind
 	codec webrtc.RTPCodecParameters
 	pub   *Participant
 
@@ -62,7 +63,7 @@ type UpTrack struct {
 
 func newUpTrack(sid, cid string, pub *Participant, codec webrtc.RTPCodecParameters, kind webrtc.RTPCodecType, audioLevelID uint8) *UpTrack {
 	u := &UpTrack{
-		sid: sid, cid: cid, pub: pub, codec: codec, kind: kind, mime: codec.MimeType,
+		sid: sid, cid: cid, pub: pub, codec: codec, kind: kind, mime: codec.MimeType, ck: kindOfCodec(codec.MimeType),
 		audioLevelID: audioLevelID, closed: make(chan struct{}),
 	}
 	empty := []*DownTrack{}
@@ -133,7 +134,7 @@ func (u *UpTrack) forward(l *upLayer, h *rtp.Header, pkt []byte, now int64) {
 	if u.audioLevelID != 0 {
 		u.observeLevel(h)
 	}
-	kf := len(media) > 0 && isKeyframe(u.mime, media)
+	kf := len(media) > 0 && u.ck.keyframe(media)
 	for _, d := range *u.downs.Load() {
 		d.forward(l.idx, h, payload, kf, now)
 	}

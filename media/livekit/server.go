@@ -79,7 +79,7 @@ func (s *Server) check(r *http.Request) (*connectRequest, int, string) {
 	case err != nil:
 		return nil, http.StatusUnauthorized, err.Error()
 	}
-	if q.Get("join_request") != "" {
+	if q.Has("join_request") {
 		return nil, http.StatusBadRequest, "single peer connection mode is not supported"
 	}
 	if !s.sfu.RoomExists(g.Room) && !s.canCreate(g) {
