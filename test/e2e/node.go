@@ -35,8 +35,10 @@ type Node struct {
 	APISecret string
 	DataDir   string
 	UDPPort   int
-	cmd       *exec.Cmd
-	logs      *lockedBuffer
+	// ConfigPath is the node's configuration file (to restart it).
+	ConfigPath string
+	cmd        *exec.Cmd
+	logs       *lockedBuffer
 }
 
 type binaryBuild struct {
@@ -133,6 +135,7 @@ keys = { %s = %q }
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	n.ConfigPath = cfgPath
 	n.cmd = exec.Command(bin, "--config", cfgPath)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
