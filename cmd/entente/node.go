@@ -70,6 +70,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
+	if cfg.Debug.PprofListen != "" {
+		stop, err := servePprof(ctx, cfg.Debug.PprofListen, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
 	sfu, err := media.New(mediaConfig(cfg), log.With().Str("component", "sfu").Logger(), st)
 	if err != nil {
 		return err

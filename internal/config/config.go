@@ -33,6 +33,7 @@ type Config struct {
 	Room    Room    `toml:"room"`
 	LiveKit LiveKit `toml:"livekit"`
 	Web     Web     `toml:"web"`
+	Debug   Debug   `toml:"debug"`
 	// Matrix is nil when the [matrix] section is absent: the node runs without the Matrix bridge.
 	Matrix *Matrix `toml:"matrix"`
 }
@@ -92,6 +93,13 @@ type Web struct {
 	Enabled bool `toml:"enabled"`
 	// Guests lets anyone who can reach the page join a room by name.
 	Guests bool `toml:"guests"`
+}
+
+// Debug holds options for developers; all are off by default.
+type Debug struct {
+	// PprofListen, when set, serves Go's profiler (net/http/pprof) on this host:port. It
+	// exposes internals: bind it to loopback only.
+	PprofListen string `toml:"pprof_listen"`
 }
 
 // Default returns the configuration used when no file is given; every call returns a fresh

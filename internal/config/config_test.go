@@ -392,3 +392,27 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestPprofListenMustBeLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		ok     bool
+	}{
+		{"127.0.0.1:6060", true},
+		{"localhost:6060", true},
+		{"[::1]:6060", true},
+		{"0.0.0.0:6060", false},
+		{"192.0.2.1:6060", false},
+		{"6060", false},
+	} {
+		c := config.Default()
+		c.Debug.PprofListen = tc.listen
+		err := c.Validate()
+		if tc.ok {
+			require.NoError(t, err, tc.listen)
+		} else {
+			require.Error(t, err, tc.listen)
+			require.ErrorContains(t, err, "debug.pprof_listen")
+		}
+	}
+}

@@ -24,6 +24,12 @@ func (c *Config) Validate() error {
 		v.add("data_dir must not be empty")
 	}
 	v.listen("server.listen", c.Server.Listen)
+	if c.Debug.PprofListen != "" {
+		v.listen("debug.pprof_listen", c.Debug.PprofListen)
+		if host, _, err := net.SplitHostPort(c.Debug.PprofListen); err == nil && !isLoopback(host) {
+			v.add("debug.pprof_listen %q must be a loopback address: the profiler exposes the node's internals", c.Debug.PprofListen)
+		}
+	}
 	if c.Server.PublicURL != "" {
 		v.httpURL("server.public_url", c.Server.PublicURL)
 	}
@@ -153,4 +159,13 @@ func isPlaceholder(s string) bool {
 		}
 	}
 	return false
+}
+
+// isLoopback reports whether host is localhost or a loopback IP.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
