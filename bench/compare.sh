@@ -144,7 +144,7 @@ for run in $(seq "$RUNS"); do
 			start_server "$server" "$f.log"
 			# shellcheck disable=SC2086 # flags are words
 			if "$bin/entente-load" --url "ws://127.0.0.1:$HTTP_PORT" --api-key "$key" --api-secret "$secret" \
-				--room "bench-$sc" ${flags[$sc]} --warmup "$WARMUP" --duration "$WINDOW" \
+				--room "bench-$sc" ${flags[$sc]} --connect-timeout 10s --warmup "$WARMUP" --duration "$WINDOW" \
 				--server-pid "$server_pid" --label "$server" --scenario "$sc" --json >"$f.json" 2>"$f.err"; then
 				progress "$server $sc run $run" "$f.json"
 			else
@@ -170,5 +170,10 @@ if ((${#reports[@]} == 0)); then
 	exit 1
 fi
 "$bin/entente-load" table "${table_flags[@]}" "${reports[@]}" | tee "$OUT/table.md"
+if [[ ${INCLUDE_BUSY:-0} != 1 ]] && grep -q "refused" "$OUT/table.md"; then
+	echo
+	echo "== For information only, not a result: the same medians with the disturbed runs kept (marked !)"
+	"$bin/entente-load" table "${table_flags[@]}" --include-busy "${reports[@]}" | tee "$OUT/table-with-busy.md"
+fi
 echo
 echo "== finished in $(($(date +%s) - start_all)) s; reports and server logs in $OUT"

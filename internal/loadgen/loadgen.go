@@ -552,8 +552,9 @@ func (r *run) expectedTracks(p *participant) int {
 func (r *run) waitMedia(ctx context.Context) bool {
 	lastLog := time.Now()
 	for {
+		// connectAll has returned: who is not connected by now never will be.
 		ps := r.connected()
-		waiting := r.cfg.Participants() - len(ps)
+		waiting := 0
 		for _, p := range ps {
 			if int(p.ready.Load()) < r.expectedTracks(p) {
 				waiting++

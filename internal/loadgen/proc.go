@@ -79,7 +79,7 @@ func parseStatusRSS(status []byte) (int64, error) {
 		}
 		return kb * 1024, nil
 	}
-	return 0, fmt.Errorf("%w: no VmRSS (a zombie or kernel thread?)", ErrProc)
+	return 0, fmt.Errorf("%w: no VmRSS: the process has exited", ErrProc)
 }
 
 // machineSample is the whole machine's busy CPU time across all cores.
