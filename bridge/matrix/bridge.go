@@ -62,6 +62,7 @@ type Bridge struct {
 	store      *store.Store
 	joinPage   string
 	meets      chan MeetCommand
+	invites    chan string
 	log        zerolog.Logger
 }
 
@@ -90,7 +91,7 @@ func New(opts Options) (*Bridge, error) {
 	if joinPage == "" {
 		joinPage = strings.TrimSuffix(opts.PublicURL, "/") + "/"
 	}
-	b := &Bridge{cfg: c, reg: reg, store: opts.Store, joinPage: joinPage, meets: make(chan MeetCommand, 64), log: log}
+	b := &Bridge{cfg: c, reg: reg, store: opts.Store, joinPage: joinPage, meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log}
 	b.guard = NewCallGuard(opts.SFU, log)
 	b.openID = NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: c.InsecureSkipVerify})
 	b.tokens, err = NewTokenService(TokenServiceOptions{
@@ -169,8 +170,9 @@ func (b *Bridge) TokenService() *TokenService { return b.tokens }
 func (b *Bridge) AppService() *AppService { return b.appService }
 
 // Run serves the application service on matrix.appservice_listen, makes
-// sure the bot exists (retrying while the homeserver is unreachable) and
-// ends expired call memberships and answers "!meet", until ctx is done. It returns once every
+// sure the bot exists (retrying while the homeserver is unreachable), ends
+// expired call memberships, accepts the bot's invitations and answers
+// "!meet", until ctx is done. It returns once every
 // goroutine it started has stopped.
 func (b *Bridge) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", b.cfg.AppserviceListen)
@@ -200,14 +202,14 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		b.answerMeets(ctx)
+		b.runBot(ctx)
 	}()
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
-	cancel() // stops the bot, expiry and meet loops
+	cancel() // stops the bot set-up, expiry and bot loops
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancelShutdown()
 	_ = srv.Shutdown(shutdownCtx)

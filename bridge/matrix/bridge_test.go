@@ -105,8 +105,10 @@ func TestDendriteBridge(t *testing.T) {
 	defer node.Close()
 
 	alice := hs.Register(t, "alice")
+	// Invited, the bot joins by itself.
 	room := hs.CreateRoom(t, alice, map[string]any{"preset": "private_chat", "invite": []string{bot}})
-	hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?user_id="+url.QueryEscape(bot), reg.AppToken, map[string]any{}, nil)
+	require.Eventually(t, func() bool { return hs.IsJoined(t, alice, room, bot) }, 10*time.Second, 50*time.Millisecond,
+		"the bot accepts an invitation from a local user")
 
 	code, resp := postJSON(t, mux, PathSFUGet, map[string]any{"room": room, "openid_token": hs.OpenIDToken(t, alice), "device_id": alice.DeviceID})
 	require.Equal(t, http.StatusOK, code, resp)
@@ -150,4 +152,18 @@ func TestDendriteBridge(t *testing.T) {
 		defer sfu.mu.Unlock()
 		return len(sfu.removed) == 1 && sfu.removed[0] == RoomAlias(room, LegacySlotID)+"/"+LegacyIdentity(carol.ID, carol.DeviceID)
 	}, 10*time.Second, 20*time.Millisecond)
+}
+
+func TestMayInviteBot(t *testing.T) {
+	b := &Bridge{cfg: &config.Matrix{ServerName: "hs.example", Allow: []string{"partner.example"}}}
+	for sender, want := range map[string]bool{
+		"@a:hs.example":      true,
+		"@b:partner.example": true,
+		"@c:other.example":   false,
+		"not-a-user":         false,
+	} {
+		require.Equal(t, want, b.mayInviteBot(sender), sender)
+	}
+	b.cfg.Allow = []string{"*"}
+	require.True(t, b.mayInviteBot("@c:other.example"))
 }

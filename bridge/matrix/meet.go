@@ -3,6 +3,7 @@ package matrix
 import (
 	"context"
 	"net/url"
+	"slices"
 	"strings"
 
 	"maunium.net/go/mautrix/id"
@@ -59,10 +60,25 @@ func (b *Bridge) fromNode(userID string) bool {
 }
 
 // applied is the application service's OnApplied: leaves go to the call
-// guard, meet commands to the answering loop (dropped when it is
-// overwhelmed; commands are answered at most once).
+// guard, invitations of the bot and meet commands to the bot's loop
+// (dropped when it is overwhelmed; each is acted on at most once).
 func (b *Bridge) applied(ctx context.Context, fx TxnEffects) {
 	b.guard.Applied(ctx, fx)
+	bot := b.appService.BotUserID()
+	for _, m := range fx.Memberships {
+		if m.UserID != bot || m.Membership != "invite" {
+			continue
+		}
+		if !b.mayInviteBot(m.Sender) {
+			b.log.Info().Str("matrix_room", m.RoomID).Str("sender", m.Sender).Msg("invitation from a homeserver outside the policy ignored")
+			continue
+		}
+		select {
+		case b.invites <- m.RoomID:
+		default:
+			b.log.Warn().Str("matrix_room", m.RoomID).Msg("too many invitations; one dropped")
+		}
+	}
 	for _, m := range fx.Meets {
 		if b.fromNode(m.Sender) {
 			continue
@@ -75,13 +91,29 @@ func (b *Bridge) applied(ctx context.Context, fx TxnEffects) {
 	}
 }
 
-// answerMeets posts meeting links as the bot until ctx is done.
-func (b *Bridge) answerMeets(ctx context.Context) {
+// mayInviteBot reports whether the bot accepts an invitation from sender:
+// users of the node's homeserver and of the homeservers on matrix.allow.
+// The bot in a room is what lets the node check membership there, so an
+// invitation from elsewhere would only bring work.
+func (b *Bridge) mayInviteBot(sender string) bool {
+	s := userIDServer(sender)
+	return s != "" && (s == b.cfg.ServerName || slices.Contains(b.cfg.Allow, "*") || slices.Contains(b.cfg.Allow, s))
+}
+
+// runBot joins the rooms the bot is invited to and posts meeting links, as
+// the bot, until ctx is done.
+func (b *Bridge) runBot(ctx context.Context) {
 	bot := b.appService.mx.BotIntent()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case roomID := <-b.invites:
+			if _, err := bot.JoinRoomByID(ctx, id.RoomID(roomID)); err != nil {
+				b.log.Warn().Err(err).Str("matrix_room", roomID).Msg("accept invitation")
+				continue
+			}
+			b.log.Info().Str("matrix_room", roomID).Msg("bot joined room")
 		case m := <-b.meets:
 			if _, err := bot.SendNotice(ctx, id.RoomID(m.RoomID), meetText(b.joinPage, m)); err != nil {
 				b.log.Warn().Err(err).Str("matrix_room", m.RoomID).Msg("answer meet command")

@@ -20,7 +20,9 @@ func (s *StoreTxns) ApplyTxn(ctx context.Context, txnID string, fx TxnEffects) (
 		CallMembers: make([]store.MatrixCallMember, 0, len(fx.CallMembers)),
 	}
 	for _, m := range fx.Memberships {
-		txn.Memberships = append(txn.Memberships, store.MatrixMembership(m))
+		txn.Memberships = append(txn.Memberships, store.MatrixMembership{
+			RoomID: m.RoomID, UserID: m.UserID, Membership: m.Membership, EventID: m.EventID, At: m.At,
+		})
 	}
 	for _, c := range fx.CallMembers {
 		txn.CallMembers = append(txn.CallMembers, store.MatrixCallMember(c))

@@ -21,8 +21,11 @@ type RoomMembership struct {
 	UserID string
 	// Membership is "join", "invite", "leave", "ban" or "knock".
 	Membership string
-	EventID    string
-	At         time.Time
+	// Sender is who made the change: the user, or whoever invited, kicked
+	// or banned them.
+	Sender  string
+	EventID string
+	At      time.Time
 }
 
 // CallMember is one call membership state entry, attributed to the user who
@@ -144,7 +147,7 @@ func parseTxn(body []byte) (TxnEffects, error) {
 			// homeserver's auth rules vouch for it.
 			fx.Memberships = append(fx.Memberships, RoomMembership{
 				RoomID: evt.RoomID.String(), UserID: *evt.StateKey, Membership: c.Membership,
-				EventID: evt.ID.String(), At: at,
+				Sender: evt.Sender.String(), EventID: evt.ID.String(), At: at,
 			})
 		case CallMemberEventType:
 			if cm, ok := parseCallMember(evt, at); ok {

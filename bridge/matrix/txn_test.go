@@ -47,8 +47,8 @@ func TestParseTxn(t *testing.T) {
 	fx, err := parseTxn(body)
 	require.NoError(t, err)
 	require.Equal(t, []RoomMembership{
-		{RoomID: room, UserID: "@b:hs", Membership: "join", EventID: "$1", At: time.UnixMilli(5000)},
-		{RoomID: room, UserID: "@b:hs", Membership: "leave", EventID: "$2", At: time.UnixMilli(6000)},
+		{RoomID: room, UserID: "@b:hs", Membership: "join", Sender: "@a:hs", EventID: "$1", At: time.UnixMilli(5000)},
+		{RoomID: room, UserID: "@b:hs", Membership: "leave", Sender: "@a:hs", EventID: "$2", At: time.UnixMilli(6000)},
 	}, fx.Memberships)
 	require.Equal(t, []CallMember{
 		{RoomID: room, StateKey: "_@a:hs_DEV_1_m.call", UserID: "@a:hs", DeviceID: "DEV_1", Joined: true,

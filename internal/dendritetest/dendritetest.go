@@ -366,6 +366,18 @@ func (hs *Homeserver) Join(t testing.TB, u User, roomID string) {
 	hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), u.Token, map[string]any{}, nil)
 }
 
+// IsJoined reports whether userID is joined to roomID, as u (a member) sees
+// it.
+func (hs *Homeserver) IsJoined(t testing.TB, u User, roomID, userID string) bool {
+	t.Helper()
+	var r struct {
+		Joined map[string]json.RawMessage `json:"joined"`
+	}
+	hs.MustDo(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/joined_members", u.Token, nil, &r)
+	_, ok := r.Joined[userID]
+	return ok
+}
+
 // Kick removes userID from roomID as u.
 func (hs *Homeserver) Kick(t testing.TB, u User, roomID, userID string) {
 	t.Helper()
