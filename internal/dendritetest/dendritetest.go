@@ -52,6 +52,8 @@ type User struct {
 	ID       string
 	Token    string
 	DeviceID string
+	// Password logs it in again (a browser client does).
+	Password string
 }
 
 // OpenID is an OpenID token as POST /openid/request_token returns it.
@@ -305,11 +307,12 @@ func (hs *Homeserver) Register(t testing.TB, localpart string) User {
 		AccessToken string `json:"access_token"`
 		DeviceID    string `json:"device_id"`
 	}
+	password := localpart + "-password-123"
 	hs.MustDo(t, "POST", "/_matrix/client/v3/register", "", map[string]any{
-		"username": localpart, "password": localpart + "-password-123",
+		"username": localpart, "password": password,
 		"auth": map[string]any{"type": "m.login.dummy"},
 	}, &r)
-	return User{ID: r.UserID, Token: r.AccessToken, DeviceID: r.DeviceID}
+	return User{ID: r.UserID, Token: r.AccessToken, DeviceID: r.DeviceID, Password: password}
 }
 
 // RegisterAppServiceUser registers a user in an appservice's namespace
