@@ -33,6 +33,7 @@ func compareMetrics() []metric {
 		{"CPU us/packet", 2, 1, func(r *Report) Num { return r.CPUMicrosPerPacket }},
 		{"RSS/participant MiB", 2, 1.0 / (1 << 20), func(r *Report) Num { return r.RSSPerParticipant }},
 		{"RSS above idle/participant MiB", 2, 1.0 / (1 << 20), func(r *Report) Num { return r.RSSDeltaPerParticipant }},
+		{"failed joins", 0, 1, func(r *Report) Num { return Num(r.Participants - r.Connected) }},
 		{"join p50 ms", 0, 1, func(r *Report) Num { return r.JoinP50Ms }},
 		{"join p99 ms", 0, 1, func(r *Report) Num { return r.JoinP99Ms }},
 		{"loss %", 3, 1, func(r *Report) Num { return r.LossPercent }},

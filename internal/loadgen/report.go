@@ -54,7 +54,8 @@ type Report struct {
 	Video       bool   `json:"video"`
 	Simulcast   bool   `json:"simulcast"`
 
-	Participants    int      `json:"participants"`
+	Participants int `json:"participants"`
+	// Connected is how many joined within the connect timeout.
 	Connected       int      `json:"connected"`
 	ConnectFailures []string `json:"connect_failures,omitempty"`
 	// AllMedia is true when every subscriber received every track before the window.
