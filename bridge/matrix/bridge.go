@@ -59,6 +59,7 @@ type Bridge struct {
 	appService *AppService
 	guard      *CallGuard
 	openID     *FederationOpenID
+	members    MembershipChecker
 	store      *store.Store
 	joinPage   string
 	meets      chan MeetCommand
@@ -91,7 +92,7 @@ func New(opts Options) (*Bridge, error) {
 	if joinPage == "" {
 		joinPage = strings.TrimSuffix(opts.PublicURL, "/") + "/"
 	}
-	b := &Bridge{cfg: c, reg: reg, store: opts.Store, joinPage: joinPage, meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log}
+	b := &Bridge{cfg: c, reg: reg, members: members, store: opts.Store, joinPage: joinPage, meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log}
 	b.guard = NewCallGuard(opts.SFU, log)
 	b.openID = NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: c.InsecureSkipVerify})
 	b.tokens, err = NewTokenService(TokenServiceOptions{

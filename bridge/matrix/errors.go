@@ -23,6 +23,10 @@ var (
 	// the homeserver refuses to list a room's members to the node's bot.
 	ErrBotNotInRoom = errors.New("matrix: bot is not in the room")
 
+	// ErrNotAdmitted is returned by Bridge.Admit when a token's holder is no
+	// longer joined to the Matrix room the token was issued for.
+	ErrNotAdmitted = errors.New("matrix: not joined to the room")
+
 	// ErrInvalidConfig is wrapped by every error from a configuration check.
 	ErrInvalidConfig = errors.New("matrix: invalid configuration")
 )

@@ -28,4 +28,8 @@ type Grant struct {
 	// TTL is the token's lifetime (its exp claim). An SFU keeps a connected
 	// participant beyond it; it only bounds when the token can be used.
 	TTL time.Duration
+	// Attributes are the participant attributes the token carries. The
+	// token service sets AttrMatrixRoomID and AttrMatrixUserID, which
+	// Bridge.Admit reads back when the token is used.
+	Attributes map[string]string
 }

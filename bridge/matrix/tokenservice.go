@@ -291,6 +291,7 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 		CanPublishData:       true,
 		CanUpdateOwnMetadata: true,
 		TTL:                  s.ttl,
+		Attributes:           matrixAttributes(roomID, userID),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("mint token")

@@ -181,7 +181,8 @@ func TestGetTokenLocalUser(t *testing.T) {
 	require.Equal(t, []string{room}, f.sfu.ensured, "a local user creates the room")
 	require.Equal(t, []mintCall{{
 		room: room, identity: "J+T45tGruxc+HrUOqJJlyQSV33m728Cme4+vt8/SWrU", name: "@alice:example.com",
-		grant: Grant{CanPublish: true, CanSubscribe: true, CanPublishData: true, CanUpdateOwnMetadata: true, TTL: DefaultTokenTTL},
+		grant: Grant{CanPublish: true, CanSubscribe: true, CanPublishData: true, CanUpdateOwnMetadata: true, TTL: DefaultTokenTTL,
+			Attributes: map[string]string{AttrMatrixRoomID: "!roomid:example.com", AttrMatrixUserID: "@alice:example.com"}},
 	}}, f.sfu.mints)
 }
 

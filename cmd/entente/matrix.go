@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,7 +30,7 @@ func (a sfuForMatrix) MintToken(room, identity, name string, g matrix.Grant) (st
 	}
 	return m.Mint(room, identity, lk.MintOptions{
 		Name: name, CanPublish: g.CanPublish, CanSubscribe: g.CanSubscribe,
-		CanPublishData: g.CanPublishData, CanUpdateOwn: g.CanUpdateOwnMetadata,
+		CanPublishData: g.CanPublishData, CanUpdateOwn: g.CanUpdateOwnMetadata, Attributes: g.Attributes,
 	})
 }
 
@@ -43,6 +44,14 @@ func (a sfuForMatrix) EnsureRoom(name string) error {
 func (a sfuForMatrix) RemoveParticipant(room, identity string) error {
 	a.sfu.RemoveParticipant(room, identity, livekit.DisconnectReason_PARTICIPANT_REMOVED)
 	return nil
+}
+
+// matrixAdmitter lets the bridge re-check, at join time, the tokens it
+// issued (media/livekit.Admitter).
+type matrixAdmitter struct{ bridge *matrix.Bridge }
+
+func (a matrixAdmitter) Admit(ctx context.Context, g *lk.Grant) error {
+	return a.bridge.Admit(ctx, g.Attributes)
 }
 
 // publicURL is server.public_url, or the URL of the address the node

@@ -83,7 +83,6 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	mux := http.NewServeMux()
-	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger()).Register(mux)
 	if cfg.Web.Enabled {
 		mux.Handle("/", web.Handler(web.Options{Minter: minter(cfg, keys), Guests: cfg.Web.Guests, Log: log}))
 	} else {
@@ -96,6 +95,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
 	}
 	var bridge *matrix.Bridge
+	var signalOpts []livekit.ServerOption
 	if cfg.Matrix != nil {
 		if bridge, err = newBridge(cfg, ln, sfu, keys, st, log); err != nil {
 			sfu.Close()
@@ -103,7 +103,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		bridge.Register(mux)
+		// Tokens the bridge issued are re-checked against the Matrix room
+		// when used, so that one issued before a kick does not admit.
+		signalOpts = append(signalOpts, livekit.WithAdmitter(matrixAdmitter{bridge}))
 	}
+	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger(), signalOpts...).Register(mux)
 	srv := &http.Server{
 		Handler:           withCORS(mux),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -132,6 +132,9 @@ type MintOptions struct {
 	// CanPublishData allows sending data packets.
 	CanPublishData bool
 	CanUpdateOwn   bool
+	// Attributes become the participant's attributes (visible to the
+	// room) and reach an Admitter in Grant.Attributes.
+	Attributes map[string]string
 }
 
 // Mint returns a signed token for identity in room.
@@ -142,6 +145,9 @@ func (m Minter) Mint(room, identity string, o MintOptions) (string, error) {
 	g.SetCanSubscribe(o.CanSubscribe)
 	g.SetCanPublishData(o.CanPublishData)
 	t.SetVideoGrant(g).SetIdentity(identity).SetName(o.Name).SetMetadata(o.Metadata).SetValidFor(m.TTL)
+	if len(o.Attributes) > 0 {
+		t.SetAttributes(o.Attributes)
+	}
 	return t.ToJWT()
 }
 

@@ -14,4 +14,6 @@ var (
 	ErrNotAllowed = errors.New("token does not allow joining this room")
 	// ErrNoIdentity means the token names no participant identity.
 	ErrNoIdentity = errors.New("token has no identity")
+	// ErrNotAdmitted means the server's Admitter refused a valid token.
+	ErrNotAdmitted = errors.New("participant not admitted")
 )

@@ -1,6 +1,7 @@
 package livekit
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -23,14 +24,39 @@ const protocolVersion = 16
 
 // Server serves /rtc for one SFU.
 type Server struct {
-	sfu  *media.SFU
-	keys Keys
-	log  zerolog.Logger
+	sfu      *media.SFU
+	keys     Keys
+	admitter Admitter
+	log      zerolog.Logger
+}
+
+// Admitter decides whether the holder of a verified token may join now. A
+// token proves what its issuer allowed when it was minted; an Admitter
+// checks what may have changed since (the Matrix bridge: is the user still
+// in the Matrix room the token was issued for).
+type Admitter interface {
+	// Admit returns nil to let g's holder join, or an error to refuse:
+	// wrapping ErrNotAdmitted when the answer is no, anything else when it
+	// could not be decided (the client is refused either way). It must
+	// return nil for grants it has no opinion on.
+	Admit(ctx context.Context, g *Grant) error
+}
+
+// ServerOption configures a Server.
+type ServerOption func(*Server)
+
+// WithAdmitter makes the server ask a before every join and validation.
+func WithAdmitter(a Admitter) ServerOption {
+	return func(s *Server) { s.admitter = a }
 }
 
 // NewServer returns a signal server for sfu that accepts tokens signed with keys.
-func NewServer(sfu *media.SFU, keys Keys, log zerolog.Logger) *Server {
-	return &Server{sfu: sfu, keys: keys, log: log}
+func NewServer(sfu *media.SFU, keys Keys, log zerolog.Logger, opts ...ServerOption) *Server {
+	s := &Server{sfu: sfu, keys: keys, log: log}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Register adds the signal endpoints to mux.
@@ -69,7 +95,7 @@ func tokenFrom(r *http.Request) string {
 
 // check validates a connect request before any upgrade and returns the
 // HTTP status and message a client expects on failure (LIVEKIT.md
-// section 1 table).
+// section 1 table). The admitter, if any, is asked last.
 func (s *Server) check(r *http.Request) (*connectRequest, int, string) {
 	q := r.URL.Query()
 	g, err := Verify(s.keys, tokenFrom(r))
@@ -84,6 +110,16 @@ func (s *Server) check(r *http.Request) (*connectRequest, int, string) {
 	}
 	if !s.sfu.RoomExists(g.Room) && !s.canCreate(g) {
 		return nil, http.StatusNotFound, media.ErrRoomNotFound.Error()
+	}
+	if s.admitter != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), admitTimeout)
+		err := s.admitter.Admit(ctx, g)
+		cancel()
+		if err != nil {
+			// The reason stays in the log: it may name the issuer's internals.
+			s.log.Info().Err(err).Str("room", g.Room).Str("participant", g.Identity).Msg("participant not admitted")
+			return nil, http.StatusForbidden, ErrNotAdmitted.Error()
+		}
 	}
 	return &connectRequest{
 		grant:         g,
@@ -193,4 +229,6 @@ const (
 	pingTimeout      = 15 // seconds
 	maxSignalMessage = 1 << 20
 	writeTimeout     = 10 * time.Second
+	// admitTimeout bounds one Admitter call.
+	admitTimeout = 10 * time.Second
 )

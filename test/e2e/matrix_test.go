@@ -401,6 +401,10 @@ func TestMatrixCall(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, a.Status, "expired OpenID token")
 	require.Equal(t, "M_UNAUTHORIZED", a.ErrCode)
 
+	// A token Bob keeps for later, unused.
+	spare := m.sfuGet(t, bob, hs.OpenIDToken(t, bob), room)
+	require.Equal(t, http.StatusOK, spare.Status)
+
 	// Alice kicks Bob: the node hears it from Dendrite and disconnects him.
 	kickedAt := time.Now()
 	hs.Kick(t, alice, room, bob.ID)
@@ -420,6 +424,11 @@ func TestMatrixCall(t *testing.T) {
 	require.True(t, ok, "Dendrite sent the kick to the node")
 	a = m.sfuGet(t, bob, hs.OpenIDToken(t, bob), room)
 	require.Equal(t, http.StatusForbidden, a.Status, "a kicked user gets no new token")
+	// Nor does the token he got before the kick let him back in: the node
+	// checks the Matrix room again when a token it issued is used.
+	_, err := connectMatrixClient(t, spare.URL, spare.JWT)
+	require.Error(t, err, "a kicked user's unused token is refused")
+	require.Contains(t, err.Error(), "participant not admitted")
 
 	// Bob is invited back and rejoins the call.
 	hs.Invite(t, alice, room, bob.ID)
