@@ -30,19 +30,27 @@ const (
 // engine owns the pion API shared by every peer connection of the node and
 // the one UDP socket they all use.
 type engine struct {
-	api  *webrtc.API
-	mux  ice.UDPMux
-	conn net.PacketConn
+	api   *webrtc.API
+	mux   ice.UDPMux
+	conn  net.PacketConn
+	batch *batchConn
 }
 
 // newEngine builds one webrtc.API from an explicit MediaEngine, interceptor
 // registry and SettingEngine, the way pion builds itself (api.go), with one
 // UDP port for every peer.
 func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: cfg.BindAddress, Port: cfg.UDPPort})
+	// One address family per socket, so sendmmsg gets addresses of its own family.
+	network := "udp6"
+	if cfg.BindAddress.To4() != nil {
+		network = "udp4"
+	}
+	udp, err := net.ListenUDP(network, &net.UDPAddr{IP: cfg.BindAddress, Port: cfg.UDPPort})
 	if err != nil {
 		return nil, fmt.Errorf("listen on udp port %d: %w", cfg.UDPPort, err)
 	}
+	batch := newBatchConn(udp)
+	conn := net.PacketConn(batch)
 	lf := newPionLoggerFactory(log)
 	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice-mux"), conn)
 
@@ -89,7 +97,11 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 
 	se := webrtc.SettingEngine{LoggerFactory: lf}
 	se.SetICEUDPMux(mux)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	if network == "udp4" {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	} else {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP6})
+	}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback || cfg.BindAddress.IsLoopback())
 	se.SetReceiveMTU(receiveMTU)
@@ -111,7 +123,7 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 		webrtc.WithInterceptorRegistry(ir),
 		webrtc.WithSettingEngine(se),
 	)
-	return &engine{api: api, mux: mux, conn: conn}, nil
+	return &engine{api: api, mux: mux, conn: conn, batch: batch}, nil
 }
 
 func (e *engine) close() error {

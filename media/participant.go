@@ -474,6 +474,7 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRe
 			}
 		}
 		pt.up = newUpTrack(pt.info.Sid, pt.cid, p, codec, remote.Kind(), levelID)
+		pt.up.batch = p.room.sfu.eng.batch
 		pt.info.MimeType = codec.MimeType
 		pt.info.Mid = receiverMid(p.pub, receiver)
 		p.published[pt.info.Sid] = pt.up

@@ -46,6 +46,8 @@ type UpTrack struct {
 	ck    codecKind
 	codec webrtc.RTPCodecParameters
 	pub   *Participant
+	// batch, when set, sends one fan-out's packets with one system call.
+	batch *batchConn
 
 	layers [maxLayers]atomic.Pointer[upLayer]
 	downs  atomic.Pointer[[]*DownTrack]
@@ -135,7 +137,16 @@ func (u *UpTrack) forward(l *upLayer, h *rtp.Header, pkt []byte, now int64) {
 		u.observeLevel(h)
 	}
 	kf := len(media) > 0 && u.ck.keyframe(media)
-	for _, d := range *u.downs.Load() {
+	downs := *u.downs.Load()
+	if u.batch != nil && len(downs) > 1 {
+		u.batch.begin()
+		for _, d := range downs {
+			d.forward(l.idx, h, payload, kf, now)
+		}
+		u.batch.end()
+		return
+	}
+	for _, d := range downs {
 		d.forward(l.idx, h, payload, kf, now)
 	}
 }

@@ -1,0 +1,163 @@
+package media
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+const (
+	// batchMax is the most packets one sendmmsg(2) carries.
+	batchMax = 64
+	// batchSlot holds one SRTP packet (an MTU-sized RTP packet plus its tag).
+	batchSlot = receiveMTU + 100
+)
+
+// batchWriter is sendmmsg(2) as golang.org/x/net exposes it for IPv4 and
+// IPv6 sockets (ipv4.Message and ipv6.Message are the same type).
+type batchWriter interface {
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// batchConn is the UDP socket under the ICE mux. pion writes every packet
+// of every peer connection through WriteToAddrPort. Outside a batch a
+// packet is sent at once. While a fan-out runs (one incoming packet handed
+// to all its subscribers, between begin and end) packets are copied into a
+// batch that end sends with one sendmmsg(2): one system call per incoming
+// packet instead of one per subscriber. The lock is held only to copy a
+// packet; system calls are made outside it.
+type batchConn struct {
+	*net.UDPConn
+	w batchWriter
+
+	mu    sync.Mutex
+	depth int
+	cur   *udpBatch
+	free  []*udpBatch
+
+	batches atomic.Uint64
+	packets atomic.Uint64
+}
+
+type udpBatch struct {
+	n     int
+	msgs  [batchMax]ipv4.Message
+	views [batchMax][1][]byte
+	addrs [batchMax]net.UDPAddr
+	ips   [batchMax][16]byte
+	bufs  [batchMax][batchSlot]byte
+}
+
+func newBatchConn(c *net.UDPConn) *batchConn {
+	b := &batchConn{UDPConn: c}
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
+		b.w = ipv4.NewPacketConn(c)
+	} else {
+		b.w = ipv6.NewPacketConn(c)
+	}
+	b.cur = &udpBatch{}
+	return b
+}
+
+// ReadFromAddrPort lets pion's ICE mux read without allocating.
+func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
+	return b.UDPConn.ReadFromUDPAddrPort(p)
+}
+
+// WriteToAddrPort sends p to a, or queues it while a batch is open.
+func (b *batchConn) WriteToAddrPort(p []byte, a netip.AddrPort) (int, error) {
+	b.mu.Lock()
+	if b.depth == 0 || len(p) > batchSlot {
+		b.mu.Unlock()
+		return b.UDPConn.WriteToUDPAddrPort(p, a)
+	}
+	bt := b.cur
+	i := bt.n
+	bt.n++
+	n := copy(bt.bufs[i][:], p)
+	bt.views[i][0] = bt.bufs[i][:n]
+	addr := &bt.addrs[i]
+	if ip := a.Addr(); ip.Is4() {
+		v := ip.As4()
+		addr.IP = bt.ips[i][:4]
+		copy(addr.IP, v[:])
+	} else {
+		v := ip.As16()
+		addr.IP = bt.ips[i][:16]
+		copy(addr.IP, v[:])
+	}
+	addr.Port = int(a.Port())
+	var full *udpBatch
+	if bt.n == batchMax {
+		full = bt
+		b.cur = b.takeLocked()
+	}
+	b.mu.Unlock()
+	if full != nil {
+		b.send(full)
+	}
+	return len(p), nil
+}
+
+// begin opens a batch; every begin is followed by one end.
+func (b *batchConn) begin() {
+	b.mu.Lock()
+	b.depth++
+	b.mu.Unlock()
+}
+
+// end closes a batch and sends what is queued, whoever queued it, so no
+// packet waits longer than the fan-out running when it was written.
+func (b *batchConn) end() {
+	b.mu.Lock()
+	b.depth--
+	var out *udpBatch
+	if b.cur.n > 0 {
+		out = b.cur
+		b.cur = b.takeLocked()
+	}
+	b.mu.Unlock()
+	if out != nil {
+		b.send(out)
+	}
+}
+
+func (b *batchConn) takeLocked() *udpBatch {
+	if n := len(b.free); n > 0 {
+		bt := b.free[n-1]
+		b.free = b.free[:n-1]
+		return bt
+	}
+	return &udpBatch{}
+}
+
+// send writes a batch with as few sendmmsg calls as the kernel allows. A
+// packet the kernel refuses is dropped, as a failed UDP send would be.
+func (b *batchConn) send(bt *udpBatch) {
+	ms := bt.msgs[:bt.n]
+	for i := range ms {
+		ms[i].Buffers = bt.views[i][:]
+		ms[i].Addr = &bt.addrs[i]
+	}
+	for len(ms) > 0 {
+		n, err := b.w.WriteBatch(ms, 0)
+		if err != nil && n <= 0 {
+			if errors.Is(err, net.ErrClosed) {
+				break
+			}
+			n = 1 // skip the packet that failed
+		}
+		ms = ms[n:]
+	}
+	b.batches.Add(1)
+	b.packets.Add(uint64(bt.n))
+	bt.n = 0
+	b.mu.Lock()
+	b.free = append(b.free, bt)
+	b.mu.Unlock()
+}
