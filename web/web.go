@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"mime"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -43,6 +44,11 @@ type Options struct {
 	// Guests allows anyone who can reach the node to join a room through
 	// the page. When false, /api/join answers 403 M_FORBIDDEN.
 	Guests bool
+	// ConnectOrigins are origins besides the node's own that the page may
+	// fetch from: the Matrix homeserver that "!meet" links sign people in
+	// at (scheme://host[:port]; anything else in the URL is ignored).
+	// Entries that are not http(s) URLs are dropped.
+	ConnectOrigins []string
 	// Log receives request errors; request code prefers a logger found in
 	// the request context (zerolog.Ctx) when there is one.
 	Log zerolog.Logger
@@ -69,7 +75,7 @@ func Handler(opts Options) http.Handler {
 
 // newHandler is Handler over the files under "dist" in fsys.
 func newHandler(opts Options, fsys fs.FS) http.Handler {
-	h := &handler{opts: opts, assets: loadAssets(fsys)}
+	h := &handler{opts: opts, assets: loadAssets(fsys), csp: contentSecurityPolicy(opts.ConnectOrigins)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("POST /api/join", h.join)
@@ -82,6 +88,7 @@ func newHandler(opts Options, fsys fs.FS) http.Handler {
 type handler struct {
 	opts   Options
 	assets map[string]asset // by URL path, "/" for index.html
+	csp    string
 }
 
 // asset is one built file, read once at start-up so that each answer carries
@@ -136,10 +143,22 @@ func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
 
 // contentSecurityPolicy keeps the page to its own scripts and styles; media
 // and signalling go to this node (ws:/wss: because the page may be served
-// behind a proxy whose scheme differs from ours).
-const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
-	"img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' ws: wss:; " +
-	"worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+// behind a proxy whose scheme differs from ours), Matrix sign-in to the
+// origins given.
+func contentSecurityPolicy(origins []string) string {
+	connect := "'self' ws: wss:"
+	for _, o := range origins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			strings.ContainsAny(u.Host, " ;,'\"") {
+			continue
+		}
+		connect += " " + u.Scheme + "://" + u.Host
+	}
+	return "default-src 'self'; script-src 'self'; style-src 'self'; " +
+		"img-src 'self' data: blob:; media-src 'self' blob:; connect-src " + connect + "; " +
+		"worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+}
 
 func (h *handler) static(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -168,7 +187,7 @@ func (h *handler) static(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	if strings.HasPrefix(a.ctype, "text/html") {
-		hdr.Set("Content-Security-Policy", contentSecurityPolicy)
+		hdr.Set("Content-Security-Policy", h.csp)
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
 }

@@ -274,3 +274,24 @@ func TestServesBuiltFiles(t *testing.T) {
 func TestHandlerNeedsMinterForGuests(t *testing.T) {
 	require.Panics(t, func() { Handler(Options{Guests: true}) })
 }
+
+func TestContentSecurityPolicyConnectOrigins(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		origins []string
+		want    string
+	}{
+		{"none", nil, "connect-src 'self' ws: wss:;"},
+		{"homeserver", []string{"https://matrix.agency.example/_matrix/"}, "connect-src 'self' ws: wss: https://matrix.agency.example;"},
+		{"with port", []string{"http://127.0.0.1:8008"}, "connect-src 'self' ws: wss: http://127.0.0.1:8008;"},
+		{"junk dropped", []string{"matrix.example", "javascript:alert(1)", "https://a.example; script-src *", ""}, "connect-src 'self' ws: wss:;"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHandler(Options{Log: zerolog.Nop(), ConnectOrigins: tc.origins}, fstest.MapFS{"dist/.gitkeep": {}})
+			res, _ := do(t, h, httptest.NewRequest("GET", "/", nil))
+			csp := res.Header.Get("Content-Security-Policy")
+			require.Contains(t, csp, tc.want)
+			require.Contains(t, csp, "script-src 'self';", "scripts stay the page's own")
+		})
+	}
+}

@@ -55,6 +55,7 @@ type Bridge struct {
 	cfg        *config.Matrix
 	reg        *appservice.Registration
 	tokens     *TokenService
+	meetings   *MeetingAPI
 	discovery  *Discovery
 	appService *AppService
 	guard      *CallGuard
@@ -99,6 +100,17 @@ func New(opts Options) (*Bridge, error) {
 		SFU: opts.SFU, OpenID: b.openID, Membership: members,
 		ServerName: c.ServerName, Allow: c.Allow, URL: opts.SFUURL, TokenTTL: opts.TokenTTL,
 		OnIssued: b.guard.Issued, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	hsPublic := c.HomeserverPublicURL
+	if hsPublic == "" {
+		hsPublic = c.HomeserverURL
+	}
+	b.meetings, err = NewMeetingAPI(MeetingAPIOptions{
+		SFU: opts.SFU, HomeserverURL: hsPublic, ServerName: c.ServerName, Guests: c.MeetingGuests,
+		URL: opts.SFUURL, TokenTTL: opts.TokenTTL, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -154,12 +166,15 @@ func RegistrationFor(c *config.Matrix) (*appservice.Registration, error) {
 		BotLocalpart: c.BotLocalpart, GhostPrefix: c.GhostPrefix})
 }
 
-// Register mounts the token service (PathGetToken, PathSFUGet) and the
-// discovery endpoints (PathRTCTransports, PathWellKnownClient) on mux.
-// PathHealthz is left to the node.
+// Register mounts the token service (PathGetToken, PathSFUGet), the join
+// page's Matrix API (PathMeetingInfo, PathMeetingGuest) and the discovery
+// endpoints (PathRTCTransports, PathWellKnownClient) on mux. PathHealthz is
+// left to the node.
 func (b *Bridge) Register(mux *http.ServeMux) {
 	mux.Handle(PathGetToken, b.tokens)
 	mux.Handle(PathSFUGet, b.tokens)
+	mux.Handle(PathMeetingInfo, b.meetings)
+	mux.Handle(PathMeetingGuest, b.meetings)
 	mux.Handle(PathRTCTransports, b.discovery)
 	mux.Handle(PathWellKnownClient, b.discovery)
 }

@@ -18,21 +18,43 @@ const meetSlotPrefix = "entente.meet#"
 // the room's own call, the one Element clients join (slot m.call#ROOM);
 // otherwise a named meeting belonging to the room.
 func MeetRoom(roomID, name string) string {
+	return RoomAlias(roomID, MeetSlot(name))
+}
+
+// Query parameters of a meeting link. The join page reads them (web/src/app.js):
+// with QueryMatrixRoom it signs the person in with their Matrix account and
+// asks /get_token for the slot MeetSlot(QueryMeeting), or asks
+// PathMeetingGuest for a guest token.
+const (
+	QueryMatrixRoom = "matrix_room"
+	QueryMeeting    = "meeting"
+)
+
+// MeetSlot returns the MatrixRTC slot of a meeting: LegacySlotID
+// ("m.call#ROOM", the one Element clients use) for the room's own call,
+// meetSlotPrefix+name for a named meeting.
+func MeetSlot(name string) string {
 	if name == "" {
-		return RoomAlias(roomID, LegacySlotID)
+		return LegacySlotID
 	}
-	return RoomAlias(roomID, meetSlotPrefix+name)
+	return meetSlotPrefix + name
 }
 
 // MeetLink returns the join page URL (joinPage is its base, e.g.
-// "https://rtc.agency.example/") for the meeting.
+// "https://rtc.agency.example/") for the meeting: the Matrix room ID in
+// QueryMatrixRoom and, for a named meeting, its name in QueryMeeting. The
+// page derives the LiveKit room (MeetRoom) from them through the token
+// service, never from the link alone.
 func MeetLink(joinPage, roomID, name string) string {
 	u, err := url.Parse(joinPage)
 	if err != nil {
 		return joinPage
 	}
 	q := u.Query()
-	q.Set("room", MeetRoom(roomID, name))
+	q.Set(QueryMatrixRoom, roomID)
+	if name != "" {
+		q.Set(QueryMeeting, name)
+	}
 	u.RawQuery = q.Encode()
 	return u.String()
 }

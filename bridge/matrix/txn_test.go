@@ -89,11 +89,24 @@ func TestMeetLink(t *testing.T) {
 	room := RoomAlias("!r:hs", LegacySlotID)
 	require.Equal(t, room, MeetRoom("!r:hs", ""), "the room's call is the one Element joins")
 	require.NotEqual(t, room, MeetRoom("!r:hs", "standup"))
-	link := MeetLink("https://rtc.example/", "!r:hs", "")
-	u, err := url.Parse(link)
-	require.NoError(t, err)
-	require.Equal(t, room, u.Query().Get("room"))
-	require.Equal(t, "rtc.example", u.Host)
+	for _, tc := range []struct{ name, link, meeting string }{
+		{"room call", MeetLink("https://rtc.example/", "!r:hs", ""), ""},
+		{"named", MeetLink("https://rtc.example/", "!r:hs", "daily standup"), "daily standup"},
+		{"room v12", MeetLink("https://rtc.example/", "!AbC+/x", ""), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := url.Parse(tc.link)
+			require.NoError(t, err)
+			require.Equal(t, "rtc.example", u.Host)
+			q := u.Query()
+			roomID := q.Get(QueryMatrixRoom)
+			require.True(t, roomID == "!r:hs" || roomID == "!AbC+/x", roomID)
+			require.Equal(t, tc.meeting, q.Get(QueryMeeting))
+			require.Equal(t, q.Has(QueryMeeting), tc.meeting != "")
+			// What the page asks /get_token for lands in MeetRoom.
+			require.Equal(t, MeetRoom(roomID, tc.meeting), RoomAlias(roomID, MeetSlot(tc.meeting)))
+		})
+	}
 }
 
 func TestCallMemberKeyOwnership(t *testing.T) {

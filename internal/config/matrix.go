@@ -48,6 +48,22 @@ type Matrix struct {
 	// InsecureSkipVerify disables TLS certificate checks towards homeservers (OpenID checks).
 	// Only for test homeservers with self-signed certificates.
 	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
+	// HomeserverPublicURL is the homeserver's client-server API as browsers reach it: the join
+	// page signs people in there. Empty means HomeserverURL (when that is already public).
+	HomeserverPublicURL string `toml:"homeserver_public_url"`
+	// MeetingGuests lets people without a Matrix account join a room's call from a "!meet"
+	// link, as guests, once someone of the agency has started it. Default false: only members
+	// of the Matrix room, signed in with their account, join from the link.
+	MeetingGuests bool `toml:"meeting_guests"`
+}
+
+// PublicHomeserverURL is the homeserver URL browsers use: HomeserverPublicURL, or
+// HomeserverURL when that is empty.
+func (m *Matrix) PublicHomeserverURL() string {
+	if m.HomeserverPublicURL != "" {
+		return m.HomeserverPublicURL
+	}
+	return m.HomeserverURL
 }
 
 // MatrixDefaults returns the [matrix] values used for options the section leaves out.
@@ -121,6 +137,16 @@ func (v *validator) matrix(m *Matrix) {
 	v.listen("matrix.appservice_listen", m.AppserviceListen)
 	if m.AppserviceURL != "" {
 		v.httpURL("matrix.appservice_url", m.AppserviceURL)
+	}
+	if m.HomeserverPublicURL != "" {
+		v.httpURL("matrix.homeserver_public_url", m.HomeserverPublicURL)
+	}
+}
+
+// matrixMeetings checks the options that involve the join page.
+func (v *validator) matrixMeetings(c *Config) {
+	if c.Matrix.MeetingGuests && !c.Web.Enabled {
+		v.add("matrix.meeting_guests needs web.enabled: guests join from the join page")
 	}
 }
 

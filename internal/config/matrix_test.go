@@ -41,6 +41,8 @@ token_service_url = "https://rtc.agency.example/"
 appservice_listen = "127.0.0.1:9000"
 appservice_url = "http://10.0.0.5:9000"
 insecure_skip_verify = true
+homeserver_public_url = "https://matrix.agency.example"
+meeting_guests = true
 `
 	c, err := config.Parse([]byte(doc), "t.toml")
 	require.NoError(t, err)
@@ -49,7 +51,11 @@ insecure_skip_verify = true
 		ID: "node", BotLocalpart: "rtc", GhostPrefix: "rtc_", Allow: []string{"partner.example", "[::1]:8448", "*"},
 		TokenServiceURL: "https://rtc.agency.example/", AppserviceListen: "127.0.0.1:9000",
 		AppserviceURL: "http://10.0.0.5:9000", InsecureSkipVerify: true,
+		HomeserverPublicURL: "https://matrix.agency.example", MeetingGuests: true,
 	}, c.Matrix)
+	require.Equal(t, "https://matrix.agency.example", c.Matrix.PublicHomeserverURL())
+	c.Matrix.HomeserverPublicURL = ""
+	require.Equal(t, "http://127.0.0.1:8008", c.Matrix.PublicHomeserverURL(), "defaults to homeserver_url")
 }
 
 func TestMatrixValidation(t *testing.T) {
@@ -66,6 +72,7 @@ allow = ["ok.example", "user@evil.example", "a.example/path"]
 token_service_url = "ftp://x"
 appservice_listen = "nope"
 appservice_url = "x"
+homeserver_public_url = "matrix.agency.example"
 `
 	_, err := config.Parse([]byte(doc), "t.toml")
 	var ve *config.ValidationError
@@ -73,7 +80,7 @@ appservice_url = "x"
 	for _, want := range []string{
 		"matrix.homeserver_url", "matrix.server_name", "matrix.as_token is a placeholder", "matrix.hs_token has 5",
 		"matrix.bot_localpart", "matrix.ghost_prefix", "matrix.allow[1]", "matrix.allow[2]",
-		"matrix.token_service_url", "matrix.appservice_listen", "matrix.appservice_url",
+		"matrix.token_service_url", "matrix.appservice_listen", "matrix.appservice_url", "matrix.homeserver_public_url",
 	} {
 		require.Contains(t, err.Error(), want)
 	}
@@ -87,4 +94,10 @@ appservice_url = "x"
 
 	_, err = config.Parse([]byte(matrixMinimal+"bot_localpart = \"entente_bot\"\n"), "t.toml")
 	require.ErrorContains(t, err, "must not start with matrix.ghost_prefix")
+
+	c, err := config.Parse([]byte(matrixMinimal), "t.toml")
+	require.NoError(t, err)
+	require.False(t, c.Matrix.MeetingGuests, "guests of !meet calls are off by default")
+	_, err = config.Parse([]byte("[web]\nenabled = false\n"+matrixMinimal+"meeting_guests = true\n"), "t.toml")
+	require.ErrorContains(t, err, "matrix.meeting_guests needs web.enabled")
 }

@@ -70,6 +70,7 @@ func (c *Config) Validate() error {
 	}
 	if c.Matrix != nil {
 		v.matrix(c.Matrix)
+		v.matrixMeetings(c)
 	}
 	if len(v.problems) == 0 {
 		return nil
