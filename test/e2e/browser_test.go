@@ -38,6 +38,11 @@ type browserPage struct {
 	Token     string `json:"token,omitempty"`
 	Simulcast bool   `json:"simulcast,omitempty"`
 	Name      string `json:"name,omitempty"`
+	// Fill and Click drive a "joinpage" page's form: the fields to fill
+	// (CSS selector -> value) and the button to click; without them the
+	// page's guest form gets Name and #join is clicked.
+	Fill  map[string]string `json:"fill,omitempty"`
+	Click string            `json:"click,omitempty"`
 }
 
 type browserConfig struct {

@@ -54,6 +54,8 @@ type matrixNodeOptions struct {
 	withoutDendrite bool
 	// openIDLifetime is Dendrite's OpenID token lifetime (an hour if zero).
 	openIDLifetime time.Duration
+	// extraMatrix is appended to the [matrix] section.
+	extraMatrix string
 }
 
 // startMatrixNode writes the registration with `entente register`, starts
@@ -81,7 +83,8 @@ registration = %q
 appservice_listen = %q
 appservice_url = %q
 insecure_skip_verify = true
-`, homeserverURL, serverName, regPath, asListen, proxy)
+%s
+`, homeserverURL, serverName, regPath, asListen, proxy, opts.extraMatrix)
 
 	// The registration, as an admin would make it.
 	regCfg := filepath.Join(dir, "register.toml")

@@ -12,7 +12,9 @@
 //   "pages": [
 //     {"label": "a", "kind": "client", "url": "http://.../client.html",
 //      "wsURL": "ws://...", "token": "...", "simulcast": true},
-//     {"label": "b", "kind": "joinpage", "url": "http://node/?room=r", "name": "Bob"}
+//     {"label": "b", "kind": "joinpage", "url": "http://node/?room=r", "name": "Bob"},
+//     {"label": "c", "kind": "joinpage", "url": "http://node/?matrix_room=!r",
+//      "fill": {"#mx-user": "carol", "#mx-password": "…"}, "click": "#mx-signin"}
 //   ]
 // }
 //
@@ -72,9 +74,12 @@ async function startPage(ctx, spec) {
   if (spec.kind === 'client') {
     await page.evaluate((s) => window.start(s), { url: spec.wsURL, token: spec.token, simulcast: !!spec.simulcast });
   } else {
-    await page.fill('#name', spec.name, { timeout: left() });
+    // "joinpage": type spec.name into the guest form; or fill the fields
+    // spec.fill names (selector -> value) and click spec.click.
+    const fill = spec.fill || { '#name': spec.name };
+    for (const [sel, v] of Object.entries(fill)) await page.fill(sel, v, { timeout: left() });
     r.t.joinClicked = await page.evaluate(() => Math.round(performance.now()));
-    await page.click('#join', { timeout: left() });
+    await page.click(spec.click || '#join', { timeout: left() });
   }
   return { page, r };
 }
