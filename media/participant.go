@@ -47,6 +47,10 @@ type Participant struct {
 	published map[string]*UpTrack      // by track sid
 	downs     map[string]*DownTrack    // our subscriptions, by track sid
 	closed    bool
+	// started is set by Start, once the join answer has gone out. Until
+	// then nothing is sent to the participant: clients drop offers and
+	// updates that arrive before their JoinResponse (LIVEKIT.md section 2).
+	started bool
 
 	pubMu    sync.Mutex // serialises publisher negotiation
 	pubCands []webrtc.ICECandidateInit
@@ -180,7 +184,19 @@ func (p *Participant) Start() {
 	}
 	p.state = livekit.ParticipantInfo_JOINED
 	p.version++
+	p.started = true
 	p.mu.Unlock()
+	// What changed in the room since the join answer's snapshot was taken
+	// (tracks published meanwhile): send it before the first offer.
+	var others []*livekit.ParticipantInfo
+	for _, q := range p.room.members() {
+		if q != p && !q.perms.Hidden {
+			others = append(others, q.info())
+		}
+	}
+	if len(others) > 0 {
+		p.sig.SendParticipants(others)
+	}
 	p.room.broadcast(p, false)
 	if p.autoSubscribe && p.perms.CanSubscribe {
 		for _, up := range p.room.publishedTracks(p) {
@@ -318,7 +334,7 @@ func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit, target livekit.
 // offer is already waiting for its answer (one offer in flight at a time).
 func (p *Participant) negotiate() {
 	p.negMu.Lock()
-	if p.isClosed() {
+	if !p.isStarted() {
 		p.negMu.Unlock()
 		return
 	}
@@ -359,6 +375,13 @@ func (p *Participant) fullReconnect() {
 	p.log.Info().Msg("negotiation failed, asking the client for a full reconnect")
 	p.sig.SendLeave(livekit.DisconnectReason_STATE_MISMATCH, livekit.LeaveRequest_RECONNECT)
 	p.room.removeParticipant(p, livekit.DisconnectReason_STATE_MISMATCH, false)
+}
+
+// isStarted reports whether the participant may be sent signalling.
+func (p *Participant) isStarted() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.started && !p.closed
 }
 
 func (p *Participant) isClosed() bool {
@@ -551,7 +574,7 @@ func (p *Participant) SetMuted(sid string, muted bool) error {
 // subscribe starts sending up to this participant.
 func (p *Participant) subscribe(up *UpTrack, negotiate bool) {
 	p.mu.Lock()
-	skip := p.closed || p.downs[up.sid] != nil
+	skip := p.closed || !p.started || p.downs[up.sid] != nil
 	p.mu.Unlock()
 	if skip {
 		return

@@ -166,7 +166,7 @@ func (r *Room) broadcast(p *Participant, self bool) {
 		if q == p && !self {
 			continue
 		}
-		if q != p && p.perms.Hidden {
+		if !q.isStarted() || (q != p && p.perms.Hidden) {
 			continue
 		}
 		q.sig.SendParticipants([]*livekit.ParticipantInfo{proto.Clone(info).(*livekit.ParticipantInfo)})
@@ -256,7 +256,7 @@ func (r *Room) relayData(from *Participant, label string, data []byte) {
 		return
 	}
 	for _, q := range r.members() {
-		if q == from || (len(dests) > 0 && !contains(dests, q.identity)) {
+		if q == from || !q.isStarted() || (len(dests) > 0 && !contains(dests, q.identity)) {
 			continue
 		}
 		q.sendData(kind, out)
@@ -336,7 +336,7 @@ func (r *Room) updateSpeakers(prev map[string]float32) map[string]float32 {
 	}
 	if len(changes) > 0 {
 		for _, q := range members {
-			if q.perms.CanSubscribe {
+			if q.perms.CanSubscribe && q.isStarted() {
 				out := make([]*livekit.SpeakerInfo, len(changes))
 				for i, c := range changes {
 					out[i] = proto.Clone(c).(*livekit.SpeakerInfo)
