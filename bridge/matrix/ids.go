@@ -124,3 +124,14 @@ func claimSafe(s string) bool {
 	}
 	return true
 }
+
+// IsCallRoomName reports whether a LiveKit room name has the shape of the
+// names RoomAlias gives Matrix calls: unpadded standard base64 of a
+// SHA-256 digest (43 characters).
+func IsCallRoomName(name string) bool {
+	if len(name) != unpaddedStdBase64.EncodedLen(sha256.Size) {
+		return false
+	}
+	_, err := unpaddedStdBase64.DecodeString(name)
+	return err == nil
+}

@@ -75,3 +75,11 @@ func TestClaimSafe(t *testing.T) {
 		}
 	}
 }
+
+func TestIsCallRoomName(t *testing.T) {
+	require.True(t, IsCallRoomName(RoomAlias("!abc:example.org", "m.call#ROOM")))
+	require.True(t, IsCallRoomName(MeetRoom("!abc:example.org", "standup")))
+	for _, name := range []string{"", "demo", "standup-meeting", RoomAlias("!a:b", "m.call#ROOM") + "x", "$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$"} {
+		require.False(t, IsCallRoomName(name), name)
+	}
+}

@@ -46,11 +46,38 @@ func (a sfuForMatrix) RemoveParticipant(room, identity string) error {
 	return nil
 }
 
-// matrixAdmitter lets the bridge re-check, at join time, the tokens it
-// issued (media/livekit.Admitter).
-type matrixAdmitter struct{ bridge *matrix.Bridge }
+// attrWebGuest marks tokens the join page hands to guests (POST /api/join).
+const attrWebGuest = "entente_web_guest"
+
+// webGuestMinter mints the join page's guest tokens, marked as such so
+// that admission can keep them out of Matrix calls.
+type webGuestMinter struct{ m lk.Minter }
+
+func (w webGuestMinter) MintJoinToken(room, identity, name string) (string, error) {
+	return w.m.Mint(room, identity, lk.MintOptions{
+		Name: name, RoomCreate: true, CanPublish: true, CanSubscribe: true, CanPublishData: true,
+		Attributes: map[string]string{attrWebGuest: "1"},
+	})
+}
+
+// tokenAdmitter is what admission asks of the bridge: a re-check of the
+// tokens it issued (bridge/matrix.Bridge.Admit).
+type tokenAdmitter interface {
+	Admit(ctx context.Context, attrs map[string]string) error
+}
+
+// matrixAdmitter decides at join time (media/livekit.Admitter). A Matrix
+// call's LiveKit room is named by a hash only the token service computes,
+// but a join-page guest may type any room name: guests of the join page
+// never enter a room with a Matrix call's name (meeting guests get their
+// tokens from the bridge, which checks its policy). Tokens the bridge
+// issued are re-checked against the Matrix room's membership.
+type matrixAdmitter struct{ bridge tokenAdmitter }
 
 func (a matrixAdmitter) Admit(ctx context.Context, g *lk.Grant) error {
+	if g.Attributes[attrWebGuest] != "" && matrix.IsCallRoomName(g.Room) {
+		return fmt.Errorf("%w: join-page guests cannot enter a Matrix room's call; open its !meet link", lk.ErrNotAdmitted)
+	}
 	return a.bridge.Admit(ctx, g.Attributes)
 }
 

@@ -84,7 +84,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	mux := http.NewServeMux()
 	if cfg.Web.Enabled {
-		webOpts := web.Options{Minter: minter(cfg, keys), Guests: cfg.Web.Guests, Log: log}
+		webOpts := web.Options{Minter: webGuestMinter{minter(cfg, keys)}, Guests: cfg.Web.Guests, Log: log}
 		if cfg.Matrix != nil {
 			// "!meet" links sign people in at the homeserver from the page.
 			webOpts.ConnectOrigins = []string{cfg.Matrix.PublicHomeserverURL()}
