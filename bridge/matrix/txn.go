@@ -14,6 +14,13 @@ import (
 // modes.
 const CallMemberEventType = "org.matrix.msc3401.call.member"
 
+// RTCMemberEventType is the newer MatrixRTC membership (MSC4143), sent as a
+// sticky message event (MSC4354) rather than state: matrix_2_0 mode.
+const RTCMemberEventType = "org.matrix.msc4143.rtc.member"
+
+// maxStickyDuration is MSC4354's upper bound on how long an event stays sticky.
+const maxStickyDuration = time.Hour
+
 // RoomMembership is a user's m.room.member state in a room, as a transaction
 // reported it.
 type RoomMembership struct {
@@ -127,9 +134,14 @@ func parseTxn(body []byte) (TxnEffects, error) {
 			continue
 		}
 		if evt.StateKey == nil {
-			if evt.Type.Type == event.EventMessage.Type {
+			switch evt.Type.Type {
+			case event.EventMessage.Type:
 				if m, ok := parseMeet(evt); ok {
 					fx.Meets = append(fx.Meets, m)
+				}
+			case RTCMemberEventType:
+				if cm, ok := parseRTCMember(evt, raw); ok {
+					fx.CallMembers = append(fx.CallMembers, cm)
 				}
 			}
 			continue
@@ -190,6 +202,91 @@ func parseCallMember(evt *event.Event, at time.Time) (CallMember, bool) {
 			created = time.UnixMilli(c.CreatedTS)
 		}
 		cm.ExpiresAt = created.Add(min(time.Duration(c.Expires)*time.Millisecond, maxCallMemberExpiry))
+	}
+	return cm, true
+}
+
+// rtcMemberContent is the part of an rtc.member content the node reads
+// (matrix-js-sdk src/matrixrtc/membership, RtcMembershipData).
+type rtcMemberContent struct {
+	SlotID string `json:"slot_id"`
+	Member struct {
+		ID              string `json:"id"`
+		ClaimedUserID   string `json:"claimed_user_id"`
+		ClaimedDeviceID string `json:"claimed_device_id"`
+	} `json:"member"`
+	Application struct {
+		Type string `json:"type"`
+	} `json:"application"`
+	RTCTransports []struct {
+		Type              string `json:"type"`
+		LivekitServiceURL string `json:"livekit_service_url"`
+	} `json:"rtc_transports"`
+	StickyKey         string `json:"sticky_key"`
+	UnstableStickyKey string `json:"msc4354_sticky_key"`
+}
+
+// parseRTCMember reads a sticky org.matrix.msc4143.rtc.member event. As for
+// state memberships, identity is the sender: an event whose claimed user is
+// someone else is dropped. The membership is keyed by its sticky key (the
+// sender's own namespace) and lapses when the event stops being sticky;
+// content without a member ends it.
+func parseRTCMember(evt *event.Event, raw json.RawMessage) (CallMember, bool) {
+	var c rtcMemberContent
+	if err := json.Unmarshal(evt.Content.VeryRaw, &c); err != nil {
+		return CallMember{}, false
+	}
+	var top struct {
+		Sticky struct {
+			DurationMS int64 `json:"duration_ms"`
+		} `json:"sticky"`
+		UnstableSticky struct {
+			DurationMS int64 `json:"duration_ms"`
+		} `json:"msc4354_sticky"`
+	}
+	_ = json.Unmarshal(raw, &top)
+	sender := evt.Sender.String()
+	key := c.StickyKey
+	if key == "" {
+		key = c.UnstableStickyKey
+	}
+	if key == "" {
+		key = c.Member.ID
+	}
+	if key == "" || len(key) > 255 {
+		return CallMember{}, false
+	}
+	at := time.UnixMilli(evt.Timestamp)
+	cm := CallMember{
+		RoomID: evt.RoomID.String(), StateKey: "rtc.member:" + sender + ":" + key, UserID: sender,
+		EventID: evt.ID.String(), At: at,
+	}
+	if c.Member.ClaimedUserID == "" {
+		return cm, true // the membership under this key ends
+	}
+	if c.Member.ClaimedUserID != sender || c.Member.ClaimedDeviceID == "" {
+		return CallMember{}, false
+	}
+	cm.Joined = true
+	cm.DeviceID = c.Member.ClaimedDeviceID
+	cm.Application = c.Application.Type
+	cm.CallID = c.SlotID
+	cm.Scope = "m.room"
+	cm.FocusSelection = "multi_sfu"
+	for _, t := range c.RTCTransports {
+		if t.Type == "livekit" && t.LivekitServiceURL != "" {
+			cm.ServiceURL = t.LivekitServiceURL
+			break
+		}
+	}
+	d := top.Sticky.DurationMS
+	if d <= 0 {
+		d = top.UnstableSticky.DurationMS
+	}
+	if d > 0 {
+		cm.ExpiresAt = at.Add(min(time.Duration(d)*time.Millisecond, maxStickyDuration))
+	} else {
+		cm.ExpiresAt = at.Add(maxStickyDuration)
 	}
 	return cm, true
 }

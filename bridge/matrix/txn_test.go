@@ -152,3 +152,33 @@ func FuzzParseTxn(f *testing.F) {
 		}
 	})
 }
+
+func TestParseStickyRTCMember(t *testing.T) {
+	ev := func(sender, content string, extra string) string {
+		return `{"type":"org.matrix.msc4143.rtc.member","room_id":"!r:hs","sender":"` + sender +
+			`","event_id":"$e","origin_server_ts":1700000000000` + extra + `,"content":` + content + `}`
+	}
+	join := `{"slot_id":"m.call#ROOM","application":{"type":"m.call"},"member":{"id":"mem1","claimed_user_id":"@a:hs","claimed_device_id":"DEV"},` +
+		`"rtc_transports":[{"type":"livekit","livekit_service_url":"https://rtc.hs/"}],"versions":[],"msc4354_sticky_key":"k1"}`
+	forged := `{"slot_id":"m.call#ROOM","application":{"type":"m.call"},"member":{"id":"mem2","claimed_user_id":"@b:hs","claimed_device_id":"DEV"},"msc4354_sticky_key":"k2"}`
+	leave := `{"msc4354_sticky_key":"k1"}`
+	body := `{"events":[` + ev("@a:hs", join, `,"msc4354_sticky":{"duration_ms":600000}`) + `,` +
+		ev("@a:hs", forged, "") + `,` + ev("@a:hs", leave, "") + `]}`
+	fx, err := parseTxn([]byte(body))
+	require.NoError(t, err)
+	require.Len(t, fx.CallMembers, 2, "the membership claimed for someone else is dropped")
+	j, l := fx.CallMembers[0], fx.CallMembers[1]
+	require.True(t, j.Joined)
+	require.Equal(t, "@a:hs", j.UserID)
+	require.Equal(t, "DEV", j.DeviceID)
+	require.Equal(t, "m.call#ROOM", j.CallID)
+	require.Equal(t, "https://rtc.hs/", j.ServiceURL)
+	require.Equal(t, time.UnixMilli(1700000000000).Add(10*time.Minute), j.ExpiresAt)
+	require.False(t, l.Joined)
+	require.Equal(t, j.StateKey, l.StateKey, "leave ends the same membership")
+
+	// A sticky duration above MSC4354's hour is cut to an hour.
+	fx, err = parseTxn([]byte(`{"events":[` + ev("@a:hs", join, `,"sticky":{"duration_ms":86400000}`) + `]}`))
+	require.NoError(t, err)
+	require.Equal(t, time.UnixMilli(1700000000000).Add(time.Hour), fx.CallMembers[0].ExpiresAt)
+}
