@@ -324,6 +324,9 @@ func (r *run) connect(ctx context.Context, p *participant, index int) error {
 	cb := &lksdk.RoomCallback{}
 	if p.subscribes {
 		cb.ParticipantCallback.OnTrackSubscribed = func(tr *webrtc.TrackRemote, _ *lksdk.RemoteTrackPublication, _ *lksdk.RemoteParticipant) {
+			// Under mu, so that no reader is added once teardown waits for them.
+			r.mu.Lock()
+			defer r.mu.Unlock()
 			if r.phase.Load() == phaseDone {
 				return
 			}
@@ -611,7 +614,9 @@ func (r *run) snapshot() (snap, error) {
 // teardown stops the generators, disconnects everyone (in parallel,
 // bounded) and waits for the readers, each step at most teardownTimeout.
 func (r *run) teardown() {
+	r.mu.Lock()
 	r.phase.Store(phaseDone)
+	r.mu.Unlock()
 	r.stopGens()
 	r.gens.Wait()
 	ps := r.connected()
