@@ -142,8 +142,11 @@ keys = { %s = %q }
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- n.cmd.Wait() }()
+	// exited is closed once the process has ended (waitErr then holds how),
+	// so any number of readers may wait on it.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = n.cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		stopAt := time.Now()
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)
@@ -162,8 +165,8 @@ keys = { %s = %q }
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
-		case err := <-exited:
-			t.Fatalf("entente exited at start: %v\n%s", err, n.logs.tail(50))
+		case <-exited:
+			t.Fatalf("entente exited at start: %v\n%s", waitErr, n.logs.tail(50))
 		default:
 		}
 		resp, err := http.Get(n.HTTPURL + "/")
