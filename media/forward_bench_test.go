@@ -67,7 +67,7 @@ func benchTrack(n int) (*UpTrack, *upLayer, []*discardWriter) {
 		PayloadType:        96,
 	}
 	up := newUpTrack("TR_Vbench", "camera", pub, codec, webrtc.RTPCodecTypeVideo, 0)
-	l := &upLayer{idx: 0, ssrc: 0x1234abcd}
+	l := &upLayer{idx: 0, ssrc: 0x1234abcd, cache: &packetCache{}}
 	l.lastPacket.Store(time.Now().UnixNano())
 	up.layers[0].Store(l)
 	writers := make([]*discardWriter, n)

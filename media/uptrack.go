@@ -26,10 +26,13 @@ const (
 // upLayer is one incoming RTP stream of a published track: the only one for
 // audio and plain video, one per RID for simulcast.
 type upLayer struct {
-	idx        int8
-	remote     *webrtc.TrackRemote
-	ssrc       uint32
-	cache      packetCache
+	idx    int8
+	remote *webrtc.TrackRemote
+	ssrc   uint32
+	// cache keeps recent packets to answer NACKs; nil for audio, for
+	// which NACK is not negotiated (engine.go registers it for video only)
+	// and 768 KiB per stream would be wasted.
+	cache      *packetCache
 	lastPLI    atomic.Int64
 	lastPacket atomic.Int64
 	packets    atomic.Uint64
@@ -84,6 +87,9 @@ func (u *UpTrack) Kind() webrtc.RTPCodecType { return u.kind }
 // layer already exists.
 func (u *UpTrack) addLayer(idx int8, remote *webrtc.TrackRemote) bool {
 	l := &upLayer{idx: idx, remote: remote, ssrc: uint32(remote.SSRC())}
+	if u.kind == webrtc.RTPCodecTypeVideo {
+		l.cache = &packetCache{}
+	}
 	if !u.layers[idx].CompareAndSwap(nil, l) {
 		return false
 	}
@@ -130,7 +136,9 @@ func (u *UpTrack) forward(l *upLayer, h *rtp.Header, pkt []byte, now int64) {
 		}
 		media = payload[:len(payload)-pad]
 	}
-	l.cache.store(h.SequenceNumber, pkt)
+	if l.cache != nil {
+		l.cache.store(h.SequenceNumber, pkt)
+	}
 	l.lastPacket.Store(now)
 	l.packets.Add(1)
 	if u.audioLevelID != 0 {
@@ -220,7 +228,7 @@ func (u *UpTrack) retransmit(idx int8, seq uint16, dst []byte) int {
 		return 0
 	}
 	l := u.layers[idx].Load()
-	if l == nil {
+	if l == nil || l.cache == nil {
 		return 0
 	}
 	return l.cache.get(seq, dst)
