@@ -84,6 +84,10 @@ func NewAppService(opts AppServiceOptions) (*AppService, error) {
 	}
 	log := opts.Log.With().Str("component", "appservice").Logger()
 	mx.Log = log
+	// mautrix makes the bot's client and intent on first use without a
+	// lock; the bridge's goroutines and HTTP handlers all use them, so they
+	// are made here, before any of those start (found by -race).
+	mx.BotIntent()
 	a := &AppService{
 		mx:        mx,
 		hsToken:   sha256.Sum256([]byte(reg.ServerToken)),

@@ -67,7 +67,12 @@ func ententeBinary(t testing.TB) string {
 			return
 		}
 		build.path = filepath.Join(dir, "entente")
-		cmd := exec.Command("go", "build", "-o", build.path, "./cmd/entente")
+		args := []string{"build", "-o", build.path}
+		if os.Getenv("ENTENTE_E2E_RACE") != "" {
+			// The node built with the race detector: races make it report and exit 66.
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/entente")...)
 		cmd.Dir = RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			build.err = fmt.Errorf("go build: %v\n%s", err, out)
@@ -157,6 +162,9 @@ keys = { %s = %q }
 			_ = n.cmd.Process.Kill()
 			<-exited
 			t.Errorf("entente did not stop within 15 s of SIGTERM")
+		}
+		if strings.Contains(n.logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("the node reported a data race (built with ENTENTE_E2E_RACE)")
 		}
 		if t.Failed() {
 			t.Logf("entente log:\n%s", n.logs.tail(200))
