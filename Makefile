@@ -23,8 +23,12 @@ run: build
 	./bin/entente $(ARGS)
 
 # Every test, uncached. Real servers and browsers: see scripts/install-test-deps.sh.
+# Then the concurrent packages under the race detector, and real clients against
+# a node built with it (a race the node reports fails the test).
 test: web
 	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 15m ./media/... ./bridge/matrix/...
+	ENTENTE_E2E_RACE=1 $(GO) test -count=1 -timeout 15m -run 'TestSDK|TestMatrixCall$$|TestBrowserTwoPages' ./test/e2e
 
 clean:
 	rm -rf bin
