@@ -8,11 +8,13 @@ import (
 	"net/http/httptest"
 	"testing"
 	"unicode/utf8"
+
+	"entente.dev/entente/internal/names"
 )
 
 // FuzzDecodeJoin feeds arbitrary bodies to the join decoder, through the same
 // size limit as the handler: it must never panic, must classify every failure
-// with one of its sentinels, and must only accept what validText allows.
+// with one of its sentinels, and must only accept what names.Printable allows.
 func FuzzDecodeJoin(f *testing.F) {
 	for _, s := range []string{
 		`{"room":"r","name":"n"}`, `{"room":"","name":""}`, `{}`, `[]`, `null`, ``,
@@ -33,7 +35,7 @@ func FuzzDecodeJoin(f *testing.F) {
 		if len(body) > maxJoinBody {
 			t.Fatalf("accepted a %d-byte body", len(body))
 		}
-		if !utf8.ValidString(req.Room) || !validText(req.Room, maxRoomLen) || !validText(req.Name, maxNameLen) {
+		if !utf8.ValidString(req.Room) || !names.Printable(req.Room, maxRoomLen) || !names.Printable(req.Name, maxNameLen) {
 			t.Fatalf("accepted invalid request %+q", req)
 		}
 	})

@@ -2,15 +2,14 @@ package web
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"entente.dev/entente/internal/names"
 )
 
 const (
@@ -18,8 +17,6 @@ const (
 	maxJoinBody = 4 << 10
 	maxRoomLen  = 128 // runes
 	maxNameLen  = 64  // runes
-	guestPrefix = "guest-"
-	guestIDLen  = 10
 )
 
 // joinRequest is the body of POST /api/join.
@@ -56,36 +53,13 @@ func decodeJoin(r io.Reader) (joinRequest, error) {
 	}
 	req.Room = strings.TrimSpace(req.Room)
 	req.Name = strings.TrimSpace(req.Name)
-	if !validText(req.Room, maxRoomLen) {
+	if !names.Printable(req.Room, maxRoomLen) {
 		return req, ErrBadRoom
 	}
-	if !validText(req.Name, maxNameLen) {
+	if !names.Printable(req.Name, maxNameLen) {
 		return req, ErrBadName
 	}
 	return req, nil
-}
-
-// validText reports whether s is 1..max runes of printable, valid UTF-8.
-// Printable excludes control and format characters (bidi overrides, zero
-// width joiners), which would let a name masquerade as another in the UI.
-func validText(s string, max int) bool {
-	if s == "" || !utf8.ValidString(s) {
-		return false
-	}
-	n := 0
-	for _, c := range s {
-		if !unicode.IsPrint(c) {
-			return false
-		}
-		n++
-	}
-	return n <= max
-}
-
-// newGuestIdentity returns "guest-" and ten random lowercase base32 characters
-// (50 bits): enough that two guests of one room never collide in practice.
-func newGuestIdentity() string {
-	return guestPrefix + strings.ToLower(rand.Text()[:guestIDLen])
 }
 
 // signalURL is the WebSocket base URL a browser that reached us at r uses for

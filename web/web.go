@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"entente.dev/entente/internal/names"
 )
 
 // dist holds the built page. It always has dist/.gitkeep, so the package
@@ -249,7 +251,7 @@ func (h *handler) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "M_BAD_JSON", "invalid join request")
 		return
 	}
-	identity := newGuestIdentity()
+	identity := names.GuestIdentity()
 	log := h.log(r).With().Str("room", req.Room).Str("identity", identity).Logger()
 	token, err := h.opts.Minter.MintJoinToken(req.Room, identity, req.Name)
 	if err != nil {

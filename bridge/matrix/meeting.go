@@ -2,7 +2,6 @@ package matrix
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,10 +10,10 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/rs/zerolog"
+
+	"entente.dev/entente/internal/names"
 )
 
 // Paths of the join page's Matrix API, served by Register on the node's
@@ -38,7 +37,7 @@ const (
 	// GuestIdentityPrefix starts every guest's LiveKit identity. Matrix
 	// identities never do: /get_token's are unpadded standard base64 (no
 	// '-'), /sfu/get's start with '@'.
-	GuestIdentityPrefix = "guest-"
+	GuestIdentityPrefix = names.GuestPrefix
 )
 
 // MeetingAPIOptions configures a MeetingAPI.
@@ -198,7 +197,7 @@ func (a *MeetingAPI) guest(ctx context.Context, w http.ResponseWriter, r *http.R
 		return nil, &apiError{Status: http.StatusNotFound, ErrCode: "M_NOT_FOUND",
 			Message: "No call is running for this room yet; guests can join once someone from the agency has started it"}
 	}
-	identity := newGuestIdentity()
+	identity := names.GuestIdentity()
 	jwt, err := a.sfu.MintToken(room, identity, req.Name, Grant{
 		CanPublish: true, CanSubscribe: true, CanPublishData: true, TTL: a.ttl,
 	})
@@ -226,31 +225,8 @@ func parseMeetingGuest(body []byte) (meetingGuestRequest, *apiError) {
 		return r, badJSON("Invalid `meeting`")
 	}
 	r.Name = strings.TrimSpace(r.Name)
-	if !printableName(r.Name, maxGuestName) {
+	if !names.Printable(r.Name, maxGuestName) {
 		return r, &apiError{Status: http.StatusBadRequest, ErrCode: "M_INVALID_PARAM", Message: "name must be 1 to 64 printable characters"}
 	}
 	return r, nil
-}
-
-// printableName reports whether s is 1..limit runes of printable, valid
-// UTF-8. Printable excludes control and format characters (bidi overrides,
-// zero-width joiners), which would let a name pass for another.
-func printableName(s string, limit int) bool {
-	if s == "" || !utf8.ValidString(s) {
-		return false
-	}
-	n := 0
-	for _, c := range s {
-		if !unicode.IsPrint(c) {
-			return false
-		}
-		n++
-	}
-	return n <= limit
-}
-
-// newGuestIdentity returns GuestIdentityPrefix and ten random lowercase
-// base32 characters (50 bits).
-func newGuestIdentity() string {
-	return GuestIdentityPrefix + strings.ToLower(rand.Text()[:10])
 }

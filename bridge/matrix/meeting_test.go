@@ -10,6 +10,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/internal/names"
 )
 
 func newTestMeetingAPI(t *testing.T, sfu SFU, guests bool) *MeetingAPI {
@@ -134,7 +136,7 @@ func TestMeetingGuestMintFails(t *testing.T) {
 func TestGuestIdentitiesNeverLookMatrix(t *testing.T) {
 	seen := map[string]bool{}
 	for range 1000 {
-		id := newGuestIdentity()
+		id := names.GuestIdentity()
 		require.Len(t, id, len(GuestIdentityPrefix)+10)
 		require.False(t, seen[id])
 		seen[id] = true
@@ -160,7 +162,7 @@ func FuzzParseMeetingGuest(f *testing.F) {
 			return
 		}
 		if !validRoomID(r.RoomID) || len(r.Meeting) > maxMeetName || (r.Meeting != "" && !validText(r.Meeting)) ||
-			!printableName(r.Name, maxGuestName) || strings.TrimSpace(r.Name) != r.Name {
+			!names.Printable(r.Name, maxGuestName) || strings.TrimSpace(r.Name) != r.Name {
 			t.Fatalf("accepted invalid guest request %+v", r)
 		}
 		_ = MeetRoom(r.RoomID, r.Meeting)
