@@ -31,6 +31,8 @@ type Grant struct {
 	CanUpdateOwn   bool
 	Sources        []livekit.TrackSource
 	ExpiresAt      time.Time
+	// APIKey is the key the token was signed with.
+	APIKey string
 }
 
 // Verify checks an HS256 LiveKit access token against keys and returns its
@@ -54,6 +56,7 @@ func Verify(keys Keys, raw string) (*Grant, error) {
 	if !ok || secret == "" {
 		return nil, fmt.Errorf("%w: unknown API key", ErrInvalidToken)
 	}
+	apiKey := v.APIKey()
 	claims, grants, err := v.Verify(secret)
 	if err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) || errors.Is(err, jwt.ErrTokenNotValidYet) {
@@ -67,6 +70,7 @@ func Verify(keys Keys, raw string) (*Grant, error) {
 	g := &Grant{
 		Identity: grants.Identity, Name: grants.Name, Metadata: grants.Metadata,
 		Attributes: grants.Attributes, Kind: grants.GetParticipantKind(), ExpiresAt: claims.ExpiresAt.Time,
+		APIKey: apiKey,
 	}
 	vg := grants.Video
 	if vg == nil || !vg.RoomJoin || vg.Room == "" {
@@ -157,4 +161,33 @@ func (m Minter) MintJoinToken(room, identity, name string) (string, error) {
 	return m.Mint(room, identity, MintOptions{
 		Name: name, RoomCreate: true, CanPublish: true, CanSubscribe: true, CanPublishData: true,
 	})
+}
+
+// Refresh mints a new token with g's claims, signed with the key that
+// signed g's token, valid for ttl. The server sends one at join and then
+// periodically (SignalResponse.refresh_token) so that a client that must
+// reconnect after its first token expired still can
+// (livekit/livekit pkg/service/roommanager.go refreshToken).
+func (g *Grant) Refresh(keys Keys, ttl time.Duration) (string, error) {
+	secret, ok := keys[g.APIKey]
+	if !ok {
+		return "", fmt.Errorf("%w: unknown API key", ErrInvalidToken)
+	}
+	vg := &auth.VideoGrant{
+		RoomJoin: true, Room: g.Room, RoomCreate: g.RoomCreate, Hidden: g.Hidden,
+		CanUpdateOwnMetadata: &g.CanUpdateOwn,
+	}
+	vg.SetCanPublish(g.CanPublish)
+	vg.SetCanSubscribe(g.CanSubscribe)
+	vg.SetCanPublishData(g.CanPublishData)
+	if len(g.Sources) > 0 {
+		vg.SetCanPublishSources(g.Sources)
+	}
+	t := auth.NewAccessToken(g.APIKey, secret)
+	t.SetVideoGrant(vg).SetIdentity(g.Identity).SetName(g.Name).SetMetadata(g.Metadata).
+		SetKind(g.Kind).SetValidFor(ttl)
+	if len(g.Attributes) > 0 {
+		t.SetAttributes(g.Attributes)
+	}
+	return t.ToJWT()
 }

@@ -188,6 +188,8 @@ func TestVerifyGrants(t *testing.T) {
 			require.False(t, g.ExpiresAt.IsZero(), "expiry must be reported")
 			require.WithinDuration(t, time.Now(), g.ExpiresAt, 2*time.Hour)
 			g.ExpiresAt = time.Time{}
+			require.Contains(t, testKeys(), g.APIKey, "the signing key is reported")
+			g.APIKey = ""
 			if len(tc.want.Attributes) == 0 && len(g.Attributes) == 0 {
 				g.Attributes = nil
 			}

@@ -28,6 +28,22 @@ type Server struct {
 	keys     Keys
 	admitter Admitter
 	log      zerolog.Logger
+	// refreshEvery and refreshTTL pace the refresh tokens sent to clients.
+	refreshEvery time.Duration
+	refreshTTL   time.Duration
+}
+
+// LiveKit's pacing of refresh tokens (livekit/livekit roommanager.go):
+// one at join, then every 5 minutes, each valid for 10.
+const (
+	defaultRefreshEvery = 5 * time.Minute
+	defaultRefreshTTL   = 10 * time.Minute
+)
+
+// WithTokenRefresh changes how often refresh tokens are sent and how long
+// each is valid (tests).
+func WithTokenRefresh(every, ttl time.Duration) ServerOption {
+	return func(s *Server) { s.refreshEvery, s.refreshTTL = every, ttl }
 }
 
 // Admitter decides whether the holder of a verified token may join now. A
@@ -52,7 +68,7 @@ func WithAdmitter(a Admitter) ServerOption {
 
 // NewServer returns a signal server for sfu that accepts tokens signed with keys.
 func NewServer(sfu *media.SFU, keys Keys, log zerolog.Logger, opts ...ServerOption) *Server {
-	s := &Server{sfu: sfu, keys: keys, log: log}
+	s := &Server{sfu: sfu, keys: keys, log: log, refreshEvery: defaultRefreshEvery, refreshTTL: defaultRefreshTTL}
 	for _, o := range opts {
 		o(s)
 	}
@@ -190,7 +206,9 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 	}
 	sess.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Join{Join: joinResponse(info, g)}})
 	p.Start()
+	stopRefresh := s.refreshTokens(sess, g)
 	sess.readLoop(ctx, p, g)
+	stopRefresh()
 	// The socket is gone: without resume support the participant leaves.
 	p.Room().RemoveParticipant(p.Identity(), livekit.DisconnectReason_SIGNAL_CLOSE)
 }
@@ -232,3 +250,32 @@ const (
 	// admitTimeout bounds one Admitter call.
 	admitTimeout = 10 * time.Second
 )
+
+// refreshTokens sends sess a fresh token now and then every refreshEvery,
+// until the returned function is called (it waits for the sender to stop).
+func (s *Server) refreshTokens(sess *session, g *Grant) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(s.refreshEvery)
+		defer t.Stop()
+		for {
+			tok, err := g.Refresh(s.keys, s.refreshTTL)
+			if err != nil {
+				s.log.Warn().Err(err).Msg("refresh token not minted")
+			} else {
+				sess.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RefreshToken{RefreshToken: tok}})
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
