@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -212,6 +213,9 @@ func TestAssets(t *testing.T) {
 	assets := loadAssets(dist)
 	index, ok := assets["/"]
 	if !ok {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("web/dist has no index.html: CI must build the page (`make web`)")
+		}
 		t.Skip("web/dist has no index.html: run `make web` to test the built page")
 	}
 	h := Handler(Options{Log: zerolog.Nop()})
