@@ -33,7 +33,8 @@ type batchWriter interface {
 // packet; system calls are made outside it.
 type batchConn struct {
 	*net.UDPConn
-	w batchWriter
+	w   batchWriter
+	raw rawSocket // nil where the platform has no raw system calls (batchconn_raw.go)
 
 	mu    sync.Mutex
 	depth int
@@ -51,6 +52,7 @@ type udpBatch struct {
 	addrs [batchMax]net.UDPAddr
 	ips   [batchMax][16]byte
 	bufs  [batchMax][batchSlot]byte
+	sys   sysHeaders // the kernel's view of the batch, where raw sends are used
 }
 
 func newBatchConn(c *net.UDPConn) *batchConn {
@@ -60,12 +62,16 @@ func newBatchConn(c *net.UDPConn) *batchConn {
 	} else {
 		b.w = ipv6.NewPacketConn(c)
 	}
+	b.raw = newRawSocket(c)
 	b.cur = &udpBatch{}
 	return b
 }
 
 // ReadFromAddrPort lets pion's ICE mux read without allocating.
 func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
+	if b.raw != nil {
+		return b.raw.readFrom(p)
+	}
 	return b.UDPConn.ReadFromUDPAddrPort(p)
 }
 
@@ -74,6 +80,9 @@ func (b *batchConn) WriteToAddrPort(p []byte, a netip.AddrPort) (int, error) {
 	b.mu.Lock()
 	if b.depth == 0 || len(p) > batchSlot {
 		b.mu.Unlock()
+		if b.raw != nil {
+			return b.raw.writeTo(p, a)
+		}
 		return b.UDPConn.WriteToUDPAddrPort(p, a)
 	}
 	bt := b.cur
@@ -139,6 +148,20 @@ func (b *batchConn) takeLocked() *udpBatch {
 // send writes a batch with as few sendmmsg calls as the kernel allows. A
 // packet the kernel refuses is dropped, as a failed UDP send would be.
 func (b *batchConn) send(bt *udpBatch) {
+	if b.raw == nil || !b.raw.send(bt) {
+		b.sendPortable(bt)
+	}
+	b.batches.Add(1)
+	b.packets.Add(uint64(bt.n))
+	bt.n = 0
+	b.mu.Lock()
+	b.free = append(b.free, bt)
+	b.mu.Unlock()
+}
+
+// sendPortable sends through golang.org/x/net, a system call the Go
+// scheduler knows about.
+func (b *batchConn) sendPortable(bt *udpBatch) {
 	ms := bt.msgs[:bt.n]
 	for i := range ms {
 		ms[i].Buffers = bt.views[i][:]
@@ -154,10 +177,4 @@ func (b *batchConn) send(bt *udpBatch) {
 		}
 		ms = ms[n:]
 	}
-	b.batches.Add(1)
-	b.packets.Add(uint64(bt.n))
-	bt.n = 0
-	b.mu.Lock()
-	b.free = append(b.free, bt)
-	b.mu.Unlock()
 }

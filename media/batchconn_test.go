@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -140,6 +141,64 @@ func BenchmarkFanOutSend(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*subs), "ns/packet")
 			_ = rx.Close()
 			<-done
+		})
+	}
+}
+
+// TestBatchConnReadsAndWritesDatagrams covers the socket's own reads and
+// single writes (raw system calls on Linux): the sender's address comes
+// back, nothing is cut, an empty datagram is a datagram, and closing the
+// socket ends a blocked read with net.ErrClosed, as the ICE mux expects.
+func TestBatchConnReadsAndWritesDatagrams(t *testing.T) {
+	for _, network := range []string{"udp4", "udp6"} {
+		t.Run(network, func(t *testing.T) {
+			ip := net.IPv4(127, 0, 0, 1)
+			if network == "udp6" {
+				ip = net.IPv6loopback
+			}
+			c, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
+			if err != nil && network == "udp6" && os.Getenv("CI") != "true" {
+				t.Skipf("no IPv6 loopback here: %v", err)
+			}
+			require.NoError(t, err)
+			b := newBatchConn(c)
+			peer, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
+			require.NoError(t, err)
+			defer peer.Close()
+
+			for _, size := range []int{0, 1, 1200, batchSlot + 10} {
+				p := bytes.Repeat([]byte{7}, size)
+				_, err = peer.WriteToUDPAddrPort(p, addrPort(c))
+				require.NoError(t, err)
+				buf := make([]byte, 2000)
+				n, from, err := b.ReadFromAddrPort(buf)
+				require.NoError(t, err)
+				require.Equal(t, size, n)
+				require.Equal(t, addrPort(peer), from)
+
+				n, err = b.WriteToAddrPort(p, from)
+				require.NoError(t, err)
+				require.Equal(t, size, n)
+				require.NoError(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
+				n, back, err := peer.ReadFromUDPAddrPort(buf)
+				require.NoError(t, err)
+				require.Equal(t, size, n)
+				require.Equal(t, addrPort(c), back)
+			}
+
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := b.ReadFromAddrPort(make([]byte, 100))
+				done <- err
+			}()
+			time.Sleep(20 * time.Millisecond)
+			require.NoError(t, b.Close())
+			select {
+			case err := <-done:
+				require.ErrorIs(t, err, net.ErrClosed)
+			case <-time.After(5 * time.Second):
+				t.Fatal("a blocked read outlived the socket")
+			}
 		})
 	}
 }

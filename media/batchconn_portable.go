@@ -1,0 +1,20 @@
+//go:build !(linux && (amd64 || arm64))
+
+package media
+
+import (
+	"net"
+	"net/netip"
+)
+
+type sysHeaders struct{}
+
+// rawSocket is the socket's system calls made without the Go scheduler's
+// bookkeeping (batchconn_raw.go); this platform has none.
+type rawSocket interface {
+	send(bt *udpBatch) bool
+	readFrom(p []byte) (int, netip.AddrPort, error)
+	writeTo(p []byte, a netip.AddrPort) (int, error)
+}
+
+func newRawSocket(*net.UDPConn) rawSocket { return nil }
