@@ -152,6 +152,36 @@ func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bo
 	}
 }
 
+// senderReport is this track's RTCP sender report at now (RFC 3550
+// section 6.4.1): the RTP time is the last forwarded packet's timestamp
+// advanced by the wall-clock time since it was sent, as pion's report
+// interceptor computes it; the counts are what this subscriber was sent.
+// ok is false before the first packet.
+func (d *DownTrack) senderReport(now time.Time) (sr rtcp.SenderReport, ok bool) {
+	d.mu.Lock()
+	if d.writer == nil || !d.started {
+		d.mu.Unlock()
+		return sr, false
+	}
+	ts, at, ssrc := d.lastTS, d.lastAt, d.ssrc
+	d.mu.Unlock()
+	if gap := now.UnixNano() - at; gap > 0 {
+		ts += uint32(time.Duration(gap) * time.Duration(d.up.codec.ClockRate) / time.Second)
+	}
+	return rtcp.SenderReport{
+		SSRC: ssrc, NTPTime: ntpTime(now), RTPTime: ts,
+		PacketCount: uint32(d.packets.Load()), OctetCount: uint32(d.bytes.Load()),
+	}, true
+}
+
+// ntpTime is t as a 64-bit NTP timestamp (RFC 5905 section 6).
+func ntpTime(t time.Time) uint64 {
+	const unixToNTP = 2208988800
+	secs := uint64(t.Unix() + unixToNTP)
+	frac := uint64(t.Nanosecond()) << 32 / uint64(time.Second)
+	return secs<<32 | frac
+}
+
 // switchLayer makes idx the current layer, so that the next packet's
 // outgoing sequence number follows the last one sent and its timestamp
 // advances by the wall-clock time since then. Called with d.mu held.

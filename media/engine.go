@@ -27,18 +27,21 @@ const (
 	receiveMTU     = 1500
 )
 
-// engine owns the pion API shared by every peer connection of the node and
-// the one UDP socket they all use.
+// engine owns the pion APIs shared by every peer connection of the node and
+// the one UDP socket they all use. A participant's two connections have
+// different jobs, so they get different interceptors: the publisher
+// connection only receives media, the subscriber connection only sends it.
 type engine struct {
-	api   *webrtc.API
+	pub   *webrtc.API // for publisher connections: the node receives
+	sub   *webrtc.API // for subscriber connections: the node sends
 	mux   ice.UDPMux
 	conn  net.PacketConn
 	batch *batchConn
 }
 
-// newEngine builds one webrtc.API from an explicit MediaEngine, interceptor
-// registry and SettingEngine, the way pion builds itself (api.go), with one
-// UDP port for every peer.
+// newEngine builds the webrtc.APIs from explicit MediaEngines, interceptor
+// registries and one SettingEngine, the way pion builds itself (api.go),
+// with one UDP port for every peer.
 func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 	// One address family per socket, so sendmmsg gets addresses of its own family.
 	network := "udp6"
@@ -54,46 +57,48 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 	lf := newPionLoggerFactory(log)
 	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice-mux"), conn)
 
-	me := &webrtc.MediaEngine{}
-	if err := registerCodecs(me); err != nil {
-		_ = conn.Close()
-		return nil, err
+	pubME, subME := &webrtc.MediaEngine{}, &webrtc.MediaEngine{}
+	for _, me := range []*webrtc.MediaEngine{pubME, subME} {
+		if err := registerCodecs(me); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		// NACKs towards publishers come from the generator below; NACKs
+		// from subscribers are answered from our own packet cache
+		// (downtrack.go), so no responder interceptor is registered.
+		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "ccm", Parameter: "fir"}, webrtc.RTPCodecTypeVideo)
+		me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeVideo)
 	}
-	ir := &interceptor.Registry{}
-	// NACK generator towards publishers: we ask them for what we lost. NACKs
-	// from subscribers are answered from our own packet cache (downtrack.go),
-	// so no responder interceptor is registered.
+	// The publisher connection: NACKs for what we lost, receiver reports,
+	// and transport-wide congestion control feedback so browsers' bandwidth
+	// estimation ramps up to send all simulcast layers. Each of these runs
+	// a ticker goroutine per connection, so none is registered where it has
+	// nothing to do.
+	pubIR := &interceptor.Registry{}
 	gen, err := nack.NewGeneratorInterceptor()
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	ir.Add(gen)
-	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
-	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
-	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "ccm", Parameter: "fir"}, webrtc.RTPCodecTypeVideo)
-	// Receiver reports to publishers, sender reports to subscribers (lip sync).
+	pubIR.Add(gen)
 	rr, err := report.NewReceiverInterceptor()
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	ir.Add(rr)
-	sr, err := report.NewSenderInterceptor()
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	ir.Add(sr)
-	// Transport-wide congestion control feedback to publishers, so browsers'
-	// bandwidth estimation ramps up to send all simulcast layers.
+	pubIR.Add(rr)
 	tw, err := twcc.NewSenderInterceptor()
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	ir.Add(tw)
-	me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeVideo)
+	pubIR.Add(tw)
+	// The subscriber connection has no interceptor: sender reports are
+	// written by the room (Room.sendReports) from the down tracks' own
+	// counters, so nothing runs per packet besides SRTP.
+	subIR := &interceptor.Registry{}
 
 	se := webrtc.SettingEngine{LoggerFactory: lf}
 	se.SetICEUDPMux(mux)
@@ -118,12 +123,13 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 		dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80,
 	)
 
-	api := webrtc.NewAPI(
-		webrtc.WithMediaEngine(me),
-		webrtc.WithInterceptorRegistry(ir),
-		webrtc.WithSettingEngine(se),
-	)
-	return &engine{api: api, mux: mux, conn: conn, batch: batch}, nil
+	return &engine{
+		pub:   webrtc.NewAPI(webrtc.WithMediaEngine(pubME), webrtc.WithInterceptorRegistry(pubIR), webrtc.WithSettingEngine(se)),
+		sub:   webrtc.NewAPI(webrtc.WithMediaEngine(subME), webrtc.WithInterceptorRegistry(subIR), webrtc.WithSettingEngine(se)),
+		mux:   mux,
+		conn:  conn,
+		batch: batch,
+	}, nil
 }
 
 func (e *engine) close() error {

@@ -13,6 +13,7 @@ import (
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
@@ -106,6 +107,12 @@ func runCall(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
+	// Each received track gets sender reports (Room.sendReports) that
+	// count what was sent and map its RTP clock to the wall clock.
+	for _, c := range []*testClient{alice, bob} {
+		c.requireSenderReports(t, 2)
+	}
+
 	// What arrived is the other side's tracks, under the stream id LiveKit
 	// clients parse ("PA_publisher|TR_track").
 	for _, c := range []struct{ sub, pub *testClient }{{alice, bob}, {bob, alice}} {
@@ -166,6 +173,10 @@ type testClient struct {
 	pubQueued []webrtc.ICECandidateInit
 	subQueued []webrtc.ICECandidateInit
 	streamIDs []string
+	// lastTS is the last RTP timestamp received per SSRC, srs the last
+	// sender report the SFU sent for it.
+	lastTS map[uint32]uint32
+	srs    map[uint32]rtcp.SenderReport
 
 	audio atomic.Int64
 	video atomic.Int64
@@ -181,7 +192,10 @@ type testClient struct {
 
 func joinClient(t *testing.T, api *webrtc.API, room *Room, name string) *testClient {
 	t.Helper()
-	c := &testClient{t: t, name: name, sig: newRecordingSignaller(), stop: make(chan struct{}), done: make(chan struct{})}
+	c := &testClient{
+		t: t, name: name, sig: newRecordingSignaller(), stop: make(chan struct{}), done: make(chan struct{}),
+		lastTS: map[uint32]uint32{}, srs: map[uint32]rtcp.SenderReport{},
+	}
 	var err error
 	c.pub, err = api.NewPeerConnection(webrtc.Configuration{})
 	require.NoError(t, err)
@@ -200,7 +214,7 @@ func joinClient(t *testing.T, api *webrtc.API, room *Room, name string) *testCli
 			_ = c.p.HandleCandidate(cand.ToJSON(), livekit.SignalTarget_SUBSCRIBER)
 		}
 	})
-	c.sub.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	c.sub.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		c.mu.Lock()
 		c.streamIDs = append(c.streamIDs, tr.StreamID())
 		c.mu.Unlock()
@@ -208,14 +222,34 @@ func joinClient(t *testing.T, api *webrtc.API, room *Room, name string) *testCli
 		if tr.Kind() == webrtc.RTPCodecTypeVideo {
 			counter = &c.video
 		}
-		c.readers.Add(1)
+		c.readers.Add(2)
 		go func() {
 			defer c.readers.Done()
 			for {
-				if _, _, err := tr.ReadRTP(); err != nil {
+				p, _, err := tr.ReadRTP()
+				if err != nil {
 					return
 				}
+				c.mu.Lock()
+				c.lastTS[p.SSRC] = p.Timestamp
+				c.mu.Unlock()
 				counter.Add(1)
+			}
+		}()
+		go func() {
+			defer c.readers.Done()
+			for {
+				pkts, _, err := recv.ReadRTCP()
+				if err != nil {
+					return
+				}
+				for _, p := range pkts {
+					if sr, ok := p.(*rtcp.SenderReport); ok {
+						c.mu.Lock()
+						c.srs[sr.SSRC] = *sr
+						c.mu.Unlock()
+					}
+				}
 			}
 		}()
 	})
@@ -327,6 +361,41 @@ func (c *testClient) publish(t *testing.T) (audio, video *webrtc.TrackLocalStati
 	require.NoError(t, c.pub.SetLocalDescription(offer))
 	require.NoError(t, c.p.HandleOffer(offer, 1))
 	return audio, video
+}
+
+// requireSenderReports waits until the SFU has sent a sender report for n
+// received tracks, while media keeps flowing, and checks each one.
+func (c *testClient) requireSenderReports(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		got := len(c.srs)
+		c.mu.Unlock()
+		if got >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: sender reports for %d of %d tracks", c.name, got, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ssrc, sr := range c.srs {
+		last, ok := c.lastTS[ssrc]
+		require.True(t, ok, "%s: a sender report for SSRC %d, which carries no media", c.name, ssrc)
+		require.NotZero(t, sr.PacketCount, "%s: SSRC %d", c.name, ssrc)
+		require.Greater(t, sr.OctetCount, sr.PacketCount, "%s: SSRC %d octets", c.name, ssrc)
+		// The report's RTP time is the last packet's advanced by the time
+		// since; packets here carry 20 ms of timestamp every 10 ms, so
+		// allow a few seconds of either clock.
+		ahead := int32(sr.RTPTime - last)
+		require.Less(t, ahead, int32(5*90000), "%s: SSRC %d report RTP time %d, last packet %d", c.name, ssrc, sr.RTPTime, last)
+		require.Greater(t, ahead, int32(-5*90000), "%s: SSRC %d report RTP time %d, last packet %d", c.name, ssrc, sr.RTPTime, last)
+		wall := time.Unix(int64(sr.NTPTime>>32)-2208988800, 0)
+		require.WithinDuration(t, time.Now(), wall, 10*time.Second, "%s: SSRC %d NTP time", c.name, ssrc)
+	}
 }
 
 func (c *testClient) got(kind webrtc.RTPCodecType) int64 {

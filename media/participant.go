@@ -87,10 +87,10 @@ func newParticipant(r *Room, jp JoinParams) (*Participant, error) {
 	}
 	p.log = r.log.With().Str("participant", p.identity).Str("participant_sid", p.sid).Logger()
 	var err error
-	if p.pub, err = r.sfu.eng.api.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if p.pub, err = r.sfu.eng.pub.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		return nil, fmt.Errorf("publisher peer connection: %w", err)
 	}
-	if p.sub, err = r.sfu.eng.api.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if p.sub, err = r.sfu.eng.sub.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		_ = p.pub.Close()
 		return nil, fmt.Errorf("subscriber peer connection: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
@@ -14,6 +15,13 @@ import (
 const (
 	// speakerInterval is how often active speakers are computed (LiveKit: ~400 ms).
 	speakerInterval = 400 * time.Millisecond
+	// reportEvery is how many speaker intervals pass between sender
+	// reports (1.2 s; RFC 3550 suggests about 5 s for small sessions,
+	// browsers want them sooner to start lip sync).
+	reportEvery = 3
+	// reportsPerPacket sender reports (28 bytes each) fit in one compound
+	// RTCP packet well under the MTU.
+	reportsPerPacket = 32
 	// speakerThresholdDBov: louder than -35 dBov counts as speech
 	// (livekit/livekit pkg/sfu/audio/audiolevel.go).
 	speakerThresholdDBov = 35
@@ -279,13 +287,16 @@ func (r *Room) run() {
 	t := time.NewTicker(speakerInterval)
 	defer t.Stop()
 	prev := map[string]float32{}
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-r.stop:
 			return
 		case <-t.C:
 		}
 		prev = r.updateSpeakers(prev)
+		if tick%reportEvery == 0 {
+			r.sendReports(time.Now())
+		}
 		for _, q := range r.members() {
 			q.mu.Lock()
 			downs := q.downTracksLocked()
@@ -295,6 +306,33 @@ func (r *Room) run() {
 					d.retarget()
 				}
 			}
+		}
+	}
+}
+
+// sendReports sends every subscriber an RTCP sender report for each track
+// it receives, so that it can synchronise a publisher's audio and video.
+// The reports come from here rather than from pion's report interceptor,
+// which takes a lock and updates counters on every packet and runs a ticker
+// goroutine per connection.
+func (r *Room) sendReports(now time.Time) {
+	var batch []rtcp.Packet
+	for _, q := range r.members() {
+		q.mu.Lock()
+		downs := q.downTracksLocked()
+		q.mu.Unlock()
+		batch = batch[:0]
+		for _, d := range downs {
+			if sr, ok := d.senderReport(now); ok {
+				batch = append(batch, &sr)
+			}
+			if len(batch) == reportsPerPacket {
+				_ = q.sub.WriteRTCP(batch)
+				batch = batch[:0]
+			}
+		}
+		if len(batch) > 0 {
+			_ = q.sub.WriteRTCP(batch)
 		}
 	}
 }

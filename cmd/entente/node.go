@@ -19,6 +19,7 @@ import (
 	"entente.dev/entente/bridge/matrix"
 	"entente.dev/entente/internal/config"
 	"entente.dev/entente/internal/logging"
+	"entente.dev/entente/internal/procs"
 	"entente.dev/entente/internal/store"
 	"entente.dev/entente/media"
 	"entente.dev/entente/media/livekit"
@@ -75,6 +76,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
+		defer stop()
+	}
+
+	if stop := adaptProcessors(ctx, cfg, log); stop != nil {
 		defer stop()
 	}
 
@@ -247,4 +252,28 @@ func mediaConfig(cfg *config.Config) media.Config {
 		mc.AnnounceAddresses = append(mc.AnnounceAddresses, net.ParseIP(a))
 	}
 	return mc
+}
+
+// adaptProcessors starts the processor-count controller ([server]
+// adaptive_processors) unless the operator fixed GOMAXPROCS in the
+// environment. The returned function stops it and waits.
+func adaptProcessors(ctx context.Context, cfg *config.Config, log zerolog.Logger) func() {
+	if !cfg.Server.AdaptiveProcessors {
+		return nil
+	}
+	if v := os.Getenv("GOMAXPROCS"); v != "" {
+		log.Info().Str("GOMAXPROCS", v).Msg("processor count fixed by the environment")
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	c := procs.New(log.With().Str("component", "procs").Logger(), 0)
+	go func() {
+		defer close(done)
+		c.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

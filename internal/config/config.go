@@ -45,6 +45,10 @@ type Server struct {
 	// PublicURL is the http(s) URL clients reach the node at, when it differs from Listen (a
 	// reverse proxy). Empty means http://<listen>.
 	PublicURL string `toml:"public_url"`
+	// AdaptiveProcessors lets the node use only as many processors (GOMAXPROCS) as its load
+	// needs, up to all of them (internal/procs). Ignored when the GOMAXPROCS environment
+	// variable is set.
+	AdaptiveProcessors bool `toml:"adaptive_processors"`
 }
 
 // Log selects the log level and format.
@@ -107,7 +111,7 @@ type Debug struct {
 func Default() *Config {
 	return &Config{
 		DataDir: "entente-data",
-		Server:  Server{Listen: "127.0.0.1:7880"},
+		Server:  Server{Listen: "127.0.0.1:7880", AdaptiveProcessors: true},
 		Log:     Log{Level: "info", Format: "console"},
 		RTC: RTC{
 			UDPPort:           7882,

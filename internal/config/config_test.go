@@ -103,6 +103,7 @@ data_dir = "/var/lib/entente"
 [server]
 listen = ":443"
 public_url = "https://meet.example.org"
+adaptive_processors = false
 [log]
 level = "debug"
 format = "json"
@@ -131,7 +132,7 @@ registration = "/etc/entente/registration.yaml"
 	require.NoError(t, err)
 	want := &config.Config{
 		DataDir: "/var/lib/entente",
-		Server:  config.Server{Listen: ":443", PublicURL: "https://meet.example.org"},
+		Server:  config.Server{Listen: ":443", PublicURL: "https://meet.example.org", AdaptiveProcessors: false},
 		Log:     config.Log{Level: "debug", Format: "json"},
 		RTC:     config.RTC{UDPPort: 50000, BindAddress: "0.0.0.0", AnnounceAddresses: []string{"203.0.113.7", "2001:db8::7"}},
 		Room: config.Room{
