@@ -111,6 +111,8 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback || cfg.BindAddress.IsLoopback())
 	se.SetReceiveMTU(receiveMTU)
 	se.SetSCTPMaxMessageSize(maxDataMessage)
+	// Data channels are read by our own loop with a small buffer (datachannel.go).
+	se.DetachDataChannels()
 	announce := make([]string, 0, len(cfg.announce()))
 	for _, ip := range cfg.announce() {
 		announce = append(announce, ip.String())

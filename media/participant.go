@@ -97,9 +97,7 @@ func newParticipant(r *Room, jp JoinParams) (*Participant, error) {
 	p.pub.OnICECandidate(func(c *webrtc.ICECandidate) { p.trickle(c, livekit.SignalTarget_PUBLISHER) })
 	p.sub.OnICECandidate(func(c *webrtc.ICECandidate) { p.trickle(c, livekit.SignalTarget_SUBSCRIBER) })
 	p.pub.OnTrack(p.onTrack)
-	p.pub.OnDataChannel(func(dc *webrtc.DataChannel) {
-		dc.OnMessage(func(m webrtc.DataChannelMessage) { r.relayData(p, dc.Label(), m.Data) })
-	})
+	p.pub.OnDataChannel(p.serveData)
 	p.sub.OnConnectionStateChange(p.onSubscriberState)
 	p.pub.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		if s == webrtc.PeerConnectionStateFailed {
@@ -119,9 +117,8 @@ func newParticipant(r *Room, jp JoinParams) (*Participant, error) {
 		_ = p.sub.Close()
 		return nil, fmt.Errorf("data channels: %w", err)
 	}
-	for _, dc := range []*webrtc.DataChannel{p.dcReliable, p.dcLossy} {
-		dc.OnMessage(func(m webrtc.DataChannelMessage) { r.relayData(p, dc.Label(), m.Data) })
-	}
+	p.serveData(p.dcReliable)
+	p.serveData(p.dcLossy)
 	return p, nil
 }
 

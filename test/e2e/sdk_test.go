@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -274,6 +275,20 @@ func TestSDKThreeParticipants(t *testing.T) {
 	bob.mu.Unlock()
 	alice.mu.Lock()
 	require.Empty(t, alice.data, "nothing is echoed to the sender")
+	alice.mu.Unlock()
+
+	// A message far larger than the node's initial data read buffer
+	// (media/datachannel.go) arrives whole, and small ones still follow it.
+	big := strings.Repeat("0123456789abcdef", 2500) // 40,000 bytes
+	require.NoError(t, bob.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte(big)), lksdk.WithDataPublishReliable(true)))
+	require.NoError(t, bob.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("after")), lksdk.WithDataPublishReliable(true)))
+	eventually(t, 5*time.Second, "alice gets the large message and the next", func() bool {
+		alice.mu.Lock()
+		defer alice.mu.Unlock()
+		return len(alice.data) == 2
+	})
+	alice.mu.Lock()
+	require.Equal(t, []string{"bob:" + big, "bob:after"}, alice.data)
 	alice.mu.Unlock()
 
 	// A late joiner gets a keyframe it asked for.
