@@ -25,13 +25,15 @@ import (
 )
 
 const (
-	// interval is how often the load is sampled.
-	interval = 500 * time.Millisecond
+	// interval is how often the load is sampled: often enough that a
+	// burst of joins (DTLS handshakes) gets its processors back within a
+	// tenth of a second.
+	interval = 100 * time.Millisecond
 	// perProc is the share of a processor the controller aims to use.
 	perProc = 0.5
-	// calmSamples is how many samples in a row must want fewer
+	// calmSamples is how many samples in a row (2 s) must want fewer
 	// processors before one is removed (growth is immediate).
-	calmSamples = 4
+	calmSamples = 20
 )
 
 // Controller adjusts GOMAXPROCS between 1 and a maximum.
