@@ -31,9 +31,15 @@ const (
 	interval = 100 * time.Millisecond
 	// perProc is the share of a processor the controller aims to use.
 	perProc = 0.5
-	// calmSamples is how many samples in a row (2 s) must want fewer
-	// processors before one is removed (growth is immediate).
+	// calmSamples (2 s) is how long the average load must want fewer
+	// processors before one is removed, and the window it is averaged
+	// over (growth is immediate).
 	calmSamples = 20
+	// shortSamples (500 ms) is the window growth looks at.
+	shortSamples = 5
+	// saturated is the share of its processors a sample must use for the
+	// controller to add one at once.
+	saturated = 0.9
 )
 
 // Controller adjusts GOMAXPROCS between 1 and a maximum.
@@ -69,8 +75,13 @@ func (c *Controller) Run(ctx context.Context) {
 	defer c.set(c.limit)
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
-	lastAt, calm := time.Now(), 0
-	for {
+	var (
+		lastAt = time.Now()
+		window [calmSamples]float64 // the last samples, in cores
+		filled int
+		since  int // samples since the last change
+	)
+	for i := 0; ; i++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -81,31 +92,52 @@ func (c *Controller) Run(ctx context.Context) {
 			}
 			cores := float64(used-last) / float64(now.Sub(lastAt))
 			last, lastAt = used, now
-			next, calmNext := decide(cur, c.limit, cores, calm)
-			calm = calmNext
+			window[i%calmSamples] = cores
+			filled = min(filled+1, calmSamples)
+			since++
+			next := decide(cur, c.limit, cores, average(window[:], i, min(filled, shortSamples)), average(window[:], i, filled), since)
 			if next != cur {
 				c.log.Debug().Int("from", cur).Int("to", next).Float64("cores", math.Round(cores*100)/100).Msg("processors")
 				c.set(next)
-				cur = next
+				cur, since = next, 0
 			}
 		}
 	}
 }
 
-// decide returns the processor count for a load of cores CPU cores used
-// over the last interval with cur processors, and the updated count of calm
-// samples in a row: up at once to what the load needs, down one at a time
-// after calmSamples samples that wanted fewer.
-func decide(cur, limit int, cores float64, calm int) (int, int) {
-	want := max(1, min(limit, int(math.Ceil(cores/perProc))))
-	switch {
-	case want > cur:
-		return want, 0
-	case want < cur:
-		if calm+1 >= calmSamples {
-			return cur - 1, 0
-		}
-		return cur, calm + 1
+// average is the mean of the last n samples of the ring w, whose newest
+// sample is at index i (mod len(w)).
+func average(w []float64, i, n int) float64 {
+	var sum float64
+	for k := 0; k < n; k++ {
+		sum += w[(i-k+len(w))%len(w)]
 	}
-	return cur, 0
+	return sum / float64(n)
+}
+
+// want is the processor count that keeps each at most perProc busy.
+func want(cores float64, limit int) int {
+	return max(1, min(limit, int(math.Ceil(cores/perProc))))
+}
+
+// decide returns the processor count given cur processors, the cores used
+// in the last sample, on average over the last shortSamples and over the
+// last calmSamples samples, and how many samples passed since the last
+// change. Up: at once by one when the last sample saturated the processors
+// (a burst of joins), or to what the short average needs; a single busy
+// sample (a keyframe, a GC cycle) is not enough. Down: one at a time, when
+// the long average has wanted fewer for calmSamples samples since the last
+// change.
+func decide(cur, limit int, cores, short, avg float64, since int) int {
+	next := want(short, limit)
+	if cores >= saturated*float64(cur) {
+		next = max(next, min(limit, cur+1))
+	}
+	if next > cur {
+		return next
+	}
+	if since >= calmSamples && want(avg, limit) < cur {
+		return cur - 1
+	}
+	return cur
 }

@@ -15,27 +15,35 @@ func TestDecide(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
 		cur, limit        int
-		cores             float64
-		calm              int
-		wantProcs, wantCa int
+		cores, short, avg float64
+		since             int
+		want              int
 	}{
-		{"idle stays at one", 1, 4, 0, 0, 1, 0},
-		{"light load stays at one", 1, 4, 0.45, 0, 1, 0},
-		{"more than half a processor grows at once", 1, 4, 0.6, 0, 2, 0},
-		{"a saturated processor grows", 1, 4, 1.0, 2, 2, 0},
-		{"growth jumps to what the load needs", 1, 8, 2.2, 0, 5, 0},
-		{"never past the limit", 2, 2, 3.5, 0, 2, 0},
-		{"steady load keeps its processors", 3, 4, 1.2, 2, 3, 0},
-		{"a calm sample is counted", 3, 4, 0.2, 0, 3, 1},
-		{"enough calm samples remove one processor", 3, 4, 0.2, calmSamples - 1, 2, 0},
-		{"never below one", 1, 4, -1, calmSamples, 1, 0},
+		{"idle stays at one", 1, 4, 0, 0, 0, 100, 1},
+		{"light load stays at one", 1, 4, 0.45, 0.4, 0.4, 100, 1},
+		{"one busy sample (a keyframe, a GC) is not enough", 1, 4, 0.85, 0.4, 0.3, 100, 1},
+		{"a saturated processor gets company at once", 1, 4, 0.95, 0.4, 0.3, 0, 2},
+		{"a short average over half a processor grows", 1, 4, 0.6, 0.6, 0.3, 0, 2},
+		{"growth jumps to what the short average needs", 1, 8, 1.0, 2.2, 0.5, 0, 5},
+		{"never past the limit", 2, 2, 3.5, 3, 3, 0, 2},
+		{"steady load keeps its processors", 3, 4, 1.2, 1.2, 1.1, 100, 3},
+		{"a quiet sample alone removes nothing", 3, 4, 0.1, 1.2, 1.2, 100, 3},
+		{"a quiet average removes one processor", 3, 4, 0.1, 0.2, 0.2, calmSamples, 2},
+		{"not before calmSamples since the last change", 3, 4, 0.1, 0.2, 0.2, calmSamples - 1, 3},
+		{"never below one", 1, 4, -1, -1, -1, 100, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, c := decide(tc.cur, tc.limit, tc.cores, tc.calm)
-			require.Equal(t, tc.wantProcs, p, "processors")
-			require.Equal(t, tc.wantCa, c, "calm samples")
+			require.Equal(t, tc.want, decide(tc.cur, tc.limit, tc.cores, tc.short, tc.avg, tc.since))
 		})
 	}
+}
+
+func TestAverage(t *testing.T) {
+	w := []float64{1, 2, 3, 4, 5}
+	require.Equal(t, 5.0, average(w, 4, 1))
+	require.Equal(t, 4.5, average(w, 4, 2))
+	require.Equal(t, 3.0, average(w, 4, 5))
+	require.Equal(t, 1.5, average(w, 6, 2), "the ring wraps: index 6 is w[1], then w[0]")
 }
 
 // TestRunFollowsTheLoad drives the controller with a scripted CPU clock and
