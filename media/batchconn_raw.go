@@ -66,6 +66,10 @@ type rawOp struct {
 type rawUDP struct {
 	c  *net.UDPConn
 	rc syscall.RawConn
+	// v6 is an AF_INET6 socket (possibly dual-stack): it is given every
+	// address as a sockaddr_in6, IPv4 ones mapped (::ffff:a.b.c.d), as Go's
+	// net package does.
+	v6 bool
 
 	rmu sync.Mutex
 	rd  rawOp
@@ -78,7 +82,8 @@ func newRawSocket(c *net.UDPConn) rawSocket {
 	if err != nil {
 		return nil
 	}
-	r := &rawUDP{c: c, rc: rc}
+	la, _ := c.LocalAddr().(*net.UDPAddr)
+	r := &rawUDP{c: c, rc: rc, v6: la == nil || la.IP.To4() == nil}
 	r.rd.fn = r.rd.recvfrom
 	r.wr.fn = r.wr.sendto
 	return r
@@ -152,10 +157,10 @@ func (r *rawUDP) writeTo(p []byte, a netip.AddrPort) (int, error) {
 	ip := a.Addr()
 	if ip.Is4() {
 		v := ip.As4()
-		o.salen = putSockaddr(&o.sa, v[:], int(a.Port()))
+		o.salen = r.sockaddr(&o.sa, v[:], int(a.Port()))
 	} else {
 		v := ip.As16()
-		o.salen = putSockaddr(&o.sa, v[:], int(a.Port()))
+		o.salen = r.sockaddr(&o.sa, v[:], int(a.Port()))
 	}
 	err := r.rc.Write(o.fn)
 	o.buf = nil
@@ -180,7 +185,7 @@ func (r *rawUDP) send(bt *udpBatch) bool {
 		h.iovs[i].Base = unsafe.SliceData(buf)
 		h.iovs[i].SetLen(len(buf))
 		m.hdr = unix.Msghdr{Iov: &h.iovs[i], Iovlen: 1}
-		m.hdr.Namelen = putSockaddr(&h.sas[i], a.IP, a.Port)
+		m.hdr.Namelen = r.sockaddr(&h.sas[i], a.IP, a.Port)
 		m.hdr.Name = (*byte)(unsafe.Pointer(&h.sas[i]))
 	}
 	h.off, h.n = 0, bt.n
@@ -207,6 +212,15 @@ func (h *sysHeaders) sendmmsg(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// sockaddr writes ip:port into sa in the socket's family: on an AF_INET6
+// socket an IPv4 address becomes IPv4-mapped.
+func (r *rawUDP) sockaddr(sa *unix.RawSockaddrInet6, ip []byte, port int) uint32 {
+	if r.v6 && len(ip) == 4 {
+		ip = net.IP(ip).To16()
+	}
+	return putSockaddr(sa, ip, port)
 }
 
 // putSockaddr writes ip:port into sa as a sockaddr_in (4-byte ip) or

@@ -1,0 +1,40 @@
+//go:build linux && (amd64 || arm64)
+
+package media
+
+import (
+	"net"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// TestRawSockaddrFamily: an IPv4 destination is written as sockaddr_in on
+// an IPv4 socket and as an IPv4-mapped sockaddr_in6 on an IPv6 (possibly
+// dual-stack, bound to [::]) socket, which refuses sockaddr_in.
+func TestRawSockaddrFamily(t *testing.T) {
+	v4 := []byte{192, 0, 2, 7}
+	var sa unix.RawSockaddrInet6
+
+	n := (&rawUDP{v6: false}).sockaddr(&sa, v4, 5000)
+	require.EqualValues(t, unix.SizeofSockaddrInet4, n)
+	s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+	require.EqualValues(t, unix.AF_INET, s4.Family)
+	require.Equal(t, [4]byte{192, 0, 2, 7}, s4.Addr)
+	require.EqualValues(t, 5000, htons(s4.Port))
+
+	n = (&rawUDP{v6: true}).sockaddr(&sa, v4, 5000)
+	require.EqualValues(t, unix.SizeofSockaddrInet6, n)
+	require.EqualValues(t, unix.AF_INET6, sa.Family)
+	require.Equal(t, net.ParseIP("::ffff:192.0.2.7").To16(), net.IP(sa.Addr[:]))
+	require.EqualValues(t, 5000, htons(sa.Port))
+	require.Equal(t, "[::ffff:192.0.2.7]:5000", sockaddrAddrPort(&sa).String())
+
+	v6 := net.ParseIP("2001:db8::7").To16()
+	n = (&rawUDP{v6: true}).sockaddr(&sa, v6, 443)
+	require.EqualValues(t, unix.SizeofSockaddrInet6, n)
+	require.Equal(t, v6, net.IP(sa.Addr[:]))
+	require.Equal(t, "[2001:db8::7]:443", sockaddrAddrPort(&sa).String())
+}
