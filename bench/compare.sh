@@ -145,7 +145,7 @@ for run in $(seq "$RUNS"); do
 			# shellcheck disable=SC2086 # flags are words
 			if "$bin/entente-load" --url "ws://127.0.0.1:$HTTP_PORT" --api-key "$key" --api-secret "$secret" \
 				--room "bench-$sc" ${flags[$sc]} --connect-timeout 10s --warmup "$WARMUP" --duration "$WINDOW" \
-				--server-pid "$server_pid" --label "$server" --scenario "$sc" --json >"$f.json" 2>"$f.err"; then
+				--server-pid "$server_pid" --label "$server" --scenario "$sc" --run "$run" --json >"$f.json" 2>"$f.err"; then
 				progress "$server $sc run $run" "$f.json"
 			else
 				echo "$server $sc run $run: generator failed: $(tail -1 "$f.err")"

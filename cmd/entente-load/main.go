@@ -68,6 +68,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	label := fs.String("label", "", "server label stored in the report (for `table`)")
 	scenario := fs.String("scenario", "", "scenario name stored in the report (for `table`)")
+	run := fs.Int("run", 0, "run number stored in the report: `table` pairs the servers' runs with the same number")
 	verbose := fs.Bool("verbose", false, "log progress and SDK messages to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -94,7 +95,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	rep.Label, rep.Scenario = *label, *scenario
+	rep.Label, rep.Scenario, rep.Run = *label, *scenario, *run
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -145,8 +145,49 @@ func Compare(w io.Writer, reports []*Report, o CompareOptions) error {
 	for _, n := range notes {
 		b.WriteString("- " + n + "\n")
 	}
+	writePairs(&b, scenarios, byKey, o)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writePairs adds, for CPU per packet, the ratio of each pair of runs made
+// back to back (same run number, both accepted) and their median. The
+// machine's speed drifts from minute to minute; a pair shares the minute,
+// so the median of pair ratios is steadier than the ratio of medians.
+func writePairs(b *strings.Builder, scenarios []string, byKey map[string][]*Report, o CompareOptions) {
+	accepted := func(r *Report) bool {
+		return o.IncludeBusy || r.OtherCPUCores.Missing() || float64(r.OtherCPUCores) <= o.BusyCores
+	}
+	var rows []string
+	for _, sc := range scenarios {
+		bRuns := map[int]*Report{}
+		for _, r := range byKey[sc+"\x00"+o.B] {
+			if r.Run > 0 && accepted(r) {
+				bRuns[r.Run] = r
+			}
+		}
+		var ratios []float64
+		var cells []string
+		for _, a := range byKey[sc+"\x00"+o.A] {
+			bv, ok := bRuns[a.Run]
+			if a.Run == 0 || !ok || !accepted(a) || a.CPUMicrosPerPacket.Missing() || bv.CPUMicrosPerPacket.Missing() || bv.CPUMicrosPerPacket == 0 {
+				continue
+			}
+			x := float64(a.CPUMicrosPerPacket) / float64(bv.CPUMicrosPerPacket)
+			ratios = append(ratios, x)
+			cells = append(cells, fmt.Sprintf("%d: %.2f", a.Run, x))
+		}
+		if len(ratios) > 0 {
+			rows = append(rows, fmt.Sprintf("| %s | %s | %.2f |\n", sc, strings.Join(cells, ", "), median(ratios)))
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nCPU us/packet, %s/%s per pair of runs made back to back:\n\n| scenario | run: ratio | median |\n|---|---|---:|\n", o.A, o.B)
+	for _, r := range rows {
+		b.WriteString(r)
+	}
 }
 
 func marks(gen, sat, incomplete, busy bool) string {

@@ -177,13 +177,19 @@ func TestCompareMediansRatiosAndBusyRuns(t *testing.T) {
 		mk("entente", 100, 1.5, false), mk("livekit", 13, 0, true),
 		{Label: "entente", Scenario: "busy only", OtherCPUCores: 1},
 	}
+	for i, r := range reports[:6] {
+		r.Run = i/2 + 1
+	}
 	var out bytes.Buffer
 	require.NoError(t, Compare(&out, reports, CompareOptions{A: "entente", B: "livekit"}))
 	s := out.String()
 	require.Contains(t, s, "| audio 10x40 | CPU us/packet | 3.50 | 13.00 G | 0.27 |", s)
 	require.Contains(t, s, "| busy only | CPU us/packet | busy (1/1 runs) | no runs | n/a |", s)
 	require.Contains(t, s, "audio 10x40, entente: 1 of 3 runs had other work")
-	require.Equal(t, 1, strings.Count(s, "|---|"))
+	require.Equal(t, 1, strings.Count(s, "|---|---|---:|---:|---:|"))
+	// Pairs: runs 1 and 2 (run 3's entente side was disturbed): 3/12 and 4/14.
+	require.Contains(t, s, "| audio 10x40 | 1: 0.25, 2: 0.29 | 0.27 |", s)
+	require.NotContains(t, s, "| busy only | 1:", s)
 
 	out.Reset()
 	require.NoError(t, Compare(&out, reports, CompareOptions{A: "entente", B: "livekit", IncludeBusy: true}))

@@ -44,9 +44,11 @@ func nan() Num { return Num(math.NaN()) }
 // state; server figures are missing without a server PID.
 type Report struct {
 	// Label names the server (e.g. "entente") and Scenario the load; the
-	// caller sets both for Compare.
+	// caller sets both for Compare. Run numbers the runs of a scenario, so
+	// that Compare can pair the two servers' runs made back to back.
 	Label       string `json:"label,omitempty"`
 	Scenario    string `json:"scenario,omitempty"`
+	Run         int    `json:"run,omitempty"`
 	URL         string `json:"url"`
 	Publishers  int    `json:"publishers"`
 	Subscribers int    `json:"subscribers"`
