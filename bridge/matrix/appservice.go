@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -154,14 +152,9 @@ func (a *AppService) putTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := a.log.With().Str("txn_id", txnID).Logger()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxTxnBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, tooLarge())
-		} else {
-			writeError(w, notJSON())
-		}
+	body, berr := readBody(w, r, maxTxnBody)
+	if berr != nil {
+		writeError(w, berr)
 		return
 	}
 	log.Debug().Int("bytes", len(body)).Msg("transaction received")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -109,8 +108,8 @@ func NewMeetingAPI(opts MeetingAPIOptions) (*MeetingAPI, error) {
 	if _, err := ParseServerName(opts.ServerName); err != nil {
 		errs = append(errs, fmt.Errorf("server name: %w", err))
 	}
-	if u, err := url.Parse(opts.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("url %q: want ws:// or wss://", opts.URL))
+	if err := checkLiveKitURL(opts.URL); err != nil {
+		errs = append(errs, err)
 	}
 	if opts.TokenTTL < 0 {
 		errs = append(errs, errors.New("negative token TTL"))
@@ -178,12 +177,9 @@ func (a *MeetingAPI) guest(ctx context.Context, w http.ResponseWriter, r *http.R
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return nil, &apiError{Status: http.StatusUnsupportedMediaType, ErrCode: "M_NOT_JSON", Message: "Content type must be application/json"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxGuestBody))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, tooLarge()
-		}
-		return nil, notJSON()
+	body, aerr := readBody(w, r, maxGuestBody)
+	if aerr != nil {
+		return nil, aerr
 	}
 	req, aerr := parseMeetingGuest(body)
 	if aerr != nil {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -80,6 +82,28 @@ func notJSON() *apiError {
 
 func tooLarge() *apiError {
 	return &apiError{Status: http.StatusRequestEntityTooLarge, ErrCode: "M_TOO_LARGE", Message: "Request body too large"}
+}
+
+// readBody reads a request body of at most limit bytes: a larger one is
+// answered M_TOO_LARGE, one that cannot be read M_NOT_JSON.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, tooLarge()
+		}
+		return nil, notJSON()
+	}
+	return body, nil
+}
+
+// checkLiveKitURL accepts the ws:// or wss:// URL clients are told to
+// connect to.
+func checkLiveKitURL(raw string) error {
+	if u, err := url.Parse(raw); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return fmt.Errorf("url %q: want ws:// or wss://", raw)
+	}
+	return nil
 }
 
 // decodeBody decodes exactly one JSON object from body into v. Unknown

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"time"
 
@@ -88,8 +86,8 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 			errs = append(errs, fmt.Errorf("allow: %w", err))
 		}
 	}
-	if u, err := url.Parse(opts.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("url %q: want ws:// or wss://", opts.URL))
+	if err := checkLiveKitURL(opts.URL); err != nil {
+		errs = append(errs, err)
 	}
 	if opts.TokenTTL < 0 {
 		errs = append(errs, errors.New("negative token TTL"))
@@ -154,14 +152,9 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 	log := s.log.With().Str("endpoint", r.URL.Path).Str("remote_addr", r.RemoteAddr).Logger()
 	ctx := log.WithContext(r.Context())
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, tooLarge())
-		} else {
-			writeError(w, notJSON())
-		}
+	body, berr := readBody(w, r, maxRequestBody)
+	if berr != nil {
+		writeError(w, berr)
 		return
 	}
 	var resp *tokenResponse
