@@ -38,3 +38,35 @@ func TestRawSockaddrFamily(t *testing.T) {
 	require.Equal(t, v6, net.IP(sa.Addr[:]))
 	require.Equal(t, "[2001:db8::7]:443", sockaddrAddrPort(&sa).String())
 }
+
+// TestRawSocketDoesNotAllocate: once warm, a batched fan-out, a single
+// send and a read allocate nothing (they run per packet).
+func TestRawSocketDoesNotAllocate(t *testing.T) {
+	b := newBatchConn(loopbackUDP(t))
+	require.NotNil(t, b.raw)
+	rx := loopbackUDP(t)
+	require.NoError(t, rx.SetReadBuffer(4<<20))
+	to := addrPort(rx)
+	pkt := make([]byte, 1000)
+	fanout := func() {
+		b.begin()
+		for i := 0; i < 10; i++ {
+			_, _ = b.WriteToAddrPort(pkt, to)
+		}
+		b.end()
+	}
+	fanout() // the first batch allocates its headers once
+	require.Zero(t, testing.AllocsPerRun(50, fanout), "batched fan-out")
+	require.Zero(t, testing.AllocsPerRun(50, func() { _, _ = b.WriteToAddrPort(pkt, to) }), "single send")
+
+	// Reads: the peer sends, the node reads.
+	peer := loopbackUDP(t)
+	self := addrPort(b.UDPConn)
+	buf := make([]byte, 2000)
+	read := func() {
+		_, _ = peer.WriteToUDPAddrPort(pkt, self)
+		_, _, _ = b.ReadFromAddrPort(buf)
+	}
+	read()
+	require.Zero(t, testing.AllocsPerRun(50, read), "read (and the peer's send)")
+}
