@@ -80,22 +80,14 @@ func TestSDKH264(t *testing.T) {
 				mu.Lock()
 				mime = tr.Codec().MimeType
 				mu.Unlock()
-				readers.Add(1)
-				go func() {
-					defer readers.Done()
-					for {
-						p, _, err := tr.ReadRTP()
-						if err != nil {
-							return
-						}
-						mu.Lock()
-						if count == 0 {
-							first = append([]byte(nil), p.Payload...)
-						}
-						count++
-						mu.Unlock()
+				readTrack(&readers, tr, func(p *rtp.Packet) {
+					mu.Lock()
+					if count == 0 {
+						first = append([]byte(nil), p.Payload...)
 					}
-				}()
+					count++
+					mu.Unlock()
+				})
 			},
 		},
 	})

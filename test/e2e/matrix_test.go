@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"github.com/pion/rtp"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -284,8 +285,7 @@ func connectMatrixClient(t *testing.T, wsURL, jwt string) (*matrixClient, error)
 				c.mu.Lock()
 				c.subAt[k] = time.Now()
 				c.mu.Unlock()
-				c.readers.Add(1)
-				go c.read(tr, k)
+				readTrack(&c.readers, tr, func(p *rtp.Packet) { c.count1(tr, k, p) })
 			},
 		},
 		OnParticipantDisconnected: func(rp *lksdk.RemoteParticipant) {

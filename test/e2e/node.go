@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
 	"net"
 	"net/http"
 	"os"
@@ -251,4 +253,20 @@ func (b *lockedBuffer) tail(lines int) string {
 		all = all[len(all)-lines:]
 	}
 	return strings.Join(all, "\n")
+}
+
+// readTrack reads tr on a goroutine counted by wg until the track ends,
+// handing each packet to each (under the caller's own locking).
+func readTrack(wg *sync.WaitGroup, tr *webrtc.TrackRemote, each func(*rtp.Packet)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			each(p)
+		}
+	}()
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/pion/rtp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,8 +56,7 @@ func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity st
 				c.mu.Lock()
 				c.subAt[k] = time.Now()
 				c.mu.Unlock()
-				c.readers.Add(1)
-				go c.read(tr, k)
+				readTrack(&c.readers, tr, func(p *rtp.Packet) { c.count1(tr, k, p) })
 			},
 			OnTrackMuted: func(pub lksdk.TrackPublication, p lksdk.Participant) {
 				c.mu.Lock()
@@ -97,21 +97,15 @@ func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity st
 	return c
 }
 
-func (c *sdkClient) read(tr *webrtc.TrackRemote, k string) {
-	defer c.readers.Done()
-	for {
-		p, _, err := tr.ReadRTP()
-		if err != nil {
-			return
-		}
-		c.mu.Lock()
-		if c.got[k] == 0 {
-			c.firstAt[k] = time.Now()
-			c.firstKey[k] = tr.Kind() == webrtc.RTPCodecTypeAudio || rtpgen.IsVP8Keyframe(p.Payload)
-		}
-		c.got[k]++
-		c.mu.Unlock()
+// count1 records one packet of track k.
+func (c *sdkClient) count1(tr *webrtc.TrackRemote, k string, p *rtp.Packet) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.got[k] == 0 {
+		c.firstAt[k] = time.Now()
+		c.firstKey[k] = tr.Kind() == webrtc.RTPCodecTypeAudio || rtpgen.IsVP8Keyframe(p.Payload)
 	}
+	c.got[k]++
 }
 
 func (c *sdkClient) count(k string) int {

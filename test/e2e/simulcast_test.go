@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"github.com/pion/rtp"
 	"sync"
 	"testing"
 	"time"
@@ -106,19 +107,11 @@ func TestSDKSimulcastLayers(t *testing.T) {
 				mu.Lock()
 				remote = p
 				mu.Unlock()
-				reader.Add(1)
-				go func() {
-					defer reader.Done()
-					for {
-						pkt, _, err := tr.ReadRTP()
-						if err != nil {
-							return
-						}
-						mu.Lock()
-						got = append(got, rx{layerOf(len(pkt.Payload)), rtpgen.IsVP8Keyframe(pkt.Payload), pkt.SequenceNumber, pkt.Timestamp, time.Now()})
-						mu.Unlock()
-					}
-				}()
+				readTrack(&reader, tr, func(pkt *rtp.Packet) {
+					mu.Lock()
+					got = append(got, rx{layerOf(len(pkt.Payload)), rtpgen.IsVP8Keyframe(pkt.Payload), pkt.SequenceNumber, pkt.Timestamp, time.Now()})
+					mu.Unlock()
+				})
 			},
 		},
 	})
