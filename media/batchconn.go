@@ -41,6 +41,8 @@ type batchConn struct {
 	cur   *udpBatch
 	free  []*udpBatch
 
+	private sync.Pool // of *udpBatch, for fan-outs' direct sends
+
 	batches atomic.Uint64
 	packets atomic.Uint64
 }
@@ -87,20 +89,8 @@ func (b *batchConn) WriteToAddrPort(p []byte, a netip.AddrPort) (int, error) {
 	}
 	bt := b.cur
 	i := bt.n
-	bt.n++
 	n := copy(bt.bufs[i][:], p)
-	bt.views[i][0] = bt.bufs[i][:n]
-	addr := &bt.addrs[i]
-	if ip := a.Addr(); ip.Is4() {
-		v := ip.As4()
-		addr.IP = bt.ips[i][:4]
-		copy(addr.IP, v[:])
-	} else {
-		v := ip.As16()
-		addr.IP = bt.ips[i][:16]
-		copy(addr.IP, v[:])
-	}
-	addr.Port = int(a.Port())
+	bt.put(i, bt.bufs[i][:n], a)
 	var full *udpBatch
 	if bt.n == batchMax {
 		full = bt
@@ -136,6 +126,51 @@ func (b *batchConn) end() {
 	}
 }
 
+// put makes slot i, holding p, the batch's last packet, to be sent to a.
+func (bt *udpBatch) put(i int, p []byte, a netip.AddrPort) {
+	bt.views[i][0] = p
+	addr := &bt.addrs[i]
+	if ip := a.Addr(); ip.Is4() {
+		v := ip.As4()
+		addr.IP = bt.ips[i][:4]
+		copy(addr.IP, v[:])
+	} else {
+		v := ip.As16()
+		addr.IP = bt.ips[i][:16]
+		copy(addr.IP, v[:])
+	}
+	addr.Port = int(a.Port())
+	bt.n = i + 1
+}
+
+// acquire is a batch private to one fan-out, for packets sealed straight
+// into it (direct.go); release gives it back. Private batches take no lock
+// on the packet path: sync.Pool keeps them per processor.
+func (b *batchConn) acquire() *udpBatch {
+	if bt, ok := b.private.Get().(*udpBatch); ok {
+		return bt
+	}
+	return &udpBatch{}
+}
+
+func (b *batchConn) release(bt *udpBatch) {
+	bt.n = 0
+	b.private.Put(bt)
+}
+
+// flush sends a private batch's packets now and empties it.
+func (b *batchConn) flush(bt *udpBatch) {
+	if bt.n == 0 {
+		return
+	}
+	if b.raw == nil || !b.raw.send(bt) {
+		b.sendPortable(bt)
+	}
+	b.batches.Add(1)
+	b.packets.Add(uint64(bt.n))
+	bt.n = 0
+}
+
 func (b *batchConn) takeLocked() *udpBatch {
 	if n := len(b.free); n > 0 {
 		bt := b.free[n-1]
@@ -148,12 +183,7 @@ func (b *batchConn) takeLocked() *udpBatch {
 // send writes a batch with as few sendmmsg calls as the kernel allows. A
 // packet the kernel refuses is dropped, as a failed UDP send would be.
 func (b *batchConn) send(bt *udpBatch) {
-	if b.raw == nil || !b.raw.send(bt) {
-		b.sendPortable(bt)
-	}
-	b.batches.Add(1)
-	b.packets.Add(uint64(bt.n))
-	bt.n = 0
+	b.flush(bt)
 	b.mu.Lock()
 	b.free = append(b.free, bt)
 	b.mu.Unlock()

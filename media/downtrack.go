@@ -3,6 +3,7 @@ package media
 import (
 	"errors"
 	"io"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -40,6 +42,10 @@ type DownTrack struct {
 	lastAt   int64
 	segStart uint16 // first outgoing sequence number of the current layer
 	hdr      rtp.Header
+	// srtp encrypts this track's packets on the direct path (direct.go);
+	// sealed is the header as srtp reads it back.
+	srtp   *srtp.Context
+	sealed rtp.Header
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
@@ -107,9 +113,9 @@ func fmtpCompatible(a, b string) bool {
 }
 
 // forward sends one packet of layer idx, if that is the layer this
-// subscriber gets. It runs on the publisher's reader goroutine and must not
-// allocate.
-func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bool, now int64) {
+// subscriber gets, as part of fan-out f (nil: sent at once through pion).
+// It runs on the publisher's reader goroutine and must not allocate.
+func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bool, now int64, f *fanout) {
 	d.mu.Lock()
 	if d.writer == nil || d.paused || !d.sub.connected.Load() {
 		d.mu.Unlock()
@@ -143,13 +149,53 @@ func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bo
 		d.lastTS = d.hdr.Timestamp
 		d.lastAt = now
 	}
-	w := d.writer
-	_, err := w.WriteRTP(&d.hdr, payload)
+	var err error
+	if path := d.sub.direct.Load(); path != nil && f != nil && f.conn == path.conn && path.addr.Load() != nil {
+		err = d.sealInto(f, path, payload)
+	} else {
+		if f != nil {
+			f.pionWrite()
+		}
+		_, err = d.writer.WriteRTP(&d.hdr, payload)
+	}
 	d.mu.Unlock()
 	if err == nil {
 		d.packets.Add(1)
 		d.bytes.Add(uint64(len(payload)))
 	}
+}
+
+// sealInto encrypts the packet in d.hdr with payload into f's private
+// batch, for the peer's address on path. Called with d.mu held.
+func (d *DownTrack) sealInto(f *fanout, path *directPath, payload []byte) error {
+	ctx, err := d.context(path)
+	if err != nil {
+		return err
+	}
+	a := path.addr.Load()
+	if a == nil {
+		return errDirectUnusable
+	}
+	i, buf := f.slot()
+	sealed, err := sealRTP(ctx, buf, &d.hdr, &d.sealed, payload)
+	if err != nil {
+		return err
+	}
+	f.out.put(i, sealed, *a)
+	return nil
+}
+
+// context is this track's SRTP context for direct sends, made on first
+// use. Called with d.mu held.
+func (d *DownTrack) context(path *directPath) (*srtp.Context, error) {
+	if d.srtp == nil {
+		ctx, err := path.newContext()
+		if err != nil {
+			return nil, err
+		}
+		d.srtp = ctx
+	}
+	return d.srtp, nil
 }
 
 // senderReport is this track's RTCP sender report at now (RFC 3550
@@ -284,6 +330,8 @@ func (d *DownTrack) answerNack(n *rtcp.TransportLayerNack) {
 	bufs := &d.sub.room.sfu.rtxBufs
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
+	sp := bufs.Get().(*[]byte) // the sealed packet, on the direct path
+	defer bufs.Put(sp)
 	var h rtp.Header
 	for _, pair := range n.Nacks {
 		for _, seq := range pair.PacketList() {
@@ -303,14 +351,33 @@ func (d *DownTrack) answerNack(n *rtcp.TransportLayerNack) {
 				continue
 			}
 			d.mu.Lock()
-			if d.writer != nil && d.current == layer {
-				h.SSRC, h.PayloadType = d.ssrc, d.pt
-				h.SequenceNumber = seq
-				h.Timestamp += d.tsOff
-				h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+			if d.writer == nil || d.current != layer {
+				d.mu.Unlock()
+				continue
+			}
+			h.SSRC, h.PayloadType = d.ssrc, d.pt
+			h.SequenceNumber = seq
+			h.Timestamp += d.tsOff
+			h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+			path := d.sub.direct.Load()
+			a := (*netip.AddrPort)(nil)
+			if path != nil {
+				a = path.addr.Load()
+			}
+			if a == nil {
 				_, _ = d.writer.WriteRTP(&h, (*bp)[hl:n])
+				d.mu.Unlock()
+				continue
+			}
+			ctx, err := d.context(path)
+			var sealed []byte
+			if err == nil {
+				sealed, err = sealRTP(ctx, *sp, &h, &d.sealed, (*bp)[hl:n])
 			}
 			d.mu.Unlock()
+			if err == nil {
+				_, _ = path.conn.WriteToAddrPort(sealed, *a)
+			}
 		}
 	}
 }

@@ -32,8 +32,12 @@ const (
 // different jobs, so they get different interceptors: the publisher
 // connection only receives media, the subscriber connection only sends it.
 type engine struct {
-	pub   *webrtc.API // for publisher connections: the node receives
-	sub   *webrtc.API // for subscriber connections: the node sends
+	pub *webrtc.API // for publisher connections: the node receives
+	// Subscriber connections (the node sends) get an API each, built from
+	// these, so that each has its own DTLS hooks (newSubscriber).
+	subME *webrtc.MediaEngine
+	subIR *interceptor.Registry
+	se    webrtc.SettingEngine
 	mux   ice.UDPMux
 	conn  net.PacketConn
 	batch *batchConn
@@ -127,11 +131,31 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 
 	return &engine{
 		pub:   webrtc.NewAPI(webrtc.WithMediaEngine(pubME), webrtc.WithInterceptorRegistry(pubIR), webrtc.WithSettingEngine(se)),
-		sub:   webrtc.NewAPI(webrtc.WithMediaEngine(subME), webrtc.WithInterceptorRegistry(subIR), webrtc.WithSettingEngine(se)),
+		subME: subME,
+		subIR: subIR,
+		se:    se,
 		mux:   mux,
 		conn:  conn,
 		batch: batch,
 	}, nil
+}
+
+// newSubscriber makes a subscriber peer connection whose DTLS handshake
+// tells the returned secrets the node's SRTP keys, for direct sends
+// (direct.go). RTP header encryption (RFC 9335 cryptex) is not offered:
+// forwarded packets carry no header extensions to protect, and the direct
+// path's SRTP contexts do not do it.
+func (e *engine) newSubscriber() (*webrtc.PeerConnection, *dtlsSecrets, error) {
+	secrets := &dtlsSecrets{}
+	se := e.se
+	se.SetDTLSKeyLogWriter(secrets)
+	se.SetDTLSServerHelloMessageHook(secrets.serverHello)
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(e.subME), webrtc.WithInterceptorRegistry(e.subIR), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{RTPHeaderEncryptionPolicy: webrtc.RTPHeaderEncryptionPolicyDisable})
+	if err != nil {
+		return nil, nil, err
+	}
+	return pc, secrets, nil
 }
 
 func (e *engine) close() error {

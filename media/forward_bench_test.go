@@ -92,7 +92,7 @@ func BenchmarkDownTrackForward(b *testing.B) {
 	hl, err := h.Unmarshal(key)
 	require.NoError(b, err)
 	now := time.Now().UnixNano()
-	d.forward(0, &h, key[hl:], true, now) // the first key frame selects the layer
+	d.forward(0, &h, key[hl:], true, now, nil) // the first key frame selects the layer
 
 	delta := chromeVP8Packet(b, 2, false)
 	hl, err = h.Unmarshal(delta)
@@ -104,7 +104,7 @@ func BenchmarkDownTrackForward(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		h.SequenceNumber++
 		h.Timestamp += 3000
-		d.forward(0, &h, payload, false, now)
+		d.forward(0, &h, payload, false, now, nil)
 	}
 	b.StopTimer()
 	require.Equal(b, b.N+1, writers[0].packets, "every packet must be forwarded")
@@ -118,10 +118,10 @@ func TestDownTrackForwardDoesNotAllocate(t *testing.T) {
 	key := chromeVP8Packet(t, 1, true)
 	hl, err := h.Unmarshal(key)
 	require.NoError(t, err)
-	d.forward(0, &h, key[hl:], true, time.Now().UnixNano())
+	d.forward(0, &h, key[hl:], true, time.Now().UnixNano(), nil)
 	allocs := testing.AllocsPerRun(1000, func() {
 		h.SequenceNumber++
-		d.forward(0, &h, key[hl:], true, time.Now().UnixNano())
+		d.forward(0, &h, key[hl:], true, time.Now().UnixNano(), nil)
 	})
 	require.Zero(t, allocs)
 	require.Equal(t, 1002, writers[0].packets)

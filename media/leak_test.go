@@ -27,7 +27,7 @@ import (
 // test.CheckRoutines).
 func TestForwardingLeavesNoGoroutines(t *testing.T) {
 	base := runtime.NumGoroutine()
-	runCall(t)
+	runCall(t, clientAPI(t, false), true)
 	if t.Failed() {
 		return
 	}
@@ -53,7 +53,19 @@ func requireGoroutinesBack(t *testing.T, base int, wait time.Duration) {
 	}
 }
 
-func runCall(t *testing.T) {
+// TestPionPathWhenTheNodeIsDTLSClient: a client that answers as the DTLS
+// server leaves the node without the server random it needs to derive the
+// SRTP keys (dtlskeys.go), so its media goes through pion's write path,
+// and still arrives.
+func TestPionPathWhenTheNodeIsDTLSClient(t *testing.T) {
+	runCall(t, clientAPI(t, true), false)
+}
+
+// runCall runs a two-party call with clients of api. wantDirect says
+// whether the node should send their media itself (direct.go), which the
+// call checks from each subscription's SRTP context, made on the first
+// direct send.
+func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
 	sfu, err := New(testConfig(), zerolog.Nop(), nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -71,7 +83,6 @@ func runCall(t *testing.T) {
 
 	room, err := sfu.Room("call", true)
 	require.NoError(t, err)
-	api := clientAPI(t)
 	alice := joinClient(t, api, room, "alice")
 	defer alice.close()
 	bob := joinClient(t, api, room, "bob")
@@ -105,6 +116,17 @@ func runCall(t *testing.T) {
 			}))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+
+	for _, c := range []*testClient{alice, bob} {
+		require.Equal(t, wantDirect, c.p.direct.Load() != nil, "%s: direct path", c.name)
+		c.p.mu.Lock()
+		for _, d := range c.p.downs {
+			d.mu.Lock()
+			require.Equal(t, wantDirect, d.srtp != nil, "%s: track %s sent directly", c.name, d.sid)
+			d.mu.Unlock()
+		}
+		c.p.mu.Unlock()
 	}
 
 	// Each received track gets sender reports (Room.sendReports) that
@@ -143,8 +165,9 @@ func vp8KeyframePayload(n int) []byte {
 }
 
 // clientAPI is a pion API as a browser-like client would have: default
-// codecs and interceptors, host candidates on loopback only.
-func clientAPI(t *testing.T) *webrtc.API {
+// codecs and interceptors, host candidates on loopback only. With
+// dtlsServer it answers the SFU's offers as the DTLS server.
+func clientAPI(t *testing.T, dtlsServer bool) *webrtc.API {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	require.NoError(t, me.RegisterDefaultCodecs())
@@ -155,6 +178,9 @@ func clientAPI(t *testing.T) *webrtc.API {
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	if dtlsServer {
+		require.NoError(t, se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer))
+	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 }
 

@@ -34,6 +34,10 @@ type Participant struct {
 	pub       *webrtc.PeerConnection
 	sub       *webrtc.PeerConnection
 	connected atomic.Bool // subscriber transport is up
+	// secrets learns the subscriber connection's SRTP keys; direct, set
+	// once it is connected, sends its RTP without pion (direct.go).
+	secrets *dtlsSecrets
+	direct  atomic.Pointer[directPath]
 
 	mu        sync.Mutex
 	name      string
@@ -90,7 +94,7 @@ func newParticipant(r *Room, jp JoinParams) (*Participant, error) {
 	if p.pub, err = r.sfu.eng.pub.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		return nil, fmt.Errorf("publisher peer connection: %w", err)
 	}
-	if p.sub, err = r.sfu.eng.sub.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if p.sub, p.secrets, err = r.sfu.eng.newSubscriber(); err != nil {
 		_ = p.pub.Close()
 		return nil, fmt.Errorf("subscriber peer connection: %w", err)
 	}
@@ -150,6 +154,16 @@ func (p *Participant) trickle(c *webrtc.ICECandidate, target livekit.SignalTarge
 func (p *Participant) onSubscriberState(s webrtc.PeerConnectionState) {
 	switch s {
 	case webrtc.PeerConnectionStateConnected:
+		if p.connected.Load() {
+			return
+		}
+		// Before the first packet is forwarded, so that every packet of a
+		// stream goes the same way and one SRTP context sees them all.
+		if path, err := newDirectPath(p.room.sfu.eng.batch, p.sub, p.secrets); err == nil {
+			p.direct.Store(path)
+		} else {
+			p.log.Debug().Err(err).Msg("subscriber media goes through pion's write path")
+		}
 		if p.connected.Swap(true) {
 			return
 		}

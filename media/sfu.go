@@ -48,7 +48,7 @@ func New(cfg Config, log zerolog.Logger, history History) (*SFU, error) {
 		cfg: cfg, log: log, eng: eng, history: history,
 		hist: make(chan func(context.Context) error, historyQueue), rooms: map[string]*Room{},
 	}
-	s.rtxBufs.New = func() any { b := make([]byte, receiveMTU); return &b }
+	s.rtxBufs.New = func() any { b := make([]byte, batchSlot); return &b }
 	return s, nil
 }
 

@@ -151,17 +151,12 @@ func (u *UpTrack) forward(l *upLayer, h *rtp.Header, pkt []byte, now int64) {
 	}
 	kf := len(media) > 0 && u.ck.keyframe(media)
 	downs := *u.downs.Load()
-	if u.batch != nil && len(downs) > 1 {
-		u.batch.begin()
-		for _, d := range downs {
-			d.forward(l.idx, h, payload, kf, now)
-		}
-		u.batch.end()
-		return
-	}
+	f := fanout{conn: u.batch, share: u.batch != nil && len(downs) > 1}
 	for _, d := range downs {
-		d.forward(l.idx, h, payload, kf, now)
+		d.forward(l.idx, h, payload, kf, now, &f)
+		f.sendFull()
 	}
+	f.finish()
 }
 
 // observeLevel reads the RFC 6464 audio level extension.

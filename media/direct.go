@@ -1,0 +1,158 @@
+package media
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// directPath sends a subscriber's RTP without pion's write path. pion
+// passes each packet through the track's interceptor chain, the SRTP
+// session's lock and stream map, its mux endpoint, the ICE connection, the
+// selected candidate and the UDP mux before it reaches the socket; that
+// was 18 % of the node's CPU under load, more than the encryption itself
+// (BENCHMARKS.md). The node knows everything those layers decide: the SRTP
+// keys (from the DTLS handshake, dtlskeys.go), the peer's address (the
+// selected ICE candidate pair) and the socket (the one UDP socket every
+// connection shares). So each down track encrypts its packets with its own
+// SRTP context straight into the fan-out's send batch.
+//
+// pion keeps everything else: ICE checks and consent, DTLS, SCTP, RTCP in
+// both directions, and RTP on connections where the node could not learn
+// the keys (when it was the DTLS client).
+type directPath struct {
+	conn    *batchConn
+	key     []byte
+	salt    []byte
+	profile srtp.ProtectionProfile
+	// addr is the peer's address on the selected candidate pair; nil while
+	// the pair is not one on our UDP socket, when pion's path is used.
+	addr atomic.Pointer[netip.AddrPort]
+}
+
+// errDirectUnusable means a connection keeps pion's write path.
+var errDirectUnusable = errors.New("direct send path unusable")
+
+// newDirectPath prepares direct sends for a connected subscriber
+// connection, or says why it cannot.
+func newDirectPath(conn *batchConn, pc *webrtc.PeerConnection, secrets *dtlsSecrets) (*directPath, error) {
+	if conn == nil || secrets == nil {
+		return nil, errDirectUnusable
+	}
+	key, salt, profile, err := secrets.localKeys()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errDirectUnusable, err)
+	}
+	// A context now checks the keys and profile once, not on the first packet.
+	if _, err := srtp.CreateContext(key, salt, profile); err != nil {
+		return nil, fmt.Errorf("%w: %w", errDirectUnusable, err)
+	}
+	p := &directPath{conn: conn, key: key, salt: salt, profile: profile}
+	ice := pc.SCTP().Transport().ICETransport()
+	ice.OnSelectedCandidatePairChange(p.selectPair)
+	pair, err := ice.GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return nil, fmt.Errorf("%w: no selected candidate pair", errDirectUnusable)
+	}
+	p.selectPair(pair)
+	return p, nil
+}
+
+// selectPair follows ICE's choice of candidate pair. Every local candidate
+// of the node is on its one UDP socket; a pair that is not (or a peer
+// address that is not an IP) hands the connection back to pion's path.
+func (p *directPath) selectPair(pair *webrtc.ICECandidatePair) {
+	if pair == nil || pair.Local == nil || pair.Remote == nil || pair.Local.Protocol != webrtc.ICEProtocolUDP ||
+		pair.Local.Typ == webrtc.ICECandidateTypeRelay || pair.Remote.Protocol != webrtc.ICEProtocolUDP {
+		p.addr.Store(nil)
+		return
+	}
+	ip, err := netip.ParseAddr(pair.Remote.Address)
+	if err != nil {
+		p.addr.Store(nil)
+		return
+	}
+	a := netip.AddrPortFrom(ip.Unmap(), pair.Remote.Port)
+	p.addr.Store(&a)
+}
+
+// newContext is a down track's own SRTP context: one per SSRC, so that no
+// two fan-outs share one and no lookup runs in a shared map.
+func (p *directPath) newContext() (*srtp.Context, error) {
+	return srtp.CreateContext(p.key, p.salt, p.profile)
+}
+
+// sealRTP writes header h and payload into buf and encrypts them in place.
+// scratch receives the header as srtp re-reads it. buf must have room for
+// the packet and its authentication tag (srtpOverhead).
+func sealRTP(ctx *srtp.Context, buf []byte, h, scratch *rtp.Header, payload []byte) ([]byte, error) {
+	hl := h.MarshalSize()
+	n := hl + len(payload)
+	if n+srtpOverhead > len(buf) {
+		return nil, errPacketTooLarge
+	}
+	if _, err := h.MarshalTo(buf[:hl]); err != nil {
+		return nil, err
+	}
+	copy(buf[hl:n], payload)
+	return ctx.EncryptRTP(buf[:n], buf[:n], scratch)
+}
+
+// srtpOverhead is the most SRTP adds to an RTP packet: the 16-byte
+// AES-GCM tag (10 bytes for AES-CM with HMAC-SHA1-80), and 4 bytes for a
+// rollover counter, which the node never asks for.
+const srtpOverhead = 16 + 4
+
+var errPacketTooLarge = errors.New("packet too large for the send buffer")
+
+// fanout is one incoming packet's trip to its subscribers, on the
+// publisher's reader goroutine. Direct sends are sealed into a batch of its
+// own; pion's writes go through the socket's shared batch, opened only when
+// a subscriber needs it. finish sends both.
+type fanout struct {
+	conn   *batchConn // nil: no batching, every write is sent at once
+	share  bool       // open the shared batch for pion's writes
+	opened bool
+	out    *udpBatch
+}
+
+// slot is the next free slot of the private batch.
+func (f *fanout) slot() (int, []byte) {
+	if f.out == nil {
+		f.out = f.conn.acquire()
+	}
+	return f.out.n, f.out.bufs[f.out.n][:]
+}
+
+// pionWrite is called before a packet is written through pion.
+func (f *fanout) pionWrite() {
+	if f.share && !f.opened {
+		f.conn.begin()
+		f.opened = true
+	}
+}
+
+// sendFull sends the private batch if it has no free slot. It is called
+// between subscribers, outside their locks.
+func (f *fanout) sendFull() {
+	if f.out != nil && f.out.n == batchMax {
+		f.conn.flush(f.out)
+	}
+}
+
+func (f *fanout) finish() {
+	if f.out != nil {
+		f.conn.flush(f.out)
+		f.conn.release(f.out)
+		f.out = nil
+	}
+	if f.opened {
+		f.conn.end()
+		f.opened = false
+	}
+}
