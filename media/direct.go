@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"sync/atomic"
 
-	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 )
@@ -48,8 +47,8 @@ func newDirectPath(conn *batchConn, pc *webrtc.PeerConnection, secrets *dtlsSecr
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errDirectUnusable, err)
 	}
-	// A context now checks the keys and profile once, not on the first packet.
-	if _, err := srtp.CreateContext(key, salt, profile); err != nil {
+	// A sealer now checks the keys and profile once, not on the first packet.
+	if _, err := newSealer(key, salt, profile); err != nil {
 		return nil, fmt.Errorf("%w: %w", errDirectUnusable, err)
 	}
 	p := &directPath{conn: conn, key: key, salt: salt, profile: profile}
@@ -81,26 +80,10 @@ func (p *directPath) selectPair(pair *webrtc.ICECandidatePair) {
 	p.addr.Store(&a)
 }
 
-// newContext is a down track's own SRTP context: one per SSRC, so that no
+// newSealer is a down track's own SRTP sealer: one per SSRC, so that no
 // two fan-outs share one and no lookup runs in a shared map.
-func (p *directPath) newContext() (*srtp.Context, error) {
-	return srtp.CreateContext(p.key, p.salt, p.profile)
-}
-
-// sealRTP writes header h and payload into buf and encrypts them in place.
-// scratch receives the header as srtp re-reads it. buf must have room for
-// the packet and its authentication tag (srtpOverhead).
-func sealRTP(ctx *srtp.Context, buf []byte, h, scratch *rtp.Header, payload []byte) ([]byte, error) {
-	hl := h.MarshalSize()
-	n := hl + len(payload)
-	if n+srtpOverhead > len(buf) {
-		return nil, errPacketTooLarge
-	}
-	if _, err := h.MarshalTo(buf[:hl]); err != nil {
-		return nil, err
-	}
-	copy(buf[hl:n], payload)
-	return ctx.EncryptRTP(buf[:n], buf[:n], scratch)
+func (p *directPath) newSealer() (rtpSealer, error) {
+	return newSealer(p.key, p.salt, p.profile)
 }
 
 // srtpOverhead is the most SRTP adds to an RTP packet: the 16-byte

@@ -88,7 +88,7 @@ func TestDirectPathFollowsTheCandidatePair(t *testing.T) {
 	var h rtp.Header
 	up.forward(l, &h, chromeVP8Packet(t, 1, true), time.Now().UnixNano())
 	require.Equal(t, 1, d.writer.(*discardWriter).packets)
-	require.Nil(t, d.srtp)
+	require.Nil(t, d.sealer)
 }
 
 // BenchmarkUpTrackFanoutDirect is the whole send path per forwarded

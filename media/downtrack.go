@@ -11,7 +11,6 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
-	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -42,10 +41,8 @@ type DownTrack struct {
 	lastAt   int64
 	segStart uint16 // first outgoing sequence number of the current layer
 	hdr      rtp.Header
-	// srtp encrypts this track's packets on the direct path (direct.go);
-	// sealed is the header as srtp reads it back.
-	srtp   *srtp.Context
-	sealed rtp.Header
+	// sealer encrypts this track's packets on the direct path (direct.go).
+	sealer rtpSealer
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
@@ -168,7 +165,7 @@ func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bo
 // sealInto encrypts the packet in d.hdr with payload into f's private
 // batch, for the peer's address on path. Called with d.mu held.
 func (d *DownTrack) sealInto(f *fanout, path *directPath, payload []byte) error {
-	ctx, err := d.context(path)
+	s, err := d.sealerFor(path)
 	if err != nil {
 		return err
 	}
@@ -177,7 +174,7 @@ func (d *DownTrack) sealInto(f *fanout, path *directPath, payload []byte) error 
 		return errDirectUnusable
 	}
 	i, buf := f.slot()
-	sealed, err := sealRTP(ctx, buf, &d.hdr, &d.sealed, payload)
+	sealed, err := s.seal(buf, &d.hdr, payload)
 	if err != nil {
 		return err
 	}
@@ -185,17 +182,17 @@ func (d *DownTrack) sealInto(f *fanout, path *directPath, payload []byte) error 
 	return nil
 }
 
-// context is this track's SRTP context for direct sends, made on first
+// sealerFor is this track's SRTP sealer for direct sends, made on first
 // use. Called with d.mu held.
-func (d *DownTrack) context(path *directPath) (*srtp.Context, error) {
-	if d.srtp == nil {
-		ctx, err := path.newContext()
+func (d *DownTrack) sealerFor(path *directPath) (rtpSealer, error) {
+	if d.sealer == nil {
+		s, err := path.newSealer()
 		if err != nil {
 			return nil, err
 		}
-		d.srtp = ctx
+		d.sealer = s
 	}
-	return d.srtp, nil
+	return d.sealer, nil
 }
 
 // senderReport is this track's RTCP sender report at now (RFC 3550
@@ -369,10 +366,10 @@ func (d *DownTrack) answerNack(n *rtcp.TransportLayerNack) {
 				d.mu.Unlock()
 				continue
 			}
-			ctx, err := d.context(path)
+			s, err := d.sealerFor(path)
 			var sealed []byte
 			if err == nil {
-				sealed, err = sealRTP(ctx, *sp, &h, &d.sealed, (*bp)[hl:n])
+				sealed, err = s.seal(*sp, &h, (*bp)[hl:n])
 			}
 			d.mu.Unlock()
 			if err == nil {

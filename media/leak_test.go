@@ -63,7 +63,7 @@ func TestPionPathWhenTheNodeIsDTLSClient(t *testing.T) {
 
 // runCall runs a two-party call with clients of api. wantDirect says
 // whether the node should send their media itself (direct.go), which the
-// call checks from each subscription's SRTP context, made on the first
+// call checks from each subscription's SRTP sealer, made on the first
 // direct send.
 func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
 	sfu, err := New(testConfig(), zerolog.Nop(), nil)
@@ -123,7 +123,7 @@ func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
 		c.p.mu.Lock()
 		for _, d := range c.p.downs {
 			d.mu.Lock()
-			require.Equal(t, wantDirect, d.srtp != nil, "%s: track %s sent directly", c.name, d.sid)
+			require.Equal(t, wantDirect, d.sealer != nil, "%s: track %s sent directly", c.name, d.sid)
 			d.mu.Unlock()
 		}
 		c.p.mu.Unlock()
