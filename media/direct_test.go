@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/stretchr/testify/require"
@@ -113,4 +114,50 @@ func BenchmarkUpTrackFanoutDirect(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/forwarded")
 		})
 	}
+}
+
+// TestDirectAnswersNacks: a NACK from the subscriber is answered from the
+// publisher's packet cache on the direct path, under the track's SSRC and
+// the sequence numbers the subscriber knows, and a packet the cache does
+// not hold is not sent.
+func TestDirectAnswersNacks(t *testing.T) {
+	up, l, _, peer := directTrack(t, 1)
+	sfu := &SFU{}
+	sfu.rtxBufs.New = func() any { b := make([]byte, batchSlot); return &b }
+	d := up.downTracks()[0]
+	d.sub.room = &Room{sfu: sfu}
+	var h rtp.Header
+	for seq := uint16(7); seq <= 9; seq++ {
+		up.forward(l, &h, chromeVP8Packet(t, seq, seq == 7), time.Now().UnixNano())
+	}
+	buf := make([]byte, 2048)
+	read := func() []byte {
+		require.NoError(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
+		n, err := peer.Read(buf)
+		require.NoError(t, err)
+		return buf[:n]
+	}
+	for i := 0; i < 3; i++ {
+		read()
+	}
+
+	// 8 and 9 (bit 0 of the bitmap) are asked for, and 10, never received.
+	d.answerNack([]rtcp.NackPair{{PacketID: 8, LostPackets: 0b11}})
+	for _, want := range []uint16{8, 9} {
+		// A fresh context: the subscriber never received the lost packets.
+		rx, err := srtp.CreateContext(testSRTPKey, testSRTPSalt, srtp.ProtectionProfileAeadAes128Gcm)
+		require.NoError(t, err)
+		plain, err := rx.DecryptRTP(nil, read(), nil)
+		require.NoError(t, err)
+		var got rtp.Packet
+		require.NoError(t, got.Unmarshal(plain))
+		require.Equal(t, want, got.SequenceNumber)
+		require.Equal(t, d.ssrc, got.SSRC)
+		var orig rtp.Packet
+		require.NoError(t, orig.Unmarshal(chromeVP8Packet(t, want, false)))
+		require.Equal(t, orig.Payload, got.Payload)
+	}
+	require.NoError(t, peer.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+	_, err := peer.Read(buf)
+	require.Error(t, err, "nothing is sent for a packet the cache does not hold")
 }

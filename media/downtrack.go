@@ -299,39 +299,58 @@ func (d *DownTrack) requestKeyframe() {
 	d.up.requestKeyframe(l)
 }
 
-// readRTCP handles the subscriber's RTCP for this track until the sender stops.
+// readRTCP handles the subscriber's RTCP for this track until the sender
+// stops. It reads the raw compound packets and picks out the feedback for
+// this track (parseFeedback) without decoding the rest, which is mostly
+// receiver reports arriving every second for every track.
 func (d *DownTrack) readRTCP() {
 	defer d.once.Do(func() { close(d.done) })
+	buf := make([]byte, receiveMTU)
+	nacks := make([]rtcp.NackPair, 0, maxNackPairs)
 	for {
-		pkts, _, err := d.sender.ReadRTCP()
+		n, _, err := d.sender.Read(buf)
+		if errors.Is(err, io.ErrShortBuffer) {
+			continue // larger than an MTU: dropped
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
 				d.sub.log.Trace().Err(err).Str("track", d.sid).Msg("rtcp read ended")
 			}
 			return
 		}
-		for _, p := range pkts {
-			switch p := p.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				d.requestKeyframe()
-			case *rtcp.TransportLayerNack:
-				d.answerNack(p)
-			}
+		d.mu.Lock()
+		ssrc := d.ssrc
+		d.mu.Unlock()
+		keyframe, lost, err := parseFeedback(buf[:n], ssrc, nacks[:0])
+		if err != nil {
+			d.sub.log.Trace().Err(err).Str("track", d.sid).Msg("rtcp from subscriber")
+		}
+		if keyframe {
+			d.requestKeyframe()
+		}
+		if len(lost) > 0 {
+			d.answerNack(lost)
 		}
 	}
 }
 
 // answerNack resends the packets a subscriber lost from the publisher's
 // packet cache (RFC 4585 section 6.2.1), for the current layer only.
-func (d *DownTrack) answerNack(n *rtcp.TransportLayerNack) {
+func (d *DownTrack) answerNack(pairs []rtcp.NackPair) {
 	bufs := &d.sub.room.sfu.rtxBufs
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
 	sp := bufs.Get().(*[]byte) // the sealed packet, on the direct path
 	defer bufs.Put(sp)
 	var h rtp.Header
-	for _, pair := range n.Nacks {
-		for _, seq := range pair.PacketList() {
+	for _, pair := range pairs {
+		// Bit i of lost is PacketID+i: the packet itself, then its bitmap.
+		lost := uint32(pair.LostPackets)<<1 | 1
+		for i := uint16(0); lost != 0; i, lost = i+1, lost>>1 {
+			if lost&1 == 0 {
+				continue
+			}
+			seq := pair.PacketID + i
 			d.mu.Lock()
 			if d.writer == nil || d.current < 0 || seq-d.segStart >= 0x8000 || d.lastSeq-seq >= 0x8000 {
 				d.mu.Unlock()

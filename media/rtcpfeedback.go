@@ -1,0 +1,71 @@
+package media
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"github.com/pion/rtcp"
+)
+
+// maxNackPairs bounds the NACK pairs taken from one compound RTCP packet:
+// 64 pairs name up to 1,088 lost packets, more than the packet cache holds.
+const maxNackPairs = 64
+
+// errBadRTCP means a compound RTCP packet is malformed; what was parsed
+// before the fault is still used.
+var errBadRTCP = errors.New("malformed rtcp packet")
+
+// parseFeedback reads, from one decrypted compound RTCP packet a
+// subscriber sent, the feedback that concerns the stream it receives under
+// ssrc: whether it asks for a keyframe (PLI, RFC 4585 section 6.3.1, or
+// FIR, RFC 5104 section 4.3.1) and which packets it lost (generic NACK,
+// RFC 4585 section 6.2.1), appended to nacks up to its capacity. Reports
+// and other feedback are skipped without being decoded. pion hands a
+// sender every compound packet that names its SSRC anywhere, so feedback
+// for the subscriber's other streams is in it too and is ignored here.
+func parseFeedback(b []byte, ssrc uint32, nacks []rtcp.NackPair) (keyframe bool, _ []rtcp.NackPair, err error) {
+	for len(b) > 0 {
+		if len(b) < 4 || b[0]>>6 != 2 {
+			return keyframe, nacks, errBadRTCP
+		}
+		n := (int(binary.BigEndian.Uint16(b[2:])) + 1) * 4
+		if n > len(b) {
+			return keyframe, nacks, errBadRTCP
+		}
+		p := b[:n]
+		b = b[n:]
+		if p[0]&0x20 != 0 { // padding: its last octet counts it
+			pad := int(p[n-1])
+			if pad == 0 || pad > n-4 {
+				return keyframe, nacks, errBadRTCP
+			}
+			p = p[:n-pad]
+		}
+		if len(p) < 12 {
+			continue // no media SSRC: not feedback for us
+		}
+		format, media := p[0]&0x1f, binary.BigEndian.Uint32(p[8:])
+		switch rtcp.PacketType(p[1]) {
+		case rtcp.TypePayloadSpecificFeedback:
+			switch format {
+			case rtcp.FormatPLI:
+				keyframe = keyframe || media == ssrc
+			case rtcp.FormatFIR:
+				for fci := p[12:]; len(fci) >= 8; fci = fci[8:] {
+					keyframe = keyframe || binary.BigEndian.Uint32(fci) == ssrc
+				}
+			}
+		case rtcp.TypeTransportSpecificFeedback:
+			if format != rtcp.FormatTLN || media != ssrc {
+				continue
+			}
+			for fci := p[12:]; len(fci) >= 4 && len(nacks) < cap(nacks); fci = fci[4:] {
+				nacks = append(nacks, rtcp.NackPair{
+					PacketID:    binary.BigEndian.Uint16(fci),
+					LostPackets: rtcp.PacketBitmap(binary.BigEndian.Uint16(fci[2:])),
+				})
+			}
+		}
+	}
+	return keyframe, nacks, nil
+}
