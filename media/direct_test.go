@@ -71,13 +71,7 @@ func TestDirectSendsDecrypt(t *testing.T) {
 		require.Equal(t, uint64(1), d.packets.Load())
 	}
 
-	seq := uint16(7)
-	allocs := testing.AllocsPerRun(200, func() {
-		seq++
-		binary.BigEndian.PutUint16(pkt[2:], seq)
-		up.forward(l, &h, pkt, time.Now().UnixNano())
-	})
-	require.Zero(t, allocs)
+	requireFanoutDoesNotAllocate(t, up, l, pkt, 7, 200)
 }
 
 // TestDirectPathFollowsTheCandidatePair: with no usable pair the track

@@ -155,13 +155,7 @@ func TestUpTrackFanoutDoesNotAllocate(t *testing.T) {
 	var h rtp.Header
 	up.forward(l, &h, chromeVP8Packet(t, 0, true), time.Now().UnixNano())
 	pkt := chromeVP8Packet(t, 1, false)
-	seq := uint16(0)
-	allocs := testing.AllocsPerRun(1000, func() {
-		seq++
-		binary.BigEndian.PutUint16(pkt[2:], seq)
-		up.forward(l, &h, pkt, time.Now().UnixNano())
-	})
-	require.Zero(t, allocs)
+	seq := requireFanoutDoesNotAllocate(t, up, l, pkt, 0, 1000)
 	require.Equal(t, 1002, writers[9].packets)
 	// The packets went through the cache too.
 	buf := make([]byte, receiveMTU)
@@ -216,4 +210,19 @@ func TestPacketCache(t *testing.T) {
 	c.store(0, []byte{8})
 	require.Equal(t, 1, c.get(65535, buf))
 	require.Equal(t, 1, c.get(0, buf))
+}
+
+// requireFanoutDoesNotAllocate forwards pkt runs times (plus one warm-up
+// run) with sequence numbers after seq, asserts that no run allocates,
+// and returns the last sequence number.
+func requireFanoutDoesNotAllocate(t *testing.T, up *UpTrack, l *upLayer, pkt []byte, seq uint16, runs int) uint16 {
+	t.Helper()
+	var h rtp.Header
+	allocs := testing.AllocsPerRun(runs, func() {
+		seq++
+		binary.BigEndian.PutUint16(pkt[2:], seq)
+		up.forward(l, &h, pkt, time.Now().UnixNano())
+	})
+	require.Zero(t, allocs)
+	return seq
 }
