@@ -1,7 +1,6 @@
 package media
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"testing"
@@ -92,18 +91,7 @@ func BenchmarkUpTrackFanoutDirect(b *testing.B) {
 	for _, n := range []int{1, 10, 50} {
 		b.Run(fmt.Sprintf("downtracks=%d", n), func(b *testing.B) {
 			up, l, conn, _ := directTrack(b, n)
-			var h rtp.Header
-			now := time.Now().UnixNano()
-			up.forward(l, &h, chromeVP8Packet(b, 0, true), now)
-			pkt := chromeVP8Packet(b, 1, false)
-			b.SetBytes(int64(len(pkt) * n))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				binary.BigEndian.PutUint16(pkt[2:], uint16(i+1))
-				up.forward(l, &h, pkt, now)
-			}
-			b.StopTimer()
+			benchFanout(b, up, l, n)
 			require.Equal(b, uint64(b.N+1)*uint64(n), conn.packets.Load())
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/forwarded")
 		})
