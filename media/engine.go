@@ -79,26 +79,27 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 	// and transport-wide congestion control feedback so browsers' bandwidth
 	// estimation ramps up to send all simulcast layers. Each of these runs
 	// a ticker goroutine per connection, so none is registered where it has
-	// nothing to do.
+	// nothing to do, and each starts only with the first stream it acts on
+	// (lazyinterceptor.go): most publisher connections receive nothing.
 	pubIR := &interceptor.Registry{}
 	gen, err := nack.NewGeneratorInterceptor()
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	pubIR.Add(gen)
+	pubIR.Add(&lazyFactory{inner: gen, wants: wantsNACK})
 	rr, err := report.NewReceiverInterceptor()
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	pubIR.Add(rr)
+	pubIR.Add(&lazyFactory{inner: rr, wants: anyStream})
 	tw, err := twcc.NewSenderInterceptor()
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	pubIR.Add(tw)
+	pubIR.Add(&lazyFactory{inner: tw, wants: wantsTWCC})
 	// The subscriber connection has no interceptor: sender reports are
 	// written by the room (Room.sendReports) from the down tracks' own
 	// counters, so nothing runs per packet besides SRTP.

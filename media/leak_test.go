@@ -129,6 +129,24 @@ func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
 		c.p.mu.Unlock()
 	}
 
+	// The SFU sends publishers receiver reports, and NACKs a video packet
+	// it did not get: alice's video skips one sequence number.
+	for i := 0; i < 5; i++ {
+		seq += 2
+		require.NoError(t, aliceVideo.WriteRTP(&rtp.Packet{
+			Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 3000, Marker: true},
+			Payload: vp8KeyframePayload(200),
+		}))
+		time.Sleep(20 * time.Millisecond)
+	}
+	for deadline := time.Now().Add(10 * time.Second); alice.nacks.Load() == 0 || alice.reports.Load() == 0 || bob.reports.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("alice got %d NACKs and %d receiver reports, bob %d reports",
+				alice.nacks.Load(), alice.reports.Load(), bob.reports.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
 	// Each received track gets sender reports (Room.sendReports) that
 	// count what was sent and map its RTP clock to the wall clock.
 	for _, c := range []*testClient{alice, bob} {
@@ -206,6 +224,10 @@ type testClient struct {
 
 	audio atomic.Int64
 	video atomic.Int64
+	// nacks and reports count the NACKs and receiver reports the SFU
+	// sent about what this client publishes.
+	nacks   atomic.Int64
+	reports atomic.Int64
 	// ending is set when the test tears the call down: what the SFU
 	// sends then races with connections closing and is not checked.
 	ending atomic.Bool
@@ -369,8 +391,17 @@ func (c *testClient) publish(t *testing.T) (audio, video *webrtc.TrackLocalStati
 		go func() {
 			defer c.readers.Done()
 			for {
-				if _, _, err := sender.ReadRTCP(); err != nil {
+				pkts, _, err := sender.ReadRTCP()
+				if err != nil {
 					return
+				}
+				for _, p := range pkts {
+					switch p.(type) {
+					case *rtcp.TransportLayerNack:
+						c.nacks.Add(1)
+					case *rtcp.ReceiverReport:
+						c.reports.Add(1)
+					}
 				}
 			}
 		}()
