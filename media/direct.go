@@ -23,7 +23,10 @@ import (
 //
 // pion keeps everything else: ICE checks and consent, DTLS, SCTP, RTCP in
 // both directions, and RTP on connections where the node could not learn
-// the keys (when it was the DTLS client).
+// the keys (when it was the DTLS client). pion's ICE agent skips its
+// keepalive while it sees packets go out on the pair; it does not see
+// these, so it sends its binding request every 2 s on a subscriber
+// connection, which RFC 7675 asks of a sender anyway (consent every 5 s).
 type directPath struct {
 	conn    *batchConn
 	key     []byte
