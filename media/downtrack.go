@@ -119,10 +119,14 @@ func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bo
 		return
 	}
 	if idx != d.current {
-		// Another layer's packet: it becomes current only if it is the
-		// layer we are switching to (any layer before the first packet when
-		// none is chosen yet), and only on a keyframe.
-		if (d.switchTo >= 0 && idx != d.switchTo) || (d.switchTo < 0 && d.current >= 0) {
+		// Another layer's packet: it becomes current only on a keyframe,
+		// and only if it is the layer we are switching to; or, before the
+		// first packet, if it is any layer's keyframe: the subscriber sees
+		// video at the first keyframe of any layer, and moves on to the
+		// layer it wants at that layer's next keyframe.
+		starting, target := d.current < 0, d.switchTo
+		wanted := (target < 0 && starting) || idx == target
+		if !wanted && !(starting && keyframe) {
 			d.mu.Unlock()
 			return
 		}
@@ -132,6 +136,9 @@ func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bo
 			return
 		}
 		d.switchLayer(idx, h, now)
+		if !wanted {
+			d.switchTo = target
+		}
 	}
 	d.hdr = *h
 	d.hdr.SSRC = d.ssrc

@@ -232,3 +232,37 @@ func benchFanout(b *testing.B, up *UpTrack, l *upLayer, copies int) {
 	}
 	b.StopTimer()
 }
+
+// TestDownTrackStartsOnAnyLayersKeyframe: a subscriber that wants layer 2
+// starts on the first keyframe of any layer, is sent nothing of another
+// layer's delta frames before that, and moves to layer 2 at its next
+// keyframe, with sequence numbers that continue.
+func TestDownTrackStartsOnAnyLayersKeyframe(t *testing.T) {
+	up, _, writers := benchTrack(1)
+	d := up.downTracks()[0]
+	d.switchTo = 2
+	w := writers[0]
+	send := func(layer int8, seq uint16, key bool) {
+		var h rtp.Header
+		pkt := chromeVP8Packet(t, seq, key)
+		hl, err := h.Unmarshal(pkt)
+		require.NoError(t, err)
+		d.forward(layer, &h, pkt[hl:], key, time.Now().UnixNano(), nil)
+	}
+	send(0, 100, false)
+	send(2, 500, false)
+	require.Zero(t, w.packets, "no keyframe yet")
+	send(0, 101, true)
+	require.Equal(t, 1, w.packets, "started on layer 0's keyframe")
+	send(0, 102, false)
+	send(1, 300, true)
+	require.Equal(t, 2, w.packets, "stays on layer 0 until layer 2's keyframe")
+	send(2, 501, true)
+	require.Equal(t, 3, w.packets)
+	require.Equal(t, int8(2), d.current)
+	require.Equal(t, int8(-1), d.switchTo)
+	send(0, 103, true)
+	send(2, 502, false)
+	require.Equal(t, 4, w.packets, "layer 2 only from now on")
+	require.Equal(t, uint16(104), w.lastSeq, "outgoing sequence numbers continue: 101, 102 (layer 0), 103, 104 (layer 2)")
+}
