@@ -375,16 +375,16 @@ func (r *run) read(p *participant, tr *webrtc.TrackRemote) {
 		if err != nil {
 			return
 		}
-		if first {
+		seq, payload, ok := parseRTP(buf[:n])
+		// Media starts with the first packet that carries some: a server
+		// may send padding-only packets first (bandwidth probes), which
+		// show nothing to the user.
+		if first && ok && len(payload) > 0 {
 			first = false
 			p.firstMedia.CompareAndSwap(0, time.Now().UnixNano())
 			p.ready.Add(1)
 		}
-		if r.phase.Load() != phaseWindow {
-			continue
-		}
-		seq, payload, ok := parseRTP(buf[:n])
-		if !ok {
+		if r.phase.Load() != phaseWindow || !ok {
 			continue
 		}
 		var sent time.Time

@@ -129,6 +129,15 @@ func TestParseRTPAndStamps(t *testing.T) {
 	_, payload, ok = parseRTP(hdr)
 	require.True(t, ok)
 	require.Empty(t, payload)
+
+	// A padding-only packet (a bandwidth probe) has no media: it does not
+	// end a join (loadgen.go read).
+	probe, err := (&rtp.Packet{Header: rtp.Header{Version: 2, Padding: true, SequenceNumber: 9}, PaddingSize: 224}).Marshal()
+	require.NoError(t, err)
+	seq, payload, ok = parseRTP(probe)
+	require.True(t, ok)
+	require.EqualValues(t, 9, seq)
+	require.Empty(t, payload)
 }
 
 func TestParseProc(t *testing.T) {
