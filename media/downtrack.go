@@ -80,6 +80,9 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 			d.ssrc = uint32(ctx.SSRC())
 			d.pt = uint8(c.PayloadType)
 			d.current = -1
+			// A new SSRC is a new SRTP stream, whose rollover counter
+			// starts at zero (RFC 3711 section 3.3.1).
+			d.sealer = nil
 			d.mu.Unlock()
 			d.retarget()
 			return c, nil
