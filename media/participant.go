@@ -161,6 +161,7 @@ func (p *Participant) onSubscriberState(s webrtc.PeerConnectionState) {
 		// stream goes the same way and one SRTP context sees them all.
 		if path, err := newDirectPath(p.room.sfu.eng.batch, p.sub, p.secrets); err == nil {
 			p.direct.Store(path)
+			p.log.Debug().Str("srtp", path.profile.String()).Msg("subscriber media sent directly")
 		} else {
 			p.log.Debug().Err(err).Msg("subscriber media goes through pion's write path")
 		}

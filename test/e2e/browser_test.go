@@ -301,6 +301,13 @@ func TestBrowserTwoPages(t *testing.T) {
 	if len(pages) != 2 {
 		t.Fatalf("want 2 page results, got %d", len(pages))
 	}
+	// Chromium answers the node's offers as the DTLS client, so the node
+	// learns the SRTP keys and sends both pages' media itself (media/direct.go),
+	// with AES-GCM.
+	logs := n.Logs()
+	if got := strings.Count(logs, "subscriber media sent directly"); got != 2 || !strings.Contains(logs, "SRTP_AEAD_AES_128_GCM") {
+		t.Fatalf("want both subscriber connections on the direct path with AES-GCM, got %d:\n%s", got, logs)
+	}
 }
 
 // TestBrowserJoinPage opens the node's own join page with ?room=, types a
