@@ -9,6 +9,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
+
+	"entente.dev/entente/internal/names"
 )
 
 // Keys maps API keys to their secrets.
@@ -79,6 +81,9 @@ func Verify(keys Keys, raw string) (*Grant, error) {
 	if g.Identity == "" {
 		return nil, ErrNoIdentity
 	}
+	if err := checkParticipant(g.Identity, g.Name); err != nil {
+		return nil, err
+	}
 	g.Room = vg.Room
 	g.RoomCreate = vg.RoomCreate
 	g.CanPublish = vg.GetCanPublish()
@@ -94,6 +99,31 @@ func Verify(keys Keys, raw string) (*Grant, error) {
 
 // maxTokenLength bounds what is parsed; real tokens are well under 4 KiB.
 const maxTokenLength = 16 * 1024
+
+// Limits on a participant's identity and name, in bytes: LiveKit's
+// defaults (livekit/livekit pkg/config/config.go DefaultConfig.Limit
+// MaxParticipantIdentityLength and MaxParticipantNameLength, both 256;
+// pkg/service/utils.go ValidateConnectRequest enforces the identity's at
+// connect time).
+const (
+	MaxIdentityLength = 256
+	MaxNameLength     = 256
+)
+
+// checkParticipant refuses identities and names the join page would
+// refuse (internal/names.Printable: control and format characters, bidi
+// overrides among them, let one participant pass for another in every
+// client's list), beyond LiveKit's length limits. Matrix identities
+// (base64 hashes, "@user:server:DEVICE") are printable and pass.
+func checkParticipant(identity, name string) error {
+	if len(identity) > MaxIdentityLength || !names.Printable(identity, MaxIdentityLength) {
+		return fmt.Errorf("%w: identity must be 1 to %d bytes of printable UTF-8", ErrInvalidIdentity, MaxIdentityLength)
+	}
+	if name != "" && (len(name) > MaxNameLength || !names.Printable(name, MaxNameLength)) {
+		return fmt.Errorf("%w: name must be at most %d bytes of printable UTF-8", ErrInvalidName, MaxNameLength)
+	}
+	return nil
+}
 
 // tokenErrorText keeps jwt's first sentence, which names the problem
 // without echoing the token.

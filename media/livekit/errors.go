@@ -14,6 +14,12 @@ var (
 	ErrNotAllowed = errors.New("token does not allow joining this room")
 	// ErrNoIdentity means the token names no participant identity.
 	ErrNoIdentity = errors.New("token has no identity")
+	// ErrInvalidIdentity means the token's identity is too long or has
+	// characters that are not printable.
+	ErrInvalidIdentity = errors.New("invalid participant identity")
+	// ErrInvalidName means the token's participant name is too long or
+	// has characters that are not printable.
+	ErrInvalidName = errors.New("invalid participant name")
 	// ErrNotAdmitted means the server's Admitter refused a valid token.
 	ErrNotAdmitted = errors.New("participant not admitted")
 )

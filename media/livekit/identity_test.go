@@ -1,0 +1,72 @@
+package livekit
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/livekit/protocol/auth"
+	"github.com/stretchr/testify/require"
+)
+
+// TestTokenIdentityAndName: a token's identity and name are held to what
+// the join page accepts (printable, bounded) before anyone joins, with a
+// 400 naming the problem; the identities the Matrix token service mints
+// pass.
+func TestTokenIdentityAndName(t *testing.T) {
+	srv, _ := newTestServer(t, true)
+	tests := []struct {
+		name     string
+		identity string
+		partName string
+		status   int
+		want     error // nil: accepted
+	}{
+		{"plain", "alice", "Alice", http.StatusOK, nil},
+		{"matrix hash identity", "J+T45tGruxc+HrUOqJJlyQSV33m728Cme4+vt8/SWrU", "@alice:example.com", http.StatusOK, nil},
+		{"matrix device identity", "@alice:example.com:DEVICE123", "", http.StatusOK, nil},
+		{"guest identity", "guest-abcdefghij", "Zoë 🎉", http.StatusOK, nil},
+		{"identity at the limit", strings.Repeat("a", MaxIdentityLength), "", http.StatusOK, nil},
+		{"identity too long", strings.Repeat("a", MaxIdentityLength+1), "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"identity too long in bytes", strings.Repeat("é", MaxIdentityLength/2+1), "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"identity with a newline", "alice\nbob", "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"identity with NUL", "alice\x00", "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"identity with a bidi override", "alice\u202egnp.exe", "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"name at the limit", "alice", strings.Repeat("n", MaxNameLength), http.StatusOK, nil},
+		{"name too long", "alice", strings.Repeat("n", MaxNameLength+1), http.StatusBadRequest, ErrInvalidName},
+		{"name with a control character", "alice", "Alice\x1b[31m", http.StatusBadRequest, ErrInvalidName},
+		{"name with a zero-width joiner", "alice", "Al\u200dice", http.StatusBadRequest, ErrInvalidName},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := mint(t, tc.identity, &auth.VideoGrant{RoomJoin: true, Room: "lobby"}, func(at *auth.AccessToken) {
+				at.SetName(tc.partName)
+			})
+			g, err := Verify(testKeys(), tok)
+			if tc.want == nil {
+				require.NoError(t, err)
+				require.Equal(t, tc.identity, g.Identity, "identities are kept byte-exact")
+			} else {
+				require.ErrorIs(t, err, tc.want)
+			}
+			for _, path := range []string{"/rtc/validate", "/rtc"} {
+				resp, err := srv.Client().Get(srv.URL + path + "?access_token=" + tok)
+				require.NoError(t, err)
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				require.NoError(t, err)
+				if path == "/rtc" && tc.want == nil {
+					// A plain GET is no websocket upgrade: past the checks.
+					require.Equal(t, http.StatusUpgradeRequired, resp.StatusCode, "%s: %s", path, body)
+					require.NotContains(t, string(body), "invalid participant")
+					continue
+				}
+				require.Equal(t, tc.status, resp.StatusCode, "%s: %s", path, body)
+				if tc.want != nil {
+					require.Contains(t, string(body), tc.want.Error())
+				}
+			}
+		})
+	}
+}
