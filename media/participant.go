@@ -741,6 +741,16 @@ func (p *Participant) Leave() {
 	p.room.removeParticipant(p, livekit.DisconnectReason_CLIENT_INITIATED, false)
 }
 
+// Disconnect removes this participant, whose signal transport is gone,
+// from its room. It names the session, never the identity: after a second
+// join with the same identity replaced this one (DUPLICATE_IDENTITY), the
+// old transport's end must not remove the new session (livekit/livekit
+// roommanager.go removes the participant whose session ended, checking its
+// sid). No leave is sent: there is no transport to carry it.
+func (p *Participant) Disconnect(reason livekit.DisconnectReason) {
+	p.room.removeParticipant(p, reason, false)
+}
+
 // close tears the participant down: our subscriptions, our published
 // tracks' subscribers, then both peer connections. It returns false when
 // the participant was already closed.

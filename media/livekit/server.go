@@ -213,8 +213,9 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 	stopRefresh := s.refreshTokens(sess, g)
 	sess.readLoop(ctx, p, g)
 	stopRefresh()
-	// The socket is gone: without resume support the participant leaves.
-	p.Room().RemoveParticipant(p.Identity(), livekit.DisconnectReason_SIGNAL_CLOSE)
+	// The socket is gone: without resume support this session's
+	// participant leaves (not whoever holds its identity now).
+	p.Disconnect(livekit.DisconnectReason_SIGNAL_CLOSE)
 }
 
 func (s *Server) room(g *Grant) (*media.Room, error) {
