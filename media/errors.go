@@ -20,6 +20,18 @@ var (
 	// ErrCodecNotNegotiated is returned by DownTrack.Bind when the subscriber
 	// did not accept the track's codec.
 	ErrCodecNotNegotiated = errors.New("subscriber did not negotiate the track's codec")
+	// ErrRateLimited is returned when a participant updates itself faster
+	// than the room allows.
+	ErrRateLimited = errors.New("too many updates, try again later")
+	// ErrLimitExceeded is returned when a participant's update would take
+	// its name, metadata or attributes over a size limit.
+	ErrLimitExceeded = errors.New("size limit exceeded")
+	// ErrInvalidName is returned for a participant name that is too long
+	// or not printable.
+	ErrInvalidName = errors.New("invalid participant name")
+	// ErrAttributeProtected is returned when a participant tries to change
+	// or delete an attribute its token asserted.
+	ErrAttributeProtected = errors.New("attribute is set by the token issuer and cannot be changed")
 	// ErrClosed is returned when the SFU has been closed.
 	ErrClosed = errors.New("sfu is closed")
 )

@@ -11,6 +11,8 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
+
+	"entente.dev/entente/internal/names"
 )
 
 // maxPendingCandidates bounds the ICE candidates queued before a remote
@@ -39,10 +41,15 @@ type Participant struct {
 	secrets *dtlsSecrets
 	direct  atomic.Pointer[directPath]
 
-	mu        sync.Mutex
-	name      string
-	metadata  string
-	attrs     map[string]string
+	mu       sync.Mutex
+	name     string
+	metadata string
+	attrs    map[string]string
+	// asserted are the attributes the token carried: its issuer vouches
+	// for them (the Matrix bridge's matrix_user_id), so the participant
+	// may neither change nor delete them.
+	asserted  map[string]string
+	updates   tokenBucket // paces UpdateMetadata
 	version   uint32
 	state     livekit.ParticipantInfo_State
 	reason    livekit.DisconnectReason
@@ -85,7 +92,8 @@ func newParticipant(r *Room, jp JoinParams) (*Participant, error) {
 	p := &Participant{
 		room: r, sid: newID("PA_"), identity: jp.Identity, kind: jp.Kind, perms: jp.Permissions,
 		autoSubscribe: jp.AutoSubscribe, sig: jp.Signaller, joinedAt: time.Now(),
-		name: jp.Name, metadata: jp.Metadata, attrs: copyAttrs(jp.Attributes),
+		name: jp.Name, metadata: jp.Metadata, attrs: copyAttrs(jp.Attributes), asserted: copyAttrs(jp.Attributes),
+		updates: newTokenBucket(metadataBurst, metadataEvery),
 		state:   livekit.ParticipantInfo_JOINING,
 		pending: map[string]*pendingTrack{}, published: map[string]*UpTrack{}, downs: map[string]*DownTrack{},
 	}
@@ -694,26 +702,140 @@ func (p *Participant) layerForSize(sid string, w, h uint32) int8 {
 	return best
 }
 
-// UpdateMetadata changes the participant's name, metadata or attributes
-// when its grant allows it.
-func (p *Participant) UpdateMetadata(name, metadata string, attrs map[string]string) {
-	p.mu.Lock()
-	if name != "" {
-		p.name = name
+// Limits on what a participant may set about itself, in bytes: LiveKit's
+// defaults (livekit/livekit pkg/config/config.go DefaultConfig.Limit:
+// MaxParticipantNameLength 256, MaxMetadataSize and MaxAttributesSize
+// 64000, the latter over keys and values together), which pkg/rtc
+// participant.go checkMetadataLimits applies to update_metadata. LiveKit
+// bounds only the update; here the attributes as they would be after it
+// are bounded, and their number and key length too, so that no sequence
+// of updates grows them.
+const (
+	maxNameBytes       = 256
+	maxMetadataBytes   = 64000
+	maxAttributesBytes = 64000
+	maxAttributes      = 128
+	maxAttributeKey    = 256
+)
+
+// A participant may change its metadata metadataBurst times at once and
+// then once per metadataEvery: each change is broadcast to the whole room,
+// so an unbounded rate would let one participant flood everyone's signal
+// connection. LiveKit coalesces updates instead (pkg/rtc participant.go
+// marks the participant dirty); a bucket is simpler and keeps each
+// accepted update visible.
+const (
+	metadataBurst = 10
+	metadataEvery = time.Second
+)
+
+// UpdateMetadata applies the participant's own change of its name,
+// metadata or attributes (an empty name or metadata, or a nil map, leaves
+// that part as it is; an empty attribute value deletes the key, as
+// LiveKit's SetAttributes does). The front end has checked the grant.
+// It refuses, changing nothing: an update over the rate
+// (ErrRateLimited) or over a size limit (ErrLimitExceeded), a name that
+// is not printable (ErrInvalidName), and any change to an attribute the
+// token asserted (ErrAttributeProtected). The room sees a change only
+// when something changed.
+func (p *Participant) UpdateMetadata(name, metadata string, attrs map[string]string) error {
+	if name != "" && (len(name) > maxNameBytes || !names.Printable(name, maxNameBytes)) {
+		return fmt.Errorf("%w: at most %d bytes of printable UTF-8", ErrInvalidName, maxNameBytes)
 	}
-	if metadata != "" {
-		p.metadata = metadata
+	if len(metadata) > maxMetadataBytes {
+		return fmt.Errorf("%w: metadata over %d bytes", ErrLimitExceeded, maxMetadataBytes)
 	}
-	for k, v := range attrs {
-		if v == "" {
-			delete(p.attrs, k)
-		} else {
-			p.attrs[k] = v
+	if len(attrs) > maxAttributes {
+		return fmt.Errorf("%w: more than %d attributes", ErrLimitExceeded, maxAttributes)
+	}
+	for k := range attrs {
+		if len(k) > maxAttributeKey {
+			return fmt.Errorf("%w: attribute key over %d bytes", ErrLimitExceeded, maxAttributeKey)
 		}
 	}
-	p.version++
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrParticipantClosed
+	}
+	for k, v := range attrs {
+		if asserted, ok := p.asserted[k]; ok && v != asserted {
+			p.mu.Unlock()
+			return fmt.Errorf("%w: %q", ErrAttributeProtected, k)
+		}
+	}
+	next, changed := p.attrs, false
+	if len(attrs) > 0 {
+		next = copyAttrs(p.attrs)
+		for k, v := range attrs {
+			if v == "" {
+				delete(next, k)
+			} else {
+				next[k] = v
+			}
+		}
+		if len(next) > maxAttributes {
+			p.mu.Unlock()
+			return fmt.Errorf("%w: more than %d attributes", ErrLimitExceeded, maxAttributes)
+		}
+		size := 0
+		for k, v := range next {
+			size += len(k) + len(v)
+			changed = changed || p.attrs[k] != v
+		}
+		if size > maxAttributesBytes {
+			p.mu.Unlock()
+			return fmt.Errorf("%w: attributes over %d bytes", ErrLimitExceeded, maxAttributesBytes)
+		}
+		changed = changed || len(next) != len(p.attrs)
+	}
+	if !p.updates.take(time.Now()) {
+		p.mu.Unlock()
+		return ErrRateLimited
+	}
+	if name != "" && name != p.name {
+		p.name, changed = name, true
+	}
+	if metadata != "" && metadata != p.metadata {
+		p.metadata, changed = metadata, true
+	}
+	p.attrs = next
+	if changed {
+		p.version++
+	}
 	p.mu.Unlock()
-	p.room.broadcast(p, true)
+	if changed {
+		p.room.broadcast(p, true)
+	}
+	return nil
+}
+
+// tokenBucket allows burst events at once and one more per every; it is
+// not safe for concurrent use (the participant's mu guards it).
+type tokenBucket struct {
+	burst  int
+	every  time.Duration
+	tokens float64
+	at     time.Time
+}
+
+func newTokenBucket(burst int, every time.Duration) tokenBucket {
+	return tokenBucket{burst: burst, every: every, tokens: float64(burst)}
+}
+
+// take spends one token, if there is one at now.
+func (b *tokenBucket) take(now time.Time) bool {
+	if !b.at.IsZero() && now.After(b.at) {
+		b.tokens = min(float64(b.burst), b.tokens+float64(now.Sub(b.at))/float64(b.every))
+	}
+	if b.at.IsZero() || now.After(b.at) {
+		b.at = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // writeRTCP sends RTCP to the publisher (keyframe requests).

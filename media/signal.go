@@ -61,9 +61,11 @@ func (p Permissions) proto() *livekit.ParticipantPermission {
 
 // JoinParams describe a participant about to join a room.
 type JoinParams struct {
-	Identity      string
-	Name          string
-	Metadata      string
+	Identity string
+	Name     string
+	Metadata string
+	// Attributes come from the token: the participant may add its own
+	// but never change or delete these (Participant.UpdateMetadata).
 	Attributes    map[string]string
 	Kind          livekit.ParticipantInfo_Kind
 	Permissions   Permissions

@@ -36,7 +36,7 @@ func TestNothingReachesAParticipantBeforeStart(t *testing.T) {
 	a.version++
 	a.mu.Unlock()
 	r.trackPublished(a, up)
-	a.UpdateMetadata("", "changed", nil)
+	require.NoError(t, a.UpdateMetadata("", "changed", nil))
 	require.Empty(t, sb.of("offer"), "no offer before the join answer")
 	require.Empty(t, sb.of("participants"), "no update before the join answer")
 

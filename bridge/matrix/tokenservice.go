@@ -278,13 +278,15 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 	if !claimSafe(identity) {
 		log.Warn().Msg("identity has characters that Element Call cannot decode from a JWT")
 	}
+	// No canUpdateOwnMetadata, as lk-jwt-service's getJoinToken grants
+	// none (handler.go): Element Call does not need it, and the Matrix
+	// identity the attributes carry is the node's word, not the user's.
 	jwt, err := s.sfu.MintToken(room, identity, name, Grant{
-		CanPublish:           true,
-		CanSubscribe:         true,
-		CanPublishData:       true,
-		CanUpdateOwnMetadata: true,
-		TTL:                  s.ttl,
-		Attributes:           matrixAttributes(roomID, userID),
+		CanPublish:     true,
+		CanSubscribe:   true,
+		CanPublishData: true,
+		TTL:            s.ttl,
+		Attributes:     matrixAttributes(roomID, userID),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("mint token")

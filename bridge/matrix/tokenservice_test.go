@@ -169,6 +169,8 @@ func requireMatrixError(t *testing.T, rr *httptest.ResponseRecorder, status int,
 
 // The happy path with the inputs of MSC4195's test vectors, as
 // lk-jwt-service get_token_test.go TestHandleGetToken_Success uses them.
+// The token does not let its holder change its own metadata (nor, with
+// it, the Matrix attributes), as lk-jwt-service grants no such thing.
 func TestGetTokenLocalUser(t *testing.T) {
 	f := newTSFixture(t)
 	rr := do(f.svc, "POST", PathGetToken, getTokenBody("!roomid:example.com", "slot1234", "example.com", "tok-alice", "@alice:example.com", "DEVICE123", "memberABC"))
@@ -181,7 +183,7 @@ func TestGetTokenLocalUser(t *testing.T) {
 	require.Equal(t, []string{room}, f.sfu.ensured, "a local user creates the room")
 	require.Equal(t, []mintCall{{
 		room: room, identity: "J+T45tGruxc+HrUOqJJlyQSV33m728Cme4+vt8/SWrU", name: "@alice:example.com",
-		grant: Grant{CanPublish: true, CanSubscribe: true, CanPublishData: true, CanUpdateOwnMetadata: true, TTL: DefaultTokenTTL,
+		grant: Grant{CanPublish: true, CanSubscribe: true, CanPublishData: true, CanUpdateOwnMetadata: false, TTL: DefaultTokenTTL,
 			Attributes: map[string]string{AttrMatrixRoomID: "!roomid:example.com", AttrMatrixUserID: "@alice:example.com"}},
 	}}, f.sfu.mints)
 }

@@ -231,9 +231,7 @@ func (s *session) handle(ctx context.Context, p *media.Participant, g *Grant, re
 	case *livekit.SignalRequest_TrackSetting:
 		p.UpdateTrackSettings(m.TrackSetting)
 	case *livekit.SignalRequest_UpdateMetadata:
-		if g.CanUpdateOwn {
-			p.UpdateMetadata(m.UpdateMetadata.GetName(), m.UpdateMetadata.GetMetadata(), m.UpdateMetadata.GetAttributes())
-		}
+		s.updateMetadata(ctx, p, g, m.UpdateMetadata)
 	case *livekit.SignalRequest_Leave:
 		p.Leave()
 		return false
@@ -255,4 +253,42 @@ func (s *session) handle(ctx context.Context, p *media.Participant, g *Grant, re
 
 func sessionDescription(sd *livekit.SessionDescription) webrtc.SessionDescription {
 	return webrtc.SessionDescription{Type: webrtc.NewSDPType(sd.GetType()), SDP: sd.GetSdp()}
+}
+
+// updateMetadata applies the client's change of its own name, metadata or
+// attributes and answers with a RequestResponse carrying the request's id,
+// as LiveKit does for every update_metadata (livekit/livekit pkg/rtc
+// participant.go UpdateMetadata): OK, NOT_ALLOWED without the
+// canUpdateOwnMetadata grant or for an attribute the token asserted,
+// LIMIT_EXCEEDED over a size limit or the update rate. livekit-client
+// waits for that answer before it resolves setAttributes/setMetadata.
+func (s *session) updateMetadata(ctx context.Context, p *media.Participant, g *Grant, u *livekit.UpdateParticipantMetadata) {
+	var err error
+	if g.CanUpdateOwn {
+		err = p.UpdateMetadata(u.GetName(), u.GetMetadata(), u.GetAttributes())
+	} else {
+		err = media.ErrPermissionDenied
+	}
+	resp := &livekit.RequestResponse{RequestId: u.GetRequestId()}
+	switch {
+	case err == nil:
+		resp.Reason = livekit.RequestResponse_OK
+	case errors.Is(err, media.ErrPermissionDenied):
+		resp.Reason, resp.Message = livekit.RequestResponse_NOT_ALLOWED, "does not have permission to update own metadata"
+	case errors.Is(err, media.ErrAttributeProtected):
+		resp.Reason, resp.Message = livekit.RequestResponse_NOT_ALLOWED, err.Error()
+	case errors.Is(err, media.ErrLimitExceeded), errors.Is(err, media.ErrRateLimited):
+		resp.Reason, resp.Message = livekit.RequestResponse_LIMIT_EXCEEDED, err.Error()
+	case errors.Is(err, media.ErrInvalidName):
+		resp.Reason, resp.Message = livekit.RequestResponse_INVALID_REQUEST, err.Error()
+	default:
+		// The participant has left: nothing to answer.
+		return
+	}
+	if err != nil {
+		zerolog.Ctx(ctx).Debug().Err(err).Msg("metadata update refused")
+	}
+	// The request is echoed without its values, which are the client's own.
+	resp.Request = &livekit.RequestResponse_UpdateMetadata{UpdateMetadata: &livekit.UpdateParticipantMetadata{RequestId: u.GetRequestId()}}
+	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RequestResponse{RequestResponse: resp}})
 }

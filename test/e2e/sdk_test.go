@@ -43,7 +43,7 @@ type sdkClient struct {
 
 func key(identity string, kind webrtc.RTPCodecType) string { return identity + "/" + kind.String() }
 
-func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity string) *sdkClient {
+func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity string, opts ...TokenOption) *sdkClient {
 	t.Helper()
 	c := &sdkClient{
 		identity: identity, got: map[string]int{}, firstKey: map[string]bool{}, firstAt: map[string]time.Time{},
@@ -90,7 +90,7 @@ func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity st
 		},
 	}
 	c.started = time.Now()
-	r, err := lksdk.ConnectToRoomWithToken(n.WSURL, n.Token(t, room, identity), cb, lksdk.WithAutoSubscribe(true))
+	r, err := lksdk.ConnectToRoomWithToken(n.WSURL, n.Token(t, room, identity, opts...), cb, lksdk.WithAutoSubscribe(true))
 	require.NoError(t, err, "%s connects", identity)
 	c.room = r
 	t.Cleanup(func() { c.room.Disconnect(); c.readers.Wait() })
