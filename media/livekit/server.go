@@ -31,6 +31,10 @@ type Server struct {
 	// refreshEvery and refreshTTL pace the refresh tokens sent to clients.
 	refreshEvery time.Duration
 	refreshTTL   time.Duration
+	// pingInterval and pingTimeout are announced in the join answer;
+	// pingTimeout is also how long a client may stay silent.
+	pingInterval time.Duration
+	pingTimeout  time.Duration
 }
 
 // LiveKit's pacing of refresh tokens (livekit/livekit roommanager.go):
@@ -44,6 +48,20 @@ const (
 // each is valid (tests).
 func WithTokenRefresh(every, ttl time.Duration) ServerOption {
 	return func(s *Server) { s.refreshEvery, s.refreshTTL = every, ttl }
+}
+
+// LiveKit's ping pacing, announced in every JoinResponse
+// (livekit/livekit pkg/rtc/participant.go PingIntervalSeconds and
+// PingTimeoutSeconds).
+const (
+	defaultPingInterval = 5 * time.Second
+	defaultPingTimeout  = 15 * time.Second
+)
+
+// WithPing changes the ping interval and timeout the join answer
+// announces, and after which a silent client is disconnected (tests).
+func WithPing(interval, timeout time.Duration) ServerOption {
+	return func(s *Server) { s.pingInterval, s.pingTimeout = interval, timeout }
 }
 
 // Admitter decides whether the holder of a verified token may join now. A
@@ -68,7 +86,10 @@ func WithAdmitter(a Admitter) ServerOption {
 
 // NewServer returns a signal server for sfu that accepts tokens signed with keys.
 func NewServer(sfu *media.SFU, keys Keys, log zerolog.Logger, opts ...ServerOption) *Server {
-	s := &Server{sfu: sfu, keys: keys, log: log, refreshEvery: defaultRefreshEvery, refreshTTL: defaultRefreshTTL}
+	s := &Server{
+		sfu: sfu, keys: keys, log: log, refreshEvery: defaultRefreshEvery, refreshTTL: defaultRefreshTTL,
+		pingInterval: defaultPingInterval, pingTimeout: defaultPingTimeout,
+	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -208,10 +229,14 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 		log.Info().Err(err).Msg("join refused")
 		return
 	}
-	sess.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Join{Join: joinResponse(info, g)}})
+	join := joinResponse(info, g)
+	join.PingInterval, join.PingTimeout = seconds(s.pingInterval), seconds(s.pingTimeout)
+	sess.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Join{Join: join}})
 	p.Start()
 	stopRefresh := s.refreshTokens(sess, g)
+	stopWatchdog := s.watchdog(sess, log)
 	sess.readLoop(ctx, p, g)
+	stopWatchdog()
 	stopRefresh()
 	// The socket is gone: without resume support this session's
 	// participant leaves (not whoever holds its identity now).
@@ -237,8 +262,6 @@ func joinResponse(info *media.JoinInfo, g *Grant) *livekit.JoinResponse {
 			Edition: livekit.ServerInfo_Standard, Version: ServerVersion, Protocol: protocolVersion, NodeId: "entente",
 		},
 		SubscriberPrimary: g.CanSubscribe,
-		PingInterval:      pingInterval,
-		PingTimeout:       pingTimeout,
 		SifTrailer:        info.SIFTrailer,
 		FastPublish:       g.CanPublish,
 		EnabledPublishCodecs: []*livekit.Codec{
@@ -247,9 +270,13 @@ func joinResponse(info *media.JoinInfo, g *Grant) *livekit.JoinResponse {
 	}
 }
 
+// seconds rounds d up to whole seconds, at least one, as the join answer
+// counts them.
+func seconds(d time.Duration) int32 {
+	return int32(max(1, (d+time.Second-1)/time.Second))
+}
+
 const (
-	pingInterval     = 5  // seconds
-	pingTimeout      = 15 // seconds
 	maxSignalMessage = 1 << 20
 	writeTimeout     = 10 * time.Second
 	// admitTimeout bounds one Admitter call.
@@ -281,6 +308,49 @@ func (s *Server) refreshTokens(sess *session, g *Grant) (stop func()) {
 	}()
 	return func() {
 		close(done)
+		<-stopped
+	}
+}
+
+// watchdog disconnects a client that has been silent for the ping
+// timeout, until the returned function is called (it waits for the
+// watchdog to stop). The join answer asks clients to ping every
+// pingInterval and promises pingTimeout; livekit-client and Element Call
+// do, and give up on a server that does not answer within it
+// (livekit-client SignalClient startPingInterval). Not every client
+// pings: the Go SDK never does, and relies on the server's websocket pings
+// as LiveKit sends them (livekit/livekit pkg/service/wsprotocol.go
+// pingWorker). So a client is alive while it sends anything or answers the
+// watchdog's websocket pings; the transport closing ends the read loop and
+// the participant leaves with SIGNAL_CLOSE.
+func (s *Server) watchdog(sess *session, log zerolog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	period := s.pingTimeout / 3
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if silent := time.Since(sess.lastHeard()); silent > s.pingTimeout {
+				log.Info().Dur("silent", silent).Msg("no signal from the client within the ping timeout, disconnecting")
+				_ = sess.conn.CloseNow()
+				return
+			}
+			pctx, pcancel := context.WithTimeout(ctx, period)
+			if sess.conn.Ping(pctx) == nil {
+				sess.heard()
+			}
+			pcancel()
+		}
+	}()
+	return func() {
+		cancel()
 		<-stopped
 	}
 }

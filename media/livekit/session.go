@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -28,6 +29,10 @@ type session struct {
 	log  zerolog.Logger
 	out  chan *livekit.SignalResponse
 
+	// heardAt is when the client was last heard from (unix nanoseconds):
+	// a request, or an answer to a websocket ping.
+	heardAt atomic.Int64
+
 	mu      sync.Mutex
 	closing bool
 
@@ -41,6 +46,7 @@ func newSession(conn *websocket.Conn, log zerolog.Logger) *session {
 		conn: conn, log: log, out: make(chan *livekit.SignalResponse, outQueue),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	s.heard()
 	go s.writeLoop()
 	return s
 }
@@ -173,6 +179,12 @@ func (s *session) SendLeave(reason livekit.DisconnectReason, action livekit.Leav
 	s.mu.Unlock()
 }
 
+// heard records that the client was heard from now.
+func (s *session) heard() { s.heardAt.Store(time.Now().UnixNano()) }
+
+// lastHeard is when the client was last heard from.
+func (s *session) lastHeard() time.Time { return time.Unix(0, s.heardAt.Load()) }
+
 // readLoop handles the client's requests until the socket closes, the
 // client leaves or it is removed.
 func (s *session) readLoop(ctx context.Context, p *media.Participant, g *Grant) {
@@ -181,6 +193,7 @@ func (s *session) readLoop(ctx context.Context, p *media.Participant, g *Grant) 
 		if err != nil {
 			return
 		}
+		s.heard()
 		if typ != websocket.MessageBinary {
 			s.log.Debug().Msg("ignoring a text signal frame")
 			continue
