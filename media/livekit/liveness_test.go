@@ -3,13 +3,16 @@ package livekit
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 )
@@ -111,4 +114,26 @@ func drain(ctx context.Context, conn *websocket.Conn, each func(*livekit.SignalR
 			return fmt.Errorf("the server sent a leave: %s", l.GetReason())
 		}
 	}
+}
+
+// TestGoSDKStaysWithoutPinging: the Go SDK sends no signal pings; it
+// stays connected, in the same session, through several ping timeouts
+// because it answers the server's websocket pings. (Dropped, it would
+// rejoin on its own, as a new session.)
+func TestGoSDKStaysWithoutPinging(t *testing.T) {
+	srv, _ := startServer(t, WithPing(200*time.Millisecond, time.Second))
+	var dropped atomic.Bool
+	cb := &lksdk.RoomCallback{
+		OnDisconnected: func() { dropped.Store(true) },
+		OnReconnecting: func() { dropped.Store(true) },
+	}
+	room, err := lksdk.ConnectToRoomWithToken("ws"+strings.TrimPrefix(srv.URL, "http"),
+		mint(t, "sdk", &auth.VideoGrant{RoomJoin: true, Room: "live"}, nil), cb, lksdk.WithAutoSubscribe(false))
+	require.NoError(t, err)
+	defer room.Disconnect()
+	sid := room.LocalParticipant.SID()
+	time.Sleep(3 * time.Second) // three ping timeouts
+	require.False(t, dropped.Load(), "the SDK client was dropped")
+	require.Equal(t, sid, room.LocalParticipant.SID(), "the SDK client is still in its first session")
+	require.Equal(t, lksdk.ConnectionStateConnected, room.ConnectionState())
 }
