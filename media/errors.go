@@ -20,6 +20,9 @@ var (
 	// ErrCodecNotNegotiated is returned by DownTrack.Bind when the subscriber
 	// did not accept the track's codec.
 	ErrCodecNotNegotiated = errors.New("subscriber did not negotiate the track's codec")
+	// ErrInvalidDataPacket is returned when a participant's data channel
+	// message is not a DataPacket the room may relay.
+	ErrInvalidDataPacket = errors.New("invalid data packet")
 	// ErrClosed is returned when the SFU has been closed.
 	ErrClosed = errors.New("sfu is closed")
 )
