@@ -181,7 +181,7 @@ func readAnswer(r io.Reader) ([]byte, error) {
 // parseUserInfo reads the answer to GET /_matrix/federation/v1/openid/userinfo
 // (spec: Server-Server API, "OpenID"), {"sub": "@user:server"}, from
 // serverName. A body that is not that object wraps ErrOpenIDUnavailable; a
-// sub that is not a user ID of serverName wraps ErrOpenIDRejected.
+// sub that is not a valid user ID of serverName wraps ErrOpenIDRejected.
 func parseUserInfo(body []byte, serverName string) (string, error) {
 	var info struct {
 		Sub string `json:"sub"`
@@ -189,8 +189,10 @@ func parseUserInfo(body []byte, serverName string) (string, error) {
 	if err := json.Unmarshal(body, &info); err != nil {
 		return "", fmt.Errorf("%w: bad answer: %w", ErrOpenIDUnavailable, err)
 	}
-	// A homeserver may only vouch for its own users.
-	if userIDServer(info.Sub) != serverName {
+	// A homeserver may only vouch for its own users, and only for user IDs
+	// the specification allows: the ID goes into LiveKit identities,
+	// tokens and logs.
+	if !validUserID(info.Sub) || userIDServer(info.Sub) != serverName {
 		return "", fmt.Errorf("%w: %s answered for user %q", ErrOpenIDRejected, serverName, info.Sub)
 	}
 	return info.Sub, nil
