@@ -261,8 +261,27 @@ func relayedData(from *Participant, label string, data []byte) ([]byte, livekit.
 		return nil, 0, nil, fmt.Errorf("%w: %d bytes", ErrInvalidDataPacket, len(data))
 	}
 	var pkt livekit.DataPacket
-	if err := proto.Unmarshal(data, &pkt); err != nil {
+	// Only what the node can read is relayed: it cannot stamp the sender on
+	// a payload it does not know, and a field it does not know may be read
+	// by a client as one it does, such as the identity field sent again
+	// with another wire type, which Go keeps as unknown and a JavaScript
+	// decoder may take as the sender's identity.
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, &pkt); err != nil {
 		return nil, 0, nil, fmt.Errorf("%w: %w", ErrInvalidDataPacket, err)
+	}
+	// Payloads that speak for other participants are not relayed, as in
+	// livekit/livekit handleReceivedDataMessage: transcriptions come from
+	// agents only; metrics are not forwarded as data; speaker updates are
+	// the node's to send, over signalling.
+	switch pkt.Value.(type) {
+	case nil:
+		return nil, 0, nil, fmt.Errorf("%w: no payload the node knows", ErrInvalidDataPacket)
+	case *livekit.DataPacket_Speaker, *livekit.DataPacket_Metrics:
+		return nil, 0, nil, fmt.Errorf("%w: %T is not relayed", ErrInvalidDataPacket, pkt.Value)
+	case *livekit.DataPacket_Transcription:
+		if from.kind != livekit.ParticipantInfo_AGENT {
+			return nil, 0, nil, fmt.Errorf("%w: transcription from a participant that is not an agent", ErrInvalidDataPacket)
+		}
 	}
 	kind := livekit.DataPacket_LOSSY
 	if label == "_reliable" {
