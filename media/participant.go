@@ -8,6 +8,7 @@ import (
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtcp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
@@ -295,6 +296,11 @@ func (p *Participant) HandleAnswer(sd webrtc.SessionDescription, id uint32) erro
 		p.negMu.Unlock()
 		return nil // a stale answer; the newest offer's answer follows
 	}
+	if err := checkAnswerSections(p.sub.PendingLocalDescription(), sd.SDP); err != nil {
+		// Refused before pion sees it: the offer stays open for a good answer.
+		p.negMu.Unlock()
+		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
+	}
 	if err := p.sub.SetRemoteDescription(sd); err != nil {
 		// As for offers: a bad answer that pion applied halfway leaves the
 		// subscriber connection stable with our offer still in flight, so
@@ -316,6 +322,35 @@ func (p *Participant) HandleAnswer(sd webrtc.SessionDescription, id uint32) erro
 	p.negMu.Unlock()
 	if again {
 		p.negotiate()
+	}
+	return nil
+}
+
+// checkAnswerSections refuses an answer whose media sections are not those
+// of the offer: as many, in the same order, with the same mids (RFC 3264
+// section 6, RFC 8829 section 5.3.1). pion accepts such an answer, for
+// example one whose only section has no mid, and then can create no
+// further offer, which would leave the participant unable to subscribe.
+func checkAnswerSections(offer *webrtc.SessionDescription, answer string) error {
+	if offer == nil {
+		return fmt.Errorf("no offer in flight")
+	}
+	o, err := offer.Unmarshal()
+	if err != nil {
+		return fmt.Errorf("our offer: %w", err)
+	}
+	var a sdp.SessionDescription
+	if err := a.UnmarshalString(answer); err != nil {
+		return err
+	}
+	if len(a.MediaDescriptions) != len(o.MediaDescriptions) {
+		return fmt.Errorf("%d media sections answer an offer of %d", len(a.MediaDescriptions), len(o.MediaDescriptions))
+	}
+	for i, md := range a.MediaDescriptions {
+		want, _ := o.MediaDescriptions[i].Attribute(sdp.AttrKeyMID)
+		if got, ok := md.Attribute(sdp.AttrKeyMID); !ok || got != want {
+			return fmt.Errorf("media section %d has mid %q, the offer's has %q", i, got, want)
+		}
 	}
 	return nil
 }
