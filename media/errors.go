@@ -20,6 +20,9 @@ var (
 	// ErrCodecNotNegotiated is returned by DownTrack.Bind when the subscriber
 	// did not accept the track's codec.
 	ErrCodecNotNegotiated = errors.New("subscriber did not negotiate the track's codec")
+	// ErrInvalidCandidate is returned when a trickled ICE candidate cannot
+	// be decoded or added.
+	ErrInvalidCandidate = errors.New("invalid ICE candidate")
 	// ErrInvalidDataPacket is returned when a participant's data channel
 	// message is not a DataPacket the room may relay.
 	ErrInvalidDataPacket = errors.New("invalid data packet")

@@ -1,12 +1,15 @@
 package media
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtcp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -355,8 +358,30 @@ func checkAnswerSections(offer *webrtc.SessionDescription, answer string) error 
 	return nil
 }
 
+// maxCandidateInit bounds a trickled candidate's JSON. A candidate line is
+// well under 256 bytes (RFC 8839 section 5.1: foundation up to 32
+// characters, an IPv6 address, a few extensions); browsers add sdpMid,
+// sdpMLineIndex and usernameFragment around it.
+const maxCandidateInit = 4096
+
+// ParseCandidate decodes the candidate_init of a LiveKit TrickleRequest: the
+// client's RTCIceCandidateInit as JSON (W3C webrtc-pc, "RTCIceCandidateInit
+// Dictionary"). Errors wrap ErrInvalidCandidate.
+func ParseCandidate(candidateInit string) (webrtc.ICECandidateInit, error) {
+	var c webrtc.ICECandidateInit
+	if len(candidateInit) > maxCandidateInit {
+		return c, fmt.Errorf("%w: %d bytes", ErrInvalidCandidate, len(candidateInit))
+	}
+	if err := json.Unmarshal([]byte(candidateInit), &c); err != nil {
+		return webrtc.ICECandidateInit{}, fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
+	}
+	return c, nil
+}
+
 // HandleCandidate adds a remote ICE candidate to the named connection,
 // queueing it (bounded) until that connection has a remote description.
+// A candidate that cannot be added is refused with an error wrapping
+// ErrInvalidCandidate and changes nothing.
 func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit, target livekit.SignalTarget) error {
 	var mu *sync.Mutex
 	var pc *webrtc.PeerConnection
@@ -369,12 +394,22 @@ func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit, target livekit.
 	mu.Lock()
 	defer mu.Unlock()
 	if pc.RemoteDescription() == nil {
+		// Refuse now what pion would refuse when the queue is flushed, so
+		// that the client hears of it.
+		if line := strings.TrimPrefix(c.Candidate, "candidate:"); line != "" {
+			if _, err := ice.UnmarshalCandidate(line); err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
+			}
+		}
 		if len(*queue) < maxPendingCandidates {
 			*queue = append(*queue, c)
 		}
 		return nil
 	}
-	return pc.AddICECandidate(c)
+	if err := pc.AddICECandidate(c); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
+	}
+	return nil
 }
 
 // negotiate sends a new subscriber offer, or marks one as needed when an
