@@ -1,6 +1,7 @@
 package media
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,10 @@ func FuzzHandleCandidate(f *testing.F) {
 		queued := len(c.p.pubCands)
 		c.p.pubMu.Unlock()
 		require.LessOrEqual(t, queued, maxPendingCandidates)
+		c.p.negMu.Lock()
+		added := c.p.subAdded
+		c.p.negMu.Unlock()
+		require.LessOrEqual(t, added, maxRemoteCandidates)
 		require.False(t, c.p.isClosed())
 		require.Equal(t, webrtc.PeerConnectionStateConnected, c.p.sub.ConnectionState())
 		require.Empty(t, c.sig.of("leave"))
@@ -110,4 +115,26 @@ func TestMalformedCandidatesKeepTheConnection(t *testing.T) {
 	}
 	require.Equal(t, webrtc.PeerConnectionStateConnected, alice.p.sub.ConnectionState())
 	require.Empty(t, alice.sig.of("leave"))
+}
+
+// TestRemoteCandidatesBounded: a client trickling ever more candidates on a
+// working connection is refused past the bound, and the connection stays.
+func TestRemoteCandidatesBounded(t *testing.T) {
+	alice := connectedClient(t)
+	refused := 0
+	for i := range 2 * maxRemoteCandidates {
+		// Loopback addresses, so that no connectivity check leaves the host.
+		line := fmt.Sprintf("candidate:%d 1 udp 2130706431 127.1.%d.%d %d typ host", i, i/250, i%250+1, 40000+i)
+		err := alice.p.HandleCandidate(webrtc.ICECandidateInit{Candidate: line, SDPMid: &[]string{"0"}[0]}, livekit.SignalTarget_SUBSCRIBER)
+		if err != nil {
+			require.ErrorIs(t, err, ErrInvalidCandidate)
+			refused++
+		} else {
+			require.Zero(t, refused, "candidate %d accepted after a refusal", i)
+		}
+	}
+	require.Greater(t, refused, maxRemoteCandidates-1)
+	require.NoError(t, alice.p.HandleCandidate(webrtc.ICECandidateInit{Candidate: ""}, livekit.SignalTarget_SUBSCRIBER),
+		"end of candidates is not a candidate")
+	require.Equal(t, webrtc.PeerConnectionStateConnected, alice.p.sub.ConnectionState())
 }

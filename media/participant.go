@@ -21,6 +21,15 @@ import (
 // description exists.
 const maxPendingCandidates = 64
 
+// maxRemoteCandidates bounds the remote candidates one connection takes in
+// its life. pion keeps every one, pairs it with each local candidate and
+// compares each new one with all it has, so without a bound a client
+// trickling candidates costs the node memory and quadratic time. A browser
+// gathers a few per network interface and ICE server; the node does no ICE
+// restart (a client that loses its connection joins again), so a connection
+// never has a second generation to count.
+const maxRemoteCandidates = 256
+
 // Participant is one member of a room with two peer connections, as LiveKit
 // clients expect: the publisher (the client offers, we answer) and the
 // subscriber (we offer, the client answers).
@@ -62,12 +71,14 @@ type Participant struct {
 
 	pubMu    sync.Mutex // serialises publisher negotiation
 	pubCands []webrtc.ICECandidateInit
+	pubAdded int // remote candidates given to pion
 
 	negMu         sync.Mutex // serialises subscriber negotiation
 	offerID       uint32
 	offerInFlight bool
 	renegotiate   bool
 	subCands      []webrtc.ICECandidateInit
+	subAdded      int
 
 	dcMu       sync.Mutex
 	dcReliable *webrtc.DataChannel
@@ -276,6 +287,7 @@ func (p *Participant) handleOffer(sd webrtc.SessionDescription, id uint32) error
 	for _, c := range p.pubCands {
 		_ = p.pub.AddICECandidate(c)
 	}
+	p.pubAdded += len(p.pubCands)
 	p.pubCands = nil
 	answer, err := p.pub.CreateAnswer(nil)
 	if err != nil {
@@ -318,6 +330,7 @@ func (p *Participant) HandleAnswer(sd webrtc.SessionDescription, id uint32) erro
 	for _, c := range p.subCands {
 		_ = p.sub.AddICECandidate(c)
 	}
+	p.subAdded += len(p.subCands)
 	p.subCands = nil
 	p.offerInFlight = false
 	again := p.renegotiate
@@ -386,10 +399,11 @@ func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit, target livekit.
 	var mu *sync.Mutex
 	var pc *webrtc.PeerConnection
 	var queue *[]webrtc.ICECandidateInit
+	var added *int
 	if target == livekit.SignalTarget_SUBSCRIBER {
-		mu, pc, queue = &p.negMu, p.sub, &p.subCands
+		mu, pc, queue, added = &p.negMu, p.sub, &p.subCands, &p.subAdded
 	} else {
-		mu, pc, queue = &p.pubMu, p.pub, &p.pubCands
+		mu, pc, queue, added = &p.pubMu, p.pub, &p.pubCands, &p.pubAdded
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -406,8 +420,14 @@ func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit, target livekit.
 		}
 		return nil
 	}
+	if *added >= maxRemoteCandidates && c.Candidate != "" {
+		return fmt.Errorf("%w: over %d candidates", ErrInvalidCandidate, maxRemoteCandidates)
+	}
 	if err := pc.AddICECandidate(c); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
+	}
+	if c.Candidate != "" {
+		*added++
 	}
 	return nil
 }
