@@ -58,6 +58,10 @@ func answerVariants() []string {
 //
 // The answer's size is bounded before it gets here, by the signal frame
 // limit (media/livekit maxSignalMessage, 1 MiB).
+//
+// Each input costs a participant with two peer connections: fuzz with
+// -fuzzminimizetime 20x, or the default minute of minimizing each new
+// input at a few runs a second takes the whole run (so for FuzzHandleOffer).
 func FuzzHandleAnswer(f *testing.F) {
 	env := newOfferEnv(f)
 	f.Add(chromeAnswerDataOnly)
