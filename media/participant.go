@@ -2,6 +2,7 @@ package media
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -408,10 +409,14 @@ func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit, target livekit.
 	mu.Lock()
 	defer mu.Unlock()
 	if pc.RemoteDescription() == nil {
-		// Refuse now what pion would refuse when the queue is flushed, so
-		// that the client hears of it.
+		// Check now what pion checks when the queue is flushed
+		// (PeerConnection.AddICECandidate), so that a refusal is heard of
+		// and takes no place in the queue; like pion, drop without an error
+		// a candidate of a type or network it does not know.
 		if line := strings.TrimPrefix(c.Candidate, "candidate:"); line != "" {
-			if _, err := ice.UnmarshalCandidate(line); err != nil {
+			if _, err := ice.UnmarshalCandidate(line); errors.Is(err, ice.ErrUnknownCandidateTyp) || errors.Is(err, ice.ErrDetermineNetworkType) {
+				return nil
+			} else if err != nil {
 				return fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
 			}
 		}

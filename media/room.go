@@ -242,7 +242,7 @@ func (r *Room) relayData(from *Participant, label string, data []byte) {
 	}
 	out, kind, dests, err := relayedData(from, label, data)
 	if err != nil {
-		from.log.Debug().Err(err).Msg("dropping malformed data packet")
+		from.log.Debug().Err(err).Msg("dropping a data packet")
 		return
 	}
 	for _, q := range r.members() {
