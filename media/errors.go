@@ -32,6 +32,12 @@ var (
 	// ErrAttributeProtected is returned when a participant tries to change
 	// or delete an attribute its token asserted.
 	ErrAttributeProtected = errors.New("attribute is set by the token issuer and cannot be changed")
+	// ErrInvalidCandidate is returned when a trickled ICE candidate cannot
+	// be decoded or added.
+	ErrInvalidCandidate = errors.New("invalid ICE candidate")
+	// ErrInvalidDataPacket is returned when a participant's data channel
+	// message is not a DataPacket the room may relay.
+	ErrInvalidDataPacket = errors.New("invalid data packet")
 	// ErrClosed is returned when the SFU has been closed.
 	ErrClosed = errors.New("sfu is closed")
 )

@@ -185,7 +185,7 @@ func vp8KeyframePayload(n int) []byte {
 // clientAPI is a pion API as a browser-like client would have: default
 // codecs and interceptors, host candidates on loopback only. With
 // dtlsServer it answers the SFU's offers as the DTLS server.
-func clientAPI(t *testing.T, dtlsServer bool) *webrtc.API {
+func clientAPI(t testing.TB, dtlsServer bool) *webrtc.API {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	require.NoError(t, me.RegisterDefaultCodecs())
@@ -206,7 +206,7 @@ func clientAPI(t *testing.T, dtlsServer bool) *webrtc.API {
 // except that "signalling" is calling the Participant directly and reading
 // what the SFU said from a recordingSignaller.
 type testClient struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	p    *Participant
 	sig  *recordingSignaller
@@ -238,7 +238,7 @@ type testClient struct {
 	once    sync.Once
 }
 
-func joinClient(t *testing.T, api *webrtc.API, room *Room, name string) *testClient {
+func joinClient(t testing.TB, api *webrtc.API, room *Room, name string) *testClient {
 	t.Helper()
 	c := &testClient{
 		t: t, name: name, sig: newRecordingSignaller(), stop: make(chan struct{}), done: make(chan struct{}),

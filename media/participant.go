@@ -1,13 +1,18 @@
 package media
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtcp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
@@ -18,6 +23,15 @@ import (
 // maxPendingCandidates bounds the ICE candidates queued before a remote
 // description exists.
 const maxPendingCandidates = 64
+
+// maxRemoteCandidates bounds the remote candidates one connection takes in
+// its life. pion keeps every one, pairs it with each local candidate and
+// compares each new one with all it has, so without a bound a client
+// trickling candidates costs the node memory and quadratic time. A browser
+// gathers a few per network interface and ICE server; the node does no ICE
+// restart (a client that loses its connection joins again), so a connection
+// never has a second generation to count.
+const maxRemoteCandidates = 256
 
 // Participant is one member of a room with two peer connections, as LiveKit
 // clients expect: the publisher (the client offers, we answer) and the
@@ -65,12 +79,14 @@ type Participant struct {
 
 	pubMu    sync.Mutex // serialises publisher negotiation
 	pubCands []webrtc.ICECandidateInit
+	pubAdded int // remote candidates given to pion
 
 	negMu         sync.Mutex // serialises subscriber negotiation
 	offerID       uint32
 	offerInFlight bool
 	renegotiate   bool
 	subCands      []webrtc.ICECandidateInit
+	subAdded      int
 
 	dcMu       sync.Mutex
 	dcReliable *webrtc.DataChannel
@@ -280,6 +296,7 @@ func (p *Participant) handleOffer(sd webrtc.SessionDescription, id uint32) error
 	for _, c := range p.pubCands {
 		_ = p.pub.AddICECandidate(c)
 	}
+	p.pubAdded += len(p.pubCands)
 	p.pubCands = nil
 	answer, err := p.pub.CreateAnswer(nil)
 	if err != nil {
@@ -303,6 +320,11 @@ func (p *Participant) HandleAnswer(sd webrtc.SessionDescription, id uint32) erro
 		p.negMu.Unlock()
 		return nil // a stale answer; the newest offer's answer follows
 	}
+	if err := checkAnswerSections(p.sub.PendingLocalDescription(), sd.SDP); err != nil {
+		// Refused before pion sees it: the offer stays open for a good answer.
+		p.negMu.Unlock()
+		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
+	}
 	if err := p.sub.SetRemoteDescription(sd); err != nil {
 		// As for offers: a bad answer that pion applied halfway leaves the
 		// subscriber connection stable with our offer still in flight, so
@@ -317,6 +339,7 @@ func (p *Participant) HandleAnswer(sd webrtc.SessionDescription, id uint32) erro
 	for _, c := range p.subCands {
 		_ = p.sub.AddICECandidate(c)
 	}
+	p.subAdded += len(p.subCands)
 	p.subCands = nil
 	p.offerInFlight = false
 	again := p.renegotiate
@@ -328,26 +351,98 @@ func (p *Participant) HandleAnswer(sd webrtc.SessionDescription, id uint32) erro
 	return nil
 }
 
+// checkAnswerSections refuses an answer whose media sections are not those
+// of the offer: as many, in the same order, with the same mids (RFC 3264
+// section 6, RFC 8829 section 5.3.1). pion accepts such an answer, for
+// example one whose only section has no mid, and then can create no
+// further offer, which would leave the participant unable to subscribe.
+func checkAnswerSections(offer *webrtc.SessionDescription, answer string) error {
+	if offer == nil {
+		return fmt.Errorf("no offer in flight")
+	}
+	o, err := offer.Unmarshal()
+	if err != nil {
+		return fmt.Errorf("our offer: %w", err)
+	}
+	var a sdp.SessionDescription
+	if err := a.UnmarshalString(answer); err != nil {
+		return err
+	}
+	if len(a.MediaDescriptions) != len(o.MediaDescriptions) {
+		return fmt.Errorf("%d media sections answer an offer of %d", len(a.MediaDescriptions), len(o.MediaDescriptions))
+	}
+	for i, md := range a.MediaDescriptions {
+		want, _ := o.MediaDescriptions[i].Attribute(sdp.AttrKeyMID)
+		if got, ok := md.Attribute(sdp.AttrKeyMID); !ok || got != want {
+			return fmt.Errorf("media section %d has mid %q, the offer's has %q", i, got, want)
+		}
+	}
+	return nil
+}
+
+// maxCandidateInit bounds a trickled candidate's JSON. A candidate line is
+// well under 256 bytes (RFC 8839 section 5.1: foundation up to 32
+// characters, an IPv6 address, a few extensions); browsers add sdpMid,
+// sdpMLineIndex and usernameFragment around it.
+const maxCandidateInit = 4096
+
+// ParseCandidate decodes the candidate_init of a LiveKit TrickleRequest: the
+// client's RTCIceCandidateInit as JSON (W3C webrtc-pc, "RTCIceCandidateInit
+// Dictionary"). Errors wrap ErrInvalidCandidate.
+func ParseCandidate(candidateInit string) (webrtc.ICECandidateInit, error) {
+	var c webrtc.ICECandidateInit
+	if len(candidateInit) > maxCandidateInit {
+		return c, fmt.Errorf("%w: %d bytes", ErrInvalidCandidate, len(candidateInit))
+	}
+	if err := json.Unmarshal([]byte(candidateInit), &c); err != nil {
+		return webrtc.ICECandidateInit{}, fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
+	}
+	return c, nil
+}
+
 // HandleCandidate adds a remote ICE candidate to the named connection,
 // queueing it (bounded) until that connection has a remote description.
+// A candidate that cannot be added is refused with an error wrapping
+// ErrInvalidCandidate and changes nothing.
 func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit, target livekit.SignalTarget) error {
 	var mu *sync.Mutex
 	var pc *webrtc.PeerConnection
 	var queue *[]webrtc.ICECandidateInit
+	var added *int
 	if target == livekit.SignalTarget_SUBSCRIBER {
-		mu, pc, queue = &p.negMu, p.sub, &p.subCands
+		mu, pc, queue, added = &p.negMu, p.sub, &p.subCands, &p.subAdded
 	} else {
-		mu, pc, queue = &p.pubMu, p.pub, &p.pubCands
+		mu, pc, queue, added = &p.pubMu, p.pub, &p.pubCands, &p.pubAdded
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	if pc.RemoteDescription() == nil {
+		// Check now what pion checks when the queue is flushed
+		// (PeerConnection.AddICECandidate), so that a refusal is heard of
+		// and takes no place in the queue; like pion, drop without an error
+		// a candidate of a type or network it does not know.
+		if line := strings.TrimPrefix(c.Candidate, "candidate:"); line != "" {
+			if _, err := ice.UnmarshalCandidate(line); errors.Is(err, ice.ErrUnknownCandidateTyp) || errors.Is(err, ice.ErrDetermineNetworkType) {
+				return nil
+			} else if err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
+			}
+		}
 		if len(*queue) < maxPendingCandidates {
 			*queue = append(*queue, c)
 		}
 		return nil
 	}
-	return pc.AddICECandidate(c)
+	if *added >= maxRemoteCandidates && c.Candidate != "" {
+		return fmt.Errorf("%w: over %d candidates", ErrInvalidCandidate, maxRemoteCandidates)
+	}
+	if err := pc.AddICECandidate(c); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
+	}
+	if c.Candidate != "" {
+		*added++
+	}
+	return nil
 }
 
 // negotiate sends a new subscriber offer, or marks one as needed when an

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -236,13 +237,51 @@ func (r *Room) trackUnpublished(pub *Participant, up *UpTrack, announce bool) {
 // (livekit/livekit participant.go handleReceivedDataMessage): the sender's
 // identity is stamped on it, destinations are honoured, nothing is echoed.
 func (r *Room) relayData(from *Participant, label string, data []byte) {
-	if !from.perms.CanPublishData || len(data) == 0 || len(data) > maxDataMessage {
+	if !from.perms.CanPublishData {
 		return
 	}
-	var pkt livekit.DataPacket
-	if err := proto.Unmarshal(data, &pkt); err != nil {
-		from.log.Debug().Err(err).Msg("dropping malformed data packet")
+	out, kind, dests, err := relayedData(from, label, data)
+	if err != nil {
+		from.log.Debug().Err(err).Msg("dropping a data packet")
 		return
+	}
+	for _, q := range r.members() {
+		if q == from || !q.isStarted() || (len(dests) > 0 && !contains(dests, q.identity)) {
+			continue
+		}
+		q.sendData(kind, out)
+	}
+}
+
+// relayedData decodes one DataPacket that from sent on the data channel
+// label and returns the packet as the room relays it, the channel kind it
+// goes out on and the identities it is addressed to (none: everyone).
+func relayedData(from *Participant, label string, data []byte) ([]byte, livekit.DataPacket_Kind, []string, error) {
+	if len(data) == 0 || len(data) > maxDataMessage {
+		return nil, 0, nil, fmt.Errorf("%w: %d bytes", ErrInvalidDataPacket, len(data))
+	}
+	var pkt livekit.DataPacket
+	// Only what the node can read is relayed: it cannot stamp the sender on
+	// a payload it does not know, and a field it does not know may be read
+	// by a client as one it does, such as the identity field sent again
+	// with another wire type, which Go keeps as unknown and a JavaScript
+	// decoder may take as the sender's identity.
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, &pkt); err != nil {
+		return nil, 0, nil, fmt.Errorf("%w: %w", ErrInvalidDataPacket, err)
+	}
+	// Payloads that speak for other participants are not relayed, as in
+	// livekit/livekit handleReceivedDataMessage: transcriptions come from
+	// agents only; metrics are not forwarded as data; speaker updates are
+	// the node's to send, over signalling.
+	switch pkt.Value.(type) {
+	case nil:
+		return nil, 0, nil, fmt.Errorf("%w: no payload the node knows", ErrInvalidDataPacket)
+	case *livekit.DataPacket_Speaker, *livekit.DataPacket_Metrics:
+		return nil, 0, nil, fmt.Errorf("%w: %T is not relayed", ErrInvalidDataPacket, pkt.Value)
+	case *livekit.DataPacket_Transcription:
+		if from.kind != livekit.ParticipantInfo_AGENT {
+			return nil, 0, nil, fmt.Errorf("%w: transcription from a participant that is not an agent", ErrInvalidDataPacket)
+		}
 	}
 	kind := livekit.DataPacket_LOSSY
 	if label == "_reliable" {
@@ -261,14 +300,9 @@ func (r *Room) relayData(from *Participant, label string, data []byte) {
 	}
 	out, err := proto.Marshal(&pkt)
 	if err != nil {
-		return
+		return nil, 0, nil, fmt.Errorf("%w: %w", ErrInvalidDataPacket, err)
 	}
-	for _, q := range r.members() {
-		if q == from || !q.isStarted() || (len(dests) > 0 && !contains(dests, q.identity)) {
-			continue
-		}
-		q.sendData(kind, out)
-	}
+	return out, kind, dests, nil
 }
 
 func contains(list []string, s string) bool {

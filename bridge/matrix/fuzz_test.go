@@ -1,7 +1,12 @@
 package matrix
 
 import (
+	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzParseTokenRequest feeds arbitrary bodies to both token endpoints'
@@ -35,5 +40,79 @@ func FuzzParseTokenRequest(f *testing.F) {
 			t.Fatalf("unexpected error %v", e)
 		}
 		_, _ = ParseServerName(string(body))
+	})
+}
+
+// requireUserOf fails unless userID is "@localpart:server" with a localpart
+// of the historical user ID grammar (spec: appendices, "Historical User
+// IDs": %x21-39 / %x3B-7E) and at most 255 bytes in all.
+func requireUserOf(t *testing.T, userID, server string) {
+	t.Helper()
+	require.LessOrEqual(t, len(userID), 255)
+	require.True(t, strings.HasPrefix(userID, "@") && strings.HasSuffix(userID, ":"+server), "%q is not a user of %s", userID, server)
+	local := userID[1 : len(userID)-len(server)-1]
+	require.NotEmpty(t, local)
+	for _, c := range []byte(local) {
+		require.True(t, c >= 0x21 && c <= 0x7e && c != ':', "localpart %q has byte %#x", local, c)
+	}
+}
+
+// FuzzParseUserInfo feeds arbitrary userinfo answers (spec: Server-Server
+// API, "OpenID") from a few server names. A refusal must say whether the
+// answer was unusable or the user refused; an acceptance must be a valid
+// user ID on the server that answered.
+func FuzzParseUserInfo(f *testing.F) {
+	f.Add([]byte(`{"sub":"@alice:example.com"}`), "example.com")
+	f.Add([]byte(`{"sub":"@alice:example.com"}`), "matrix.org")
+	f.Add([]byte(`{"sub":"@a:127.0.0.1:8448"}`), "127.0.0.1:8448")
+	f.Add([]byte(`{"sub":"@=40old/user:[::1]:8448","extra":[1,2,{}]}`), "[::1]:8448")
+	f.Add([]byte(`{"sub":"@bob:example.com","sub":"@carol:example.com"}`), "example.com")
+	f.Add([]byte(`{"SUB":"@alice:example.com"}`), "example.com")
+	f.Add([]byte(`{"sub":"@al ice:example.com"}`), "example.com")
+	f.Add([]byte(`{"sub":"@\u00e9:example.com"}`), "example.com")
+	f.Add([]byte(`{"sub":5}`), "example.com")
+	f.Add([]byte(`{"errcode":"M_UNKNOWN_TOKEN","error":"Access Token unknown"}`), "example.com")
+	f.Add([]byte(`null`), "example.com")
+	f.Add([]byte(``), "example.com")
+	f.Fuzz(func(t *testing.T, body []byte, server string) {
+		if _, err := ParseServerName(server); err != nil {
+			return // UserInfo refuses such a name before asking anyone
+		}
+		user, err := parseUserInfo(body, server)
+		if err != nil {
+			require.True(t, errors.Is(err, ErrOpenIDUnavailable) || errors.Is(err, ErrOpenIDRejected), "%v", err)
+			require.Empty(t, user)
+			return
+		}
+		require.True(t, json.Valid(body))
+		requireUserOf(t, user, server)
+	})
+}
+
+// FuzzParseWellKnownServer feeds arbitrary /.well-known/matrix/server
+// answers: a delegation is only ever to a valid server name, which the
+// node then dials.
+func FuzzParseWellKnownServer(f *testing.F) {
+	f.Add([]byte(`{"m.server":"matrix.example.com:443"}`))
+	f.Add([]byte(`{"m.server":"matrix.example.com"}`))
+	f.Add([]byte(`{"m.server":"[2001:db8::1]:8448"}`))
+	f.Add([]byte(`{"m.server":"1.2.3.4"}`))
+	f.Add([]byte(`{"m.server":"https://evil.example/path"}`))
+	f.Add([]byte(`{"m.server":"user@host:1"}`))
+	f.Add([]byte(`{"m.server":"host:99999"}`))
+	f.Add([]byte(`{"m.server":""}`))
+	f.Add([]byte(`{"m.homeserver":{"base_url":"https://matrix.example.com"}}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		sn, err := parseWellKnownServer(body)
+		if err != nil {
+			require.ErrorIs(t, err, ErrInvalidServerName)
+			return
+		}
+		require.NotEmpty(t, sn.Host)
+		require.False(t, strings.ContainsAny(sn.Host, "/?#@ \\"), "host %q", sn.Host)
+		again, err := ParseServerName(sn.String())
+		require.NoError(t, err)
+		require.Equal(t, sn, again)
 	})
 }

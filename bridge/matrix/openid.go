@@ -150,12 +150,9 @@ func (f *FederationOpenID) UserInfo(ctx context.Context, serverName, accessToken
 		return "", fmt.Errorf("%w: %s: %w", ErrOpenIDUnavailable, serverName, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxOpenIDBody+1))
+	body, err := readAnswer(resp.Body)
 	if err != nil {
-		return "", fmt.Errorf("%w: read answer: %w", ErrOpenIDUnavailable, err)
-	}
-	if len(body) > maxOpenIDBody {
-		return "", fmt.Errorf("%w: answer too large", ErrOpenIDUnavailable)
+		return "", err
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
@@ -165,17 +162,53 @@ func (f *FederationOpenID) UserInfo(ctx context.Context, serverName, accessToken
 	default:
 		return "", fmt.Errorf("%w: status %d", ErrOpenIDUnavailable, resp.StatusCode)
 	}
+	return parseUserInfo(body, serverName)
+}
+
+// readAnswer reads a homeserver's answer, refusing one over maxOpenIDBody:
+// a hostile or broken server cannot make the node hold an endless body.
+func readAnswer(r io.Reader) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r, maxOpenIDBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read answer: %w", ErrOpenIDUnavailable, err)
+	}
+	if len(body) > maxOpenIDBody {
+		return nil, fmt.Errorf("%w: answer too large", ErrOpenIDUnavailable)
+	}
+	return body, nil
+}
+
+// parseUserInfo reads the answer to GET /_matrix/federation/v1/openid/userinfo
+// (spec: Server-Server API, "OpenID"), {"sub": "@user:server"}, from
+// serverName. A body that is not that object wraps ErrOpenIDUnavailable; a
+// sub that is not a valid user ID of serverName wraps ErrOpenIDRejected.
+func parseUserInfo(body []byte, serverName string) (string, error) {
 	var info struct {
 		Sub string `json:"sub"`
 	}
 	if err := json.Unmarshal(body, &info); err != nil {
 		return "", fmt.Errorf("%w: bad answer: %w", ErrOpenIDUnavailable, err)
 	}
-	// A homeserver may only vouch for its own users.
-	if userIDServer(info.Sub) != serverName {
+	// A homeserver may only vouch for its own users, and only for user IDs
+	// the specification allows: the ID goes into LiveKit identities,
+	// tokens and logs.
+	if !validUserID(info.Sub) || userIDServer(info.Sub) != serverName {
 		return "", fmt.Errorf("%w: %s answered for user %q", ErrOpenIDRejected, serverName, info.Sub)
 	}
 	return info.Sub, nil
+}
+
+// parseWellKnownServer reads the answer to GET /.well-known/matrix/server
+// (spec: Server-Server API, "Resolving server names", step 3),
+// {"m.server": "<delegated server name>[:<port>]"}.
+func parseWellKnownServer(body []byte) (ServerName, error) {
+	var wk struct {
+		Server string `json:"m.server"`
+	}
+	if err := json.Unmarshal(body, &wk); err != nil {
+		return ServerName{}, fmt.Errorf("%w: bad well-known answer: %w", ErrInvalidServerName, err)
+	}
+	return ParseServerName(wk.Server)
 }
 
 // resolve finds where to send federation requests for a server name (spec:
@@ -234,9 +267,9 @@ func (f *FederationOpenID) wellKnown(ctx context.Context, host string) (ServerNa
 		if err != nil {
 			return ServerName{}, false
 		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxOpenIDBody+1))
+		body, err := readAnswer(resp.Body)
 		resp.Body.Close()
-		if err != nil || len(body) > maxOpenIDBody {
+		if err != nil {
 			return ServerName{}, false
 		}
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
@@ -250,13 +283,7 @@ func (f *FederationOpenID) wellKnown(ctx context.Context, host string) (ServerNa
 		if resp.StatusCode != http.StatusOK {
 			return ServerName{}, false
 		}
-		var wk struct {
-			Server string `json:"m.server"`
-		}
-		if json.Unmarshal(body, &wk) != nil {
-			return ServerName{}, false
-		}
-		d, err := ParseServerName(wk.Server)
+		d, err := parseWellKnownServer(body)
 		return d, err == nil
 	}
 	return ServerName{}, false

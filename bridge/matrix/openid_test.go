@@ -88,3 +88,24 @@ func TestFederationOpenIDVerifiesTLSByDefault(t *testing.T) {
 	require.Contains(t, err.Error(), "certificate")
 	require.NotContains(t, err.Error(), "tok")
 }
+
+// endlessReader is a body that never ends, counting what was read of it.
+type endlessReader struct{ n int }
+
+func (r *endlessReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = ' '
+	}
+	r.n += len(p)
+	return len(p), nil
+}
+
+func TestReadAnswerStopsAnEndlessBody(t *testing.T) {
+	r := &endlessReader{}
+	_, err := readAnswer(r)
+	require.ErrorIs(t, err, ErrOpenIDUnavailable)
+	require.LessOrEqual(t, r.n, maxOpenIDBody+1)
+	body, err := readAnswer(strings.NewReader(`{"sub":"@a:b"}`))
+	require.NoError(t, err)
+	require.Equal(t, `{"sub":"@a:b"}`, string(body))
+}

@@ -133,3 +133,23 @@ func userIDServer(userID string) string {
 	}
 	return userID[i+1:]
 }
+
+// validUserID reports whether userID is "@localpart:server" with a server
+// name ParseServerName accepts and a localpart of the characters the
+// specification lets servers accept (appendices, "Historical User IDs":
+// %x21-39 / %x3B-7E, printable ASCII without ':'), 255 bytes in all.
+func validUserID(userID string) bool {
+	server := userIDServer(userID)
+	if server == "" {
+		return false
+	}
+	if _, err := ParseServerName(server); err != nil {
+		return false
+	}
+	for i := 1; i < len(userID)-len(server)-1; i++ {
+		if c := userID[i]; c < 0x21 || c > 0x7e || c == ':' {
+			return false
+		}
+	}
+	return true
+}

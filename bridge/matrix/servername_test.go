@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -51,4 +52,26 @@ func TestUserIDServer(t *testing.T) {
 	require.Equal(t, "", userIDServer("@:example.com"))
 	require.Equal(t, "", userIDServer("@alice:"))
 	require.Equal(t, "", userIDServer("@alice"))
+}
+
+func TestValidUserID(t *testing.T) {
+	for _, tc := range []struct {
+		id   string
+		want bool
+	}{
+		{"@alice:example.com", true},
+		{"@a:127.0.0.1:8448", true},
+		{"@=40old/User!:[::1]:8448", true}, // historical localpart characters
+		{"@al ice:example.com", false},
+		{"@al\x00ice:example.com", false},
+		{"@\u00e9:example.com", false},
+		{"@alice\n:example.com", false},
+		{"@alice:example.com/path", false},
+		{"@alice:", false},
+		{"@:example.com", false},
+		{"alice:example.com", false},
+		{"@" + strings.Repeat("a", 255) + ":example.com", false},
+	} {
+		require.Equal(t, tc.want, validUserID(tc.id), "%q", tc.id)
+	}
 }

@@ -228,7 +228,7 @@ func (s *session) handle(ctx context.Context, p *media.Participant, g *Grant, re
 		err = p.HandleAnswer(sessionDescription(m.Answer), m.Answer.GetId())
 	case *livekit.SignalRequest_Trickle:
 		var c webrtc.ICECandidateInit
-		if err = json.Unmarshal([]byte(m.Trickle.GetCandidateInit()), &c); err == nil {
+		if c, err = media.ParseCandidate(m.Trickle.GetCandidateInit()); err == nil {
 			err = p.HandleCandidate(c, m.Trickle.GetTarget())
 		}
 	case *livekit.SignalRequest_AddTrack:
