@@ -42,6 +42,9 @@ type Options struct {
 	SFU SFU
 	// Store is the node's database. Required.
 	Store *store.Store
+	// GuestLimiter, when set, limits the "!meet" guest tokens one client
+	// obtains (MeetingAPIOptions.Limiter).
+	GuestLimiter GuestLimiter
 	// TokenTTL is the lifetime of issued tokens; DefaultTokenTTL when zero.
 	TokenTTL time.Duration
 	Log      zerolog.Logger
@@ -110,7 +113,7 @@ func New(opts Options) (*Bridge, error) {
 	}
 	b.meetings, err = NewMeetingAPI(MeetingAPIOptions{
 		SFU: opts.SFU, HomeserverURL: hsPublic, ServerName: c.ServerName, Guests: c.MeetingGuests,
-		URL: opts.SFUURL, TokenTTL: opts.TokenTTL, Log: log,
+		Limiter: opts.GuestLimiter, URL: opts.SFUURL, TokenTTL: opts.TokenTTL, Log: log,
 	})
 	if err != nil {
 		return nil, err
