@@ -205,6 +205,19 @@ func (s *SFU) RoomExists(name string) bool {
 	return s.rooms[name] != nil
 }
 
+// HasParticipant reports whether identity is in the named room.
+func (s *SFU) HasParticipant(room, identity string) bool {
+	s.mu.Lock()
+	r := s.rooms[room]
+	s.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.participants[identity] != nil
+}
+
 // RemoveParticipant removes identity from the named room.
 func (s *SFU) RemoveParticipant(room, identity string, reason livekit.DisconnectReason) bool {
 	s.mu.Lock()

@@ -97,7 +97,7 @@ func New(opts Options) (*Bridge, error) {
 		joinPage = strings.TrimSuffix(opts.PublicURL, "/") + "/"
 	}
 	b := &Bridge{cfg: c, reg: reg, members: members, store: opts.Store, joinPage: joinPage, meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log}
-	b.guard = NewCallGuard(opts.SFU, log)
+	b.guard = NewCallGuard(opts.SFU, opts.TokenTTL, log)
 	b.openID = NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: c.InsecureSkipVerify})
 	b.tokens, err = NewTokenService(TokenServiceOptions{
 		SFU: opts.SFU, OpenID: b.openID, Membership: members,

@@ -41,6 +41,13 @@ func (a sfuForMatrix) EnsureRoom(name string) error {
 	return err
 }
 
+// The call guard forgets expired tokens of participants who left.
+var _ matrix.ParticipantChecker = sfuForMatrix{}
+
+func (a sfuForMatrix) HasParticipant(room, identity string) bool {
+	return a.sfu.HasParticipant(room, identity)
+}
+
 func (a sfuForMatrix) RemoveParticipant(room, identity string) error {
 	a.sfu.RemoveParticipant(room, identity, livekit.DisconnectReason_PARTICIPANT_REMOVED)
 	return nil
