@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/appservice"
 
 	"entente.dev/entente/internal/config"
+	"entente.dev/entente/internal/httpsrv"
 	"entente.dev/entente/internal/store"
 )
 
@@ -198,7 +199,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("appservice listen: %w", err)
 	}
-	srv := &http.Server{Handler: b.appService, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpsrv.New(b.appService, httpsrv.Appservice())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -19,6 +19,7 @@ import (
 
 	"entente.dev/entente/bridge/matrix"
 	"entente.dev/entente/internal/config"
+	"entente.dev/entente/internal/httpsrv"
 	"entente.dev/entente/internal/logging"
 	"entente.dev/entente/internal/procs"
 	"entente.dev/entente/internal/ratelimit"
@@ -126,11 +127,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		signalOpts = append(signalOpts, livekit.WithAdmitter(matrixAdmitter{bridge}))
 	}
 	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger(), signalOpts...).Register(mux)
-	srv := &http.Server{
-		Handler:           withCORS(mux),
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
+	srv := httpsrv.New(withCORS(mux), httpsrv.Node())
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", sfu.UDPAddr()).
 		Bool("guests", cfg.Web.Enabled && cfg.GuestsAllowed()).Str("version", version).Msg("entente node started")
 
