@@ -205,6 +205,26 @@ func (s *SFU) RoomExists(name string) bool {
 	return s.rooms[name] != nil
 }
 
+// RoomFull reports whether identity would be refused from the named room
+// for its participant limit: the room exists, holds Config.MaxParticipants
+// and identity is not one of them (a participant joining again replaces
+// itself).
+func (s *SFU) RoomFull(room, identity string) bool {
+	limit := s.cfg.MaxParticipants
+	if limit <= 0 {
+		return false
+	}
+	s.mu.Lock()
+	r := s.rooms[room]
+	s.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.participants[identity] == nil && len(r.participants) >= limit
+}
+
 // HasParticipant reports whether identity is in the named room.
 func (s *SFU) HasParticipant(room, identity string) bool {
 	s.mu.Lock()
