@@ -71,7 +71,8 @@ type Options struct {
 //
 //	GET  /           index.html (also for LiveKit clients, which probe "/" and need 200)
 //	GET  /<asset>    the other built assets
-//	POST /api/join   {"room","name"} -> {"url","token","identity"}
+//	POST /api/join   {"room","name"} -> {"url","token","identity"}; 403 M_FORBIDDEN
+//	                 without Guests, 429 M_LIMIT_EXCEEDED beyond the Limiter
 //	GET  /healthz    200 "ok"
 //
 // The "url" of a join answer is ws://<Host> or, when the request came over

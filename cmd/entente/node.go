@@ -129,6 +129,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger(), signalOpts...).Register(mux)
 	srv := httpsrv.New(withCORS(mux), httpsrv.Node())
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
+	if cfg.Web.Enabled && cfg.Web.Guests == nil && !cfg.GuestsAllowed() {
+		// The default changed with the listen address: say so once, for
+		// operators who relied on guests being on.
+		log.Info().Str("listen", cfg.Server.Listen).
+			Msg("guests may not join from the join page: server.listen is not loopback; set [web] guests = true to let them")
+	}
 	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", sfu.UDPAddr()).
 		Bool("guests", cfg.Web.Enabled && cfg.GuestsAllowed()).Str("version", version).Msg("entente node started")
 
