@@ -67,9 +67,11 @@ type Bridge struct {
 	members    MembershipChecker
 	store      *store.Store
 	joinPage   string
-	meets      chan MeetCommand
-	invites    chan string
-	log        zerolog.Logger
+	// meetingGuests is matrix.meeting_guests, for Admit.
+	meetingGuests bool
+	meets         chan MeetCommand
+	invites       chan string
+	log           zerolog.Logger
 }
 
 // New builds the bridge. It reads the registration file when the tokens are
@@ -97,7 +99,10 @@ func New(opts Options) (*Bridge, error) {
 	if joinPage == "" {
 		joinPage = strings.TrimSuffix(opts.PublicURL, "/") + "/"
 	}
-	b := &Bridge{cfg: c, reg: reg, members: members, store: opts.Store, joinPage: joinPage, meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log}
+	b := &Bridge{
+		cfg: c, reg: reg, members: members, store: opts.Store, joinPage: joinPage, meetingGuests: c.MeetingGuests,
+		meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log,
+	}
 	b.guard = NewCallGuard(opts.SFU, opts.TokenTTL, log)
 	b.openID = NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: c.InsecureSkipVerify})
 	b.tokens, err = NewTokenService(TokenServiceOptions{

@@ -217,6 +217,7 @@ func (a *MeetingAPI) guest(ctx context.Context, w http.ResponseWriter, r *http.R
 	identity := names.GuestIdentity()
 	jwt, err := a.sfu.MintToken(room, identity, req.Name, Grant{
 		CanPublish: true, CanSubscribe: true, CanPublishData: true, TTL: a.ttl,
+		Attributes: map[string]string{AttrMeetingGuest: "1"},
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("mint guest token")

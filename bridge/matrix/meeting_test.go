@@ -115,8 +115,10 @@ func TestMeetingGuest(t *testing.T) {
 			require.Equal(t, tc.wantRoom, m.room)
 			require.Equal(t, tc.wantName, m.name)
 			require.True(t, strings.HasPrefix(m.identity, GuestIdentityPrefix), m.identity)
-			require.Equal(t, Grant{CanPublish: true, CanSubscribe: true, CanPublishData: true, TTL: time.Hour}, m.grant,
-				"no Matrix attributes: a guest is no Matrix user")
+			require.Equal(t, Grant{
+				CanPublish: true, CanSubscribe: true, CanPublishData: true, TTL: time.Hour,
+				Attributes: map[string]string{AttrMeetingGuest: "1"},
+			}, m.grant, "no Matrix attributes: a guest is no Matrix user")
 			require.Equal(t, map[string]string{"url": "wss://rtc.agency.example", "token": "jwt." + tc.wantRoom, "identity": m.identity}, resp)
 			require.Empty(t, sfu.ensured, "guests never create a call")
 		})

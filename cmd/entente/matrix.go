@@ -67,6 +67,25 @@ func (w webGuestMinter) MintJoinToken(room, identity, name string) (string, erro
 	})
 }
 
+// guestAdmitter refuses the join page's guest tokens when the node does not
+// let guests in ([web] guests off, or the page off): a token minted while
+// it did stays valid for livekit.token_ttl, across a restart too. Other
+// grants go to next, when set.
+type guestAdmitter struct {
+	webGuests bool
+	next      lk.Admitter
+}
+
+func (a guestAdmitter) Admit(ctx context.Context, g *lk.Grant) error {
+	if g.Attributes[attrWebGuest] != "" && !a.webGuests {
+		return fmt.Errorf("%w: guests may not join on this node", lk.ErrNotAdmitted)
+	}
+	if a.next == nil {
+		return nil
+	}
+	return a.next.Admit(ctx, g)
+}
+
 // tokenAdmitter is what admission asks of the bridge: a re-check of the
 // tokens it issued (bridge/matrix.Bridge.Admit).
 type tokenAdmitter interface {

@@ -114,7 +114,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
 	}
 	var bridge *matrix.Bridge
-	var signalOpts []livekit.ServerOption
+	// Join-page guest tokens minted before guests were turned off are
+	// refused when used.
+	admit := guestAdmitter{webGuests: cfg.Web.Enabled && cfg.GuestsAllowed()}
 	if cfg.Matrix != nil {
 		if bridge, err = newBridge(cfg, ln, sfu, keys, st, guestLimiter, log); err != nil {
 			sfu.Close()
@@ -124,9 +126,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		bridge.Register(mux)
 		// Tokens the bridge issued are re-checked against the Matrix room
 		// when used, so that one issued before a kick does not admit.
-		signalOpts = append(signalOpts, livekit.WithAdmitter(matrixAdmitter{bridge}))
+		admit.next = matrixAdmitter{bridge}
 	}
-	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger(), signalOpts...).Register(mux)
+	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger(), livekit.WithAdmitter(admit)).Register(mux)
 	srv := httpsrv.New(withCORS(mux), httpsrv.Node())
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	if cfg.Web.Enabled && cfg.Web.Guests == nil && !cfg.GuestsAllowed() {
