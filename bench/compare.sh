@@ -69,6 +69,8 @@ level = "warn"
 [rtc]
 udp_port = $UDP_PORT
 bind_address = "127.0.0.1"
+[room]
+max_participants = 0    # livekit-server has no room limit by default; av-1x150 needs 151
 [livekit]
 keys = { $key = "$secret" }
 [web]

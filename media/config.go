@@ -21,6 +21,10 @@ type Config struct {
 	DepartureTimeout time.Duration
 	// MaxParticipants limits a room's size; 0 means unlimited.
 	MaxParticipants int
+	// HistoryRetention is how long the call history of a presence is kept
+	// after it ended, when the History is also a HistoryPruner; 0 keeps it
+	// forever.
+	HistoryRetention time.Duration
 	// IncludeLoopback makes loopback addresses usable as candidates (tests, local nodes).
 	IncludeLoopback bool
 }

@@ -19,8 +19,18 @@ type History interface {
 	ParticipantLeft(ctx context.Context, participantSID string, at time.Time) error
 }
 
+// HistoryPruner is what a History may also do: delete the records of
+// presences that ended before a cutoff. internal/store implements it.
+type HistoryPruner interface {
+	PruneCallHistory(ctx context.Context, before time.Time) (int64, error)
+}
+
 // historyQueue bounds the history events waiting to be written.
 const historyQueue = 1024
+
+// historyPruneInterval is how often history older than
+// Config.HistoryRetention is deleted.
+const historyPruneInterval = time.Hour
 
 // SFU owns the node's rooms and the media engine they share.
 type SFU struct {
@@ -60,6 +70,16 @@ func (s *SFU) UDPAddr() string { return s.eng.conn.LocalAddr().String() }
 func (s *SFU) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var prune <-chan time.Time // nil: never
+	pruner, _ := s.history.(HistoryPruner)
+	if pruner != nil && s.cfg.HistoryRetention > 0 {
+		// Once at start, so that a node restarted more often than hourly
+		// prunes too, then every historyPruneInterval.
+		s.pruneHistory(ctx, pruner, time.Now())
+		pt := time.NewTicker(historyPruneInterval)
+		defer pt.Stop()
+		prune = pt.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -72,7 +92,22 @@ func (s *SFU) Run(ctx context.Context) error {
 			}
 		case now := <-t.C:
 			s.reap(now)
+		case now := <-prune:
+			s.pruneHistory(ctx, pruner, now)
 		}
+	}
+}
+
+// pruneHistory deletes the history of presences that ended longer than
+// Config.HistoryRetention before now.
+func (s *SFU) pruneHistory(ctx context.Context, p HistoryPruner, now time.Time) {
+	n, err := p.PruneCallHistory(ctx, now.Add(-s.cfg.HistoryRetention))
+	if err != nil {
+		s.log.Warn().Err(err).Msg("pruning call history failed")
+		return
+	}
+	if n > 0 {
+		s.log.Info().Int64("records", n).Dur("retention", s.cfg.HistoryRetention).Msg("old call history deleted")
 	}
 }
 
@@ -168,6 +203,39 @@ func (s *SFU) RoomExists(name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.rooms[name] != nil
+}
+
+// RoomFull reports whether identity would be refused from the named room
+// for its participant limit: the room exists, holds Config.MaxParticipants
+// and identity is not one of them (a participant joining again replaces
+// itself).
+func (s *SFU) RoomFull(room, identity string) bool {
+	limit := s.cfg.MaxParticipants
+	if limit <= 0 {
+		return false
+	}
+	s.mu.Lock()
+	r := s.rooms[room]
+	s.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.participants[identity] == nil && len(r.participants) >= limit
+}
+
+// HasParticipant reports whether identity is in the named room.
+func (s *SFU) HasParticipant(room, identity string) bool {
+	s.mu.Lock()
+	r := s.rooms[room]
+	s.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.participants[identity] != nil
 }
 
 // RemoveParticipant removes identity from the named room.

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"entente.dev/entente/internal/names"
 )
@@ -100,6 +102,24 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// limitError is the Matrix M_LIMIT_EXCEEDED error (spec: Client-Server
+// API, "Rate limiting"), with the wait in retry_after_ms.
+type limitError struct {
+	ErrCode      string `json:"errcode"`
+	Error        string `json:"error"`
+	RetryAfterMS int64  `json:"retry_after_ms"`
+}
+
+// writeLimitExceeded answers 429 M_LIMIT_EXCEEDED, with the wait also in
+// Retry-After (whole seconds, rounded up; RFC 9110 section 10.2.3).
+func writeLimitExceeded(w http.ResponseWriter, retry time.Duration) {
+	w.Header().Set("Retry-After", strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
+	writeJSON(w, http.StatusTooManyRequests, limitError{
+		ErrCode: "M_LIMIT_EXCEEDED", Error: "too many guest joins from your address; try again later",
+		RetryAfterMS: retry.Milliseconds(),
+	})
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

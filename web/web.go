@@ -39,6 +39,14 @@ type Minter interface {
 	MintJoinToken(room, identity, name string) (token string, err error)
 }
 
+// GuestLimiter limits how often a client may obtain a guest token;
+// *ratelimit.Limiter implements it.
+type GuestLimiter interface {
+	// Allow reports whether the client r comes from may have one more
+	// token now and, when not, how long it should wait.
+	Allow(r *http.Request) (ok bool, retryAfter time.Duration)
+}
+
 // Options configures Handler.
 type Options struct {
 	// Minter mints the tokens handed out by POST /api/join.
@@ -46,6 +54,9 @@ type Options struct {
 	// Guests allows anyone who can reach the node to join a room through
 	// the page. When false, /api/join answers 403 M_FORBIDDEN.
 	Guests bool
+	// Limiter, when set, limits the guest tokens one client obtains;
+	// beyond the limit /api/join answers 429 M_LIMIT_EXCEEDED.
+	Limiter GuestLimiter
 	// ConnectOrigins are origins besides the node's own that the page may
 	// fetch from: the Matrix homeserver that "!meet" links sign people in
 	// at (scheme://host[:port]; anything else in the URL is ignored).
@@ -60,7 +71,8 @@ type Options struct {
 //
 //	GET  /           index.html (also for LiveKit clients, which probe "/" and need 200)
 //	GET  /<asset>    the other built assets
-//	POST /api/join   {"room","name"} -> {"url","token","identity"}
+//	POST /api/join   {"room","name"} -> {"url","token","identity"}; 403 M_FORBIDDEN
+//	                 without Guests, 429 M_LIMIT_EXCEEDED beyond the Limiter
 //	GET  /healthz    200 "ok"
 //
 // The "url" of a join answer is ws://<Host> or, when the request came over
@@ -225,6 +237,13 @@ func (h *handler) join(w http.ResponseWriter, r *http.Request) {
 	if !h.opts.Guests {
 		writeError(w, http.StatusForbidden, "M_FORBIDDEN", "guest access is disabled on this node")
 		return
+	}
+	if h.opts.Limiter != nil {
+		if ok, retry := h.opts.Limiter.Allow(r); !ok {
+			h.log(r).Info().Str("remote_addr", r.RemoteAddr).Msg("guest join rate limited")
+			writeLimitExceeded(w, retry)
+			return
+		}
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/internal/ratelimit"
 )
 
 // fakeMinter records what it was asked to mint.
@@ -296,6 +299,66 @@ func TestContentSecurityPolicyConnectOrigins(t *testing.T) {
 			csp := res.Header.Get("Content-Security-Policy")
 			require.Contains(t, csp, tc.want)
 			require.Contains(t, csp, "script-src 'self';", "scripts stay the page's own")
+		})
+	}
+}
+
+// limitedReq is one request of TestJoinRateLimited: its peer address, its
+// X-Forwarded-For and the status it should get.
+type limitedReq struct {
+	remote, xff string
+	status      int
+}
+
+// Guest joins beyond the limit get 429 M_LIMIT_EXCEEDED with the wait, per client address; with
+// trusted proxies, per address the proxy forwarded for.
+func TestJoinRateLimited(t *testing.T) {
+	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}
+	for _, tc := range []struct {
+		name     string
+		resolver ratelimit.Resolver
+		reqs     []limitedReq
+	}{
+		{"by remote address", ratelimit.Resolver{}, []limitedReq{
+			{"192.0.2.1:1000", "", 200},
+			{"192.0.2.1:1001", "", 200},
+			{"192.0.2.1:1002", "", 429},
+			{"192.0.2.1:1003", "198.51.100.7", 429}, // a forged header changes nothing
+			{"192.0.2.2:1000", "", 200},
+		}},
+		{"behind a trusted proxy", ratelimit.NewResolver(proxies), []limitedReq{
+			{"10.0.0.1:1000", "198.51.100.7", 200},
+			{"10.0.0.1:1001", "198.51.100.7", 200},
+			{"10.0.0.1:1002", "198.51.100.7", 429},
+			{"10.0.0.1:1003", "198.51.100.8", 200},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lim := ratelimit.New(1, 2, 0, tc.resolver) // two at once, then one a minute
+			h := Handler(Options{Minter: &fakeMinter{}, Guests: true, Limiter: lim, Log: zerolog.Nop()})
+			for i, rq := range tc.reqs {
+				req := httptest.NewRequest(http.MethodPost, "/api/join", strings.NewReader(`{"room":"r","name":"n"}`))
+				req.RemoteAddr = rq.remote
+				if rq.xff != "" {
+					req.Header.Set("X-Forwarded-For", rq.xff)
+				}
+				res, body := do(t, h, req)
+				require.Equal(t, rq.status, res.StatusCode, "request %d: %s", i, body)
+				if rq.status != http.StatusTooManyRequests {
+					continue
+				}
+				var e struct {
+					ErrCode      string `json:"errcode"`
+					Error        string `json:"error"`
+					RetryAfterMS int64  `json:"retry_after_ms"`
+				}
+				require.NoError(t, json.Unmarshal(body, &e))
+				require.Equal(t, "M_LIMIT_EXCEEDED", e.ErrCode)
+				require.NotEmpty(t, e.Error)
+				require.Positive(t, e.RetryAfterMS)
+				require.LessOrEqual(t, e.RetryAfterMS, int64(60_000))
+				require.NotEmpty(t, res.Header.Get("Retry-After"))
+			}
 		})
 	}
 }

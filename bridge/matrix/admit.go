@@ -20,6 +20,10 @@ import (
 const (
 	AttrMatrixRoomID = "matrix_room_id"
 	AttrMatrixUserID = "matrix_user_id"
+	// AttrMeetingGuest marks the tokens of "!meet" guests
+	// (PathMeetingGuest), so that Admit refuses them once
+	// matrix.meeting_guests is off.
+	AttrMeetingGuest = "entente_meeting_guest"
 )
 
 // admitCheckTimeout bounds the homeserver lookup of one admission.
@@ -52,13 +56,18 @@ func claimEscape(s string) string {
 // attributes attrs may join the SFU now. Tokens without the token
 // service's attributes are none of its business (nil). For the others the
 // user must still be joined to the Matrix room: a token issued before a
-// kick, unused until after it, is refused (ErrNotAdmitted).
+// kick, unused until after it, is refused (ErrNotAdmitted). A "!meet"
+// guest's token is refused while matrix.meeting_guests is off.
 //
 // The homeserver is asked, as for issuing the token. When it cannot answer,
 // the node's own record (from appservice transactions) decides: refused if
 // it says the user left or was removed, admitted otherwise, so that a
 // homeserver outage does not stop calls whose members are known.
 func (b *Bridge) Admit(ctx context.Context, attrs map[string]string) error {
+	if attrs[AttrMeetingGuest] != "" && !b.meetingGuests {
+		// Minted while the node let guests in, used after it stopped.
+		return fmt.Errorf("%w: meeting guests may not join on this node", ErrNotAdmitted)
+	}
 	rawRoom, okRoom := attrs[AttrMatrixRoomID]
 	rawUser, okUser := attrs[AttrMatrixUserID]
 	if !okRoom && !okUser {

@@ -52,6 +52,14 @@ func TestAdmit(t *testing.T) {
 	require.ErrorIs(t, b.Admit(ctx, matrixAttributes(room, "not-a-user")), ErrNotAdmitted)
 	require.ErrorIs(t, b.Admit(ctx, map[string]string{AttrMatrixRoomID: "%zz", AttrMatrixUserID: "@alice:hs"}), ErrNotAdmitted)
 
+	// "!meet" guests' tokens: admitted while meeting_guests is on, refused
+	// after it was turned off.
+	guest := map[string]string{AttrMeetingGuest: "1"}
+	require.ErrorIs(t, b.Admit(ctx, guest), ErrNotAdmitted)
+	b.meetingGuests = true
+	require.NoError(t, b.Admit(ctx, guest))
+	b.meetingGuests = false
+
 	// The homeserver cannot answer: the node's record decides.
 	members.err = ErrMembershipUnavailable
 	require.ErrorIs(t, b.Admit(ctx, matrixAttributes(room, "@kicked:hs")), ErrNotAdmitted)

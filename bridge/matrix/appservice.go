@@ -17,6 +17,9 @@ const (
 	// maxTxnBody bounds a transaction body; homeservers batch at most a few
 	// hundred events.
 	maxTxnBody = 32 << 20
+	// maxPingBody bounds a ping body ({"transaction_id": …}, spec:
+	// Application Service API, POST /_matrix/app/v1/ping).
+	maxPingBody = 4 << 10
 	// txnApplyTimeout bounds storing one transaction.
 	txnApplyTimeout = 30 * time.Second
 )
@@ -97,7 +100,8 @@ func NewAppService(opts AppServiceOptions) (*AppService, error) {
 	a.mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", a.authorized(a.putTransaction))
 	a.mux.HandleFunc("GET /_matrix/app/v1/users/{userID}", a.authorized(mx.GetUser))
 	a.mux.HandleFunc("GET /_matrix/app/v1/rooms/{roomAlias}", a.authorized(mx.GetRoom))
-	a.mux.HandleFunc("POST /_matrix/app/v1/ping", a.authorized(mx.PostPing))
+	// mautrix's ping handler reads the body whole: bounded here.
+	a.mux.HandleFunc("POST /_matrix/app/v1/ping", a.authorized(bounded(maxPingBody, mx.PostPing)))
 	return a, nil
 }
 
@@ -141,6 +145,15 @@ func (a *AppService) authorized(next http.HandlerFunc) http.HandlerFunc {
 			writeError(w, &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "Bad hs_token"})
 			return
 		}
+		next(w, r)
+	}
+}
+
+// bounded limits the request body next may read to limit bytes: beyond it,
+// reading fails (and next answers an error).
+func bounded(limit int64, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		next(w, r)
 	}
 }

@@ -123,3 +123,22 @@ func TestAppServiceQueries(t *testing.T) {
 	a.ServeHTTP(rr, req)
 	require.Equal(t, http.StatusOK, rr.Code)
 }
+
+// The ping body is read bounded: mautrix's handler would read any size.
+func TestAppServicePingBodyBounded(t *testing.T) {
+	a := newTestAppService(t, &memTxnStore{seen: map[string]bool{}}, nil)
+	for _, tc := range []struct {
+		name   string
+		body   string
+		status int
+	}{
+		{"small", `{"transaction_id":"x"}`, http.StatusOK},
+		{"over the bound", `{"transaction_id":"x","pad":"` + strings.Repeat("a", 1<<20) + `"}`, http.StatusBadRequest},
+	} {
+		req := httptest.NewRequest("POST", "/_matrix/app/v1/ping", strings.NewReader(tc.body))
+		req.Header.Set("Authorization", "Bearer the-hs-token")
+		rr := httptest.NewRecorder()
+		a.ServeHTTP(rr, req)
+		require.Equal(t, tc.status, rr.Code, tc.name)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/appservice"
 
 	"entente.dev/entente/internal/config"
+	"entente.dev/entente/internal/httpsrv"
 	"entente.dev/entente/internal/store"
 )
 
@@ -42,6 +43,9 @@ type Options struct {
 	SFU SFU
 	// Store is the node's database. Required.
 	Store *store.Store
+	// GuestLimiter, when set, limits the "!meet" guest tokens one client
+	// obtains (MeetingAPIOptions.Limiter).
+	GuestLimiter GuestLimiter
 	// TokenTTL is the lifetime of issued tokens; DefaultTokenTTL when zero.
 	TokenTTL time.Duration
 	Log      zerolog.Logger
@@ -63,9 +67,11 @@ type Bridge struct {
 	members    MembershipChecker
 	store      *store.Store
 	joinPage   string
-	meets      chan MeetCommand
-	invites    chan string
-	log        zerolog.Logger
+	// meetingGuests is matrix.meeting_guests, for Admit.
+	meetingGuests bool
+	meets         chan MeetCommand
+	invites       chan string
+	log           zerolog.Logger
 }
 
 // New builds the bridge. It reads the registration file when the tokens are
@@ -93,8 +99,11 @@ func New(opts Options) (*Bridge, error) {
 	if joinPage == "" {
 		joinPage = strings.TrimSuffix(opts.PublicURL, "/") + "/"
 	}
-	b := &Bridge{cfg: c, reg: reg, members: members, store: opts.Store, joinPage: joinPage, meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log}
-	b.guard = NewCallGuard(opts.SFU, log)
+	b := &Bridge{
+		cfg: c, reg: reg, members: members, store: opts.Store, joinPage: joinPage, meetingGuests: c.MeetingGuests,
+		meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log,
+	}
+	b.guard = NewCallGuard(opts.SFU, opts.TokenTTL, log)
 	b.openID = NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: c.InsecureSkipVerify})
 	b.tokens, err = NewTokenService(TokenServiceOptions{
 		SFU: opts.SFU, OpenID: b.openID, Membership: members,
@@ -110,7 +119,7 @@ func New(opts Options) (*Bridge, error) {
 	}
 	b.meetings, err = NewMeetingAPI(MeetingAPIOptions{
 		SFU: opts.SFU, HomeserverURL: hsPublic, ServerName: c.ServerName, Guests: c.MeetingGuests,
-		URL: opts.SFUURL, TokenTTL: opts.TokenTTL, Log: log,
+		Limiter: opts.GuestLimiter, URL: opts.SFUURL, TokenTTL: opts.TokenTTL, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -195,7 +204,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("appservice listen: %w", err)
 	}
-	srv := &http.Server{Handler: b.appService, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpsrv.New(b.appService, httpsrv.Appservice())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

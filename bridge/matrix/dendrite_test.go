@@ -66,7 +66,7 @@ func postJSON(t *testing.T, h http.Handler, path string, body any) (int, map[str
 // its bot, and issues a token only to joined users.
 func TestDendriteTokenService(t *testing.T) {
 	sfu := newFakeSFU()
-	guard := NewCallGuard(sfu, zerolog.New(zerolog.NewTestWriter(t)))
+	guard := NewCallGuard(sfu, 0, zerolog.New(zerolog.NewTestWriter(t)))
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "entente.db"), zerolog.Nop())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })

@@ -39,6 +39,15 @@ const (
 	GuestIdentityPrefix = names.GuestPrefix
 )
 
+// GuestLimiter limits how often a client may obtain a guest token;
+// *ratelimit.Limiter implements it. The node shares one between the join
+// page's guests and these.
+type GuestLimiter interface {
+	// Allow reports whether the client r comes from may have one more
+	// token now and, when not, how long it should wait.
+	Allow(r *http.Request) (ok bool, retryAfter time.Duration)
+}
+
 // MeetingAPIOptions configures a MeetingAPI.
 type MeetingAPIOptions struct {
 	// SFU mints guest tokens and tells whether a call runs. Required.
@@ -51,6 +60,9 @@ type MeetingAPIOptions struct {
 	// Guests lets people without an account join a running call
 	// (matrix.meeting_guests).
 	Guests bool
+	// Limiter, when set, limits the guest tokens one client obtains;
+	// beyond the limit PathMeetingGuest answers 429 M_LIMIT_EXCEEDED.
+	Limiter GuestLimiter
 	// URL is the SFU websocket base answered to guests ("wss://rtc.example").
 	URL string
 	// TokenTTL is the guest tokens' lifetime; DefaultTokenTTL when zero.
@@ -70,7 +82,8 @@ type MeetingAPI struct {
 	ttl  time.Duration
 	log  zerolog.Logger
 	// guests is matrix.meeting_guests.
-	guests bool
+	guests  bool
+	limiter GuestLimiter
 }
 
 // meetingInfo is the answer of GET PathMeetingInfo.
@@ -128,7 +141,7 @@ func NewMeetingAPI(opts MeetingAPIOptions) (*MeetingAPI, error) {
 		ttl = DefaultTokenTTL
 	}
 	return &MeetingAPI{
-		sfu: opts.SFU, info: info, url: opts.URL, ttl: ttl, guests: opts.Guests,
+		sfu: opts.SFU, info: info, url: opts.URL, ttl: ttl, guests: opts.Guests, limiter: opts.Limiter,
 		log: opts.Log.With().Str("component", "meeting_api").Logger(),
 	}, nil
 }
@@ -193,9 +206,18 @@ func (a *MeetingAPI) guest(ctx context.Context, w http.ResponseWriter, r *http.R
 		return nil, &apiError{Status: http.StatusNotFound, ErrCode: "M_NOT_FOUND",
 			Message: "No call is running for this room yet; guests can join once someone from the agency has started it"}
 	}
+	// Counted only here, when a token would be issued: the page asks
+	// every 1.5 s while the call has not started, and that costs nothing.
+	if a.limiter != nil {
+		if ok, retry := a.limiter.Allow(r); !ok {
+			return nil, &apiError{Status: http.StatusTooManyRequests, ErrCode: "M_LIMIT_EXCEEDED",
+				Message: "Too many guest joins from your address; try again later", RetryAfter: retry}
+		}
+	}
 	identity := names.GuestIdentity()
 	jwt, err := a.sfu.MintToken(room, identity, req.Name, Grant{
 		CanPublish: true, CanSubscribe: true, CanPublishData: true, TTL: a.ttl,
+		Attributes: map[string]string{AttrMeetingGuest: "1"},
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("mint guest token")

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"entente.dev/entente/internal/names"
+	"entente.dev/entente/internal/ratelimit"
 )
 
 func newTestMeetingAPI(t *testing.T, sfu SFU, guests bool) *MeetingAPI {
@@ -114,12 +115,59 @@ func TestMeetingGuest(t *testing.T) {
 			require.Equal(t, tc.wantRoom, m.room)
 			require.Equal(t, tc.wantName, m.name)
 			require.True(t, strings.HasPrefix(m.identity, GuestIdentityPrefix), m.identity)
-			require.Equal(t, Grant{CanPublish: true, CanSubscribe: true, CanPublishData: true, TTL: time.Hour}, m.grant,
-				"no Matrix attributes: a guest is no Matrix user")
+			require.Equal(t, Grant{
+				CanPublish: true, CanSubscribe: true, CanPublishData: true, TTL: time.Hour,
+				Attributes: map[string]string{AttrMeetingGuest: "1"},
+			}, m.grant, "no Matrix attributes: a guest is no Matrix user")
 			require.Equal(t, map[string]string{"url": "wss://rtc.agency.example", "token": "jwt." + tc.wantRoom, "identity": m.identity}, resp)
 			require.Empty(t, sfu.ensured, "guests never create a call")
 		})
 	}
+}
+
+// Guest tokens beyond the limit get 429 M_LIMIT_EXCEEDED with the wait;
+// asking while the call has not started (the page polls) costs nothing.
+func TestMeetingGuestRateLimited(t *testing.T) {
+	sfu := newFakeSFU()
+	const roomID = "!call:agency.example"
+	a, err := NewMeetingAPI(MeetingAPIOptions{
+		SFU: sfu, HomeserverURL: "https://matrix.agency.example/", ServerName: "agency.example", Guests: true,
+		Limiter: ratelimit.New(1, 2, 0, ratelimit.Resolver{}), // two at once, then one a minute
+		URL:     "wss://rtc.agency.example", TokenTTL: time.Hour, Log: zerolog.Nop(),
+	})
+	require.NoError(t, err)
+	for i, tc := range []struct {
+		remote  string
+		started bool
+		status  int
+	}{
+		{"192.0.2.1:1000", false, 404},
+		{"192.0.2.1:1000", false, 404},
+		{"192.0.2.1:1000", false, 404},
+		{"192.0.2.1:1000", true, 200},
+		{"192.0.2.1:1001", true, 200},
+		{"192.0.2.1:1002", true, 429},
+		{"192.0.2.2:1000", true, 200},
+	} {
+		sfu.rooms[MeetRoom(roomID, "")] = tc.started
+		req := httptest.NewRequest(http.MethodPost, PathMeetingGuest, strings.NewReader(`{"room_id":"!call:agency.example","name":"Gus"}`))
+		req.RemoteAddr = tc.remote
+		rec := httptest.NewRecorder()
+		a.ServeHTTP(rec, req)
+		require.Equal(t, tc.status, rec.Code, "request %d: %s", i, rec.Body.String())
+		if tc.status != http.StatusTooManyRequests {
+			continue
+		}
+		var e struct {
+			ErrCode      string `json:"errcode"`
+			RetryAfterMS int64  `json:"retry_after_ms"`
+		}
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &e))
+		require.Equal(t, "M_LIMIT_EXCEEDED", e.ErrCode)
+		require.Positive(t, e.RetryAfterMS)
+		require.NotEmpty(t, rec.Header().Get("Retry-After"))
+	}
+	require.Len(t, sfu.mints, 3)
 }
 
 func TestMeetingGuestMintFails(t *testing.T) {

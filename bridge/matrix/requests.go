@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // maxRequestBody bounds a token request. Real ones are well under 2 KiB.
@@ -67,6 +68,9 @@ type apiError struct {
 	Status  int
 	ErrCode string
 	Message string
+	// RetryAfter is the wait of an M_LIMIT_EXCEEDED error, answered as
+	// retry_after_ms and Retry-After; zero for other errors.
+	RetryAfter time.Duration
 }
 
 func (e *apiError) Error() string { return e.ErrCode + ": " + e.Message }

@@ -19,6 +19,14 @@ type SFU interface {
 	RemoveParticipant(room, identity string) error
 }
 
+// ParticipantChecker is what an SFU may also do: tell whether a participant
+// is connected. The call guard uses it to forget the tokens it tracks once
+// they expired and their participant left; without it, it forgets expired
+// tokens only when it holds maxIssued of them.
+type ParticipantChecker interface {
+	HasParticipant(room, identity string) bool
+}
+
 // Grant is what a token allows beyond joining its room.
 type Grant struct {
 	CanPublish           bool

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -313,10 +314,18 @@ func internalError(msg string) *apiError {
 
 func writeError(w http.ResponseWriter, e *apiError) {
 	w.Header().Set("Content-Type", "application/json")
+	var retryMS int64
+	if e.RetryAfter > 0 {
+		// Spec: Client-Server API, "Rate limiting"; Retry-After in whole
+		// seconds, rounded up (RFC 9110 section 10.2.3).
+		retryMS = max(e.RetryAfter.Milliseconds(), 1)
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
+	}
 	b, _ := json.Marshal(struct {
-		ErrCode string `json:"errcode"`
-		Error   string `json:"error"`
-	}{e.ErrCode, e.Message})
+		ErrCode      string `json:"errcode"`
+		Error        string `json:"error"`
+		RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+	}{e.ErrCode, e.Message, retryMS})
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(b)
 }

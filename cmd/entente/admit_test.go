@@ -55,3 +55,42 @@ func TestWebGuestTokensAreMarked(t *testing.T) {
 	require.Equal(t, "1", g.Attributes[attrWebGuest])
 	require.True(t, g.RoomCreate && g.CanPublish && g.CanSubscribe && g.CanPublishData)
 }
+
+// A join-page guest token is refused once the node no longer lets guests
+// in; other tokens, and guest tokens while guests are allowed, go on to
+// the next admitter.
+func TestAdmissionRefusesGuestTokensWhenGuestsOff(t *testing.T) {
+	guest := lk.Grant{Room: "team-sync", Attributes: map[string]string{attrWebGuest: "1"}}
+	other := lk.Grant{Room: "team-sync"}
+	for _, tc := range []struct {
+		name      string
+		webGuests bool
+		grant     lk.Grant
+		refused   bool
+	}{
+		{"guest, guests on", true, guest, false},
+		{"guest, guests off", false, guest, true},
+		{"token holder, guests off", false, other, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, next := range []*recordingAdmitter{nil, {}} {
+				a := guestAdmitter{webGuests: tc.webGuests}
+				if next != nil {
+					a.next = matrixAdmitter{bridge: next}
+				}
+				err := a.Admit(context.Background(), &tc.grant)
+				if tc.refused {
+					require.ErrorIs(t, err, lk.ErrNotAdmitted)
+					if next != nil {
+						require.Zero(t, next.calls)
+					}
+					continue
+				}
+				require.NoError(t, err)
+				if next != nil {
+					require.Equal(t, 1, next.calls)
+				}
+			}
+		})
+	}
+}

@@ -41,6 +41,13 @@ func (a sfuForMatrix) EnsureRoom(name string) error {
 	return err
 }
 
+// The call guard forgets expired tokens of participants who left.
+var _ matrix.ParticipantChecker = sfuForMatrix{}
+
+func (a sfuForMatrix) HasParticipant(room, identity string) bool {
+	return a.sfu.HasParticipant(room, identity)
+}
+
 func (a sfuForMatrix) RemoveParticipant(room, identity string) error {
 	a.sfu.RemoveParticipant(room, identity, livekit.DisconnectReason_PARTICIPANT_REMOVED)
 	return nil
@@ -58,6 +65,25 @@ func (w webGuestMinter) MintJoinToken(room, identity, name string) (string, erro
 		Name: name, RoomCreate: true, CanPublish: true, CanSubscribe: true, CanPublishData: true,
 		Attributes: map[string]string{attrWebGuest: "1"},
 	})
+}
+
+// guestAdmitter refuses the join page's guest tokens when the node does not
+// let guests in ([web] guests off, or the page off): a token minted while
+// it did stays valid for livekit.token_ttl, across a restart too. Other
+// grants go to next, when set.
+type guestAdmitter struct {
+	webGuests bool
+	next      lk.Admitter
+}
+
+func (a guestAdmitter) Admit(ctx context.Context, g *lk.Grant) error {
+	if g.Attributes[attrWebGuest] != "" && !a.webGuests {
+		return fmt.Errorf("%w: guests may not join on this node", lk.ErrNotAdmitted)
+	}
+	if a.next == nil {
+		return nil
+	}
+	return a.next.Admit(ctx, g)
 }
 
 // tokenAdmitter is what admission asks of the bridge: a re-check of the

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,8 +19,10 @@ import (
 
 	"entente.dev/entente/bridge/matrix"
 	"entente.dev/entente/internal/config"
+	"entente.dev/entente/internal/httpsrv"
 	"entente.dev/entente/internal/logging"
 	"entente.dev/entente/internal/procs"
+	"entente.dev/entente/internal/ratelimit"
 	"entente.dev/entente/internal/store"
 	"entente.dev/entente/media"
 	"entente.dev/entente/media/livekit"
@@ -87,9 +90,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	// One budget per client address for every guest token: the join
+	// page's and "!meet" links'. Nil (web.guest_rate 0) allows all.
+	guestLimiter := ratelimit.New(cfg.Web.GuestRate, cfg.Web.GuestBurst, ratelimit.DefaultMaxClients,
+		ratelimit.NewResolver(trustedProxies(cfg)))
 	mux := http.NewServeMux()
 	if cfg.Web.Enabled {
-		webOpts := web.Options{Minter: webGuestMinter{minter(cfg, keys)}, Guests: cfg.Web.Guests, Log: log}
+		webOpts := web.Options{
+			Minter: webGuestMinter{minter(cfg, keys)}, Guests: cfg.GuestsAllowed(), Limiter: guestLimiter, Log: log,
+		}
 		if cfg.Matrix != nil {
 			// "!meet" links sign people in at the homeserver from the page.
 			webOpts.ConnectOrigins = []string{cfg.Matrix.PublicHomeserverURL()}
@@ -105,9 +114,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
 	}
 	var bridge *matrix.Bridge
-	var signalOpts []livekit.ServerOption
+	// Join-page guest tokens minted before guests were turned off are
+	// refused when used.
+	admit := guestAdmitter{webGuests: cfg.Web.Enabled && cfg.GuestsAllowed()}
 	if cfg.Matrix != nil {
-		if bridge, err = newBridge(cfg, ln, sfu, keys, st, log); err != nil {
+		if bridge, err = newBridge(cfg, ln, sfu, keys, st, guestLimiter, log); err != nil {
 			sfu.Close()
 			_ = ln.Close()
 			return err
@@ -115,16 +126,19 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		bridge.Register(mux)
 		// Tokens the bridge issued are re-checked against the Matrix room
 		// when used, so that one issued before a kick does not admit.
-		signalOpts = append(signalOpts, livekit.WithAdmitter(matrixAdmitter{bridge}))
+		admit.next = matrixAdmitter{bridge}
 	}
-	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger(), signalOpts...).Register(mux)
-	srv := &http.Server{
-		Handler:           withCORS(mux),
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger(), livekit.WithAdmitter(admit)).Register(mux)
+	srv := httpsrv.New(withCORS(mux), httpsrv.Node())
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
+	if cfg.Web.Enabled && cfg.Web.Guests == nil && !cfg.GuestsAllowed() {
+		// The default changed with the listen address: say so once, for
+		// operators who relied on guests being on.
+		log.Info().Str("listen", cfg.Server.Listen).
+			Msg("guests may not join from the join page: server.listen is not loopback; set [web] guests = true to let them")
 	}
 	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", sfu.UDPAddr()).
-		Str("version", version).Msg("entente node started")
+		Bool("guests", cfg.Web.Enabled && cfg.GuestsAllowed()).Str("version", version).Msg("entente node started")
 
 	sfuDone := make(chan error, 1)
 	runCtx, cancel := context.WithCancel(ctx)
@@ -162,8 +176,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return bridgeErr
 }
 
+// The store deletes call history older than room.history_retention when
+// the SFU asks (media.SFU.Run).
+var _ media.HistoryPruner = (*store.Store)(nil)
+
 // newBridge assembles the Matrix side from the [matrix] section.
-func newBridge(cfg *config.Config, ln net.Listener, sfu *media.SFU, keys livekit.Keys, st *store.Store, log zerolog.Logger) (*matrix.Bridge, error) {
+func newBridge(cfg *config.Config, ln net.Listener, sfu *media.SFU, keys livekit.Keys, st *store.Store,
+	guests *ratelimit.Limiter, log zerolog.Logger,
+) (*matrix.Bridge, error) {
 	pub := publicURL(cfg, ln)
 	sfuURL, err := matrix.SFUURL(pub)
 	if err != nil {
@@ -172,8 +192,19 @@ func newBridge(cfg *config.Config, ln net.Listener, sfu *media.SFU, keys livekit
 	return matrix.New(matrix.Options{
 		Config: cfg.Matrix, PublicURL: pub, SFUURL: sfuURL,
 		SFU:   sfuForMatrix{sfu: sfu, minter: minter(cfg, keys)},
-		Store: st, Log: log.With().Str("component", "matrix").Logger(),
+		Store: st, GuestLimiter: guests, Log: log.With().Str("component", "matrix").Logger(),
 	})
+}
+
+// trustedProxies parses server.trusted_proxies, which Validate checked.
+func trustedProxies(cfg *config.Config) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(cfg.Server.TrustedProxies))
+	for _, s := range cfg.Server.TrustedProxies {
+		if p, err := config.ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // health answers LiveKit clients' GET/HEAD / when the join page is off.
@@ -247,6 +278,7 @@ func mediaConfig(cfg *config.Config) media.Config {
 		EmptyTimeout:     cfg.Room.EmptyTimeout.Duration,
 		DepartureTimeout: cfg.Room.DepartureTimeout.Duration,
 		MaxParticipants:  cfg.Room.MaxParticipants,
+		HistoryRetention: cfg.Room.HistoryRetention.Duration,
 	}
 	for _, a := range cfg.RTC.AnnounceAddresses {
 		mc.AnnounceAddresses = append(mc.AnnounceAddresses, net.ParseIP(a))

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -49,6 +50,12 @@ type Server struct {
 	// needs, up to all of them (internal/procs). Ignored when the GOMAXPROCS environment
 	// variable is set.
 	AdaptiveProcessors bool `toml:"adaptive_processors"`
+	// TrustedProxies are the addresses (IPs or CIDR prefixes) of reverse proxies in front of
+	// the node. A request from one of them is attributed to the address its X-Forwarded-For
+	// names (the rightmost entry not itself a trusted proxy); without any, X-Forwarded-For is
+	// ignored and a request is attributed to the address it came from, since anyone can write
+	// that header.
+	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
 // Log selects the log level and format.
@@ -80,6 +87,9 @@ type Room struct {
 	DepartureTimeout Duration `toml:"departure_timeout"`
 	// MaxParticipants caps participants per room; 0 means no limit.
 	MaxParticipants int `toml:"max_participants"`
+	// HistoryRetention is how long the call history (who was in which room when) is kept
+	// after a presence ended; 0 keeps it forever.
+	HistoryRetention Duration `toml:"history_retention"`
 }
 
 // LiveKit holds the LiveKit API credentials and token settings.
@@ -95,8 +105,27 @@ type LiveKit struct {
 type Web struct {
 	// Enabled serves the join page at "/".
 	Enabled bool `toml:"enabled"`
-	// Guests lets anyone who can reach the page join a room by name.
-	Guests bool `toml:"guests"`
+	// Guests lets anyone who can reach the page join a room by name. nil (not set) means on
+	// while server.listen is a loopback address and off otherwise: see GuestsAllowed.
+	Guests *bool `toml:"guests"`
+	// GuestRate is how many guest tokens one client address may obtain per minute, from the
+	// join page and from "!meet" links together; 0 means no limit.
+	GuestRate float64 `toml:"guest_rate"`
+	// GuestBurst is how many guest tokens one client address may obtain at once before
+	// GuestRate applies.
+	GuestBurst int `toml:"guest_burst"`
+}
+
+// GuestsAllowed reports whether the join page lets guests join a room by name: web.guests when
+// set, otherwise whether server.listen is a loopback address. A node only its own machine can
+// reach (the newcomer's `make run`) is open to guests out of the box; a node others can reach
+// admits only people with a token unless its operator opens it.
+func (c *Config) GuestsAllowed() bool {
+	if c.Web.Guests != nil {
+		return *c.Web.Guests
+	}
+	host, _, err := net.SplitHostPort(c.Server.Listen)
+	return err == nil && isLoopback(host)
 }
 
 // Debug holds options for developers; all are off by default.
@@ -111,7 +140,7 @@ type Debug struct {
 func Default() *Config {
 	return &Config{
 		DataDir: "entente-data",
-		Server:  Server{Listen: "127.0.0.1:7880", AdaptiveProcessors: true},
+		Server:  Server{Listen: "127.0.0.1:7880", AdaptiveProcessors: true, TrustedProxies: []string{}},
 		Log:     Log{Level: "info", Format: "console"},
 		RTC: RTC{
 			UDPPort:           7882,
@@ -122,11 +151,13 @@ func Default() *Config {
 			AutoCreate:       true,
 			EmptyTimeout:     Duration{5 * time.Minute},
 			DepartureTimeout: Duration{20 * time.Second},
+			MaxParticipants:  100,
+			HistoryRetention: Duration{90 * 24 * time.Hour},
 		},
 		LiveKit: LiveKit{
 			Keys:     map[string]string{},
 			TokenTTL: Duration{6 * time.Hour},
 		},
-		Web: Web{Enabled: true, Guests: true},
+		Web: Web{Enabled: true, GuestRate: 10, GuestBurst: 10},
 	}
 }

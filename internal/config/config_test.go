@@ -132,7 +132,7 @@ registration = "/etc/entente/registration.yaml"
 	require.NoError(t, err)
 	want := &config.Config{
 		DataDir: "/var/lib/entente",
-		Server:  config.Server{Listen: ":443", PublicURL: "https://meet.example.org", AdaptiveProcessors: false},
+		Server:  config.Server{Listen: ":443", PublicURL: "https://meet.example.org", AdaptiveProcessors: false, TrustedProxies: []string{}},
 		Log:     config.Log{Level: "debug", Format: "json"},
 		RTC:     config.RTC{UDPPort: 50000, BindAddress: "0.0.0.0", AnnounceAddresses: []string{"203.0.113.7", "2001:db8::7"}},
 		Room: config.Room{
@@ -140,9 +140,10 @@ registration = "/etc/entente/registration.yaml"
 			EmptyTimeout:     config.Duration{time.Minute},
 			DepartureTimeout: config.Duration{90 * time.Second},
 			MaxParticipants:  50,
+			HistoryRetention: config.Duration{90 * 24 * time.Hour},
 		},
 		LiveKit: config.LiveKit{Keys: map[string]string{"prod": goodSecret}, TokenTTL: config.Duration{time.Hour}},
-		Web:     config.Web{},
+		Web:     config.Web{Guests: new(false), GuestRate: 10, GuestBurst: 10},
 		Matrix: &config.Matrix{
 			HomeserverURL: "http://127.0.0.1:8008", ServerName: "agency.example",
 			Registration: "/etc/entente/registration.yaml",
@@ -415,5 +416,75 @@ func TestPprofListenMustBeLoopback(t *testing.T) {
 			require.Error(t, err, tc.listen)
 			require.ErrorContains(t, err, "debug.pprof_listen")
 		}
+	}
+}
+
+// web.guests left unset follows server.listen: on for loopback only. Set, it wins.
+func TestGuestsDefaultFollowsListen(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want bool
+	}{
+		{``, true}, // the built-in default listens on 127.0.0.1: `make run`
+		{`[server]
+listen = "localhost:7880"`, true},
+		{`[server]
+listen = "127.0.0.2:7880"`, true},
+		{`[server]
+listen = "[::1]:7880"`, true},
+		{`[server]
+listen = "0.0.0.0:7880"`, false},
+		{`[server]
+listen = ":7880"`, false},
+		{`[server]
+listen = "192.0.2.10:7880"`, false},
+		{`[server]
+listen = "meet.example.org:7880"`, false},
+		{`[server]
+listen = "0.0.0.0:7880"
+[web]
+guests = true`, true},
+		{`[web]
+guests = false`, false},
+	} {
+		t.Run(tc.doc, func(t *testing.T) {
+			c, err := config.Parse([]byte(tc.doc), "t.toml")
+			require.NoError(t, err)
+			require.Equal(t, tc.want, c.GuestsAllowed())
+		})
+	}
+}
+
+func TestLimitOptions(t *testing.T) {
+	d := config.Default()
+	require.Equal(t, 100, d.Room.MaxParticipants, "rooms are capped by default")
+	require.Equal(t, 90*24*time.Hour, d.Room.HistoryRetention.Duration)
+	require.Equal(t, 10.0, d.Web.GuestRate)
+	require.Equal(t, 10, d.Web.GuestBurst)
+	require.Empty(t, d.Server.TrustedProxies)
+
+	for _, tc := range []struct {
+		name    string
+		edit    func(*config.Config)
+		problem string
+	}{
+		{"keep history forever", func(c *config.Config) { c.Room.HistoryRetention.Duration = 0 }, ""},
+		{"negative retention", func(c *config.Config) { c.Room.HistoryRetention.Duration = -time.Hour }, "room.history_retention"},
+		{"no guest limit", func(c *config.Config) { c.Web.GuestRate, c.Web.GuestBurst = 0, 0 }, ""},
+		{"negative guest rate", func(c *config.Config) { c.Web.GuestRate = -1 }, "web.guest_rate"},
+		{"rate without burst", func(c *config.Config) { c.Web.GuestBurst = 0 }, "web.guest_burst"},
+		{"trusted proxies", func(c *config.Config) { c.Server.TrustedProxies = []string{"127.0.0.1", "10.0.0.0/8", "::1"} }, ""},
+		{"trusted proxy hostname", func(c *config.Config) { c.Server.TrustedProxies = []string{"10.0.0.1", "proxy.lan"} }, "server.trusted_proxies[1]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config.Default()
+			tc.edit(c)
+			err := c.Validate()
+			if tc.problem == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.problem)
+		})
 	}
 }

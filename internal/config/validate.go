@@ -30,6 +30,11 @@ func (c *Config) Validate() error {
 			v.add("debug.pprof_listen %q must be a loopback address: the profiler exposes the node's internals", c.Debug.PprofListen)
 		}
 	}
+	for i, p := range c.Server.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			v.add("server.trusted_proxies[%d] %q is not an IP address or CIDR prefix", i, p)
+		}
+	}
 	if c.Server.PublicURL != "" {
 		v.httpURL("server.public_url", c.Server.PublicURL)
 	}
@@ -58,6 +63,15 @@ func (c *Config) Validate() error {
 	v.positive("room.departure_timeout", c.Room.DepartureTimeout)
 	if c.Room.MaxParticipants < 0 {
 		v.add("room.max_participants %d must be 0 (no limit) or more", c.Room.MaxParticipants)
+	}
+	if c.Room.HistoryRetention.Duration < 0 {
+		v.add("room.history_retention %s must be 0 (keep forever) or more", c.Room.HistoryRetention)
+	}
+	if c.Web.GuestRate < 0 {
+		v.add("web.guest_rate %g must be 0 (no limit) or more", c.Web.GuestRate)
+	}
+	if c.Web.GuestRate > 0 && c.Web.GuestBurst < 1 {
+		v.add("web.guest_burst %d must be at least 1 while web.guest_rate limits guests", c.Web.GuestBurst)
 	}
 	v.positive("livekit.token_ttl", c.LiveKit.TokenTTL)
 	keys := make([]string, 0, len(c.LiveKit.Keys))
@@ -160,6 +174,23 @@ func isPlaceholder(s string) bool {
 		}
 	}
 	return false
+}
+
+// ParsePrefix reads a server.trusted_proxies entry: an IP address (a prefix of one address) or
+// a CIDR prefix.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 // isLoopback reports whether host is localhost or a loopback IP.

@@ -22,6 +22,14 @@ const (
 		ORDER BY joined_at DESC, id DESC
 		LIMIT ?2
 	`
+	// Only finished presences go: one still open (left_at NULL) is a call in progress, however
+	// long ago it began.
+	pruneCallsQuery = `DELETE FROM call_history WHERE left_at IS NOT NULL AND left_at < ?1`
+	// A closed room goes once no presence refers to it (call_history.room_sid is a foreign key).
+	pruneRoomsQuery = `
+		DELETE FROM rooms WHERE closed_at IS NOT NULL AND closed_at < ?1
+			AND sid NOT IN (SELECT room_sid FROM call_history)
+	`
 )
 
 // CallRecord is one participant's presence in one room session.
@@ -104,4 +112,30 @@ func scanCall(rows *sql.Rows) (CallRecord, error) {
 		rec.LeftAt = fromMillis(leftAt.Int64)
 	}
 	return rec, nil
+}
+
+// PruneCallHistory deletes the presences that ended before before, and the closed room sessions
+// left without presences, in one transaction. It returns how many presences it deleted.
+// Presences still open are kept whatever their age.
+func (s *Store) PruneCallHistory(ctx context.Context, before time.Time) (int64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("prune call history: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // no-op after Commit
+	res, err := tx.ExecContext(ctx, pruneCallsQuery, millis(before))
+	if err != nil {
+		return 0, fmt.Errorf("prune call history: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("prune call history: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, pruneRoomsQuery, millis(before)); err != nil {
+		return 0, fmt.Errorf("prune closed rooms: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("prune call history: %w", err)
+	}
+	return n, nil
 }

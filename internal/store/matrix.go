@@ -12,6 +12,7 @@ const (
 		INSERT INTO appservice_txns (txn_id, received_at) VALUES (?1, ?2)
 		ON CONFLICT (txn_id) DO NOTHING
 	`
+	pruneTxnsQuery     = `DELETE FROM appservice_txns WHERE received_at < ?1`
 	putMembershipQuery = `
 		INSERT INTO matrix_memberships (room_id, user_id, membership, event_id, updated_at)
 		VALUES (?1, ?2, ?3, ?4, ?5)
@@ -178,4 +179,20 @@ func (s *Store) scanCallMembers(ctx context.Context, db *sql.DB, what, query str
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return out, nil
+}
+
+// PruneAppserviceTxns forgets the appservice transaction IDs received before before and returns
+// how many it deleted. A homeserver retries a transaction until it is acknowledged, minutes or
+// hours at most; an ID older than that will not come back, and forgetting it only means that a
+// replay of it would be applied again.
+func (s *Store) PruneAppserviceTxns(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.w.ExecContext(ctx, pruneTxnsQuery, millis(before))
+	if err != nil {
+		return 0, fmt.Errorf("prune appservice txns: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("prune appservice txns: %w", err)
+	}
+	return n, nil
 }

@@ -108,3 +108,38 @@ func TestApplyMatrixTxnConcurrent(t *testing.T) {
 	wg.Wait()
 	require.Equal(t, 1, n)
 }
+
+// TestPruneAppserviceTxns checks that transaction IDs received before the cutoff are forgotten
+// (a replay of one is applied again) and newer ones are kept (a replay changes nothing).
+func TestPruneAppserviceTxns(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx := t.Context()
+	cutoff := time.Now().Add(-7 * 24 * time.Hour)
+	for id, at := range map[string]time.Time{
+		"old":    cutoff.Add(-time.Hour),
+		"recent": cutoff.Add(time.Hour),
+	} {
+		_, err := s.w.ExecContext(ctx, insertTxnQuery, id, millis(at))
+		require.NoError(t, err)
+	}
+	applied, err := s.ApplyMatrixTxn(ctx, "now", MatrixTxn{})
+	require.NoError(t, err)
+	require.True(t, applied)
+
+	n, err := s.PruneAppserviceTxns(ctx, cutoff)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+
+	for _, tc := range []struct {
+		id          string
+		wantApplied bool
+	}{
+		{"old", true},
+		{"recent", false},
+		{"now", false},
+	} {
+		applied, err := s.ApplyMatrixTxn(ctx, tc.id, MatrixTxn{})
+		require.NoError(t, err)
+		require.Equal(t, tc.wantApplied, applied, tc.id)
+	}
+}

@@ -57,6 +57,9 @@ func open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) 
 		return nil, err
 	}
 	log = log.With().Str("component", "store").Logger()
+	if err := restrictFiles(abs); err != nil {
+		return nil, err
+	}
 
 	// Every pooled connection gets these settings from the DSN: PRAGMAs such as synchronous and
 	// foreign_keys are per connection. _txlock=immediate takes the write lock at BEGIN, so a
@@ -96,6 +99,32 @@ func open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) 
 	}
 	log.Debug().Str("path", abs).Int("schema_version", sch.latest()).Int("found_version", found).Msg("store open")
 	return &Store{w: w, r: r, log: log}, nil
+}
+
+// fileMode is the mode of the database and its -wal and -shm files: they hold the API secrets and
+// who called whom, for the node's user only.
+const fileMode = 0o600
+
+// restrictFiles creates the database file with fileMode before SQLite does (SQLite would create it
+// 0644 less the umask), and brings the files of an existing database to fileMode. SQLite creates
+// the -wal and -shm files with the mode of the database file whatever the umask (sqlite3.c,
+// unix VFS findCreateFileMode and robust_open), so a database file at fileMode is enough for
+// them; those left by an older binary are changed here too.
+func restrictFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		// Chmod, not the OpenFile mode alone: that one is filtered by the umask.
+		if err := os.Chmod(p, fileMode); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // dsn builds a SQLite URI filename for the driver; escaping keeps '?' or '#' in a path from

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -422,4 +423,105 @@ func TestConcurrentUse(t *testing.T) {
 	recs, err := s.CallHistory(ctx, "busy", 0)
 	require.NoError(t, err)
 	require.Len(t, recs, workers*perWorker)
+}
+
+// TestFileModes checks that the database, its WAL files and a directory Open creates are for the
+// node's user only, whatever the umask lets through, and that an existing database left readable
+// by others is restricted.
+func TestFileModes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		existing bool
+	}{
+		{"fresh", false},
+		{"existing world-readable", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			path := filepath.Join(dir, "entente.db")
+			log := zerolog.New(zerolog.NewTestWriter(t))
+			if tc.existing {
+				s, err := Open(t.Context(), path, log)
+				require.NoError(t, err)
+				require.NoError(t, s.Close())
+				require.NoError(t, os.Chmod(path, 0o644))
+			}
+			s, err := Open(t.Context(), path, log)
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, s.Close()) })
+			require.NoError(t, s.PutAPIKey(t.Context(), "k", "a secret")) // the WAL has content
+
+			st, err := os.Stat(dir)
+			require.NoError(t, err)
+			require.Equal(t, os.FileMode(0o700), st.Mode().Perm(), "data directory")
+			for _, p := range []string{path, path + "-wal", path + "-shm"} {
+				st, err := os.Stat(p)
+				require.NoError(t, err)
+				require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), p)
+			}
+		})
+	}
+}
+
+// TestPruneCallHistory checks that presences which ended before the cutoff go with the room
+// sessions they leave empty, and that everything newer, and every presence still open however
+// old, stays.
+func TestPruneCallHistory(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx := t.Context()
+	cutoff := t0.Add(90 * 24 * time.Hour)
+
+	// RM_old: closed long ago, every presence ended long ago: all of it goes.
+	require.NoError(t, s.RoomOpened(ctx, "old", "RM_old", t0))
+	require.NoError(t, s.ParticipantJoined(ctx, "old", "RM_old", "alice", "PA_1", t0))
+	require.NoError(t, s.ParticipantLeft(ctx, "PA_1", t0.Add(time.Hour)))
+	require.NoError(t, s.RoomClosed(ctx, "RM_old", t0.Add(time.Hour)))
+	// RM_long: opened long ago and still open; one presence ended long ago, one is still open,
+	// one ended after the cutoff.
+	require.NoError(t, s.RoomOpened(ctx, "long", "RM_long", t0))
+	require.NoError(t, s.ParticipantJoined(ctx, "long", "RM_long", "bob", "PA_2", t0))
+	require.NoError(t, s.ParticipantLeft(ctx, "PA_2", t0.Add(time.Minute)))
+	require.NoError(t, s.ParticipantJoined(ctx, "long", "RM_long", "carol", "PA_3", t0))
+	require.NoError(t, s.ParticipantJoined(ctx, "long", "RM_long", "dave", "PA_4", t0))
+	require.NoError(t, s.ParticipantLeft(ctx, "PA_4", cutoff.Add(time.Millisecond)))
+	// RM_new: after the cutoff.
+	require.NoError(t, s.RoomOpened(ctx, "new", "RM_new", cutoff))
+	require.NoError(t, s.ParticipantJoined(ctx, "new", "RM_new", "erin", "PA_5", cutoff))
+	require.NoError(t, s.ParticipantLeft(ctx, "PA_5", cutoff.Add(time.Hour)))
+	require.NoError(t, s.RoomClosed(ctx, "RM_new", cutoff.Add(time.Hour)))
+
+	n, err := s.PruneCallHistory(ctx, cutoff)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), n, "PA_1 and PA_2")
+
+	for _, tc := range []struct {
+		room string
+		want []string
+	}{
+		{"old", nil},
+		{"long", []string{"PA_4", "PA_3"}},
+		{"new", []string{"PA_5"}},
+	} {
+		recs, err := s.CallHistory(ctx, tc.room, 0)
+		require.NoError(t, err)
+		if tc.want == nil {
+			require.Empty(t, recs, tc.room)
+		} else {
+			require.ElementsMatch(t, tc.want, participantSIDs(recs), tc.room)
+		}
+	}
+	var rooms []string
+	rows, err := s.r.QueryContext(ctx, `SELECT sid FROM rooms ORDER BY sid`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var sid string
+		require.NoError(t, rows.Scan(&sid))
+		rooms = append(rooms, sid)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"RM_long", "RM_new"}, rooms)
+
+	n, err = s.PruneCallHistory(ctx, cutoff)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing more to prune")
 }

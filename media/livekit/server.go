@@ -152,6 +152,14 @@ func (s *Server) check(r *http.Request) (*connectRequest, int, string) {
 	if !s.sfu.RoomExists(g.Room) && !s.canCreate(g) {
 		return nil, http.StatusNotFound, media.ErrRoomNotFound.Error()
 	}
+	// 403 with the reason as text: livekit-client asks /rtc/validate when
+	// the websocket fails and shows the text of a 401 or 403 only
+	// (SignalClient.handleConnectionError); any other status becomes an
+	// "unknown websocket error". Room.Join checks again, under the room's
+	// lock.
+	if s.sfu.RoomFull(g.Room, g.Identity) {
+		return nil, http.StatusForbidden, media.ErrRoomFull.Error()
+	}
 	if s.admitter != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), admitTimeout)
 		err := s.admitter.Admit(ctx, g)
