@@ -6,15 +6,15 @@ package media
 const sendWindowSize = packetCacheSize
 
 const (
-	// rtxInterval is the shortest time between two retransmissions of one
+	// rtxIntervalMs is the shortest time between two retransmissions of one
 	// packet. livekit/livekit pkg/sfu/sequencer.go waits min(100 ms, 2 RTT)
 	// (ignoreRetransmission); the node has no RTT estimate, so it takes
 	// the upper bound: a NACK repeated sooner than that is a receiver's
 	// retry for a retransmission still in flight, or an attack.
 	rtxIntervalMs = 100
 	// rtxMaxPerPacket is how often one packet is retransmitted at most, as
-	// livekit's sequencer (maxAck): a packet lost three times more is
-	// better replaced by a keyframe.
+	// livekit's sequencer (maxAck): a packet whose retransmissions were
+	// lost three times is better replaced by a keyframe.
 	rtxMaxPerPacket = 3
 )
 
