@@ -49,6 +49,9 @@ type DownTrack struct {
 	hdr  rtp.Header
 	// sealer encrypts this track's packets on the direct path (direct.go).
 	sealer rtpSealer
+	// pionIndex is the highest SRTP index (ROC and sequence number) given
+	// to pion's writer, -1 none (pionGuesses).
+	pionIndex int64
 
 	// The retransmission budget (answerNack), touched only by the RTCP
 	// goroutine: bytes it may still resend, d.bytes when it was last
@@ -69,7 +72,7 @@ type DownTrack struct {
 func newDownTrack(up *UpTrack, sub *Participant) *DownTrack {
 	return &DownTrack{
 		sid: up.sid, streamID: up.pub.sid + "|" + up.sid, up: up, sub: sub,
-		target: maxLayers - 1, current: -1, switchTo: -1, done: make(chan struct{}),
+		target: maxLayers - 1, current: -1, switchTo: -1, pionIndex: -1, done: make(chan struct{}),
 	}
 }
 
@@ -99,6 +102,7 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 			// A new SSRC is a new SRTP stream, whose rollover counter
 			// starts at zero (RFC 3711 section 3.3.1).
 			d.sealer = nil
+			d.pionIndex = -1
 			if d.started {
 				d.sent.newStream()
 			}
@@ -212,17 +216,41 @@ func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byt
 	var err error
 	if path := d.sub.direct.Load(); path != nil && f != nil && f.conn == path.conn && path.addr.Load() != nil {
 		err = d.sealInto(f, path, payload, roc)
-	} else {
+	} else if d.pionGuesses(out, roc) {
 		if f != nil {
 			f.pionWrite()
 		}
 		_, err = d.writer.WriteRTP(&d.hdr, payload)
+	} else {
+		err = errROCUnknownToPion
 	}
 	d.mu.Unlock()
 	if err == nil {
 		d.packets.Add(1)
 		d.bytes.Add(uint64(len(payload)))
 	}
+}
+
+// pionGuesses reports whether pion's SRTP writer sends seq under roc, and
+// if so records that it does. pion guesses the counter from the packets it
+// was given (srtp.Context's nextRolloverCount), which on this track are
+// not all of them when the direct path sent some: after half the sequence
+// space or more sent directly, pion would guess a counter behind the real
+// one, and so reuse an index the direct path used, for a packet the
+// subscriber could not decrypt anyway. Such a packet is dropped. Called
+// with d.mu held.
+func (d *DownTrack) pionGuesses(seq uint16, roc uint32) bool {
+	ext := int64(roc)<<16 | int64(seq)
+	if d.pionIndex < 0 {
+		// pion's first packet of an SSRC goes under counter 0.
+		if roc != 0 {
+			return false
+		}
+	} else if diff := ext - d.pionIndex; diff >= 0x8000 || diff <= -0x8000 {
+		return false
+	}
+	d.pionIndex = max(d.pionIndex, ext)
+	return true
 }
 
 // resegment ends the current segment: the stream goes on at the next
@@ -520,7 +548,9 @@ func (d *DownTrack) answerNack(pairs []rtcp.NackPair, now int64) {
 				a = path.addr.Load()
 			}
 			if a == nil {
-				_, _ = d.writer.WriteRTP(h, (*bp)[hl:n])
+				if d.pionGuesses(seq, roc) {
+					_, _ = d.writer.WriteRTP(h, (*bp)[hl:n])
+				}
 				d.mu.Unlock()
 				continue
 			}

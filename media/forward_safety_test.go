@@ -163,3 +163,45 @@ func TestNackAmplificationIsBounded(t *testing.T) {
 	t.Logf("%d NACKs of %d bytes: %d bytes resent (%.1f per NACK byte), %d forwarded",
 		repeats+101, len(raw), resent(), float64(resent())/float64((repeats+101)*len(raw)), forwarded)
 }
+
+// TestPionPathAfterHalfTheSpaceSentDirectly: pion's SRTP writer guesses a
+// packet's rollover counter from the packets it was given; after half the
+// sequence space went out on the direct path, its guess would be behind
+// the real counter, reusing an index the direct path used, so the packet
+// is not given to it. Within half the space it is.
+func TestPionPathAfterHalfTheSpaceSentDirectly(t *testing.T) {
+	up, l, _, _ := directTrack(t, 1)
+	d := up.downTracks()[0]
+	w := d.writer.(*discardWriter)
+	path := d.sub.direct.Load()
+	peer := *path.addr.Load()
+	var h rtp.Header
+	now := time.Now().UnixNano()
+	seq := uint16(100)
+	send := func(key bool) { up.forward(l, &h, chromeVP8Packet(t, seq, key), now) }
+
+	path.addr.Store(nil) // pion's path
+	send(true)
+	require.Equal(t, 1, w.packets)
+	path.addr.Store(&peer)
+	for _, step := range []uint16{0x4000, 0x3fff} { // direct, 0x7fff on
+		seq += step
+		send(false)
+	}
+	path.addr.Store(nil)
+	seq++ // 0x8000 past what pion was given, under counter 0
+	send(false)
+	require.Equal(t, 1, w.packets, "pion would send it under the index of an earlier packet")
+
+	path.addr.Store(&peer)
+	seq++
+	send(false)
+	path.addr.Store(nil)
+	d.mu.Lock()
+	d.pionIndex = int64(seq) + 1 - 0x7fff // as if pion had been given one 0x7fff before the next
+	d.mu.Unlock()
+	seq++
+	send(false)
+	require.Equal(t, 2, w.packets)
+	require.Equal(t, seq, w.lastSeq)
+}
