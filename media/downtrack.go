@@ -181,17 +181,25 @@ func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byt
 		}
 	}
 	out := h.SequenceNumber + d.seqOff
-	roc, newest, ok := d.sent.take(out)
+	roc, _, ok := d.sent.peek(out)
 	if !ok && d.sent.highest-out >= seqRestart {
 		// So far behind that the publisher restarted its sequence numbers
 		// (packetCache.store drops stragglers of a cached layer before
-		// they get here): go on from a keyframe, this one if it is one.
+		// they get here), or nothing was sent for half the sequence space
+		// (pionGuesses): go on from a keyframe, this one if it is one.
 		d.resegment()
 		if keyframe {
 			d.switchLayer(idx, epoch, h, now)
 			out = h.SequenceNumber + d.seqOff
-			roc, newest, ok = d.sent.take(out)
+			roc, _, ok = d.sent.peek(out)
 		}
+	}
+	path := d.sub.direct.Load()
+	direct := path != nil && f != nil && f.conn == path.conn && path.addr.Load() != nil
+	if ok && !direct {
+		// Checked before the number is taken: a number not sent leaves
+		// no gap that the subscriber would take for a wrap.
+		ok = d.pionGuesses(out, roc)
 	}
 	if !ok {
 		restart := d.current < 0
@@ -201,6 +209,7 @@ func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byt
 		}
 		return
 	}
+	_, newest, _ := d.sent.take(out)
 	d.hdr = *h
 	d.hdr.SSRC = d.ssrc
 	d.hdr.PayloadType = d.pt
@@ -214,15 +223,13 @@ func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byt
 		d.lastAt = now
 	}
 	var err error
-	if path := d.sub.direct.Load(); path != nil && f != nil && f.conn == path.conn && path.addr.Load() != nil {
+	if direct {
 		err = d.sealInto(f, path, payload, roc)
-	} else if d.pionGuesses(out, roc) {
+	} else {
 		if f != nil {
 			f.pionWrite()
 		}
 		_, err = d.writer.WriteRTP(&d.hdr, payload)
-	} else {
-		err = errROCUnknownToPion
 	}
 	d.mu.Unlock()
 	if err == nil {

@@ -22,9 +22,4 @@ var (
 	ErrCodecNotNegotiated = errors.New("subscriber did not negotiate the track's codec")
 	// ErrClosed is returned when the SFU has been closed.
 	ErrClosed = errors.New("sfu is closed")
-
-	// errROCUnknownToPion means a packet was not given to pion's writer,
-	// which would have sent it under another rollover counter
-	// (DownTrack.pionGuesses).
-	errROCUnknownToPion = errors.New("pion would guess another rollover counter")
 )

@@ -34,11 +34,16 @@ func (r *recordSealer) seal(buf []byte, h *rtp.Header, payload []byte, roc uint3
 		return nil, err
 	}
 	n := hl + copy(buf[hl:], payload)
+	r.record(h, roc, buf[:n])
+	return buf[:n], nil
+}
+
+func (r *recordSealer) record(h *rtp.Header, roc uint32, b []byte) {
 	k := srtpIndex{h.SSRC, roc, h.SequenceNumber}
-	if old, ok := r.sent[k]; ok && old != string(buf[:n]) {
+	if old, ok := r.sent[k]; ok && old != string(b) {
 		r.t.Fatalf("SRTP index %+v sealed twice with different bytes", k)
 	}
-	r.sent[k] = string(buf[:n])
+	r.sent[k] = string(b)
 	r.packets++
 	ext := int64(roc)<<16 | int64(h.SequenceNumber)
 	switch {
@@ -48,11 +53,51 @@ func (r *recordSealer) seal(buf []byte, h *rtp.Header, payload []byte, roc uint3
 		r.t.Fatalf("packet %+v under a rollover counter a receiver would not guess (highest index %#x)", k, r.highest)
 	}
 	r.highest = max(r.highest, ext)
-	return buf[:n], nil
 }
 
+// pionWriter stands for pion's SRTP writer on the same key: it sends each
+// packet under the rollover counter pion's srtp.Context guesses from the
+// packets it was given (context.go, nextRolloverCount and
+// updateRolloverCount, restated), and records it with rec.
+type pionWriter struct {
+	rec     *recordSealer
+	index   uint64 // the highest index given, ROC and sequence number
+	started bool
+}
+
+func (w *pionWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	seq := int64(h.SequenceNumber)
+	var roc uint32
+	if !w.started {
+		w.started, w.index = true, uint64(seq)
+	} else {
+		roc = uint32(w.index >> 16)
+		last := int64(w.index & 0xffff)
+		diff := seq - last
+		if w.index > 0x8000 { // before that, pion never guesses a wrap
+			switch {
+			case last < 0x8000 && seq-last > 0x8000:
+				roc, diff = roc-1, seq-last-0x10000
+			case last >= 0x8000 && last-0x8000 > seq:
+				roc, diff = roc+1, seq-last+0x10000
+			}
+		}
+		if diff > 0 {
+			w.index += uint64(diff)
+		}
+	}
+	b, err := h.Marshal()
+	if err != nil {
+		return 0, err
+	}
+	w.rec.record(h, roc, append(b, payload...))
+	return len(payload), nil
+}
+
+func (w *pionWriter) Write(b []byte) (int, error) { return len(b), nil }
+
 // FuzzForwarderNeverReusesIndex drives one subscriber's down track, on the
-// direct send path, with a publisher's packets on three simulcast layers
+// direct send path or pion's (moving between them), with a publisher's packets on three simulcast layers
 // in any order (reordered, duplicated with other bytes, with sequence
 // number jumps and restarts, keyframes anywhere), layer switches, pauses
 // and NACKs, and checks that no SRTP index leaves twice with different
@@ -79,6 +124,9 @@ func FuzzForwarderNeverReusesIndex(f *testing.F) {
 		{0, 1, 1, 0, 0, 1, 0, 0, 5, 0, 0, 9, 6, 1, 0, 1, 7, 20, 0, 0, 6, 2, 0, 3},
 		// a jump back far enough to be a restart, then its keyframe.
 		{0, 1, 1, 0, 0, 1, 0, 0, 4, 0xc0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 6, 0, 0xff, 0xff},
+		// on pion's path, then the whole sequence space on the direct
+		// path, then pion's path again.
+		{7, 0, 3, 0, 0, 1, 1, 0, 7, 0, 3, 0, 4, 0x40, 0, 0, 4, 0x40, 0, 0, 4, 0x40, 0, 0, 4, 0x40, 0, 0, 7, 0, 3, 0, 0, 1, 0, 0},
 		// pause, unpause, across a wrap.
 		{0, 1, 1, 0, 4, 0x7f, 0xf0, 0, 4, 0x7f, 0xf0, 0, 0, 20, 1, 0, 7, 0, 2, 0, 7, 0, 2, 0, 0, 1, 1, 0, 6, 0, 0, 7},
 	} {
@@ -95,6 +143,7 @@ func FuzzForwarderNeverReusesIndex(f *testing.F) {
 		d.sub.direct.Store(p)
 		rec := &recordSealer{t: t, sent: map[srtpIndex]string{}, highest: -1}
 		d.sealer = rec
+		d.writer = &pionWriter{rec: rec}
 
 		var seq [maxLayers]uint16
 		var last [maxLayers][]byte
@@ -128,7 +177,7 @@ func FuzzForwarderNeverReusesIndex(f *testing.F) {
 				d.mu.Unlock()
 				d.answerNack([]rtcp.NackPair{{PacketID: id, LostPackets: rtcp.PacketBitmap(uint16(b)<<8 | uint16(c))}}, now)
 			case 7:
-				switch b % 3 {
+				switch b % 4 {
 				case 0: // time passes
 					now += int64(a) * 10e6
 				case 1: // the subscriber wants another layer
@@ -142,6 +191,12 @@ func FuzzForwarderNeverReusesIndex(f *testing.F) {
 					}
 					d.paused = !d.paused
 					d.mu.Unlock()
+				case 3: // ICE moves to a pair off our socket, or back
+					if p.addr.Load() == nil {
+						p.addr.Store(&peer)
+					} else {
+						p.addr.Store(nil)
+					}
 				}
 			}
 		}

@@ -94,15 +94,34 @@ func (w *sendWindow) forget(seq uint16) {
 	w.rtxAt[i], w.rtxN[i] = 0, 0
 }
 
-// take claims seq for a packet about to be sent and returns the rollover
-// counter to send it under, and whether it is the newest so far. ok is
-// false when seq was used already, lies before the current segment, or is
-// too far behind the newest to tell: the packet must be dropped. A seq
-// less than half the sequence space ahead of the newest is new (RFC 3711
-// appendix A's estimate, which receivers apply too); anything else is
-// behind it.
-func (w *sendWindow) take(seq uint16) (roc uint32, newest, ok bool) {
+// peek reports whether seq may be sent, the rollover counter to send it
+// under, and whether it is the newest so far. It may not when seq was used
+// already, lies before the current segment, or is too far behind the
+// newest to tell: the packet must be dropped. A seq less than half the
+// sequence space ahead of the newest is new (RFC 3711 appendix A's
+// estimate, which receivers apply too); anything else is behind it.
+func (w *sendWindow) peek(seq uint16) (roc uint32, newest, ok bool) {
 	if ahead := seq - w.highest; ahead != 0 && ahead < 0x8000 {
+		roc = w.roc
+		if seq < w.highest {
+			roc++
+		}
+		return roc, true, true
+	}
+	if w.highest-seq >= sendWindowSize || w.isUsed(seq) {
+		return 0, false, false
+	}
+	return w.rocOf(seq), false, true
+}
+
+// take claims seq, as peek allows, for a packet about to be sent.
+func (w *sendWindow) take(seq uint16) (roc uint32, newest, ok bool) {
+	roc, newest, ok = w.peek(seq)
+	if !ok {
+		return roc, newest, ok
+	}
+	if newest {
+		ahead := seq - w.highest
 		if ahead >= sendWindowSize {
 			w.used = [len(w.used)]uint64{}
 			w.rtxAt = [sendWindowSize]uint32{}
@@ -113,19 +132,11 @@ func (w *sendWindow) take(seq uint16) (roc uint32, newest, ok bool) {
 			}
 		}
 		w.forget(seq)
-		w.mark(seq)
-		if seq < w.highest {
-			w.roc++
-		}
-		w.highest = seq
+		w.roc, w.highest = roc, seq
 		w.seg = uint16(min(int(w.seg)+int(ahead), sendWindowSize))
-		return w.roc, true, true
-	}
-	if w.highest-seq >= sendWindowSize || w.isUsed(seq) {
-		return 0, false, false
 	}
 	w.mark(seq)
-	return w.rocOf(seq), false, true
+	return roc, newest, ok
 }
 
 // rocOf is the rollover counter of seq, which is not ahead of highest.
