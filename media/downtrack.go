@@ -36,13 +36,32 @@ type DownTrack struct {
 	started  bool
 	seqOff   uint16
 	tsOff    uint32
-	lastSeq  uint16
 	lastTS   uint32
 	lastAt   int64
-	segStart uint16 // first outgoing sequence number of the current layer
-	hdr      rtp.Header
+	// epoch is the publisher's packet cache epoch of the current layer when
+	// it became current (packetCache.epoch); gen counts layer switches, so
+	// a NACK answer can tell that the mapping it read still holds.
+	epoch uint32
+	gen   uint32
+	// sent records the outgoing sequence numbers used, their rollover
+	// counters and retransmissions (sendwindow.go).
+	sent sendWindow
+	hdr  rtp.Header
 	// sealer encrypts this track's packets on the direct path (direct.go).
 	sealer rtpSealer
+	// pionIndex is the highest SRTP index (ROC and sequence number) given
+	// to pion's writer, -1 none (pionGuesses).
+	pionIndex int64
+
+	// The retransmission budget (answerNack), touched only by the RTCP
+	// goroutine: bytes it may still resend, d.bytes when it was last
+	// credited, and when it was last refilled (UnixNano, 0 never).
+	rtxTokens   int64
+	rtxCredited uint64
+	rtxRefilled int64
+	// rtxHdr is the header of the packet being resent, kept so that
+	// answering allocates nothing.
+	rtxHdr rtp.Header
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
@@ -53,7 +72,7 @@ type DownTrack struct {
 func newDownTrack(up *UpTrack, sub *Participant) *DownTrack {
 	return &DownTrack{
 		sid: up.sid, streamID: up.pub.sid + "|" + up.sid, up: up, sub: sub,
-		target: maxLayers - 1, current: -1, switchTo: -1, done: make(chan struct{}),
+		target: maxLayers - 1, current: -1, switchTo: -1, pionIndex: -1, done: make(chan struct{}),
 	}
 }
 
@@ -83,6 +102,10 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 			// A new SSRC is a new SRTP stream, whose rollover counter
 			// starts at zero (RFC 3711 section 3.3.1).
 			d.sealer = nil
+			d.pionIndex = -1
+			if d.started {
+				d.sent.newStream()
+			}
 			d.mu.Unlock()
 			d.retarget()
 			return c, nil
@@ -114,12 +137,26 @@ func fmtpCompatible(a, b string) bool {
 
 // forward sends one packet of layer idx, if that is the layer this
 // subscriber gets, as part of fan-out f (nil: sent at once through pion).
-// It runs on the publisher's reader goroutine and must not allocate.
-func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bool, now int64, f *fanout) {
+// epoch is the layer's packet cache epoch (0 without a cache). It runs on
+// the publisher's reader goroutine and must not allocate.
+//
+// A packet whose outgoing sequence number was used already, lies before
+// the current layer's switch point, or is too old to tell, is dropped
+// (sendWindow): sent, it would reuse an SRTP packet index.
+func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byte, keyframe bool, now int64, f *fanout) {
 	d.mu.Lock()
 	if d.writer == nil || d.paused || !d.sub.connected.Load() {
+		// What the publisher sends meanwhile goes unrecorded here, so the
+		// stream goes on from a keyframe in a new segment, and no NACK is
+		// answered from a cache that moved on unseen.
+		d.resegment()
 		d.mu.Unlock()
 		return
+	}
+	if idx == d.current && epoch != d.epoch {
+		// The publisher restarted the layer's sequence numbers and its
+		// cache: the old mapping would resend new packets under old numbers.
+		d.resegment()
 	}
 	if idx != d.current {
 		// Another layer's packet: it becomes current only on a keyframe,
@@ -138,27 +175,56 @@ func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bo
 			d.up.requestKeyframe(idx)
 			return
 		}
-		d.switchLayer(idx, h, now)
+		d.switchLayer(idx, epoch, h, now)
 		if !wanted {
 			d.switchTo = target
 		}
 	}
+	out := h.SequenceNumber + d.seqOff
+	roc, _, ok := d.sent.peek(out)
+	if !ok && d.sent.highest-out >= seqRestart {
+		// So far behind that the publisher restarted its sequence numbers
+		// (packetCache.store drops stragglers of a cached layer before
+		// they get here), or nothing was sent for half the sequence space
+		// (pionGuesses): go on from a keyframe, this one if it is one.
+		d.resegment()
+		if keyframe {
+			d.switchLayer(idx, epoch, h, now)
+			out = h.SequenceNumber + d.seqOff
+			roc, _, ok = d.sent.peek(out)
+		}
+	}
+	path := d.sub.direct.Load()
+	direct := path != nil && f != nil && f.conn == path.conn && path.addr.Load() != nil
+	if ok && !direct {
+		// Checked before the number is taken: a number not sent leaves
+		// no gap that the subscriber would take for a wrap.
+		ok = d.pionGuesses(out, roc)
+	}
+	if !ok {
+		restart := d.current < 0
+		d.mu.Unlock()
+		if restart {
+			d.up.requestKeyframe(idx)
+		}
+		return
+	}
+	_, newest, _ := d.sent.take(out)
 	d.hdr = *h
 	d.hdr.SSRC = d.ssrc
 	d.hdr.PayloadType = d.pt
-	d.hdr.SequenceNumber = h.SequenceNumber + d.seqOff
+	d.hdr.SequenceNumber = out
 	d.hdr.Timestamp = h.Timestamp + d.tsOff
 	d.hdr.Extension = false
 	d.hdr.Extensions = nil
 	d.hdr.ExtensionProfile = 0
-	if diff := d.hdr.SequenceNumber - d.lastSeq; diff < 0x8000 {
-		d.lastSeq = d.hdr.SequenceNumber
+	if newest {
 		d.lastTS = d.hdr.Timestamp
 		d.lastAt = now
 	}
 	var err error
-	if path := d.sub.direct.Load(); path != nil && f != nil && f.conn == path.conn && path.addr.Load() != nil {
-		err = d.sealInto(f, path, payload)
+	if direct {
+		err = d.sealInto(f, path, payload, roc)
 	} else {
 		if f != nil {
 			f.pionWrite()
@@ -172,9 +238,46 @@ func (d *DownTrack) forward(idx int8, h *rtp.Header, payload []byte, keyframe bo
 	}
 }
 
-// sealInto encrypts the packet in d.hdr with payload into f's private
-// batch, for the peer's address on path. Called with d.mu held.
-func (d *DownTrack) sealInto(f *fanout, path *directPath, payload []byte) error {
+// pionGuesses reports whether pion's SRTP writer sends seq under roc, and
+// if so records that it does. pion guesses the counter from the packets it
+// was given (srtp.Context's nextRolloverCount), which on this track are
+// not all of them when the direct path sent some: after half the sequence
+// space or more sent directly, pion would guess a counter behind the real
+// one, and so reuse an index the direct path used, for a packet the
+// subscriber could not decrypt anyway. Such a packet is dropped. Called
+// with d.mu held.
+func (d *DownTrack) pionGuesses(seq uint16, roc uint32) bool {
+	ext := int64(roc)<<16 | int64(seq)
+	if d.pionIndex < 0 {
+		// pion's first packet of an SSRC goes under counter 0.
+		if roc != 0 {
+			return false
+		}
+	} else if diff := ext - d.pionIndex; diff >= 0x8000 || diff <= -0x8000 {
+		return false
+	}
+	d.pionIndex = max(d.pionIndex, ext)
+	return true
+}
+
+// resegment ends the current segment: the stream goes on at the next
+// keyframe of the layer being forwarded, or of the one a pending switch
+// goes to, under sequence numbers after every one used. Called with d.mu
+// held.
+func (d *DownTrack) resegment() {
+	if d.current < 0 {
+		return
+	}
+	if d.switchTo < 0 {
+		d.switchTo = d.current
+	}
+	d.current = -1
+}
+
+// sealInto encrypts the packet in d.hdr with payload, under rollover
+// counter roc, into f's private batch, for the peer's address on path.
+// Called with d.mu held.
+func (d *DownTrack) sealInto(f *fanout, path *directPath, payload []byte, roc uint32) error {
 	s, err := d.sealerFor(path)
 	if err != nil {
 		return err
@@ -184,7 +287,7 @@ func (d *DownTrack) sealInto(f *fanout, path *directPath, payload []byte) error 
 		return errDirectUnusable
 	}
 	i, buf := f.slot()
-	sealed, err := s.seal(buf, &d.hdr, payload)
+	sealed, err := s.seal(buf, &d.hdr, payload, roc)
 	if err != nil {
 		return err
 	}
@@ -235,17 +338,21 @@ func ntpTime(t time.Time) uint64 {
 	return secs<<32 | frac
 }
 
-// switchLayer makes idx the current layer, so that the next packet's
-// outgoing sequence number follows the last one sent and its timestamp
-// advances by the wall-clock time since then. Called with d.mu held.
-func (d *DownTrack) switchLayer(idx int8, h *rtp.Header, now int64) {
+// switchLayer makes idx the current layer from its keyframe h on, so that
+// h's outgoing sequence number follows the highest one used and its
+// timestamp advances by the wall-clock time since then. Every outgoing
+// sequence number before h's counts as used from now on, so packets of
+// the layer older than h are dropped (sendWindow.restart). Called with
+// d.mu held.
+func (d *DownTrack) switchLayer(idx int8, epoch uint32, h *rtp.Header, now int64) {
 	if !d.started {
 		d.started = true
 		d.seqOff = 0
 		d.tsOff = 0
-		d.lastSeq = h.SequenceNumber - 1
+		d.sent.start(h.SequenceNumber)
 	} else {
-		next := d.lastSeq + 1
+		d.sent.restart()
+		next := d.sent.highest + 1
 		d.seqOff = next - h.SequenceNumber
 		// Arrival times come from different layers' reader goroutines, so
 		// now may precede lastAt by a little: never step backwards.
@@ -257,7 +364,8 @@ func (d *DownTrack) switchLayer(idx int8, h *rtp.Header, now int64) {
 	}
 	d.current = idx
 	d.switchTo = -1
-	d.segStart = h.SequenceNumber + d.seqOff
+	d.epoch = epoch
+	d.gen++
 }
 
 // setTarget records the layer the subscriber wants (from its track
@@ -339,20 +447,67 @@ func (d *DownTrack) readRTCP() {
 			d.requestKeyframe()
 		}
 		if len(lost) > 0 {
-			d.answerNack(lost)
+			d.answerNack(lost, time.Now().UnixNano())
 		}
 	}
 }
 
+// The retransmission budget of one down track. A NACK names up to 17
+// packets in 4 bytes (RFC 4585 section 6.2.1), so a subscriber can ask for
+// far more than it was sent; each packet is resent at most once per
+// rtxIntervalMs and rtxMaxPerPacket times (sendWindow), and the bytes
+// resent are capped by a token bucket:
+//   - it is credited a quarter of the bytes forwarded to the subscriber:
+//     at a loss rate above 25 % retransmission no longer saves the picture
+//     (a keyframe does), and it keeps a subscriber from making the node
+//     send it more than 1.25 times the stream it receives;
+//   - plus rtxFloorRate bytes per second, and one second's worth at the
+//     first NACK, so that a low-rate track (a still screen share, a
+//     thumbnail layer) or a new subscriber can still repair a lost packet
+//     or a few of a keyframe;
+//   - up to rtxBurst bytes: a burst loss of a few hundred milliseconds of
+//     a 2.5 Mbit/s layer, or most of a 720p keyframe, is repaired at once.
+const (
+	rtxShare     = 4         // one byte of budget per rtxShare forwarded
+	rtxFloorRate = 8 * 1024  // bytes per second
+	rtxBurst     = 64 * 1024 // bytes
+)
+
+// refillRtx credits the retransmission budget at now (UnixNano). Called
+// by the RTCP goroutine only.
+func (d *DownTrack) refillRtx(now int64) {
+	fwd := d.bytes.Load()
+	credit := int64((fwd - d.rtxCredited) / rtxShare)
+	d.rtxCredited = fwd
+	if d.rtxRefilled == 0 {
+		credit += rtxFloorRate // a first second's worth of the floor
+	} else if now > d.rtxRefilled {
+		// At most rtxBurst/rtxFloorRate seconds count: more would not fit.
+		elapsed := min(now-d.rtxRefilled, int64(rtxBurst/rtxFloorRate+1)*int64(time.Second))
+		credit += elapsed * rtxFloorRate / int64(time.Second)
+	}
+	if now > d.rtxRefilled {
+		d.rtxRefilled = now
+	}
+	d.rtxTokens = min(d.rtxTokens+credit, rtxBurst)
+}
+
 // answerNack resends the packets a subscriber lost from the publisher's
-// packet cache (RFC 4585 section 6.2.1), for the current layer only.
-func (d *DownTrack) answerNack(pairs []rtcp.NackPair) {
+// packet cache (RFC 4585 section 6.2.1), at now (UnixNano): only packets
+// this down track sent in the current layer's segment, under the same
+// sequence number, rollover counter and bytes, so no SRTP packet index is
+// used for two different packets; each at most once per rtxIntervalMs and
+// rtxMaxPerPacket times, and within the budget above. It does not
+// allocate.
+func (d *DownTrack) answerNack(pairs []rtcp.NackPair, now int64) {
 	bufs := &d.sub.room.sfu.rtxBufs
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
 	sp := bufs.Get().(*[]byte) // the sealed packet, on the direct path
 	defer bufs.Put(sp)
-	var h rtp.Header
+	d.refillRtx(now)
+	nowMs := uint32(now / int64(time.Millisecond))
+	h := &d.rtxHdr
 	for _, pair := range pairs {
 		// Bit i of lost is PacketID+i: the packet itself, then its bitmap.
 		lost := uint32(pair.LostPackets)<<1 | 1
@@ -362,43 +517,54 @@ func (d *DownTrack) answerNack(pairs []rtcp.NackPair) {
 			}
 			seq := pair.PacketID + i
 			d.mu.Lock()
-			if d.writer == nil || d.current < 0 || seq-d.segStart >= 0x8000 || d.lastSeq-seq >= 0x8000 {
+			if d.writer == nil || d.current < 0 || !d.sent.mayResend(seq, nowMs) {
 				d.mu.Unlock()
 				continue
 			}
-			layer, in := d.current, seq-d.seqOff
+			layer, epoch, gen, in := d.current, d.epoch, d.gen, seq-d.seqOff
 			d.mu.Unlock()
-			n := d.up.retransmit(layer, in, *bp)
+			n := d.up.retransmit(layer, epoch, in, *bp)
 			if n == 0 {
 				continue
+			}
+			if int64(n) > d.rtxTokens {
+				return // over budget: the rest waits for the next NACK
 			}
 			hl, err := h.Unmarshal((*bp)[:n])
 			if err != nil {
 				continue
 			}
 			d.mu.Lock()
-			if d.writer == nil || d.current != layer {
+			// The mapping read above must still hold.
+			if d.writer == nil || d.gen != gen || !d.sent.mayResend(seq, nowMs) {
 				d.mu.Unlock()
 				continue
 			}
+			roc, _ := d.sent.sent(seq)
+			d.sent.resent(seq, nowMs)
+			d.rtxTokens -= int64(n)
 			h.SSRC, h.PayloadType = d.ssrc, d.pt
 			h.SequenceNumber = seq
 			h.Timestamp += d.tsOff
-			h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+			// Extensions are not marshalled without the flag; keeping the
+			// slice lets the next Unmarshal reuse it rather than allocate.
+			h.Extension, h.ExtensionProfile = false, 0
 			path := d.sub.direct.Load()
 			a := (*netip.AddrPort)(nil)
 			if path != nil {
 				a = path.addr.Load()
 			}
 			if a == nil {
-				_, _ = d.writer.WriteRTP(&h, (*bp)[hl:n])
+				if d.pionGuesses(seq, roc) {
+					_, _ = d.writer.WriteRTP(h, (*bp)[hl:n])
+				}
 				d.mu.Unlock()
 				continue
 			}
 			s, err := d.sealerFor(path)
 			var sealed []byte
 			if err == nil {
-				sealed, err = s.seal(*sp, &h, (*bp)[hl:n])
+				sealed, err = s.seal(*sp, h, (*bp)[hl:n], roc)
 			}
 			d.mu.Unlock()
 			if err == nil {

@@ -92,7 +92,7 @@ func BenchmarkDownTrackForward(b *testing.B) {
 	hl, err := h.Unmarshal(key)
 	require.NoError(b, err)
 	now := time.Now().UnixNano()
-	d.forward(0, &h, key[hl:], true, now, nil) // the first key frame selects the layer
+	d.forward(0, 0, &h, key[hl:], true, now, nil) // the first key frame selects the layer
 
 	delta := chromeVP8Packet(b, 2, false)
 	hl, err = h.Unmarshal(delta)
@@ -104,7 +104,7 @@ func BenchmarkDownTrackForward(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		h.SequenceNumber++
 		h.Timestamp += 3000
-		d.forward(0, &h, payload, false, now, nil)
+		d.forward(0, 0, &h, payload, false, now, nil)
 	}
 	b.StopTimer()
 	require.Equal(b, b.N+1, writers[0].packets, "every packet must be forwarded")
@@ -118,10 +118,10 @@ func TestDownTrackForwardDoesNotAllocate(t *testing.T) {
 	key := chromeVP8Packet(t, 1, true)
 	hl, err := h.Unmarshal(key)
 	require.NoError(t, err)
-	d.forward(0, &h, key[hl:], true, time.Now().UnixNano(), nil)
+	d.forward(0, 0, &h, key[hl:], true, time.Now().UnixNano(), nil)
 	allocs := testing.AllocsPerRun(1000, func() {
 		h.SequenceNumber++
-		d.forward(0, &h, key[hl:], true, time.Now().UnixNano(), nil)
+		d.forward(0, 0, &h, key[hl:], true, time.Now().UnixNano(), nil)
 	})
 	require.Zero(t, allocs)
 	require.Equal(t, 1002, writers[0].packets)
@@ -148,7 +148,7 @@ func TestUpTrackFanoutDoesNotAllocate(t *testing.T) {
 	require.Equal(t, 1002, writers[9].packets)
 	// The packets went through the cache too.
 	buf := make([]byte, receiveMTU)
-	require.Equal(t, len(pkt), l.cache.get(seq, buf))
+	require.Equal(t, len(pkt), l.cache.get(seq, 0, buf))
 }
 
 func BenchmarkPacketCacheStore(b *testing.B) {
@@ -173,7 +173,7 @@ func BenchmarkPacketCacheGet(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if c.get(uint16(i%packetCacheSize), buf) != len(pkt) {
+		if c.get(uint16(i%packetCacheSize), 0, buf) != len(pkt) {
 			b.Fatal("cache miss")
 		}
 	}
@@ -182,23 +182,62 @@ func BenchmarkPacketCacheGet(b *testing.B) {
 func TestPacketCache(t *testing.T) {
 	var c packetCache
 	buf := make([]byte, receiveMTU)
-	require.Zero(t, c.get(0, buf), "empty cache")
-	c.store(10, []byte{1, 2, 3})
-	require.Equal(t, 3, c.get(10, buf))
+	require.Zero(t, c.get(0, 0, buf), "empty cache")
+	require.True(t, c.store(10, []byte{1, 2, 3}))
+	require.Equal(t, 3, c.get(10, 0, buf))
 	require.Equal(t, []byte{1, 2, 3}, buf[:3])
-	require.Zero(t, c.get(11, buf))
-	require.Zero(t, c.get(10+packetCacheSize, buf), "same slot, other sequence number")
-	c.store(10+packetCacheSize, []byte{4})
-	require.Zero(t, c.get(10, buf), "overwritten")
-	require.Equal(t, 1, c.get(10+packetCacheSize, buf))
-	require.Zero(t, c.get(10+packetCacheSize, make([]byte, 0)), "destination too small")
-	c.store(20, make([]byte, receiveMTU+1))
-	require.Zero(t, c.get(20, buf), "oversized packets are not cached")
+	require.Zero(t, c.get(11, 0, buf))
+	require.Zero(t, c.get(10, 1, buf), "other epoch")
+	require.Zero(t, c.get(10+packetCacheSize, 0, buf), "same slot, other sequence number")
+	require.True(t, c.store(10+packetCacheSize, []byte{4}))
+	require.Zero(t, c.get(10, 0, buf), "overwritten")
+	require.Equal(t, 1, c.get(10+packetCacheSize, 0, buf))
+	require.Zero(t, c.get(10+packetCacheSize, 0, make([]byte, 0)), "destination too small")
+	require.True(t, c.store(520, make([]byte, receiveMTU+1)), "forwarded")
+	require.Zero(t, c.get(520, 0, buf), "oversized packets are not cached")
 	// Sequence numbers wrap.
-	c.store(65535, []byte{9})
-	c.store(0, []byte{8})
-	require.Equal(t, 1, c.get(65535, buf))
-	require.Equal(t, 1, c.get(0, buf))
+	c = packetCache{}
+	require.True(t, c.store(65535, []byte{9}))
+	require.True(t, c.store(0, []byte{8}))
+	require.Equal(t, 1, c.get(65535, 0, buf))
+	require.Equal(t, 1, c.get(0, 0, buf))
+}
+
+// TestPacketCacheKeepsTheFirstCopy: a duplicate is refused and does not
+// replace the copy that was forwarded; a packet as old as the cache is
+// refused rather than evicting a newer one; a packet seqRestart behind
+// starts a new epoch, in which nothing stored before is fetched.
+func TestPacketCacheKeepsTheFirstCopy(t *testing.T) {
+	var c packetCache
+	buf := make([]byte, receiveMTU)
+	for _, tc := range []struct {
+		name  string
+		seq   uint16
+		b     byte
+		store bool
+	}{
+		{"first", 1000, 1, true},
+		{"next", 1001, 2, true},
+		{"reordered", 999, 3, true},
+		{"duplicate with other bytes", 1000, 4, false},
+		{"duplicate of a reordered one", 999, 5, false},
+		{"jump ahead", 1600, 6, true},
+		{"older than the cache", 1600 - packetCacheSize, 7, false},
+		{"just inside the cache", 1600 - packetCacheSize + 1, 8, true},
+		{"restart", 1600 + 0x10000 - seqRestart, 9, true},
+	} {
+		require.Equal(t, tc.store, c.store(tc.seq, []byte{tc.b}), tc.name)
+	}
+	require.Equal(t, uint32(1), c.epoch)
+	require.Equal(t, 1, c.get(1600+0x10000-seqRestart, 1, buf))
+	require.Equal(t, byte(9), buf[0])
+	require.Zero(t, c.get(1600, 0, buf), "stored before the restart")
+	require.Zero(t, c.get(1600, 1, buf), "not stored since the restart")
+	c = packetCache{}
+	c.store(1000, []byte{1})
+	c.store(1000, []byte{4})
+	require.Equal(t, 1, c.get(1000, 0, buf))
+	require.Equal(t, byte(1), buf[0], "the first copy stays")
 }
 
 // requireFanoutDoesNotAllocate forwards pkt runs times (plus one warm-up
@@ -247,7 +286,7 @@ func TestDownTrackStartsOnAnyLayersKeyframe(t *testing.T) {
 		pkt := chromeVP8Packet(t, seq, key)
 		hl, err := h.Unmarshal(pkt)
 		require.NoError(t, err)
-		d.forward(layer, &h, pkt[hl:], key, time.Now().UnixNano(), nil)
+		d.forward(layer, 0, &h, pkt[hl:], key, time.Now().UnixNano(), nil)
 	}
 	send(0, 100, false)
 	send(2, 500, false)

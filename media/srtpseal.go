@@ -12,10 +12,13 @@ import (
 
 // rtpSealer turns one outgoing stream's RTP packets into SRTP, writing
 // header h and payload into buf (which has room for the packet and
-// srtpOverhead) and returning the packet. It is used by one goroutine at a
-// time (the down track's lock).
+// srtpOverhead) and returning the packet. roc is the rollover counter the
+// packet is sent under (RFC 3711 section 3.3.1): the down track keeps it
+// (sendWindow), since it alone knows which numbers it used, so a sealer
+// never guesses it from the order packets come in. It is used by one
+// goroutine at a time (the down track's lock).
 type rtpSealer interface {
-	seal(buf []byte, h *rtp.Header, payload []byte) ([]byte, error)
+	seal(buf []byte, h *rtp.Header, payload []byte, roc uint32) ([]byte, error)
 }
 
 // newSealer is an SRTP sealer for one stream with the given master key,
@@ -41,11 +44,6 @@ type gcmSealer struct {
 	aead cipher.AEAD
 	salt [12]byte // the session salt
 	iv   [12]byte
-	// The rollover counter (RFC 3711 section 3.3.1), kept from the highest
-	// sequence number sent.
-	roc     uint32
-	highest uint16
-	started bool
 }
 
 // SRTP key derivation labels (RFC 3711 section 4.3.2).
@@ -98,28 +96,7 @@ func srtpKDF(label byte, masterKey, masterSalt []byte, n int) ([]byte, error) {
 	return out[:n], nil
 }
 
-// rolloverCounter is the ROC a packet with sequence number seq is sent
-// under. Packets are sent in order except retransmissions, which are
-// older than the highest sent: one more than half the sequence space
-// behind it means the counter wrapped since.
-func (s *gcmSealer) rolloverCounter(seq uint16) uint32 {
-	if !s.started {
-		s.started, s.highest = true, seq
-		return s.roc
-	}
-	switch d := int(seq) - int(s.highest); {
-	case d > 0 && d <= 0x8000:
-		s.highest = seq
-	case d < -0x8000: // wrapped forward
-		s.roc++
-		s.highest = seq
-	case d > 0x8000: // sent before the last wrap
-		return s.roc - 1
-	}
-	return s.roc
-}
-
-func (s *gcmSealer) seal(buf []byte, h *rtp.Header, payload []byte) ([]byte, error) {
+func (s *gcmSealer) seal(buf []byte, h *rtp.Header, payload []byte, roc uint32) ([]byte, error) {
 	hl := h.MarshalSize()
 	if hl+len(payload)+s.aead.Overhead() > len(buf) {
 		return nil, errPacketTooLarge
@@ -127,7 +104,6 @@ func (s *gcmSealer) seal(buf []byte, h *rtp.Header, payload []byte) ([]byte, err
 	if _, err := h.MarshalTo(buf[:hl]); err != nil {
 		return nil, err
 	}
-	roc := s.rolloverCounter(h.SequenceNumber)
 	// RFC 7714 section 8.1: 00 00 || SSRC || ROC || SEQ, XOR the salt.
 	s.iv = [12]byte{}
 	binary.BigEndian.PutUint32(s.iv[2:], h.SSRC)
@@ -142,13 +118,15 @@ func (s *gcmSealer) seal(buf []byte, h *rtp.Header, payload []byte) ([]byte, err
 }
 
 // contextSealer is pion's SRTP context, for the AES-CM profiles: the
-// packet is marshalled and encrypted in place.
+// packet is marshalled and encrypted in place, under the rollover counter
+// set just before (srtp.Context.SetROC makes the next packet of the SSRC
+// use it as it is).
 type contextSealer struct {
 	ctx     *srtp.Context
 	scratch rtp.Header // the header as srtp reads it back
 }
 
-func (c *contextSealer) seal(buf []byte, h *rtp.Header, payload []byte) ([]byte, error) {
+func (c *contextSealer) seal(buf []byte, h *rtp.Header, payload []byte, roc uint32) ([]byte, error) {
 	hl := h.MarshalSize()
 	n := hl + len(payload)
 	if n+srtpOverhead > len(buf) {
@@ -158,5 +136,6 @@ func (c *contextSealer) seal(buf []byte, h *rtp.Header, payload []byte) ([]byte,
 		return nil, err
 	}
 	copy(buf[hl:n], payload)
+	c.ctx.SetROC(h.SSRC, roc)
 	return c.ctx.EncryptRTP(buf[:n], buf[:n], &c.scratch)
 }

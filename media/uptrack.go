@@ -141,8 +141,12 @@ func (u *UpTrack) forward(l *upLayer, h *rtp.Header, pkt []byte, now int64) {
 		}
 		media = payload[:len(payload)-pad]
 	}
+	var epoch uint32
 	if l.cache != nil {
-		l.cache.store(h.SequenceNumber, pkt)
+		if !l.cache.store(h.SequenceNumber, pkt) {
+			return // a duplicate or a straggler (packetCache.store)
+		}
+		epoch = l.cache.epoch
 	}
 	l.lastPacket.Store(now)
 	l.packets.Add(1)
@@ -153,7 +157,7 @@ func (u *UpTrack) forward(l *upLayer, h *rtp.Header, pkt []byte, now int64) {
 	downs := *u.downs.Load()
 	f := fanout{conn: u.batch, share: u.batch != nil && len(downs) > 1}
 	for _, d := range downs {
-		d.forward(l.idx, h, payload, kf, now, &f)
+		d.forward(l.idx, epoch, h, payload, kf, now, &f)
 		f.sendFull()
 	}
 	f.finish()
@@ -222,8 +226,9 @@ func (u *UpTrack) bestLayer(want int8, now int64) int8 {
 	return best
 }
 
-// retransmit copies the cached packet seq of layer idx into dst.
-func (u *UpTrack) retransmit(idx int8, seq uint16, dst []byte) int {
+// retransmit copies the cached packet seq of layer idx, stored in the
+// cache's epoch, into dst.
+func (u *UpTrack) retransmit(idx int8, epoch uint32, seq uint16, dst []byte) int {
 	if idx < 0 || int(idx) >= maxLayers {
 		return 0
 	}
@@ -231,7 +236,7 @@ func (u *UpTrack) retransmit(idx int8, seq uint16, dst []byte) int {
 	if l == nil || l.cache == nil {
 		return 0
 	}
-	return l.cache.get(seq, dst)
+	return l.cache.get(seq, epoch, dst)
 }
 
 func (u *UpTrack) addDown(d *DownTrack) {
