@@ -31,6 +31,9 @@ type rule struct {
 var rules = []rule{
 	{from: "internal/...", deny: []string{"media/...", "bridge/...", "federation/...", "web/..."}},
 	{from: "media/...", deny: []string{"bridge/...", "federation/...", "web/...", "maunium.net/go/mautrix/...", "mellium.im/xmpp/..."}},
+	// The SFU core never depends on its LiveKit front end: media/livekit converts to and from
+	// the core's types, not the other way round.
+	{from: "media", deny: []string{"media/livekit/..."}},
 	{from: "bridge/...", deny: []string{"federation/..."}},
 	{from: "federation/...", deny: []string{"bridge/..."}},
 	// Only cmd wires concrete types together; nothing else depends on it.
