@@ -3,12 +3,17 @@
 #
 # Builds entente and entente-load into .deps/bench/bin (git-ignored), uses
 # .deps/bin/server (built with `go install` from the Go module proxy when
-# missing), then runs each scenario against a fresh server process,
-# alternating Entente and LiveKit (A B A B ...), RUNS times each, and prints
-# a Markdown table of medians with Entente/LiveKit ratios. A run during which
-# other work used more than BUSY_CORES of CPU is refused in the table.
+# missing), then runs each scenario against a fresh server process, in turn
+# Entente, livekit-server at its defaults ("livekit") and livekit-server with
+# GOMAXPROCS=1 ("livekit-1p"), RUNS times each, and prints two Markdown tables
+# of medians with ratios: Entente/livekit and Entente/livekit-1p. Entente sets
+# its own processor count from its load (internal/procs); livekit-server uses
+# every core, which on a small machine can cost it more per packet than one
+# processor would, so it is measured both ways and the better of the two is
+# the reference. A run during which other work used more than BUSY_CORES of
+# CPU is refused in the tables.
 #
-# Usage: bench/compare.sh            (about 8 minutes on 2 cores)
+# Usage: bench/compare.sh            (about 11 minutes on 2 cores)
 # Environment: RUNS (3), WARMUP (4s), WINDOW (8s), BUSY_CORES (0.3),
 #   INCLUDE_BUSY=1 to keep disturbed runs (marked), SCENARIOS (a subset of
 #   the names below, space separated), HTTP_PORT (17880), UDP_PORT (17882),
@@ -38,6 +43,7 @@ declare -A flags=(
 	[av-1x150]="--publishers 1 --subscribers 150 --audio --video"
 )
 SCENARIOS=${SCENARIOS:-audio-10x40 video-2x40 simulcast-2x80 av-1x150}
+SERVERS=${SERVERS:-entente livekit livekit-1p}
 
 mkdir -p "$bin" "$OUT"
 echo "== building entente and entente-load into $bin"
@@ -116,6 +122,7 @@ start_server() { # $1 = entente|livekit, $2 = log file
 	case $1 in
 	entente) "$bin/entente" --config "$OUT/entente.toml" >"$2" 2>&1 & ;;
 	livekit) "$lk" --config "$OUT/livekit.yaml" >"$2" 2>&1 & ;;
+	livekit-1p) GOMAXPROCS=1 "$lk" --config "$OUT/livekit.yaml" >"$2" 2>&1 & ;;
 	esac
 	server_pid=$!
 	for _ in $(seq 100); do
@@ -141,7 +148,7 @@ progress() { # $1 = what, $2 = report
 echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT"
 for run in $(seq "$RUNS"); do
 	for sc in $SCENARIOS; do
-		for server in entente livekit; do
+		for server in $SERVERS; do
 			f=$OUT/$sc.$server.$run
 			start_server "$server" "$f.log"
 			# shellcheck disable=SC2086 # flags are words
@@ -159,8 +166,7 @@ for run in $(seq "$RUNS"); do
 done
 
 echo
-echo "== Entente vs livekit-server v1.11.0: medians of $RUNS runs, warmup $WARMUP, window $WINDOW, $(nproc) cores"
-table_flags=(--a entente --b livekit --busy-cores "$BUSY_CORES")
+table_flags=(--busy-cores "$BUSY_CORES")
 [[ ${INCLUDE_BUSY:-0} == 1 ]] && table_flags+=(--include-busy)
 shopt -s nullglob
 reports=()
@@ -171,11 +177,16 @@ if ((${#reports[@]} == 0)); then
 	echo "no run produced a report" >&2
 	exit 1
 fi
-"$bin/entente-load" table "${table_flags[@]}" "${reports[@]}" | tee "$OUT/table.md"
-if [[ ${INCLUDE_BUSY:-0} != 1 ]] && grep -q "refused" "$OUT/table.md"; then
+for ref in $SERVERS; do
+	[[ $ref == entente ]] && continue
 	echo
-	echo "== For information only, not a result: the same medians with the disturbed runs kept (marked !)"
-	"$bin/entente-load" table "${table_flags[@]}" --include-busy "${reports[@]}" | tee "$OUT/table-with-busy.md"
-fi
+	echo "== Entente vs $ref (livekit-server v1.11.0$([[ $ref == livekit-1p ]] && echo ", GOMAXPROCS=1")): medians of $RUNS runs, warmup $WARMUP, window $WINDOW, $(nproc) cores"
+	"$bin/entente-load" table --a entente --b "$ref" "${table_flags[@]}" "${reports[@]}" | tee "$OUT/table-$ref.md"
+	if [[ ${INCLUDE_BUSY:-0} != 1 ]] && grep -q "refused" "$OUT/table-$ref.md"; then
+		echo
+		echo "== For information only, not a result: the same medians with the disturbed runs kept (marked !)"
+		"$bin/entente-load" table --a entente --b "$ref" "${table_flags[@]}" --include-busy "${reports[@]}" | tee "$OUT/table-$ref-with-busy.md"
+	fi
+done
 echo
 echo "== finished in $(($(date +%s) - start_all)) s; reports and server logs in $OUT"
