@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -78,21 +79,47 @@ func TestBrowserMatrixCall(t *testing.T) {
 	}
 
 	// Identities are lk-jwt-service's hashes of user, device and member ID:
-	// what a MatrixRTC client computes for the members it sees.
+	// what a MatrixRTC client computes for the members it sees. The pages
+	// can finish before Dendrite has delivered the second membership to the
+	// application service (it sends transactions from its own queue, seen
+	// here up to 3 s after the event), so the node's store is read until it
+	// has both, within a generous deadline.
 	db := storeDB(t, m.DataDir)
-	rows, err := db.Query(`SELECT room_id, user_id, device_id FROM matrix_call_members ORDER BY user_id`)
-	require.NoError(t, err)
-	defer rows.Close()
-	var users []string
-	for rows.Next() {
-		var roomID, userID, deviceID string
-		require.NoError(t, rows.Scan(&roomID, &userID, &deviceID))
-		users = append(users, userID)
-		want := matrix.Identity(userID, deviceID, userID+":"+deviceID)
-		require.True(t, slices.ContainsFunc(res.Pages, func(p pageResult) bool { return p.Identity == want }),
-			"a page joined the SFU as %s's identity %s", userID, want)
+	type member struct{ userID, deviceID string }
+	readMembers := func() ([]member, error) {
+		rows, err := db.Query(`SELECT user_id, device_id FROM matrix_call_members ORDER BY user_id`)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var ms []member
+		for rows.Next() {
+			var mb member
+			if err := rows.Scan(&mb.userID, &mb.deviceID); err != nil {
+				return nil, err
+			}
+			ms = append(ms, mb)
+		}
+		return ms, rows.Err()
 	}
-	require.NoError(t, rows.Err())
+	var members []member
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var err error
+		members, err = readMembers()
+		require.NoError(t, err)
+		if len(members) >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var users []string
+	for _, mb := range members {
+		users = append(users, mb.userID)
+		want := matrix.Identity(mb.userID, mb.deviceID, mb.userID+":"+mb.deviceID)
+		require.True(t, slices.ContainsFunc(res.Pages, func(p pageResult) bool { return p.Identity == want }),
+			"a page joined the SFU as %s's identity %s", mb.userID, want)
+	}
 	require.Equal(t, []string{alice.ID, bob.ID}, users, "the node saw both call memberships through the appservice")
 }
 
