@@ -472,8 +472,12 @@ func (p *Participant) negotiate() {
 	id := p.offerID
 	mids := map[string]string{}
 	for _, t := range p.sub.GetTransceivers() {
-		if s := t.Sender(); s != nil && s.Track() != nil && t.Mid() != "" {
-			mids[t.Mid()] = s.Track().ID()
+		// Read the sender's track once: a subscription ending on another
+		// goroutine (a publisher's track closing) can clear it in between.
+		if s := t.Sender(); s != nil && t.Mid() != "" {
+			if tr := s.Track(); tr != nil {
+				mids[t.Mid()] = tr.ID()
+			}
 		}
 	}
 	p.negMu.Unlock()
