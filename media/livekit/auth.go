@@ -84,6 +84,9 @@ func Verify(keys Keys, raw string) (*Grant, error) {
 	if err := checkParticipant(g.Identity, g.Name); err != nil {
 		return nil, err
 	}
+	if err := checkRoom(vg.Room); err != nil {
+		return nil, err
+	}
 	g.Room = vg.Room
 	g.RoomCreate = vg.RoomCreate
 	g.CanPublish = vg.GetCanPublish()
@@ -108,7 +111,21 @@ const maxTokenLength = 16 * 1024
 const (
 	MaxIdentityLength = 256
 	MaxNameLength     = 256
+	// MaxRoomNameLength is LiveKit's default MaxRoomNameLength (the
+	// same config block); a room's name is a map key, a log field and a
+	// history row, so it is bounded like the identity.
+	MaxRoomNameLength = 256
 )
+
+// checkRoom refuses a room name over MaxRoomNameLength or with characters
+// that are not printable. An empty name is left to the room check at join
+// (a token may grant no room; joining then needs one).
+func checkRoom(room string) error {
+	if room != "" && (len(room) > MaxRoomNameLength || !names.Printable(room, MaxRoomNameLength)) {
+		return fmt.Errorf("%w: room name must be at most %d bytes of printable UTF-8", ErrInvalidRoom, MaxRoomNameLength)
+	}
+	return nil
+}
 
 // checkParticipant refuses identities and names the join page would
 // refuse (internal/names.Printable: control and format characters, bidi

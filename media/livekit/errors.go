@@ -20,6 +20,9 @@ var (
 	// ErrInvalidName means the token's participant name is too long or
 	// has characters that are not printable.
 	ErrInvalidName = errors.New("invalid participant name")
+	// ErrInvalidRoom means the token's room name is too long or has
+	// characters that are not printable.
+	ErrInvalidRoom = errors.New("invalid room name")
 	// ErrNotAdmitted means the server's Admitter refused a valid token.
 	ErrNotAdmitted = errors.New("participant not admitted")
 )

@@ -1,6 +1,7 @@
 package livekit
 
 import (
+	"cmp"
 	"io"
 	"net/http"
 	"strings"
@@ -20,27 +21,32 @@ func TestTokenIdentityAndName(t *testing.T) {
 		name     string
 		identity string
 		partName string
+		room     string // "lobby" when empty
 		status   int
 		want     error // nil: accepted
 	}{
-		{"plain", "alice", "Alice", http.StatusOK, nil},
-		{"matrix hash identity", "J+T45tGruxc+HrUOqJJlyQSV33m728Cme4+vt8/SWrU", "@alice:example.com", http.StatusOK, nil},
-		{"matrix device identity", "@alice:example.com:DEVICE123", "", http.StatusOK, nil},
-		{"guest identity", "guest-abcdefghij", "Zoë 🎉", http.StatusOK, nil},
-		{"identity at the limit", strings.Repeat("a", MaxIdentityLength), "", http.StatusOK, nil},
-		{"identity too long", strings.Repeat("a", MaxIdentityLength+1), "", http.StatusBadRequest, ErrInvalidIdentity},
-		{"identity too long in bytes", strings.Repeat("é", MaxIdentityLength/2+1), "", http.StatusBadRequest, ErrInvalidIdentity},
-		{"identity with a newline", "alice\nbob", "", http.StatusBadRequest, ErrInvalidIdentity},
-		{"identity with NUL", "alice\x00", "", http.StatusBadRequest, ErrInvalidIdentity},
-		{"identity with a bidi override", "alice\u202egnp.exe", "", http.StatusBadRequest, ErrInvalidIdentity},
-		{"name at the limit", "alice", strings.Repeat("n", MaxNameLength), http.StatusOK, nil},
-		{"name too long", "alice", strings.Repeat("n", MaxNameLength+1), http.StatusBadRequest, ErrInvalidName},
-		{"name with a control character", "alice", "Alice\x1b[31m", http.StatusBadRequest, ErrInvalidName},
-		{"name with a zero-width joiner", "alice", "Al\u200dice", http.StatusBadRequest, ErrInvalidName},
+		{"plain", "alice", "Alice", "", http.StatusOK, nil},
+		{"matrix hash identity", "J+T45tGruxc+HrUOqJJlyQSV33m728Cme4+vt8/SWrU", "@alice:example.com", "", http.StatusOK, nil},
+		{"matrix device identity", "@alice:example.com:DEVICE123", "", "", http.StatusOK, nil},
+		{"guest identity", "guest-abcdefghij", "Zoë 🎉", "", http.StatusOK, nil},
+		{"identity at the limit", strings.Repeat("a", MaxIdentityLength), "", "", http.StatusOK, nil},
+		{"identity too long", strings.Repeat("a", MaxIdentityLength+1), "", "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"identity too long in bytes", strings.Repeat("é", MaxIdentityLength/2+1), "", "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"identity with a newline", "alice\nbob", "", "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"identity with NUL", "alice\x00", "", "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"identity with a bidi override", "alice\u202egnp.exe", "", "", http.StatusBadRequest, ErrInvalidIdentity},
+		{"name at the limit", "alice", strings.Repeat("n", MaxNameLength), "", http.StatusOK, nil},
+		{"name too long", "alice", strings.Repeat("n", MaxNameLength+1), "", http.StatusBadRequest, ErrInvalidName},
+		{"name with a control character", "alice", "Alice\x1b[31m", "", http.StatusBadRequest, ErrInvalidName},
+		{"name with a zero-width joiner", "alice", "Al\u200dice", "", http.StatusBadRequest, ErrInvalidName},
+		{"matrix room name", "alice", "", "Tn70j06guxxN+dYGsdNhmwlO98IrVWwuPuPWvlhJ9b4", http.StatusOK, nil},
+		{"room name at the limit", "alice", "", strings.Repeat("r", MaxRoomNameLength), http.StatusOK, nil},
+		{"room name too long", "alice", "", strings.Repeat("r", MaxRoomNameLength+1), http.StatusBadRequest, ErrInvalidRoom},
+		{"room name with a newline", "alice", "", "lobby\nfake log line", http.StatusBadRequest, ErrInvalidRoom},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tok := mint(t, tc.identity, &auth.VideoGrant{RoomJoin: true, Room: "lobby"}, func(at *auth.AccessToken) {
+			tok := mint(t, tc.identity, &auth.VideoGrant{RoomJoin: true, Room: cmp.Or(tc.room, "lobby")}, func(at *auth.AccessToken) {
 				at.SetName(tc.partName)
 			})
 			g, err := Verify(testKeys(), tok)

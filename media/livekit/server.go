@@ -139,7 +139,7 @@ func (s *Server) check(r *http.Request) (*connectRequest, int, string) {
 	switch {
 	case errors.Is(err, ErrNoIdentity):
 		return nil, http.StatusBadRequest, "identity cannot be empty"
-	case errors.Is(err, ErrInvalidIdentity), errors.Is(err, ErrInvalidName):
+	case errors.Is(err, ErrInvalidIdentity), errors.Is(err, ErrInvalidName), errors.Is(err, ErrInvalidRoom):
 		// LiveKit answers 400 for an identity over its limit
 		// (pkg/service/utils.go ValidateConnectRequest).
 		return nil, http.StatusBadRequest, err.Error()
