@@ -188,8 +188,20 @@ type MintOptions struct {
 	Attributes map[string]string
 }
 
-// Mint returns a signed token for identity in room.
+// Mint returns a signed token for identity in room. It refuses what
+// Verify would refuse at join (an empty, over-long or unprintable
+// identity, name or room name), so that `entente token` and the token
+// services fail where the mistake is made, not at the client's join.
 func (m Minter) Mint(room, identity string, o MintOptions) (string, error) {
+	if identity == "" {
+		return "", ErrNoIdentity
+	}
+	if err := checkParticipant(identity, o.Name); err != nil {
+		return "", err
+	}
+	if err := checkRoom(room); err != nil {
+		return "", err
+	}
 	t := auth.NewAccessToken(m.Key, m.Secret)
 	g := &auth.VideoGrant{RoomJoin: true, Room: room, RoomCreate: o.RoomCreate, CanUpdateOwnMetadata: &o.CanUpdateOwn}
 	g.SetCanPublish(o.CanPublish)

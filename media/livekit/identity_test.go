@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/livekit/protocol/auth"
 	"github.com/stretchr/testify/require"
@@ -73,6 +74,35 @@ func TestTokenIdentityAndName(t *testing.T) {
 					require.Contains(t, string(body), tc.want.Error())
 				}
 			}
+		})
+	}
+}
+
+// TestMintRefusesWhatVerifyRefuses: a token that would be refused at join
+// is not minted, so `entente token` fails where the mistake is made.
+func TestMintRefusesWhatVerifyRefuses(t *testing.T) {
+	m := Minter{Key: "k", Secret: strings.Repeat("s", 32), TTL: time.Minute}
+	tests := []struct {
+		name, room, identity, partName string
+		want                           error
+	}{
+		{"fine", "lobby", "alice", "Alice", nil},
+		{"no identity", "lobby", "", "", ErrNoIdentity},
+		{"identity with a newline", "lobby", "alice\nbob", "", ErrInvalidIdentity},
+		{"name too long", "lobby", "alice", strings.Repeat("n", MaxNameLength+1), ErrInvalidName},
+		{"room with a control character", "lob\x1bby", "alice", "", ErrInvalidRoom},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, err := m.Mint(tc.room, tc.identity, MintOptions{Name: tc.partName, CanSubscribe: true})
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+				require.Empty(t, tok)
+				return
+			}
+			require.NoError(t, err)
+			_, err = Verify(Keys{"k": m.Secret}, tok)
+			require.NoError(t, err)
 		})
 	}
 }
