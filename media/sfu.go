@@ -214,28 +214,29 @@ func (s *SFU) RoomFull(room, identity string) bool {
 	if limit <= 0 {
 		return false
 	}
-	s.mu.Lock()
-	r := s.rooms[room]
-	s.mu.Unlock()
-	if r == nil {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.participants[identity] == nil && len(r.participants) >= limit
+	n, present, ok := s.occupancy(room, identity)
+	return ok && !present && n >= limit
 }
 
 // HasParticipant reports whether identity is in the named room.
 func (s *SFU) HasParticipant(room, identity string) bool {
+	_, present, _ := s.occupancy(room, identity)
+	return present
+}
+
+// occupancy reads, under the room's lock, how many participants the named
+// room holds and whether identity is one of them; ok is false when there
+// is no such room.
+func (s *SFU) occupancy(room, identity string) (n int, present, ok bool) {
 	s.mu.Lock()
 	r := s.rooms[room]
 	s.mu.Unlock()
 	if r == nil {
-		return false
+		return 0, false, false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.participants[identity] != nil
+	return len(r.participants), r.participants[identity] != nil, true
 }
 
 // RemoveParticipant removes identity from the named room.
