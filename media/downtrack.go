@@ -1,34 +1,26 @@
 package media
 
 import (
-	"errors"
-	"io"
-	"net/netip"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
 )
 
-// DownTrack sends one published track to one subscriber. It implements
-// webrtc.TrackLocal so pion negotiates it, and rewrites each forwarded
-// packet's SSRC, payload type, sequence number and timestamp so that layer
-// switches look like one continuous stream to the subscriber.
+// DownTrack sends one published track to one subscriber: it rewrites each
+// forwarded packet's sequence number and timestamp so that layer switches
+// look like one continuous stream, and hands it to the subscriber's
+// transport through the TrackSink bound to it (which sets the SSRC and
+// payload type it negotiated).
 type DownTrack struct {
 	sid      string
 	streamID string
 	up       *UpTrack
 	sub      *Participant
-	sender   *webrtc.RTPSender
 
 	mu       spinMutex
-	writer   webrtc.TrackLocalWriter
-	ssrc     uint32
-	pt       uint8
+	sink     TrackSink
 	paused   bool
 	target   int8 // wanted layer, as the subscriber asked
 	current  int8 // layer being forwarded, -1 before the first keyframe
@@ -47,15 +39,11 @@ type DownTrack struct {
 	// counters and retransmissions (sendwindow.go).
 	sent sendWindow
 	hdr  rtp.Header
-	// sealer encrypts this track's packets on the direct path (direct.go).
-	sealer rtpSealer
-	// pionIndex is the highest SRTP index (ROC and sequence number) given
-	// to pion's writer, -1 none (pionGuesses).
-	pionIndex int64
 
-	// The retransmission budget (answerNack), touched only by the RTCP
-	// goroutine: bytes it may still resend, d.bytes when it was last
-	// credited, and when it was last refilled (UnixNano, 0 never).
+	// The retransmission budget (AnswerNack), touched only by the
+	// goroutine that reads the subscriber's feedback: bytes it may still
+	// resend, d.bytes when it was last credited, and when it was last
+	// refilled (UnixNano, 0 never).
 	rtxTokens   int64
 	rtxCredited uint64
 	rtxRefilled int64
@@ -65,87 +53,63 @@ type DownTrack struct {
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
-	done    chan struct{}
-	once    sync.Once
 }
 
 func newDownTrack(up *UpTrack, sub *Participant) *DownTrack {
 	return &DownTrack{
 		sid: up.sid, streamID: up.pub.sid + "|" + up.sid, up: up, sub: sub,
-		target: maxLayers - 1, current: -1, switchTo: -1, pionIndex: -1, done: make(chan struct{}),
+		target: maxLayers - 1, current: -1, switchTo: -1,
 	}
 }
 
 // ID is the track sid, which clients read as the track id.
 func (d *DownTrack) ID() string { return d.sid }
 
-// RID is empty: a subscriber always gets one stream.
-func (d *DownTrack) RID() string { return "" }
-
 // StreamID is "PA_publisher|TR_track", the form LiveKit clients parse
 // (livekit/livekit pkg/rtc/mediatrackreceiver.go PackStreamID).
 func (d *DownTrack) StreamID() string { return d.streamID }
 
 // Kind is the published track's kind.
-func (d *DownTrack) Kind() webrtc.RTPCodecType { return d.up.kind }
+func (d *DownTrack) Kind() Kind { return d.up.kind }
 
-// Bind is called by pion when the subscriber's answer is applied.
-func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
-	for _, c := range ctx.CodecParameters() {
-		if strings.EqualFold(c.MimeType, d.up.codec.MimeType) &&
-			(d.up.kind == webrtc.RTPCodecTypeAudio || fmtpCompatible(c.SDPFmtpLine, d.up.codec.SDPFmtpLine)) {
-			d.mu.Lock()
-			d.writer = ctx.WriteStream()
-			d.ssrc = uint32(ctx.SSRC())
-			d.pt = uint8(c.PayloadType)
-			d.current = -1
-			// A new SSRC is a new SRTP stream, whose rollover counter
-			// starts at zero (RFC 3711 section 3.3.1).
-			d.sealer = nil
-			d.pionIndex = -1
-			if d.started {
-				d.sent.newStream()
-			}
-			d.mu.Unlock()
-			d.retarget()
-			return c, nil
-		}
-	}
-	return webrtc.RTPCodecParameters{}, ErrCodecNotNegotiated
-}
+// Codec is the published track's codec.
+func (d *DownTrack) Codec() Codec { return d.up.codec }
 
-// Unbind is called by pion when the track is removed from the subscriber.
-func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
+// Subscriber is the participant the track is sent to.
+func (d *DownTrack) Subscriber() *Participant { return d.sub }
+
+// Bind starts sending to sink, a new outgoing stream (a new SSRC, whose
+// rollover counter starts at zero: RFC 3711 section 3.3.1) that goes on
+// from the next keyframe.
+func (d *DownTrack) Bind(sink TrackSink) {
 	d.mu.Lock()
-	d.writer = nil
+	d.sink = sink
+	d.current = -1
+	if d.started {
+		d.sent.newStream()
+	}
 	d.mu.Unlock()
-	return nil
+	d.retarget()
 }
 
-// fmtpCompatible matches H.264 by packetization mode; other codecs always match.
-func fmtpCompatible(a, b string) bool {
-	pm := func(s string) string {
-		for _, kv := range strings.Split(s, ";") {
-			if strings.HasPrefix(strings.TrimSpace(kv), "packetization-mode=") {
-				return strings.TrimSpace(kv)
-			}
-		}
-		return ""
-	}
-	return pm(a) == pm(b)
+// Unbind stops sending: packets are dropped until the next Bind.
+func (d *DownTrack) Unbind() {
+	d.mu.Lock()
+	d.sink = nil
+	d.mu.Unlock()
 }
 
 // forward sends one packet of layer idx, if that is the layer this
-// subscriber gets, as part of fan-out f (nil: sent at once through pion).
+// subscriber gets, as part of fan-out f.
 // epoch is the layer's packet cache epoch (0 without a cache). It runs on
 // the publisher's reader goroutine and must not allocate.
 //
 // A packet whose outgoing sequence number was used already, lies before
 // the current layer's switch point, or is too old to tell, is dropped
 // (sendWindow): sent, it would reuse an SRTP packet index.
-func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byte, keyframe bool, now int64, f *fanout) {
+func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byte, keyframe bool, now int64, f *Fanout) {
 	d.mu.Lock()
-	if d.writer == nil || d.paused || !d.sub.connected.Load() {
+	if d.sink == nil || d.paused || !d.sub.connected.Load() {
 		// What the publisher sends meanwhile goes unrecorded here, so the
 		// stream goes on from a keyframe in a new segment, and no NACK is
 		// answered from a cache that moved on unseen.
@@ -186,20 +150,14 @@ func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byt
 		// So far behind that the publisher restarted its sequence numbers
 		// (packetCache.store drops stragglers of a cached layer before
 		// they get here), or nothing was sent for half the sequence space
-		// (pionGuesses): go on from a keyframe, this one if it is one.
+		// (a sink on pion's path could not send it: media/rtc sink.pionGuesses):
+		// go on from a keyframe, this one if it is one.
 		d.resegment()
 		if keyframe {
 			d.switchLayer(idx, epoch, h, now)
 			out = h.SequenceNumber + d.seqOff
 			roc, _, ok = d.sent.peek(out)
 		}
-	}
-	path := d.sub.direct.Load()
-	direct := path != nil && f != nil && f.conn == path.conn && path.addr.Load() != nil
-	if ok && !direct {
-		// Checked before the number is taken: a number not sent leaves
-		// no gap that the subscriber would take for a wrap.
-		ok = d.pionGuesses(out, roc)
 	}
 	if !ok {
 		restart := d.current < 0
@@ -211,8 +169,6 @@ func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byt
 	}
 	_, newest, _ := d.sent.take(out)
 	d.hdr = *h
-	d.hdr.SSRC = d.ssrc
-	d.hdr.PayloadType = d.pt
 	d.hdr.SequenceNumber = out
 	d.hdr.Timestamp = h.Timestamp + d.tsOff
 	d.hdr.Extension = false
@@ -222,42 +178,12 @@ func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byt
 		d.lastTS = d.hdr.Timestamp
 		d.lastAt = now
 	}
-	var err error
-	if direct {
-		err = d.sealInto(f, path, payload, roc)
-	} else {
-		if f != nil {
-			f.pionWrite()
-		}
-		_, err = d.writer.WriteRTP(&d.hdr, payload)
-	}
+	err := d.sink.WriteRTP(&d.hdr, payload, roc, f)
 	d.mu.Unlock()
 	if err == nil {
 		d.packets.Add(1)
 		d.bytes.Add(uint64(len(payload)))
 	}
-}
-
-// pionGuesses reports whether pion's SRTP writer sends seq under roc, and
-// if so records that it does. pion guesses the counter from the packets it
-// was given (srtp.Context's nextRolloverCount), which on this track are
-// not all of them when the direct path sent some: after half the sequence
-// space or more sent directly, pion would guess a counter behind the real
-// one, and so reuse an index the direct path used, for a packet the
-// subscriber could not decrypt anyway. Such a packet is dropped. Called
-// with d.mu held.
-func (d *DownTrack) pionGuesses(seq uint16, roc uint32) bool {
-	ext := int64(roc)<<16 | int64(seq)
-	if d.pionIndex < 0 {
-		// pion's first packet of an SSRC goes under counter 0.
-		if roc != 0 {
-			return false
-		}
-	} else if diff := ext - d.pionIndex; diff >= 0x8000 || diff <= -0x8000 {
-		return false
-	}
-	d.pionIndex = max(d.pionIndex, ext)
-	return true
 }
 
 // resegment ends the current segment: the stream goes on at the next
@@ -274,58 +200,25 @@ func (d *DownTrack) resegment() {
 	d.current = -1
 }
 
-// sealInto encrypts the packet in d.hdr with payload, under rollover
-// counter roc, into f's private batch, for the peer's address on path.
-// Called with d.mu held.
-func (d *DownTrack) sealInto(f *fanout, path *directPath, payload []byte, roc uint32) error {
-	s, err := d.sealerFor(path)
-	if err != nil {
-		return err
-	}
-	a := path.addr.Load()
-	if a == nil {
-		return errDirectUnusable
-	}
-	i, buf := f.slot()
-	sealed, err := s.seal(buf, &d.hdr, payload, roc)
-	if err != nil {
-		return err
-	}
-	f.out.put(i, sealed, *a)
-	return nil
-}
-
-// sealerFor is this track's SRTP sealer for direct sends, made on first
-// use. Called with d.mu held.
-func (d *DownTrack) sealerFor(path *directPath) (rtpSealer, error) {
-	if d.sealer == nil {
-		s, err := path.newSealer()
-		if err != nil {
-			return nil, err
-		}
-		d.sealer = s
-	}
-	return d.sealer, nil
-}
-
-// senderReport is this track's RTCP sender report at now (RFC 3550
-// section 6.4.1): the RTP time is the last forwarded packet's timestamp
-// advanced by the wall-clock time since it was sent, as pion's report
-// interceptor computes it; the counts are what this subscriber was sent.
-// ok is false before the first packet.
-func (d *DownTrack) senderReport(now time.Time) (sr rtcp.SenderReport, ok bool) {
+// SenderReport is this track's RTCP sender report at now (RFC 3550
+// section 6.4.1), for the sink's SSRC, which the caller fills in: the RTP
+// time is the last forwarded packet's timestamp advanced by the
+// wall-clock time since it was sent, as pion's report interceptor
+// computes it; the counts are what this subscriber was sent. ok is false
+// before the first packet.
+func (d *DownTrack) SenderReport(now time.Time) (sr rtcp.SenderReport, ok bool) {
 	d.mu.Lock()
-	if d.writer == nil || !d.started {
+	if d.sink == nil || !d.started {
 		d.mu.Unlock()
 		return sr, false
 	}
-	ts, at, ssrc := d.lastTS, d.lastAt, d.ssrc
+	ts, at := d.lastTS, d.lastAt
 	d.mu.Unlock()
 	if gap := now.UnixNano() - at; gap > 0 {
 		ts += uint32(time.Duration(gap) * time.Duration(d.up.codec.ClockRate) / time.Second)
 	}
 	return rtcp.SenderReport{
-		SSRC: ssrc, NTPTime: ntpTime(now), RTPTime: ts,
+		NTPTime: ntpTime(now), RTPTime: ts,
 		PacketCount: uint32(d.packets.Load()), OctetCount: uint32(d.bytes.Load()),
 	}, true
 }
@@ -402,9 +295,9 @@ func (d *DownTrack) targetLayer() int8 {
 	return d.target
 }
 
-// requestKeyframe asks the publisher for a keyframe of the layer this
+// RequestKeyframe asks the publisher for a keyframe of the layer this
 // subscriber gets (after a PLI or FIR from it, or when it connects).
-func (d *DownTrack) requestKeyframe() {
+func (d *DownTrack) RequestKeyframe() {
 	d.mu.Lock()
 	l := d.current
 	if l < 0 {
@@ -415,41 +308,6 @@ func (d *DownTrack) requestKeyframe() {
 		l = d.up.bestLayer(d.targetLayer(), time.Now().UnixNano())
 	}
 	d.up.requestKeyframe(l)
-}
-
-// readRTCP handles the subscriber's RTCP for this track until the sender
-// stops. It reads the raw compound packets and picks out the feedback for
-// this track (parseFeedback) without decoding the rest, which is mostly
-// receiver reports arriving every second for every track.
-func (d *DownTrack) readRTCP() {
-	defer d.once.Do(func() { close(d.done) })
-	buf := make([]byte, receiveMTU)
-	nacks := make([]rtcp.NackPair, 0, maxNackPairs)
-	for {
-		n, _, err := d.sender.Read(buf)
-		if errors.Is(err, io.ErrShortBuffer) {
-			continue // larger than an MTU: dropped
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
-				d.sub.log.Trace().Err(err).Str("track", d.sid).Msg("rtcp read ended")
-			}
-			return
-		}
-		d.mu.Lock()
-		ssrc := d.ssrc
-		d.mu.Unlock()
-		keyframe, lost, err := parseFeedback(buf[:n], ssrc, nacks[:0])
-		if err != nil {
-			d.sub.log.Trace().Err(err).Str("track", d.sid).Msg("rtcp from subscriber")
-		}
-		if keyframe {
-			d.requestKeyframe()
-		}
-		if len(lost) > 0 {
-			d.answerNack(lost, time.Now().UnixNano())
-		}
-	}
 }
 
 // The retransmission budget of one down track. A NACK names up to 17
@@ -492,19 +350,17 @@ func (d *DownTrack) refillRtx(now int64) {
 	d.rtxTokens = min(d.rtxTokens+credit, rtxBurst)
 }
 
-// answerNack resends the packets a subscriber lost from the publisher's
+// AnswerNack resends the packets a subscriber lost from the publisher's
 // packet cache (RFC 4585 section 6.2.1), at now (UnixNano): only packets
 // this down track sent in the current layer's segment, under the same
 // sequence number, rollover counter and bytes, so no SRTP packet index is
 // used for two different packets; each at most once per rtxIntervalMs and
 // rtxMaxPerPacket times, and within the budget above. It does not
-// allocate.
-func (d *DownTrack) answerNack(pairs []rtcp.NackPair, now int64) {
+// allocate. Its transport calls it from one goroutine per down track.
+func (d *DownTrack) AnswerNack(pairs []rtcp.NackPair, now int64) {
 	bufs := &d.sub.room.sfu.rtxBufs
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
-	sp := bufs.Get().(*[]byte) // the sealed packet, on the direct path
-	defer bufs.Put(sp)
 	d.refillRtx(now)
 	nowMs := uint32(now / int64(time.Millisecond))
 	h := &d.rtxHdr
@@ -517,7 +373,7 @@ func (d *DownTrack) answerNack(pairs []rtcp.NackPair, now int64) {
 			}
 			seq := pair.PacketID + i
 			d.mu.Lock()
-			if d.writer == nil || d.current < 0 || !d.sent.mayResend(seq, nowMs) {
+			if d.sink == nil || d.current < 0 || !d.sent.mayResend(seq, nowMs) {
 				d.mu.Unlock()
 				continue
 			}
@@ -536,40 +392,20 @@ func (d *DownTrack) answerNack(pairs []rtcp.NackPair, now int64) {
 			}
 			d.mu.Lock()
 			// The mapping read above must still hold.
-			if d.writer == nil || d.gen != gen || !d.sent.mayResend(seq, nowMs) {
+			if d.sink == nil || d.gen != gen || !d.sent.mayResend(seq, nowMs) {
 				d.mu.Unlock()
 				continue
 			}
 			roc, _ := d.sent.sent(seq)
 			d.sent.resent(seq, nowMs)
 			d.rtxTokens -= int64(n)
-			h.SSRC, h.PayloadType = d.ssrc, d.pt
 			h.SequenceNumber = seq
 			h.Timestamp += d.tsOff
 			// Extensions are not marshalled without the flag; keeping the
 			// slice lets the next Unmarshal reuse it rather than allocate.
 			h.Extension, h.ExtensionProfile = false, 0
-			path := d.sub.direct.Load()
-			a := (*netip.AddrPort)(nil)
-			if path != nil {
-				a = path.addr.Load()
-			}
-			if a == nil {
-				if d.pionGuesses(seq, roc) {
-					_, _ = d.writer.WriteRTP(h, (*bp)[hl:n])
-				}
-				d.mu.Unlock()
-				continue
-			}
-			s, err := d.sealerFor(path)
-			var sealed []byte
-			if err == nil {
-				sealed, err = s.seal(*sp, h, (*bp)[hl:n], roc)
-			}
+			_ = d.sink.WriteRTP(h, (*bp)[hl:n], roc, nil)
 			d.mu.Unlock()
-			if err == nil {
-				_, _ = path.conn.WriteToAddrPort(sealed, *a)
-			}
 		}
 	}
 }

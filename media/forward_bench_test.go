@@ -7,30 +7,28 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
 // These benchmarks measure the SFU's own forward path: header parsing,
-// caching, layer selection and header rewriting. The writer discards what
-// it is given, so SRTP and UDP, which pion does, are not measured.
+// caching, layer selection and header rewriting. The sink discards what
+// it is given, so SRTP and UDP, which the transport does (media/rtc), are
+// not measured.
 
-// discardWriter is a webrtc.TrackLocalWriter that counts and drops.
-type discardWriter struct {
+// discardSink is a TrackSink that counts and drops.
+type discardSink struct {
 	packets int
 	bytes   int
 	lastSeq uint16
 }
 
-func (w *discardWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+func (w *discardSink) WriteRTP(h *rtp.Header, payload []byte, _ uint32, _ *Fanout) error {
 	w.packets++
 	w.bytes += len(payload)
 	w.lastSeq = h.SequenceNumber
-	return len(payload), nil
+	return nil
 }
-
-func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 
 const benchPayloadSize = 1100
 
@@ -60,25 +58,17 @@ func chromeVP8Packet(tb testing.TB, seq uint16, key bool) []byte {
 
 // benchTrack is an UpTrack with one live layer and n connected
 // subscribers, built without any network.
-func benchTrack(n int) (*UpTrack, *upLayer, []*discardWriter) {
+func benchTrack(n int) (*UpTrack, *Layer, []*discardSink) {
 	pub := &Participant{sid: "PA_publisher", identity: "publisher", log: zerolog.Nop()}
-	codec := webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
-		PayloadType:        96,
-	}
-	up := newUpTrack("TR_Vbench", "camera", pub, codec, webrtc.RTPCodecTypeVideo, 0)
-	l := &upLayer{idx: 0, ssrc: 0x1234abcd, cache: &packetCache{}}
-	l.lastPacket.Store(time.Now().UnixNano())
-	up.layers[0].Store(l)
-	writers := make([]*discardWriter, n)
+	up := newUpTrack("TR_Vbench", "camera", pub, Codec{MimeType: "video/VP8", ClockRate: 90000}, 0)
+	l := up.addLayer(0, 0x1234abcd, nil)
+	writers := make([]*discardSink, n)
 	for i := range writers {
 		sub := &Participant{sid: fmt.Sprintf("PA_sub%d", i), log: zerolog.Nop()}
 		sub.connected.Store(true)
 		d := newDownTrack(up, sub)
-		writers[i] = &discardWriter{}
-		d.writer = writers[i]
-		d.ssrc = uint32(1000 + i)
-		d.pt = 96
+		writers[i] = &discardSink{}
+		d.sink = writers[i]
 		up.addDown(d)
 	}
 	return up, l, writers
@@ -147,7 +137,7 @@ func TestUpTrackFanoutDoesNotAllocate(t *testing.T) {
 	seq := requireFanoutDoesNotAllocate(t, up, l, pkt, 0, 1000)
 	require.Equal(t, 1002, writers[9].packets)
 	// The packets went through the cache too.
-	buf := make([]byte, receiveMTU)
+	buf := make([]byte, MaxPacketSize)
 	require.Equal(t, len(pkt), l.cache.get(seq, 0, buf))
 }
 
@@ -168,7 +158,7 @@ func BenchmarkPacketCacheGet(b *testing.B) {
 	for i := 0; i < packetCacheSize; i++ {
 		c.store(uint16(i), pkt)
 	}
-	buf := make([]byte, receiveMTU)
+	buf := make([]byte, MaxPacketSize)
 	b.SetBytes(int64(len(pkt)))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -181,7 +171,7 @@ func BenchmarkPacketCacheGet(b *testing.B) {
 
 func TestPacketCache(t *testing.T) {
 	var c packetCache
-	buf := make([]byte, receiveMTU)
+	buf := make([]byte, MaxPacketSize)
 	require.Zero(t, c.get(0, 0, buf), "empty cache")
 	require.True(t, c.store(10, []byte{1, 2, 3}))
 	require.Equal(t, 3, c.get(10, 0, buf))
@@ -193,7 +183,7 @@ func TestPacketCache(t *testing.T) {
 	require.Zero(t, c.get(10, 0, buf), "overwritten")
 	require.Equal(t, 1, c.get(10+packetCacheSize, 0, buf))
 	require.Zero(t, c.get(10+packetCacheSize, 0, make([]byte, 0)), "destination too small")
-	require.True(t, c.store(520, make([]byte, receiveMTU+1)), "forwarded")
+	require.True(t, c.store(520, make([]byte, MaxPacketSize+1)), "forwarded")
 	require.Zero(t, c.get(520, 0, buf), "oversized packets are not cached")
 	// Sequence numbers wrap.
 	c = packetCache{}
@@ -209,7 +199,7 @@ func TestPacketCache(t *testing.T) {
 // starts a new epoch, in which nothing stored before is fetched.
 func TestPacketCacheKeepsTheFirstCopy(t *testing.T) {
 	var c packetCache
-	buf := make([]byte, receiveMTU)
+	buf := make([]byte, MaxPacketSize)
 	for _, tc := range []struct {
 		name  string
 		seq   uint16
@@ -243,7 +233,7 @@ func TestPacketCacheKeepsTheFirstCopy(t *testing.T) {
 // requireFanoutDoesNotAllocate forwards pkt runs times (plus one warm-up
 // run) with sequence numbers after seq, asserts that no run allocates,
 // and returns the last sequence number.
-func requireFanoutDoesNotAllocate(t *testing.T, up *UpTrack, l *upLayer, pkt []byte, seq uint16, runs int) uint16 {
+func requireFanoutDoesNotAllocate(t *testing.T, up *UpTrack, l *Layer, pkt []byte, seq uint16, runs int) uint16 {
 	t.Helper()
 	var h rtp.Header
 	allocs := testing.AllocsPerRun(runs, func() {
@@ -257,7 +247,7 @@ func requireFanoutDoesNotAllocate(t *testing.T, up *UpTrack, l *upLayer, pkt []b
 
 // benchFanout forwards a key frame's packet, then b.N delta packets, with
 // the timer running for the latter; bytes counts each packet copies times.
-func benchFanout(b *testing.B, up *UpTrack, l *upLayer, copies int) {
+func benchFanout(b *testing.B, up *UpTrack, l *Layer, copies int) {
 	var h rtp.Header
 	now := time.Now().UnixNano()
 	up.forward(l, &h, chromeVP8Packet(b, 0, true), now)

@@ -6,7 +6,6 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
-	"github.com/pion/srtp/v3"
 )
 
 // srtpIndex is what an SRTP packet's keystream or nonce is made from
@@ -16,32 +15,34 @@ type srtpIndex struct {
 	seq       uint16
 }
 
-// recordSealer is an rtpSealer that keeps what it is given to seal, by
-// SRTP index, and fails the test when an index is sealed twice with other
-// bytes, or under a rollover counter a receiver would not estimate: more
-// than half the sequence space from the highest index sent (RFC 3711
-// section 3.3.1), or other than 0 for the first packet.
-type recordSealer struct {
+// indexSink is a TrackSink that keeps what it is given, by SRTP index,
+// and fails the test when an index is written twice with other bytes, or
+// under a rollover counter a receiver would not estimate: more than half
+// the sequence space from the highest index sent (RFC 3711 section
+// 3.3.1), or other than 0 for the first packet. Each sink is one
+// outgoing stream, as a transport's sink is.
+type indexSink struct {
 	t       *testing.T
+	ssrc    uint32
 	sent    map[srtpIndex]string
 	highest int64 // -1 before the first packet
 	packets int
 }
 
-func (r *recordSealer) seal(buf []byte, h *rtp.Header, payload []byte, roc uint32) ([]byte, error) {
-	hl, err := h.MarshalTo(buf)
-	if err != nil {
-		return nil, err
-	}
-	n := hl + copy(buf[hl:], payload)
-	r.record(h, roc, buf[:n])
-	return buf[:n], nil
+func newIndexSink(t *testing.T, ssrc uint32) *indexSink {
+	return &indexSink{t: t, ssrc: ssrc, sent: map[srtpIndex]string{}, highest: -1}
 }
 
-func (r *recordSealer) record(h *rtp.Header, roc uint32, b []byte) {
+func (r *indexSink) WriteRTP(h *rtp.Header, payload []byte, roc uint32, _ *Fanout) error {
+	h.SSRC, h.PayloadType = r.ssrc, 96
+	b, err := h.Marshal()
+	if err != nil {
+		return err
+	}
 	k := srtpIndex{h.SSRC, roc, h.SequenceNumber}
+	b = append(b, payload...)
 	if old, ok := r.sent[k]; ok && old != string(b) {
-		r.t.Fatalf("SRTP index %+v sealed twice with different bytes", k)
+		r.t.Fatalf("SRTP index %+v written twice with different bytes", k)
 	}
 	r.sent[k] = string(b)
 	r.packets++
@@ -53,70 +54,19 @@ func (r *recordSealer) record(h *rtp.Header, roc uint32, b []byte) {
 		r.t.Fatalf("packet %+v under a rollover counter a receiver would not guess (highest index %#x)", k, r.highest)
 	}
 	r.highest = max(r.highest, ext)
+	return nil
 }
 
-// pionWriter stands for pion's SRTP writer on the same key: it sends each
-// packet under the rollover counter pion's srtp.Context guesses from the
-// packets it was given (context.go, nextRolloverCount and
-// updateRolloverCount, restated), and records it with rec.
-type pionWriter struct {
-	rec     *recordSealer
-	index   uint64 // the highest index given, ROC and sequence number
-	started bool
-}
-
-func (w *pionWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
-	seq := int64(h.SequenceNumber)
-	var roc uint32
-	if !w.started {
-		w.started, w.index = true, uint64(seq)
-	} else {
-		roc = uint32(w.index >> 16)
-		last := int64(w.index & 0xffff)
-		diff := seq - last
-		if w.index > 0x8000 { // before that, pion never guesses a wrap
-			switch {
-			case last < 0x8000 && seq-last > 0x8000:
-				roc, diff = roc-1, seq-last-0x10000
-			case last >= 0x8000 && last-0x8000 > seq:
-				roc, diff = roc+1, seq-last+0x10000
-			}
-		}
-		if diff > 0 {
-			w.index += uint64(diff)
-		}
-	}
-	b, err := h.Marshal()
-	if err != nil {
-		return 0, err
-	}
-	w.rec.record(h, roc, append(b, payload...))
-	return len(payload), nil
-}
-
-func (w *pionWriter) Write(b []byte) (int, error) { return len(b), nil }
-
-// FuzzForwarderNeverReusesIndex drives one subscriber's down track, on the
-// direct send path or pion's (moving between them), with a publisher's packets on three simulcast layers
-// in any order (reordered, duplicated with other bytes, with sequence
-// number jumps and restarts, keyframes anywhere), layer switches, pauses
-// and NACKs, and checks that no SRTP index leaves twice with different
-// bytes and that every rollover counter is the one a receiver estimates.
+// FuzzForwarderNeverReusesIndex drives one subscriber's down track with a
+// publisher's packets on three simulcast layers in any order (reordered,
+// duplicated with other bytes, with sequence number jumps and restarts,
+// keyframes anywhere), layer switches, pauses, NACKs and new outgoing
+// streams (a transport binding the track again under a new SSRC), and
+// checks that no SRTP index leaves twice with different bytes and that
+// every rollover counter is the one a receiver estimates. media/rtc's
+// FuzzSinkNeverReusesIndex checks what its sinks make of the same.
 // Each operation is 4 bytes: op, a, b, c.
 func FuzzForwarderNeverReusesIndex(f *testing.F) {
-	conn := newBatchConn(loopbackUDP(f))
-	rx := loopbackUDP(f)
-	peer := addrPort(rx)
-	// What is sent is read and dropped: unread, it would fill the socket
-	// buffers until sends wait. The read ends when cleanup closes rx.
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, err := rx.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
 	for _, seed := range [][]byte{
 		// key 0, deltas, switch to 1, key 1, an older packet of 1, NACK.
 		{0, 1, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 7, 1, 1, 0, 8, 5, 1, 1, 8, 0xfe, 0, 1, 6, 0, 0xff, 0xff},
@@ -124,9 +74,8 @@ func FuzzForwarderNeverReusesIndex(f *testing.F) {
 		{0, 1, 1, 0, 0, 1, 0, 0, 5, 0, 0, 9, 6, 1, 0, 1, 7, 20, 0, 0, 6, 2, 0, 3},
 		// a jump back far enough to be a restart, then its keyframe.
 		{0, 1, 1, 0, 0, 1, 0, 0, 4, 0xc0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 6, 0, 0xff, 0xff},
-		// on pion's path, then the whole sequence space on the direct
-		// path, then pion's path again.
-		{7, 0, 3, 0, 0, 1, 1, 0, 7, 0, 3, 0, 4, 0x40, 0, 0, 4, 0x40, 0, 0, 4, 0x40, 0, 0, 4, 0x40, 0, 0, 7, 0, 3, 0, 0, 1, 0, 0},
+		// the whole sequence space in four jumps, a new stream, again.
+		{7, 0, 3, 0, 0, 1, 1, 0, 4, 0x40, 0, 0, 4, 0x40, 0, 0, 4, 0x40, 0, 0, 4, 0x40, 0, 0, 7, 0, 3, 0, 0, 1, 1, 0, 0, 1, 0, 0},
 		// pause, unpause, across a wrap.
 		{0, 1, 1, 0, 4, 0x7f, 0xf0, 0, 4, 0x7f, 0xf0, 0, 0, 20, 1, 0, 7, 0, 2, 0, 7, 0, 2, 0, 0, 1, 1, 0, 6, 0, 0, 7},
 	} {
@@ -137,13 +86,8 @@ func FuzzForwarderNeverReusesIndex(f *testing.F) {
 			return
 		}
 		up, layers, d, _ := recordTrack(t)
-		up.batch = conn
-		p := &directPath{conn: conn, key: testSRTPKey, salt: testSRTPSalt, profile: srtp.ProtectionProfileAeadAes128Gcm}
-		p.addr.Store(&peer)
-		d.sub.direct.Store(p)
-		rec := &recordSealer{t: t, sent: map[srtpIndex]string{}, highest: -1}
-		d.sealer = rec
-		d.writer = &pionWriter{rec: rec}
+		ssrc := uint32(1)
+		d.Bind(newIndexSink(t, ssrc))
 
 		var seq [maxLayers]uint16
 		var last [maxLayers][]byte
@@ -175,7 +119,7 @@ func FuzzForwarderNeverReusesIndex(f *testing.F) {
 				d.mu.Lock()
 				id := d.sent.highest - uint16(a)
 				d.mu.Unlock()
-				d.answerNack([]rtcp.NackPair{{PacketID: id, LostPackets: rtcp.PacketBitmap(uint16(b)<<8 | uint16(c))}}, now)
+				d.AnswerNack([]rtcp.NackPair{{PacketID: id, LostPackets: rtcp.PacketBitmap(uint16(b)<<8 | uint16(c))}}, now)
 			case 7:
 				switch b % 4 {
 				case 0: // time passes
@@ -191,12 +135,9 @@ func FuzzForwarderNeverReusesIndex(f *testing.F) {
 					}
 					d.paused = !d.paused
 					d.mu.Unlock()
-				case 3: // ICE moves to a pair off our socket, or back
-					if p.addr.Load() == nil {
-						p.addr.Store(&peer)
-					} else {
-						p.addr.Store(nil)
-					}
+				case 3: // the transport binds the track again: a new stream
+					ssrc++
+					d.Bind(newIndexSink(t, ssrc))
 				}
 			}
 		}

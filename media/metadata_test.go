@@ -40,11 +40,11 @@ func TestUpdateMetadataLimits(t *testing.T) {
 			r, err := s.Room("meta-"+string(rune('a'+i)), true)
 			require.NoError(t, err)
 			sa, sb := newRecordingSignaller(), newRecordingSignaller()
-			a, _, err := r.Join(JoinParams{Identity: "a", Name: "Ann", Metadata: "m0", Permissions: allowAll(), Signaller: sa,
+			a, _, err := r.Join(JoinParams{Identity: "a", Name: "Ann", Metadata: "m0", Permissions: allowAll(), Signaller: sa, Transport: newFakeTransport(sa),
 				Attributes: map[string]string{"matrix_user_id": "@ann:example.com"}})
 			require.NoError(t, err)
 			a.Start()
-			b, _, err := r.Join(JoinParams{Identity: "b", Permissions: allowAll(), Signaller: sb})
+			b, _, err := r.Join(JoinParams{Identity: "b", Permissions: allowAll(), Signaller: sb, Transport: newFakeTransport(sb)})
 			require.NoError(t, err)
 			b.Start()
 			before := a.info()
@@ -83,7 +83,7 @@ func TestUpdateMetadataRate(t *testing.T) {
 	s := newTestSFU(t)
 	r, err := s.Room("rate", true)
 	require.NoError(t, err)
-	a, _, err := r.Join(JoinParams{Identity: "a", Permissions: allowAll(), Signaller: newRecordingSignaller()})
+	a, _, err := r.Join(JoinParams{Identity: "a", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: newFakeTransport(nil)})
 	require.NoError(t, err)
 	a.Start()
 	var refused int

@@ -34,7 +34,7 @@ type cacheSlot struct {
 	seq   uint16
 	valid bool
 	n     int
-	buf   [receiveMTU]byte
+	buf   [MaxPacketSize]byte
 }
 
 // store copies one raw RTP packet into the slot for its sequence number
@@ -65,7 +65,7 @@ func (c *packetCache) store(seq uint16, pkt []byte) bool {
 	if s.valid && s.seq == seq {
 		return false
 	}
-	if len(pkt) > receiveMTU {
+	if len(pkt) > MaxPacketSize {
 		s.valid = false
 		return true
 	}

@@ -1,41 +1,21 @@
 package media
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
-	"github.com/pion/ice/v4"
-	"github.com/pion/rtcp"
-	"github.com/pion/sdp/v3"
-	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
 	"entente.dev/entente/internal/names"
 )
 
-// maxPendingCandidates bounds the ICE candidates queued before a remote
-// description exists.
-const maxPendingCandidates = 64
-
-// maxRemoteCandidates bounds the remote candidates one connection takes in
-// its life. pion keeps every one, pairs it with each local candidate and
-// compares each new one with all it has, so without a bound a client
-// trickling candidates costs the node memory and quadratic time. A browser
-// gathers a few per network interface and ICE server; the node does no ICE
-// restart (a client that loses its connection joins again), so a connection
-// never has a second generation to count.
-const maxRemoteCandidates = 256
-
-// Participant is one member of a room with two peer connections, as LiveKit
-// clients expect: the publisher (the client offers, we answer) and the
-// subscriber (we offer, the client answers).
+// Participant is one member of a room, whatever carries its media: what it
+// publishes, what it receives, what the room knows of it. Its Transport
+// (JoinParams.Transport) moves the packets.
 type Participant struct {
 	room          *Room
 	sid           string
@@ -47,13 +27,8 @@ type Participant struct {
 	log           zerolog.Logger
 	joinedAt      time.Time
 
-	pub       *webrtc.PeerConnection
-	sub       *webrtc.PeerConnection
-	connected atomic.Bool // subscriber transport is up
-	// secrets learns the subscriber connection's SRTP keys; direct, set
-	// once it is connected, sends its RTP without pion (direct.go).
-	secrets *dtlsSecrets
-	direct  atomic.Pointer[directPath]
+	transport Transport
+	connected atomic.Bool // the transport can send media (Connected)
 
 	mu       sync.Mutex
 	name     string
@@ -68,7 +43,7 @@ type Participant struct {
 	state     livekit.ParticipantInfo_State
 	reason    livekit.DisconnectReason
 	pending   map[string]*pendingTrack // by client track id (cid)
-	orphans   []orphanTrack            // media that arrived before its add_track
+	orphans   []IncomingStream         // media that arrived before its add_track
 	published map[string]*UpTrack      // by track sid
 	downs     map[string]*DownTrack    // our subscriptions, by track sid
 	closed    bool
@@ -76,21 +51,6 @@ type Participant struct {
 	// then nothing is sent to the participant: clients drop offers and
 	// updates that arrive before their JoinResponse (LIVEKIT.md section 2).
 	started bool
-
-	pubMu    sync.Mutex // serialises publisher negotiation
-	pubCands []webrtc.ICECandidateInit
-	pubAdded int // remote candidates given to pion
-
-	negMu         sync.Mutex // serialises subscriber negotiation
-	offerID       uint32
-	offerInFlight bool
-	renegotiate   bool
-	subCands      []webrtc.ICECandidateInit
-	subAdded      int
-
-	dcMu       sync.Mutex
-	dcReliable *webrtc.DataChannel
-	dcLossy    *webrtc.DataChannel
 }
 
 type pendingTrack struct {
@@ -99,55 +59,17 @@ type pendingTrack struct {
 	up   *UpTrack
 }
 
-type orphanTrack struct {
-	remote   *webrtc.TrackRemote
-	receiver *webrtc.RTPReceiver
-}
-
-func newParticipant(r *Room, jp JoinParams) (*Participant, error) {
+func newParticipant(r *Room, jp JoinParams) *Participant {
 	p := &Participant{
 		room: r, sid: newID("PA_"), identity: jp.Identity, kind: jp.Kind, perms: jp.Permissions,
-		autoSubscribe: jp.AutoSubscribe, sig: jp.Signaller, joinedAt: time.Now(),
+		autoSubscribe: jp.AutoSubscribe, sig: jp.Signaller, transport: jp.Transport, joinedAt: time.Now(),
 		name: jp.Name, metadata: jp.Metadata, attrs: copyAttrs(jp.Attributes), asserted: copyAttrs(jp.Attributes),
 		updates: newTokenBucket(metadataBurst, metadataEvery),
 		state:   livekit.ParticipantInfo_JOINING,
 		pending: map[string]*pendingTrack{}, published: map[string]*UpTrack{}, downs: map[string]*DownTrack{},
 	}
 	p.log = r.log.With().Str("participant", p.identity).Str("participant_sid", p.sid).Logger()
-	var err error
-	if p.pub, err = r.sfu.eng.pub.NewPeerConnection(webrtc.Configuration{}); err != nil {
-		return nil, fmt.Errorf("publisher peer connection: %w", err)
-	}
-	if p.sub, p.secrets, err = r.sfu.eng.newSubscriber(); err != nil {
-		_ = p.pub.Close()
-		return nil, fmt.Errorf("subscriber peer connection: %w", err)
-	}
-	p.pub.OnICECandidate(func(c *webrtc.ICECandidate) { p.trickle(c, livekit.SignalTarget_PUBLISHER) })
-	p.sub.OnICECandidate(func(c *webrtc.ICECandidate) { p.trickle(c, livekit.SignalTarget_SUBSCRIBER) })
-	p.pub.OnTrack(p.onTrack)
-	p.pub.OnDataChannel(p.serveData)
-	p.sub.OnConnectionStateChange(p.onSubscriberState)
-	p.pub.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		if s == webrtc.PeerConnectionStateFailed {
-			p.log.Info().Msg("publisher connection failed")
-			r.removeParticipant(p, livekit.DisconnectReason_CONNECTION_TIMEOUT, true)
-		}
-	})
-	// Data channels on the subscriber connection, which is primary: clients
-	// adopt them by label (livekit/livekit transportmanager.go).
-	ordered := false
-	zero := uint16(0)
-	if p.dcReliable, err = p.sub.CreateDataChannel("_reliable", &webrtc.DataChannelInit{}); err == nil {
-		p.dcLossy, err = p.sub.CreateDataChannel("_lossy", &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
-	}
-	if err != nil {
-		_ = p.pub.Close()
-		_ = p.sub.Close()
-		return nil, fmt.Errorf("data channels: %w", err)
-	}
-	p.serveData(p.dcReliable)
-	p.serveData(p.dcLossy)
-	return p, nil
+	return p
 }
 
 func copyAttrs(a map[string]string) map[string]string {
@@ -167,47 +89,41 @@ func (p *Participant) Identity() string { return p.identity }
 // Room is the room the participant is in.
 func (p *Participant) Room() *Room { return p.room }
 
-func (p *Participant) trickle(c *webrtc.ICECandidate, target livekit.SignalTarget) {
-	if c == nil {
+// Connected is called by the transport once it can send media to the
+// participant (a LiveKit client's subscriber connection is up): the
+// participant becomes active and every subscription asks for a keyframe.
+// Packets forwarded before it are dropped.
+func (p *Participant) Connected() {
+	if p.connected.Swap(true) {
 		return
 	}
-	init := c.ToJSON()
-	p.sig.SendCandidate(&init, target)
-}
-
-func (p *Participant) onSubscriberState(s webrtc.PeerConnectionState) {
-	switch s {
-	case webrtc.PeerConnectionStateConnected:
-		if p.connected.Load() {
-			return
-		}
-		// Before the first packet is forwarded, so that every packet of a
-		// stream goes the same way and one SRTP context sees them all.
-		if path, err := newDirectPath(p.room.sfu.eng.batch, p.sub, p.secrets); err == nil {
-			p.direct.Store(path)
-			p.log.Debug().Str("srtp", path.profile.String()).Msg("subscriber media sent directly")
-		} else {
-			p.log.Debug().Err(err).Msg("subscriber media goes through pion's write path")
-		}
-		if p.connected.Swap(true) {
-			return
-		}
-		p.mu.Lock()
-		if p.state == livekit.ParticipantInfo_JOINED || p.state == livekit.ParticipantInfo_JOINING {
-			p.state = livekit.ParticipantInfo_ACTIVE
-			p.version++
-		}
-		downs := p.downTracksLocked()
-		p.mu.Unlock()
-		p.room.broadcast(p, true)
-		for _, d := range downs {
-			d.requestKeyframe()
-		}
-	case webrtc.PeerConnectionStateFailed:
-		p.log.Info().Msg("subscriber connection failed")
-		p.room.removeParticipant(p, livekit.DisconnectReason_CONNECTION_TIMEOUT, true)
+	p.mu.Lock()
+	if p.state == livekit.ParticipantInfo_JOINED || p.state == livekit.ParticipantInfo_JOINING {
+		p.state = livekit.ParticipantInfo_ACTIVE
+		p.version++
+	}
+	downs := p.downTracksLocked()
+	p.mu.Unlock()
+	p.room.broadcast(p, true)
+	for _, d := range downs {
+		d.RequestKeyframe()
 	}
 }
+
+// Fail is called by the transport when it cannot carry the participant's
+// media any more (an ICE failure): the participant is removed and told so.
+func (p *Participant) Fail(reason livekit.DisconnectReason) {
+	p.room.removeParticipant(p, reason, true)
+}
+
+// RelayData is called by the transport with one data packet the
+// participant sent on a channel of the given kind: the room relays it.
+func (p *Participant) RelayData(kind livekit.DataPacket_Kind, data []byte) {
+	p.room.relayData(p, kind, data)
+}
+
+// Log is the participant's logger.
+func (p *Participant) Log() *zerolog.Logger { return &p.log }
 
 // Start announces the participant, subscribes it to what the room already
 // publishes and sends the first subscriber offer. Call it after the join
@@ -272,222 +188,20 @@ func (p *Participant) downTracksLocked() []*DownTrack {
 	return out
 }
 
-// HandleOffer applies the client's publisher offer and sends the answer.
-func (p *Participant) HandleOffer(sd webrtc.SessionDescription, id uint32) error {
-	err := p.handleOffer(sd, id)
-	if err != nil && p.pub.SignalingState() != webrtc.SignalingStateStable {
-		// pion changes the signalling state before it finishes checking an
-		// offer and cannot roll it back: a bad offer leaves the publisher
-		// connection unable to take any other.
-		p.fullReconnect()
-	}
-	return err
-}
-
-func (p *Participant) handleOffer(sd webrtc.SessionDescription, id uint32) error {
-	p.pubMu.Lock()
-	defer p.pubMu.Unlock()
-	if sd.Type != webrtc.SDPTypeOffer {
-		return fmt.Errorf("%w: expected an offer, got %s", ErrInvalidSDP, sd.Type)
-	}
-	if err := p.pub.SetRemoteDescription(sd); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
-	}
-	for _, c := range p.pubCands {
-		_ = p.pub.AddICECandidate(c)
-	}
-	p.pubAdded += len(p.pubCands)
-	p.pubCands = nil
-	answer, err := p.pub.CreateAnswer(nil)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
-	}
-	if err := p.pub.SetLocalDescription(answer); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
-	}
-	p.sig.SendAnswer(answer, id)
-	return nil
-}
-
-// HandleAnswer applies the client's answer to our subscriber offer.
-func (p *Participant) HandleAnswer(sd webrtc.SessionDescription, id uint32) error {
-	p.negMu.Lock()
-	if sd.Type != webrtc.SDPTypeAnswer {
-		p.negMu.Unlock()
-		return fmt.Errorf("%w: expected an answer, got %s", ErrInvalidSDP, sd.Type)
-	}
-	if !p.offerInFlight || (id != 0 && id != p.offerID) {
-		p.negMu.Unlock()
-		return nil // a stale answer; the newest offer's answer follows
-	}
-	if err := checkAnswerSections(p.sub.PendingLocalDescription(), sd.SDP); err != nil {
-		// Refused before pion sees it: the offer stays open for a good answer.
-		p.negMu.Unlock()
-		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
-	}
-	if err := p.sub.SetRemoteDescription(sd); err != nil {
-		// As for offers: a bad answer that pion applied halfway leaves the
-		// subscriber connection stable with our offer still in flight, so
-		// no later offer could ever be sent.
-		wedged := p.sub.SignalingState() != webrtc.SignalingStateHaveLocalOffer
-		p.negMu.Unlock()
-		if wedged {
-			p.fullReconnect()
-		}
-		return fmt.Errorf("%w: %v", ErrInvalidSDP, err)
-	}
-	for _, c := range p.subCands {
-		_ = p.sub.AddICECandidate(c)
-	}
-	p.subAdded += len(p.subCands)
-	p.subCands = nil
-	p.offerInFlight = false
-	again := p.renegotiate
-	p.renegotiate = false
-	p.negMu.Unlock()
-	if again {
-		p.negotiate()
-	}
-	return nil
-}
-
-// checkAnswerSections refuses an answer whose media sections are not those
-// of the offer: as many, in the same order, with the same mids (RFC 3264
-// section 6, RFC 8829 section 5.3.1). pion accepts such an answer, for
-// example one whose only section has no mid, and then can create no
-// further offer, which would leave the participant unable to subscribe.
-func checkAnswerSections(offer *webrtc.SessionDescription, answer string) error {
-	if offer == nil {
-		return fmt.Errorf("no offer in flight")
-	}
-	o, err := offer.Unmarshal()
-	if err != nil {
-		return fmt.Errorf("our offer: %w", err)
-	}
-	var a sdp.SessionDescription
-	if err := a.UnmarshalString(answer); err != nil {
-		return err
-	}
-	if len(a.MediaDescriptions) != len(o.MediaDescriptions) {
-		return fmt.Errorf("%d media sections answer an offer of %d", len(a.MediaDescriptions), len(o.MediaDescriptions))
-	}
-	for i, md := range a.MediaDescriptions {
-		want, _ := o.MediaDescriptions[i].Attribute(sdp.AttrKeyMID)
-		if got, ok := md.Attribute(sdp.AttrKeyMID); !ok || got != want {
-			return fmt.Errorf("media section %d has mid %q, the offer's has %q", i, got, want)
-		}
-	}
-	return nil
-}
-
-// maxCandidateInit bounds a trickled candidate's JSON. A candidate line is
-// well under 256 bytes (RFC 8839 section 5.1: foundation up to 32
-// characters, an IPv6 address, a few extensions); browsers add sdpMid,
-// sdpMLineIndex and usernameFragment around it.
-const maxCandidateInit = 4096
-
-// ParseCandidate decodes the candidate_init of a LiveKit TrickleRequest: the
-// client's RTCIceCandidateInit as JSON (W3C webrtc-pc, "RTCIceCandidateInit
-// Dictionary"). Errors wrap ErrInvalidCandidate.
-func ParseCandidate(candidateInit string) (webrtc.ICECandidateInit, error) {
-	var c webrtc.ICECandidateInit
-	if len(candidateInit) > maxCandidateInit {
-		return c, fmt.Errorf("%w: %d bytes", ErrInvalidCandidate, len(candidateInit))
-	}
-	if err := json.Unmarshal([]byte(candidateInit), &c); err != nil {
-		return webrtc.ICECandidateInit{}, fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
-	}
-	return c, nil
-}
-
-// HandleCandidate adds a remote ICE candidate to the named connection,
-// queueing it (bounded) until that connection has a remote description.
-// A candidate that cannot be added is refused with an error wrapping
-// ErrInvalidCandidate and changes nothing.
-func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit, target livekit.SignalTarget) error {
-	var mu *sync.Mutex
-	var pc *webrtc.PeerConnection
-	var queue *[]webrtc.ICECandidateInit
-	var added *int
-	if target == livekit.SignalTarget_SUBSCRIBER {
-		mu, pc, queue, added = &p.negMu, p.sub, &p.subCands, &p.subAdded
-	} else {
-		mu, pc, queue, added = &p.pubMu, p.pub, &p.pubCands, &p.pubAdded
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if pc.RemoteDescription() == nil {
-		// Check now what pion checks when the queue is flushed
-		// (PeerConnection.AddICECandidate), so that a refusal is heard of
-		// and takes no place in the queue; like pion, drop without an error
-		// a candidate of a type or network it does not know.
-		if line := strings.TrimPrefix(c.Candidate, "candidate:"); line != "" {
-			if _, err := ice.UnmarshalCandidate(line); errors.Is(err, ice.ErrUnknownCandidateTyp) || errors.Is(err, ice.ErrDetermineNetworkType) {
-				return nil
-			} else if err != nil {
-				return fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
-			}
-		}
-		if len(*queue) < maxPendingCandidates {
-			*queue = append(*queue, c)
-		}
-		return nil
-	}
-	if *added >= maxRemoteCandidates && c.Candidate != "" {
-		return fmt.Errorf("%w: over %d candidates", ErrInvalidCandidate, maxRemoteCandidates)
-	}
-	if err := pc.AddICECandidate(c); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidCandidate, err)
-	}
-	if c.Candidate != "" {
-		*added++
-	}
-	return nil
-}
-
-// negotiate sends a new subscriber offer, or marks one as needed when an
-// offer is already waiting for its answer (one offer in flight at a time).
+// negotiate asks the transport to tell the far end about the
+// subscriptions changed so far, once the participant may be sent
+// signalling.
 func (p *Participant) negotiate() {
-	p.negMu.Lock()
-	if !p.isStarted() {
-		p.negMu.Unlock()
-		return
+	if p.isStarted() {
+		p.transport.Negotiate()
 	}
-	if p.offerInFlight {
-		p.renegotiate = true
-		p.negMu.Unlock()
-		return
-	}
-	offer, err := p.sub.CreateOffer(nil)
-	if err == nil {
-		err = p.sub.SetLocalDescription(offer)
-	}
-	if err != nil {
-		p.negMu.Unlock()
-		p.log.Warn().Err(err).Msg("subscriber offer failed")
-		return
-	}
-	p.offerID++
-	p.offerInFlight = true
-	id := p.offerID
-	mids := map[string]string{}
-	for _, t := range p.sub.GetTransceivers() {
-		// Read the sender's track once: a subscription ending on another
-		// goroutine (a publisher's track closing) can clear it in between.
-		if s := t.Sender(); s != nil && t.Mid() != "" {
-			if tr := s.Track(); tr != nil {
-				mids[t.Mid()] = tr.ID()
-			}
-		}
-	}
-	p.negMu.Unlock()
-	p.sig.SendOffer(offer, id, mids)
 }
 
-// fullReconnect asks the client to join again with a new session and
-// removes this one, as LiveKit does when a negotiation fails
-// (livekit/livekit pkg/rtc/participant.go IssueFullReconnect).
-func (p *Participant) fullReconnect() {
+// Reconnect is called by the transport when a negotiation failed beyond
+// repair: the client is asked to join again with a new session and this
+// one is removed, as LiveKit does (livekit/livekit pkg/rtc/participant.go
+// IssueFullReconnect).
+func (p *Participant) Reconnect() {
 	if p.isClosed() {
 		return
 	}
@@ -496,7 +210,10 @@ func (p *Participant) fullReconnect() {
 	p.room.removeParticipant(p, livekit.DisconnectReason_STATE_MISMATCH, false)
 }
 
-// isStarted reports whether the participant may be sent signalling.
+// Started reports whether the participant may be sent signalling: its
+// join answer has gone out and it has not left.
+func (p *Participant) Started() bool { return p.isStarted() }
+
 func (p *Participant) isStarted() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -546,7 +263,7 @@ func (p *Participant) AddTrack(req *livekit.AddTrackRequest) error {
 	p.mu.Unlock()
 	p.sig.SendTrackPublished(req.Cid, reply)
 	for _, o := range orphans {
-		p.onTrack(o.remote, o.receiver)
+		p.Receive(o)
 	}
 	return nil
 }
@@ -576,24 +293,27 @@ func trackInfoFromRequest(req *livekit.AddTrackRequest) *livekit.TrackInfo {
 	return info
 }
 
-// onTrack maps incoming media to the add_track request it belongs to: by
-// msid track id (the client's cid), then by simulcast codec cid, then the
-// first pending request of the same kind (livekit/livekit participant.go
-// getPendingTrack).
-func (p *Participant) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
-	kind := livekit.TrackType_AUDIO
-	if remote.Kind() == webrtc.RTPCodecTypeVideo {
-		kind = livekit.TrackType_VIDEO
+// Receive is called by the transport for each incoming stream. It maps
+// the stream to the add-track request it belongs to: by track id (the
+// client's cid), then by simulcast codec cid, then the first pending
+// request of the same kind (livekit/livekit participant.go
+// getPendingTrack). A stream that arrives before its request waits for
+// it (bounded). Once matched, s.Start is called with the layer to feed.
+func (p *Participant) Receive(s IncomingStream) {
+	kind := KindOf(s.Codec.MimeType)
+	lkKind := livekit.TrackType_AUDIO
+	if kind == KindVideo {
+		lkKind = livekit.TrackType_VIDEO
 	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return
 	}
-	pt := p.pending[remote.ID()]
+	pt := p.pending[s.TrackID]
 	if pt == nil {
 		for _, x := range p.pending {
-			if x.up == nil && x.info.Type == kind {
+			if x.up == nil && x.info.Type == lkKind {
 				pt = x
 				break
 			}
@@ -601,47 +321,37 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRe
 	}
 	if pt == nil {
 		if len(p.orphans) < maxTracksPerParticipant {
-			p.orphans = append(p.orphans, orphanTrack{remote, receiver})
+			p.orphans = append(p.orphans, s)
 		}
 		p.mu.Unlock()
 		return
 	}
 	fresh := pt.up == nil
 	if fresh {
-		codec := remote.Codec()
-		var levelID uint8
-		for _, x := range receiver.GetParameters().HeaderExtensions {
-			if x.URI == extAudioLevel {
-				levelID = uint8(x.ID)
-			}
-		}
-		pt.up = newUpTrack(pt.info.Sid, pt.cid, p, codec, remote.Kind(), levelID)
-		pt.up.batch = p.room.sfu.eng.batch
-		pt.info.MimeType = codec.MimeType
-		pt.info.Mid = receiverMid(p.pub, receiver)
+		pt.up = newUpTrack(pt.info.Sid, pt.cid, p, s.Codec, s.AudioLevelExt)
+		pt.info.MimeType = s.Codec.MimeType
+		pt.info.Mid = s.Mid
 		p.published[pt.info.Sid] = pt.up
 		p.version++
 	}
 	up := pt.up
 	p.mu.Unlock()
 	layer := int8(0)
-	if remote.RID() != "" {
-		layer = layerFromRID(remote.RID())
+	if s.RID != "" {
+		layer = layerFromRID(s.RID)
 	}
-	up.addLayer(layer, remote)
+	l := up.addLayer(layer, s.SSRC, s.Source)
+	if l == nil {
+		return
+	}
+	if s.Start != nil {
+		s.Start(l)
+	}
+	l.started()
 	if fresh {
 		p.log.Debug().Str("track", up.sid).Str("mime", up.mime).Msg("track published")
 		p.room.trackPublished(p, up)
 	}
-}
-
-func receiverMid(pc *webrtc.PeerConnection, r *webrtc.RTPReceiver) string {
-	for _, t := range pc.GetTransceivers() {
-		if t.Receiver() == r {
-			return t.Mid()
-		}
-	}
-	return ""
 }
 
 // trackEnded is called once when a published track's media ends.
@@ -699,17 +409,14 @@ func (p *Participant) subscribe(up *UpTrack, negotiate bool) {
 		return
 	}
 	d := newDownTrack(up, p)
-	sender, err := p.sub.AddTrack(d)
-	if err != nil {
+	if err := p.transport.AddDownTrack(d); err != nil {
 		p.log.Warn().Err(err).Str("track", up.sid).Msg("subscribe failed")
 		return
 	}
-	d.sender = sender
-	go d.readRTCP()
 	p.mu.Lock()
 	if p.closed || p.downs[up.sid] != nil {
 		p.mu.Unlock()
-		_ = p.sub.RemoveTrack(sender)
+		p.transport.RemoveDownTrack(d)
 		return
 	}
 	p.downs[up.sid] = d
@@ -731,8 +438,8 @@ func (p *Participant) unsubscribe(sid string, negotiate bool) {
 		return
 	}
 	d.up.removeDown(d)
-	if !closed && d.sender != nil {
-		_ = p.sub.RemoveTrack(d.sender)
+	if !closed {
+		p.transport.RemoveDownTrack(d)
 		if negotiate {
 			p.negotiate()
 		}
@@ -762,7 +469,7 @@ func (p *Participant) UpdateTrackSettings(s *livekit.UpdateTrackSettings) {
 		p.mu.Lock()
 		d := p.downs[sid]
 		p.mu.Unlock()
-		if d == nil || d.up.kind != webrtc.RTPCodecTypeVideo {
+		if d == nil || d.up.kind != KindVideo {
 			continue
 		}
 		layer := qualityToLayer(s.Quality)
@@ -937,26 +644,6 @@ func (b *tokenBucket) take(now time.Time) bool {
 	return true
 }
 
-// writeRTCP sends RTCP to the publisher (keyframe requests).
-func (p *Participant) writeRTCP(pkts []rtcp.Packet) {
-	_ = p.pub.WriteRTCP(pkts)
-}
-
-// sendData sends one DataPacket on the subscriber connection's channel of
-// the given kind, dropping it when the channel is backed up.
-func (p *Participant) sendData(kind livekit.DataPacket_Kind, data []byte) {
-	dc := p.dcLossy
-	if kind == livekit.DataPacket_RELIABLE {
-		dc = p.dcReliable
-	}
-	if dc == nil || dc.ReadyState() != webrtc.DataChannelStateOpen || dc.BufferedAmount() > maxDataBuffered {
-		return
-	}
-	_ = dc.Send(data)
-}
-
-const maxDataBuffered = 1 << 20
-
 // Leave is called when the client says it leaves.
 func (p *Participant) Leave() {
 	p.room.removeParticipant(p, livekit.DisconnectReason_CLIENT_INITIATED, false)
@@ -973,8 +660,8 @@ func (p *Participant) Disconnect(reason livekit.DisconnectReason) {
 }
 
 // close tears the participant down: our subscriptions, our published
-// tracks' subscribers, then both peer connections. It returns false when
-// the participant was already closed.
+// tracks' subscribers, then the transport. It returns false when the
+// participant was already closed.
 func (p *Participant) close(reason livekit.DisconnectReason) bool {
 	p.mu.Lock()
 	if p.closed {
@@ -1000,13 +687,6 @@ func (p *Participant) close(reason livekit.DisconnectReason) bool {
 			d.sub.unsubscribe(up.sid, true)
 		}
 	}
-	_ = p.pub.Close()
-	_ = p.sub.Close()
-	for _, up := range ups {
-		up.readers.Wait()
-	}
-	for _, d := range downs {
-		<-d.done
-	}
+	p.transport.Close()
 	return true
 }

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/livekit"
-	"github.com/pion/rtcp"
-	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 )
@@ -20,9 +18,6 @@ const (
 	// reports (1.2 s; RFC 3550 suggests about 5 s for small sessions,
 	// browsers want them sooner to start lip sync).
 	reportEvery = 3
-	// reportsPerPacket sender reports (28 bytes each) fit in one compound
-	// RTCP packet well under the MTU.
-	reportsPerPacket = 32
 	// speakerThresholdDBov: louder than -35 dBov counts as speech
 	// (livekit/livekit pkg/sfu/audio/audiolevel.go).
 	speakerThresholdDBov = 35
@@ -83,22 +78,24 @@ func (r *Room) proto() *livekit.Room {
 // identity is evicted (LiveKit's DUPLICATE_IDENTITY). The caller sends the
 // join answer, then calls Participant.Start.
 func (r *Room) Join(jp JoinParams) (*Participant, *JoinInfo, error) {
-	p, err := newParticipant(r, jp)
-	if err != nil {
+	if jp.Transport == nil {
+		return nil, nil, fmt.Errorf("join %s: no transport", jp.Identity)
+	}
+	p := newParticipant(r, jp)
+	if err := jp.Transport.Attach(p); err != nil {
+		jp.Transport.Close()
 		return nil, nil, err
 	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		_ = p.pub.Close()
-		_ = p.sub.Close()
+		jp.Transport.Close()
 		return nil, nil, ErrRoomClosed
 	}
 	old := r.participants[jp.Identity]
 	if limit := r.sfu.cfg.MaxParticipants; limit > 0 && old == nil && len(r.participants) >= limit {
 		r.mu.Unlock()
-		_ = p.pub.Close()
-		_ = p.sub.Close()
+		jp.Transport.Close()
 		return nil, nil, ErrRoomFull
 	}
 	r.participants[jp.Identity] = p
@@ -236,11 +233,11 @@ func (r *Room) trackUnpublished(pub *Participant, up *UpTrack, announce bool) {
 // relayData forwards one DataPacket from a participant to the others
 // (livekit/livekit participant.go handleReceivedDataMessage): the sender's
 // identity is stamped on it, destinations are honoured, nothing is echoed.
-func (r *Room) relayData(from *Participant, label string, data []byte) {
+func (r *Room) relayData(from *Participant, kind livekit.DataPacket_Kind, data []byte) {
 	if !from.perms.CanPublishData {
 		return
 	}
-	out, kind, dests, err := relayedData(from, label, data)
+	out, dests, err := relayedData(from, kind, data)
 	if err != nil {
 		from.log.Debug().Err(err).Msg("dropping a data packet")
 		return
@@ -249,16 +246,19 @@ func (r *Room) relayData(from *Participant, label string, data []byte) {
 		if q == from || !q.isStarted() || (len(dests) > 0 && !contains(dests, q.identity)) {
 			continue
 		}
-		q.sendData(kind, out)
+		q.transport.SendData(kind, out)
 	}
 }
 
-// relayedData decodes one DataPacket that from sent on the data channel
-// label and returns the packet as the room relays it, the channel kind it
-// goes out on and the identities it is addressed to (none: everyone).
-func relayedData(from *Participant, label string, data []byte) ([]byte, livekit.DataPacket_Kind, []string, error) {
-	if len(data) == 0 || len(data) > maxDataMessage {
-		return nil, 0, nil, fmt.Errorf("%w: %d bytes", ErrInvalidDataPacket, len(data))
+// MaxDataMessage is the largest DataPacket the room relays: LiveKit's limit.
+const MaxDataMessage = 64 * 1024
+
+// relayedData decodes one DataPacket that from sent on a channel of the
+// given kind and returns the packet as the room relays it (on a channel of
+// the same kind) and the identities it is addressed to (none: everyone).
+func relayedData(from *Participant, kind livekit.DataPacket_Kind, data []byte) ([]byte, []string, error) {
+	if len(data) == 0 || len(data) > MaxDataMessage {
+		return nil, nil, fmt.Errorf("%w: %d bytes", ErrInvalidDataPacket, len(data))
 	}
 	var pkt livekit.DataPacket
 	// Only what the node can read is relayed: it cannot stamp the sender on
@@ -267,7 +267,7 @@ func relayedData(from *Participant, label string, data []byte) ([]byte, livekit.
 	// with another wire type, which Go keeps as unknown and a JavaScript
 	// decoder may take as the sender's identity.
 	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, &pkt); err != nil {
-		return nil, 0, nil, fmt.Errorf("%w: %w", ErrInvalidDataPacket, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidDataPacket, err)
 	}
 	// Payloads that speak for other participants are not relayed, as in
 	// livekit/livekit handleReceivedDataMessage: transcriptions come from
@@ -275,17 +275,13 @@ func relayedData(from *Participant, label string, data []byte) ([]byte, livekit.
 	// the node's to send, over signalling.
 	switch pkt.Value.(type) {
 	case nil:
-		return nil, 0, nil, fmt.Errorf("%w: no payload the node knows", ErrInvalidDataPacket)
+		return nil, nil, fmt.Errorf("%w: no payload the node knows", ErrInvalidDataPacket)
 	case *livekit.DataPacket_Speaker, *livekit.DataPacket_Metrics:
-		return nil, 0, nil, fmt.Errorf("%w: %T is not relayed", ErrInvalidDataPacket, pkt.Value)
+		return nil, nil, fmt.Errorf("%w: %T is not relayed", ErrInvalidDataPacket, pkt.Value)
 	case *livekit.DataPacket_Transcription:
 		if from.kind != livekit.ParticipantInfo_AGENT {
-			return nil, 0, nil, fmt.Errorf("%w: transcription from a participant that is not an agent", ErrInvalidDataPacket)
+			return nil, nil, fmt.Errorf("%w: transcription from a participant that is not an agent", ErrInvalidDataPacket)
 		}
-	}
-	kind := livekit.DataPacket_LOSSY
-	if label == "_reliable" {
-		kind = livekit.DataPacket_RELIABLE
 	}
 	pkt.Kind = kind
 	pkt.ParticipantIdentity = from.identity
@@ -300,9 +296,9 @@ func relayedData(from *Participant, label string, data []byte) ([]byte, livekit.
 	}
 	out, err := proto.Marshal(&pkt)
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("%w: %w", ErrInvalidDataPacket, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidDataPacket, err)
 	}
-	return out, kind, dests, nil
+	return out, dests, nil
 }
 
 func contains(list []string, s string) bool {
@@ -336,7 +332,7 @@ func (r *Room) run() {
 			downs := q.downTracksLocked()
 			q.mu.Unlock()
 			for _, d := range downs {
-				if d.up.kind == webrtc.RTPCodecTypeVideo {
+				if d.up.kind == KindVideo {
 					d.retarget()
 				}
 			}
@@ -344,29 +340,16 @@ func (r *Room) run() {
 	}
 }
 
-// sendReports sends every subscriber an RTCP sender report for each track
-// it receives, so that it can synchronise a publisher's audio and video.
-// The reports come from here rather than from pion's report interceptor,
-// which takes a lock and updates counters on every packet and runs a ticker
-// goroutine per connection.
+// sendReports has every transport that can send RTCP sender reports for
+// the tracks it receives (SenderReporter), so that the subscriber can
+// synchronise a publisher's audio and video. The reports come from here
+// rather than from pion's report interceptor, which takes a lock and
+// updates counters on every packet and runs a ticker goroutine per
+// connection.
 func (r *Room) sendReports(now time.Time) {
-	var batch []rtcp.Packet
 	for _, q := range r.members() {
-		q.mu.Lock()
-		downs := q.downTracksLocked()
-		q.mu.Unlock()
-		batch = batch[:0]
-		for _, d := range downs {
-			if sr, ok := d.senderReport(now); ok {
-				batch = append(batch, &sr)
-			}
-			if len(batch) == reportsPerPacket {
-				_ = q.sub.WriteRTCP(batch)
-				batch = batch[:0]
-			}
-		}
-		if len(batch) > 0 {
-			_ = q.sub.WriteRTCP(batch)
+		if sr, ok := q.transport.(SenderReporter); ok {
+			sr.SendSenderReports(now)
 		}
 	}
 }

@@ -30,7 +30,7 @@ const (
 // needs no allocation: one bit per sequence number in a ring.
 //
 // It also keeps the rollover counter of each outgoing sequence number, so
-// the SRTP sealer is told the counter rather than guessing it, and when
+// the sink (and its SRTP sealer) is told the counter rather than guessing it, and when
 // each was last retransmitted, to answer a NACK at most once per interval.
 // It is guarded by the down track's lock.
 type sendWindow struct {

@@ -32,11 +32,12 @@ const historyQueue = 1024
 // Config.HistoryRetention is deleted.
 const historyPruneInterval = time.Hour
 
-// SFU owns the node's rooms and the media engine they share.
+// SFU owns the node's rooms. The transports that carry its participants'
+// media (media/rtc's WebRTC engine among them) are made and closed by
+// whoever wires the node.
 type SFU struct {
 	cfg     Config
 	log     zerolog.Logger
-	eng     *engine
 	history History
 	hist    chan func(context.Context) error
 	// rtxBufs holds packet buffers for answering NACKs (off the packet path).
@@ -47,23 +48,16 @@ type SFU struct {
 	closed bool
 }
 
-// New opens the SFU's UDP port and builds its media engine. Call Run to
-// start its housekeeping, Close to stop it.
-func New(cfg Config, log zerolog.Logger, history History) (*SFU, error) {
-	eng, err := newEngine(&cfg, log)
-	if err != nil {
-		return nil, err
-	}
+// New makes an SFU with no rooms. Call Run to start its housekeeping,
+// Close to stop it.
+func New(cfg Config, log zerolog.Logger, history History) *SFU {
 	s := &SFU{
-		cfg: cfg, log: log, eng: eng, history: history,
+		cfg: cfg, log: log, history: history,
 		hist: make(chan func(context.Context) error, historyQueue), rooms: map[string]*Room{},
 	}
-	s.rtxBufs.New = func() any { b := make([]byte, batchSlot); return &b }
-	return s, nil
+	s.rtxBufs.New = func() any { b := make([]byte, MaxPacketSize); return &b }
+	return s
 }
-
-// UDPAddr is the address the SFU's media port listens on.
-func (s *SFU) UDPAddr() string { return s.eng.conn.LocalAddr().String() }
 
 // Run closes rooms that stay empty and writes history until ctx ends; then
 // it closes every room. ctx is the node's lifecycle context.
@@ -247,7 +241,7 @@ func (s *SFU) RemoveParticipant(room, identity string, reason livekit.Disconnect
 	return r != nil && r.RemoveParticipant(identity, reason)
 }
 
-// Close closes every room and the media port. It is safe to call twice.
+// Close closes every room. It is safe to call twice.
 func (s *SFU) Close() {
 	s.mu.Lock()
 	if s.closed {
@@ -264,7 +258,6 @@ func (s *SFU) Close() {
 	for _, r := range rooms {
 		s.closeRoom(r, livekit.DisconnectReason_SERVER_SHUTDOWN)
 	}
-	_ = s.eng.close()
 }
 
 func (s *SFU) recordJoin(r *Room, p *Participant) {

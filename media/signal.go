@@ -1,24 +1,17 @@
 package media
 
-import (
-	"github.com/livekit/protocol/livekit"
-	"github.com/pion/webrtc/v4"
-)
+import "github.com/livekit/protocol/livekit"
 
-// Signaller carries what the SFU tells one participant. media/livekit
-// implements it over the LiveKit websocket; other front ends (the Jingle
-// gateway, the federation trunk) implement it their own way.
+// Signaller carries what the room tells one participant about the room.
+// media/livekit implements it over the LiveKit websocket; other front ends
+// (the Jingle gateway, the federation trunk) implement it their own way.
+// What a transport must negotiate (SDP, ICE candidates) is the transport's
+// own business (media/rtc.Signaller).
 //
 // Every method must return at once (queue, never block on the network):
 // rooms call them from their own goroutines. Calls made in order are
 // delivered in order. Arguments are owned by the Signaller after the call.
 type Signaller interface {
-	// SendOffer sends the subscriber peer connection's offer.
-	SendOffer(sd webrtc.SessionDescription, id uint32, midToTrackID map[string]string)
-	// SendAnswer answers the participant's publisher offer with the same id.
-	SendAnswer(sd webrtc.SessionDescription, id uint32)
-	// SendCandidate trickles one local ICE candidate; nil ends gathering.
-	SendCandidate(c *webrtc.ICECandidateInit, target livekit.SignalTarget)
 	// SendParticipants announces changed participants (including the receiver itself).
 	SendParticipants(infos []*livekit.ParticipantInfo)
 	// SendTrackPublished confirms an add-track request.
@@ -71,6 +64,9 @@ type JoinParams struct {
 	Permissions   Permissions
 	AutoSubscribe bool
 	Signaller     Signaller
+	// Transport carries the participant's media; Join attaches it, and
+	// closes it when the participant leaves or is refused.
+	Transport Transport
 }
 
 // JoinInfo is what a front end needs to answer a join.

@@ -1,24 +1,17 @@
 package media
 
 import (
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
-	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
-	"github.com/stretchr/testify/require"
 )
 
 // sigEvent is one call made on a recordingSignaller.
 type sigEvent struct {
-	kind   string // offer, answer, candidate, participants, published, speakers, leave
-	sd     webrtc.SessionDescription
-	id     uint32
-	cand   *webrtc.ICECandidateInit
-	target livekit.SignalTarget
+	kind   string // offer (a fakeTransport's Negotiate), participants, published, speakers, leave
 	cid    string
 	track  *livekit.TrackInfo
 	reason livekit.DisconnectReason
@@ -73,18 +66,6 @@ func (r *recordingSignaller) of(kind string) []sigEvent {
 	return out
 }
 
-func (r *recordingSignaller) SendOffer(sd webrtc.SessionDescription, id uint32, mids map[string]string) {
-	r.push(sigEvent{kind: "offer", sd: sd, id: id, mids: mids})
-}
-
-func (r *recordingSignaller) SendAnswer(sd webrtc.SessionDescription, id uint32) {
-	r.push(sigEvent{kind: "answer", sd: sd, id: id})
-}
-
-func (r *recordingSignaller) SendCandidate(c *webrtc.ICECandidateInit, target livekit.SignalTarget) {
-	r.push(sigEvent{kind: "candidate", cand: c, target: target})
-}
-
 func (r *recordingSignaller) SendParticipants(infos []*livekit.ParticipantInfo) {
 	r.push(sigEvent{kind: "participants", infos: infos})
 }
@@ -101,21 +82,83 @@ func (r *recordingSignaller) SendLeave(reason livekit.DisconnectReason, action l
 	r.push(sigEvent{kind: "leave", reason: reason, action: action})
 }
 
-// testConfig is an SFU on a free loopback UDP port.
+// testConfig is an SFU whose rooms are made on demand.
 func testConfig() Config {
-	return Config{
-		UDPPort: 0, BindAddress: net.IPv4(127, 0, 0, 1), IncludeLoopback: true, AutoCreate: true,
-		EmptyTimeout: time.Minute, DepartureTimeout: time.Minute,
-	}
+	return Config{AutoCreate: true, EmptyTimeout: time.Minute, DepartureTimeout: time.Minute}
 }
 
 // newTestSFU returns an SFU closed when the test ends.
 func newTestSFU(tb testing.TB) *SFU {
 	tb.Helper()
-	s, err := New(testConfig(), zerolog.Nop(), nil)
-	require.NoError(tb, err)
+	s := New(testConfig(), zerolog.Nop(), nil)
 	tb.Cleanup(s.Close)
 	return s
+}
+
+// fakeTransport is a Transport with no network, for tests of the room's
+// logic: it binds each down track to a sink that counts, and records a
+// Negotiate as an "offer" event, with the track sids it carries, in rec.
+// media/rtc's tests and test/e2e use real WebRTC clients.
+type fakeTransport struct {
+	rec *recordingSignaller // nil: nothing recorded
+
+	mu     sync.Mutex
+	p      *Participant
+	downs  map[string]*DownTrack
+	sinks  map[string]*discardSink
+	data   [][]byte
+	closed bool
+}
+
+func newFakeTransport(rec *recordingSignaller) *fakeTransport {
+	return &fakeTransport{rec: rec, downs: map[string]*DownTrack{}, sinks: map[string]*discardSink{}}
+}
+
+func (f *fakeTransport) Attach(p *Participant) error {
+	f.mu.Lock()
+	f.p = p
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeTransport) AddDownTrack(d *DownTrack) error {
+	s := &discardSink{}
+	f.mu.Lock()
+	f.downs[d.ID()], f.sinks[d.ID()] = d, s
+	f.mu.Unlock()
+	d.Bind(s)
+	return nil
+}
+
+func (f *fakeTransport) RemoveDownTrack(d *DownTrack) {
+	f.mu.Lock()
+	delete(f.downs, d.ID())
+	f.mu.Unlock()
+	d.Unbind()
+}
+
+func (f *fakeTransport) Negotiate() {
+	f.mu.Lock()
+	mids := map[string]string{}
+	for sid := range f.downs {
+		mids["m"+sid] = sid
+	}
+	f.mu.Unlock()
+	if f.rec != nil {
+		f.rec.push(sigEvent{kind: "offer", mids: mids})
+	}
+}
+
+func (f *fakeTransport) SendData(_ livekit.DataPacket_Kind, data []byte) {
+	f.mu.Lock()
+	f.data = append(f.data, append([]byte(nil), data...))
+	f.mu.Unlock()
+}
+
+func (f *fakeTransport) Close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
 }
 
 // allowAll is what a default LiveKit join token grants.

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/livekit/protocol/livekit"
-	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,17 +18,17 @@ func TestNothingReachesAParticipantBeforeStart(t *testing.T) {
 	r, err := s.Room("start", true)
 	require.NoError(t, err)
 	sa, sb := newRecordingSignaller(), newRecordingSignaller()
-	a, _, err := r.Join(JoinParams{Identity: "a", Permissions: allowAll(), AutoSubscribe: true, Signaller: sa})
+	a, _, err := r.Join(JoinParams{Identity: "a", Permissions: allowAll(), AutoSubscribe: true, Signaller: sa, Transport: newFakeTransport(sa)})
 	require.NoError(t, err)
 	a.Start()
-	b, info, err := r.Join(JoinParams{Identity: "b", Permissions: allowAll(), AutoSubscribe: true, Signaller: sb})
+	b, info, err := r.Join(JoinParams{Identity: "b", Permissions: allowAll(), AutoSubscribe: true, Signaller: sb, Transport: newFakeTransport(sb)})
 	require.NoError(t, err)
 	require.Len(t, info.Others, 1)
 	require.Empty(t, info.Others[0].Tracks, "a published nothing yet when b joined")
 
 	// a publishes a video track while b's join answer is on its way.
-	codec := webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, PayloadType: 96}
-	up := newUpTrack("TR_VTEST", "cam", a, codec, webrtc.RTPCodecTypeVideo, 0)
+	codec := Codec{MimeType: "video/VP8", ClockRate: 90000}
+	up := newUpTrack("TR_VTEST", "cam", a, codec, 0)
 	a.mu.Lock()
 	a.pending["cam"] = &pendingTrack{cid: "cam", info: &livekit.TrackInfo{Sid: up.sid, Type: livekit.TrackType_VIDEO, MimeType: codec.MimeType}, up: up}
 	a.published[up.sid] = up

@@ -1,16 +1,12 @@
 package media
 
 import (
-	"errors"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
-	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
 )
 
 const (
@@ -28,14 +24,20 @@ const (
 	layerStale = 1500 * time.Millisecond
 )
 
-// upLayer is one incoming RTP stream of a published track: the only one for
-// audio and plain video, one per RID for simulcast.
-type upLayer struct {
-	idx    int8
-	remote *webrtc.TrackRemote
-	ssrc   uint32
+// Layer is one incoming RTP stream of a published track: the only one for
+// audio and plain video, one per RID for simulcast. Its transport feeds it
+// (WriteRTP) from one goroutine.
+type Layer struct {
+	up   *UpTrack
+	idx  int8
+	ssrc uint32
+	src  TrackSource
+	hdr  rtp.Header // the packet being forwarded
+	// fanout is the packet's trip to the subscribers, kept here because
+	// sinks, behind an interface, would make one on the stack escape.
+	fanout Fanout
 	// cache keeps recent packets to answer NACKs; nil for audio, for
-	// which NACK is not negotiated (engine.go registers it for video only)
+	// which NACK is not negotiated (media/rtc/engine.go registers it for video only)
 	// and 768 KiB per stream would be wasted.
 	cache      *packetCache
 	lastPLI    atomic.Int64
@@ -43,21 +45,20 @@ type upLayer struct {
 	packets    atomic.Uint64
 }
 
-// UpTrack is a track a participant publishes. One reader goroutine per layer
-// forwards each packet to every DownTrack subscribed to it; the subscriber
-// list is copied on write so the packet path takes no shared lock.
+// UpTrack is a track a participant publishes. Its transport's reader
+// goroutine for each layer forwards each packet to every DownTrack
+// subscribed to it; the subscriber list is copied on write so the packet
+// path takes no shared lock.
 type UpTrack struct {
 	sid   string
 	cid   string
-	kind  webrtc.RTPCodecType
+	kind  Kind
 	mime  string
 	ck    codecKind
-	codec webrtc.RTPCodecParameters
+	codec Codec
 	pub   *Participant
-	// batch, when set, sends one fan-out's packets with one system call.
-	batch *batchConn
 
-	layers [maxLayers]atomic.Pointer[upLayer]
+	layers [maxLayers]atomic.Pointer[Layer]
 	downs  atomic.Pointer[[]*DownTrack]
 	mu     sync.Mutex // guards changes to downs
 
@@ -68,12 +69,11 @@ type UpTrack struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
-	readers   sync.WaitGroup
 }
 
-func newUpTrack(sid, cid string, pub *Participant, codec webrtc.RTPCodecParameters, kind webrtc.RTPCodecType, audioLevelID uint8) *UpTrack {
+func newUpTrack(sid, cid string, pub *Participant, codec Codec, audioLevelID uint8) *UpTrack {
 	u := &UpTrack{
-		sid: sid, cid: cid, pub: pub, codec: codec, kind: kind, mime: codec.MimeType, ck: kindOfCodec(codec.MimeType),
+		sid: sid, cid: cid, pub: pub, codec: codec, kind: KindOf(codec.MimeType), mime: codec.MimeType, ck: kindOfCodec(codec.MimeType),
 		audioLevelID: audioLevelID, closed: make(chan struct{}),
 	}
 	empty := []*DownTrack{}
@@ -86,48 +86,54 @@ func newUpTrack(sid, cid string, pub *Participant, codec webrtc.RTPCodecParamete
 func (u *UpTrack) SID() string { return u.sid }
 
 // Kind is audio or video.
-func (u *UpTrack) Kind() webrtc.RTPCodecType { return u.kind }
+func (u *UpTrack) Kind() Kind { return u.kind }
 
-// addLayer starts forwarding one incoming stream. It reports false when the
-// layer already exists.
-func (u *UpTrack) addLayer(idx int8, remote *webrtc.TrackRemote) bool {
-	l := &upLayer{idx: idx, remote: remote, ssrc: uint32(remote.SSRC())}
-	if u.kind == webrtc.RTPCodecTypeVideo {
+// Codec is the track's codec.
+func (u *UpTrack) Codec() Codec { return u.codec }
+
+// Publisher is the participant that publishes the track.
+func (u *UpTrack) Publisher() *Participant { return u.pub }
+
+// addLayer makes the layer for one incoming stream, or returns nil when
+// the layer exists already.
+func (u *UpTrack) addLayer(idx int8, ssrc uint32, src TrackSource) *Layer {
+	l := &Layer{up: u, idx: idx, ssrc: ssrc, src: src}
+	if u.kind == KindVideo {
 		l.cache = &packetCache{}
 	}
 	if !u.layers[idx].CompareAndSwap(nil, l) {
-		return false
+		return nil
 	}
 	l.lastPacket.Store(time.Now().UnixNano())
-	u.readers.Add(1)
-	go u.readLoop(l)
-	for _, d := range *u.downs.Load() {
+	return l
+}
+
+// started is called once the layer's transport feeds it.
+func (l *Layer) started() {
+	for _, d := range *l.up.downs.Load() {
 		d.retarget()
 	}
-	return true
 }
 
-// readLoop is the packet path: read, cache, fan out. It ends when the
-// publisher's stream ends (track unpublished or peer connection closed).
-func (u *UpTrack) readLoop(l *upLayer) {
-	defer u.readers.Done()
-	buf := make([]byte, receiveMTU)
-	var h rtp.Header
-	for {
-		n, _, err := l.remote.Read(buf)
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				u.pub.log.Debug().Err(err).Str("track", u.sid).Msg("track read ended")
-			}
-			u.close()
-			return
-		}
-		u.forward(l, &h, buf[:n], time.Now().UnixNano())
+// WriteRTP is the packet path: one raw RTP packet of the layer, received
+// at now (UnixNano), is cached and forwarded to every subscriber. Its
+// transport calls it from one goroutine; it does not keep pkt.
+func (l *Layer) WriteRTP(pkt []byte, now int64) {
+	if len(pkt) > MaxPacketSize {
+		return
 	}
+	l.up.forward(l, &l.hdr, pkt, now)
 }
+
+// End is called by the transport when the stream ends: the whole track is
+// unpublished.
+func (l *Layer) End() { l.up.close() }
+
+// SSRC is the incoming stream's SSRC.
+func (l *Layer) SSRC() uint32 { return l.ssrc }
 
 // forward handles one raw packet read from layer l.
-func (u *UpTrack) forward(l *upLayer, h *rtp.Header, pkt []byte, now int64) {
+func (u *UpTrack) forward(l *Layer, h *rtp.Header, pkt []byte, now int64) {
 	hl, err := h.Unmarshal(pkt)
 	if err != nil {
 		return
@@ -154,11 +160,10 @@ func (u *UpTrack) forward(l *upLayer, h *rtp.Header, pkt []byte, now int64) {
 		u.observeLevel(h)
 	}
 	kf := len(media) > 0 && u.ck.keyframe(media)
-	downs := *u.downs.Load()
-	f := fanout{conn: u.batch, share: u.batch != nil && len(downs) > 1}
-	for _, d := range downs {
-		d.forward(l.idx, epoch, h, payload, kf, now, &f)
-		f.sendFull()
+	f := &l.fanout
+	for _, d := range *u.downs.Load() {
+		d.forward(l.idx, epoch, h, payload, kf, now, f)
+		f.between()
 	}
 	f.finish()
 }
@@ -189,7 +194,7 @@ func (u *UpTrack) takeLevel() (loud uint32, minDBov uint32) {
 // requestKeyframe asks the publisher for a keyframe on layer idx, at most
 // once per keyframeInterval.
 func (u *UpTrack) requestKeyframe(idx int8) {
-	if u.kind != webrtc.RTPCodecTypeVideo || idx < 0 || int(idx) >= maxLayers {
+	if u.kind != KindVideo || idx < 0 || int(idx) >= maxLayers {
 		return
 	}
 	l := u.layers[idx].Load()
@@ -201,7 +206,9 @@ func (u *UpTrack) requestKeyframe(idx int8) {
 	if now-last < int64(keyframeInterval) || !l.lastPLI.CompareAndSwap(last, now) {
 		return
 	}
-	u.pub.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}})
+	if l.src != nil {
+		l.src.RequestKeyframe(l.ssrc)
+	}
 }
 
 // bestLayer returns the highest live layer not above want, else the lowest

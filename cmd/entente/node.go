@@ -26,6 +26,7 @@ import (
 	"entente.dev/entente/internal/store"
 	"entente.dev/entente/media"
 	"entente.dev/entente/media/livekit"
+	"entente.dev/entente/media/rtc"
 	"entente.dev/entente/web"
 )
 
@@ -86,10 +87,13 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer stop()
 	}
 
-	sfu, err := media.New(mediaConfig(cfg), log.With().Str("component", "sfu").Logger(), st)
+	eng, err := rtc.NewEngine(rtcConfig(cfg), log.With().Str("component", "rtc").Logger())
 	if err != nil {
 		return err
 	}
+	// After the SFU has closed every room, and so every transport.
+	defer func() { _ = eng.Close() }()
+	sfu := media.New(mediaConfig(cfg), log.With().Str("component", "sfu").Logger(), st)
 	// One budget per client address for every guest token: the join
 	// page's and "!meet" links'. Nil (web.guest_rate 0) allows all.
 	guestLimiter := ratelimit.New(cfg.Web.GuestRate, cfg.Web.GuestBurst, ratelimit.DefaultMaxClients,
@@ -128,7 +132,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		// when used, so that one issued before a kick does not admit.
 		admit.next = matrixAdmitter{bridge}
 	}
-	livekit.NewServer(sfu, keys, log.With().Str("component", "signal").Logger(), livekit.WithAdmitter(admit)).Register(mux)
+	livekit.NewServer(sfu, eng, keys, log.With().Str("component", "signal").Logger(), livekit.WithAdmitter(admit)).Register(mux)
 	srv := httpsrv.New(withCORS(mux), httpsrv.Node())
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	if cfg.Web.Enabled && cfg.Web.Guests == nil && !cfg.GuestsAllowed() {
@@ -137,7 +141,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		log.Info().Str("listen", cfg.Server.Listen).
 			Msg("guests may not join from the join page: server.listen is not loopback; set [web] guests = true to let them")
 	}
-	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", sfu.UDPAddr()).
+	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", eng.UDPAddr()).
 		Bool("guests", cfg.Web.Enabled && cfg.GuestsAllowed()).Str("version", version).Msg("entente node started")
 
 	sfuDone := make(chan error, 1)
@@ -271,19 +275,21 @@ func minter(cfg *config.Config, keys livekit.Keys) livekit.Minter {
 }
 
 func mediaConfig(cfg *config.Config) media.Config {
-	mc := media.Config{
-		UDPPort:          cfg.RTC.UDPPort,
-		BindAddress:      net.ParseIP(cfg.RTC.BindAddress),
+	return media.Config{
 		AutoCreate:       cfg.Room.AutoCreate,
 		EmptyTimeout:     cfg.Room.EmptyTimeout.Duration,
 		DepartureTimeout: cfg.Room.DepartureTimeout.Duration,
 		MaxParticipants:  cfg.Room.MaxParticipants,
 		HistoryRetention: cfg.Room.HistoryRetention.Duration,
 	}
+}
+
+func rtcConfig(cfg *config.Config) rtc.Config {
+	rc := rtc.Config{UDPPort: cfg.RTC.UDPPort, BindAddress: net.ParseIP(cfg.RTC.BindAddress)}
 	for _, a := range cfg.RTC.AnnounceAddresses {
-		mc.AnnounceAddresses = append(mc.AnnounceAddresses, net.ParseIP(a))
+		rc.AnnounceAddresses = append(rc.AnnounceAddresses, net.ParseIP(a))
 	}
-	return mc
+	return rc
 }
 
 // adaptProcessors starts the processor-count controller ([server]

@@ -32,12 +32,22 @@ var rules = []rule{
 	{from: "internal/...", deny: []string{"media/...", "bridge/...", "federation/...", "web/..."}},
 	{from: "media/...", deny: []string{"bridge/...", "federation/...", "web/...", "maunium.net/go/mautrix/...", "mellium.im/xmpp/..."}},
 	// The SFU core never depends on its LiveKit front end: media/livekit converts to and from
-	// the core's types, not the other way round.
-	{from: "media", deny: []string{"media/livekit/..."}},
+	// the core's types, not the other way round. Nor on WebRTC: a participant's transport
+	// (media/rtc's peer connections, a federation trunk, a recorder) plugs into the core's
+	// interfaces, so the core knows packets (pion/rtp, pion/rtcp) but no peer connection.
+	{from: "media", deny: append([]string{"media/livekit/...", "media/rtc/..."}, peerConnection...)},
+	// The WebRTC transport serves every front end that uses peer connections.
+	{from: "media/rtc", deny: []string{"media/livekit/..."}},
 	{from: "bridge/...", deny: []string{"federation/..."}},
 	{from: "federation/...", deny: []string{"bridge/..."}},
 	// Only cmd wires concrete types together; nothing else depends on it.
 	{from: "...", except: "cmd/...", deny: []string{"cmd/..."}},
+}
+
+// peerConnection is pion's WebRTC stack above RTP and RTCP: what only media/rtc may use.
+var peerConnection = []string{
+	"github.com/pion/webrtc/...", "github.com/pion/ice/...", "github.com/pion/dtls/...", "github.com/pion/srtp/...",
+	"github.com/pion/interceptor/...", "github.com/pion/sctp/...", "github.com/pion/datachannel/...", "github.com/pion/sdp/...",
 }
 
 // independentChildren lists packages whose subtrees must not depend on one another: bridge/matrix
@@ -262,8 +272,9 @@ func TestViolationsOnSyntheticGraph(t *testing.T) {
 		m("cmd/entente"):              {m("media/livekit"), m("bridge/matrix"), m("federation"), m("web"), m("internal/config")},
 		m("internal/config"):          {"fmt", "github.com/BurntSushi/toml"},
 		m("internal/store"):           {"database/sql", "github.com/mattn/go-sqlite3"},
-		m("media"):                    {"github.com/pion/webrtc/v4", "github.com/rs/zerolog", m("internal/config")},
-		m("media/livekit"):            {m("media"), "github.com/livekit/protocol/livekit", "github.com/coder/websocket", "net/http"},
+		m("media"):                    {"github.com/pion/rtp", "github.com/rs/zerolog", m("internal/config")},
+		m("media/rtc"):                {m("media"), "github.com/pion/webrtc/v4"},
+		m("media/livekit"):            {m("media"), m("media/rtc"), "github.com/livekit/protocol/livekit", "github.com/coder/websocket", "net/http"},
 		m("bridge"):                   {m("media")},
 		m("bridge/matrix"):            {m("bridge"), m("bridge/matrix/internal/x"), "maunium.net/go/mautrix"},
 		m("bridge/matrix/internal/x"): {"fmt"},
@@ -299,6 +310,18 @@ func TestViolationsOnSyntheticGraph(t *testing.T) {
 				"media may import only the standard library and mediaMayImport: media/livekit imports entente.dev/entente/federation",
 				"media/... must not depend on federation/...: media/livekit -> federation",
 			}},
+		{"core imports a peer connection", "media", "github.com/pion/webrtc/v4", []string{
+			"media must not depend on github.com/pion/ice/...: media -> github.com/pion/webrtc/v4 -> github.com/pion/ice/v4",
+			"media must not depend on github.com/pion/webrtc/...: media -> github.com/pion/webrtc/v4",
+		}},
+		{"core imports the WebRTC transport", "media", m("media/rtc"), []string{
+			"media must not depend on github.com/pion/ice/...: media -> media/rtc -> github.com/pion/webrtc/v4 -> github.com/pion/ice/v4",
+			"media must not depend on github.com/pion/webrtc/...: media -> media/rtc -> github.com/pion/webrtc/v4",
+			"media must not depend on media/rtc/...: media -> media/rtc",
+		}},
+		{"transport imports the LiveKit front end", "media/rtc", m("media/livekit"), []string{
+			"media/rtc must not depend on media/livekit/...: media/rtc -> media/livekit",
+		}},
 		{"bridge sibling", "bridge/xmpp", m("bridge/matrix"),
 			[]string{"bridge/<x> must not depend on another bridge/<y>, nor bridge on any: bridge/xmpp -> bridge/matrix"}},
 		{"bridge root imports a child", "bridge", m("bridge/xmpp"), []string{

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -40,15 +39,14 @@ func (a *admitList) Admit(_ context.Context, g *Grant) error {
 }
 
 func TestAdmitter(t *testing.T) {
-	sfu, err := media.New(media.Config{
-		BindAddress: net.IPv4(127, 0, 0, 1), AutoCreate: true, EmptyTimeout: time.Minute, DepartureTimeout: time.Minute,
-	}, zerolog.Nop(), nil)
-	require.NoError(t, err)
+	sfu, eng := testNode(t, media.Config{
+		AutoCreate: true, EmptyTimeout: time.Minute, DepartureTimeout: time.Minute,
+	})
 	t.Cleanup(sfu.Close)
 	keys := Keys{"APIadmit": "admit-secret-0123456789-abcdefghijklmn"}
 	adm := &admitList{allow: map[string]bool{"alice": true}}
 	mux := http.NewServeMux()
-	NewServer(sfu, keys, zerolog.Nop(), WithAdmitter(adm)).Register(mux)
+	NewServer(sfu, eng, keys, zerolog.Nop(), WithAdmitter(adm)).Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	minter := Minter{Key: "APIadmit", Secret: keys["APIadmit"], TTL: time.Hour}

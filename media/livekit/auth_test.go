@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -340,13 +339,12 @@ func TestVerifySizeLimit(t *testing.T) {
 // newTestServer runs a signal server for a fresh in-process SFU.
 func newTestServer(t *testing.T, autoCreate bool) (*httptest.Server, *media.SFU) {
 	t.Helper()
-	sfu, err := media.New(media.Config{
-		UDPPort: 0, BindAddress: net.IPv4(127, 0, 0, 1), AutoCreate: autoCreate,
+	sfu, eng := testNode(t, media.Config{
+		AutoCreate:   autoCreate,
 		EmptyTimeout: time.Minute, DepartureTimeout: time.Minute,
-	}, zerolog.Nop(), nil)
-	require.NoError(t, err)
+	})
 	mux := http.NewServeMux()
-	NewServer(sfu, testKeys(), zerolog.Nop()).Register(mux)
+	NewServer(sfu, eng, testKeys(), zerolog.Nop()).Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.Close()

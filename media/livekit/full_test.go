@@ -3,7 +3,6 @@ package livekit
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,13 +23,12 @@ import (
 // 403 "room is full", the answer livekit-client shows to its user; the
 // same identity joining again is not refused.
 func TestFullRoomRefusedClearly(t *testing.T) {
-	sfu, err := media.New(media.Config{
-		UDPPort: 0, BindAddress: net.IPv4(127, 0, 0, 1), AutoCreate: true, MaxParticipants: 1,
+	sfu, eng := testNode(t, media.Config{
+		AutoCreate: true, MaxParticipants: 1,
 		EmptyTimeout: time.Minute, DepartureTimeout: time.Minute,
-	}, zerolog.Nop(), nil)
-	require.NoError(t, err)
+	})
 	mux := http.NewServeMux()
-	NewServer(sfu, testKeys(), zerolog.Nop()).Register(mux)
+	NewServer(sfu, eng, testKeys(), zerolog.Nop()).Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() { srv.Close(); sfu.Close() })
 	token := func(identity string) string {

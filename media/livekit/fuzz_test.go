@@ -2,7 +2,6 @@ package livekit
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"entente.dev/entente/media"
+	"entente.dev/entente/media/rtc"
 )
 
 // signalEnv is an in-process SFU with one room and a session whose
@@ -25,6 +25,7 @@ import (
 // drained by a goroutine the env owns, which hands it decoded responses.
 type signalEnv struct {
 	sfu   *media.SFU
+	eng   *rtc.Engine
 	room  *media.Room
 	sess  *session
 	ctx   context.Context
@@ -34,11 +35,7 @@ type signalEnv struct {
 
 func newSignalEnv(tb testing.TB) *signalEnv {
 	tb.Helper()
-	sfu, err := media.New(media.Config{
-		UDPPort: 0, BindAddress: net.IPv4(127, 0, 0, 1), AutoCreate: true,
-		EmptyTimeout: time.Minute, DepartureTimeout: time.Minute,
-	}, zerolog.Nop(), nil)
-	require.NoError(tb, err)
+	sfu, eng := testNode(tb, media.Config{AutoCreate: true, EmptyTimeout: time.Minute, DepartureTimeout: time.Minute})
 	room, err := sfu.CreateRoom("fuzz")
 	require.NoError(tb, err)
 
@@ -60,7 +57,7 @@ func newSignalEnv(tb testing.TB) *signalEnv {
 	sess := newSession(<-accepted, zerolog.Nop())
 
 	env := &signalEnv{
-		sfu: sfu, room: room, sess: sess, ctx: zerolog.Nop().WithContext(context.Background()),
+		sfu: sfu, eng: eng, room: room, sess: sess, ctx: zerolog.Nop().WithContext(context.Background()),
 		grant: &Grant{Identity: "fuzzer", Room: "fuzz", CanPublish: true, CanSubscribe: true, CanPublishData: true, CanUpdateOwn: true},
 		resps: make(chan *livekit.SignalResponse, 64),
 	}
@@ -93,26 +90,33 @@ func newSignalEnv(tb testing.TB) *signalEnv {
 	return env
 }
 
+// member is a joined participant and its transport, as /rtc holds them.
+type member struct {
+	p *media.Participant
+	t *rtc.Transport
+}
+
 // join adds a fresh participant, started as /rtc starts it.
-func (e *signalEnv) join(tb testing.TB) (*media.Participant, *recordingSignaller) {
+func (e *signalEnv) join(tb testing.TB) (*member, *recordingSignaller) {
 	tb.Helper()
 	rec := &recordingSignaller{}
+	t := e.eng.NewTransport(rec, zerolog.Nop())
 	p, _, err := e.room.Join(media.JoinParams{
 		Identity: e.grant.Identity, Permissions: media.Permissions{CanPublish: true, CanSubscribe: true, CanPublishData: true},
-		AutoSubscribe: true, Signaller: rec,
+		AutoSubscribe: true, Signaller: rec, Transport: t,
 	})
 	require.NoError(tb, err)
 	p.Start()
-	return p, rec
+	return &member{p, t}, rec
 }
 
 // dispatch runs one frame through the websocket's decode and dispatch path
 // and fails when it does not return: a stuck handler would stall the
 // client's whole session.
-func (e *signalEnv) dispatch(tb testing.TB, p *media.Participant, data []byte) bool {
+func (e *signalEnv) dispatch(tb testing.TB, m *member, data []byte) bool {
 	tb.Helper()
 	done := make(chan bool, 1)
-	go func() { done <- e.sess.dispatch(e.ctx, p, e.grant, data) }()
+	go func() { done <- e.sess.dispatch(e.ctx, m.p, m.t, e.grant, data) }()
 	select {
 	case ok := <-done:
 		return ok
@@ -253,7 +257,7 @@ func FuzzSignalRequest(f *testing.F) {
 	f.Add(seeds[20], seeds[21])
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		p, _ := env.join(t)
-		defer env.room.RemoveParticipant(p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
 		env.dispatch(t, p, a)
 		// Even after a leave: removal can race with a frame being
 		// dispatched, so a closed participant must cope too.
@@ -267,7 +271,7 @@ func TestDispatch(t *testing.T) {
 	env := newSignalEnv(t)
 	t.Run("ping is answered", func(t *testing.T) {
 		p, _ := env.join(t)
-		defer env.room.RemoveParticipant(p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
 		require.True(t, env.dispatch(t, p, frame(t, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 42}}})))
 		select {
 		case m := <-env.resps:
@@ -278,7 +282,7 @@ func TestDispatch(t *testing.T) {
 	})
 	t.Run("malformed frame keeps the session", func(t *testing.T) {
 		p, rec := env.join(t)
-		defer env.room.RemoveParticipant(p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
 		require.True(t, env.dispatch(t, p, []byte{0x0a, 0xff}))
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
@@ -286,7 +290,7 @@ func TestDispatch(t *testing.T) {
 	})
 	t.Run("add_track is confirmed", func(t *testing.T) {
 		p, rec := env.join(t)
-		defer env.room.RemoveParticipant(p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
 		require.True(t, env.dispatch(t, p, frame(t, &livekit.SignalRequest{Message: &livekit.SignalRequest_AddTrack{AddTrack: &livekit.AddTrackRequest{
 			Cid: "TR_mic", Type: livekit.TrackType_AUDIO, Source: livekit.TrackSource_MICROPHONE,
 		}}})))
@@ -297,7 +301,7 @@ func TestDispatch(t *testing.T) {
 	})
 	t.Run("publisher offer is answered", func(t *testing.T) {
 		p, rec := env.join(t)
-		defer env.room.RemoveParticipant(p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
 		require.True(t, env.dispatch(t, p, frame(t, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{
 			Type: "offer", Sdp: pionOffer(t), Id: 3,
 		}}})))
@@ -309,6 +313,6 @@ func TestDispatch(t *testing.T) {
 	t.Run("leave ends the session", func(t *testing.T) {
 		p, _ := env.join(t)
 		require.False(t, env.dispatch(t, p, frame(t, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})))
-		require.False(t, env.room.RemoveParticipant(p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED), "participant must be gone")
+		require.False(t, env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED), "participant must be gone")
 	})
 }

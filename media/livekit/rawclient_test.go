@@ -2,7 +2,6 @@ package livekit
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -22,13 +21,12 @@ import (
 // both closed when the test ends.
 func startServer(t *testing.T, opts ...ServerOption) (*httptest.Server, *media.SFU) {
 	t.Helper()
-	sfu, err := media.New(media.Config{
-		UDPPort: 0, BindAddress: net.IPv4(127, 0, 0, 1), AutoCreate: true,
+	sfu, eng := testNode(t, media.Config{
+		AutoCreate:   true,
 		EmptyTimeout: time.Minute, DepartureTimeout: time.Minute,
-	}, zerolog.Nop(), nil)
-	require.NoError(t, err)
+	})
 	mux := http.NewServeMux()
-	NewServer(sfu, testKeys(), zerolog.Nop(), opts...).Register(mux)
+	NewServer(sfu, eng, testKeys(), zerolog.Nop(), opts...).Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.Close()

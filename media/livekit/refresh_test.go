@@ -2,7 +2,6 @@ package livekit
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,13 +23,12 @@ import (
 // sends another one each refresh period. A client that must rejoin after
 // its first token expired uses it (LIVEKIT.md section 6).
 func TestRefreshTokens(t *testing.T) {
-	sfu, err := media.New(media.Config{
-		UDPPort: 0, BindAddress: net.IPv4(127, 0, 0, 1), AutoCreate: true,
+	sfu, eng := testNode(t, media.Config{
+		AutoCreate:   true,
 		EmptyTimeout: time.Minute, DepartureTimeout: time.Minute,
-	}, zerolog.Nop(), nil)
-	require.NoError(t, err)
+	})
 	mux := http.NewServeMux()
-	NewServer(sfu, testKeys(), zerolog.Nop(), WithTokenRefresh(200*time.Millisecond, 2*time.Minute)).Register(mux)
+	NewServer(sfu, eng, testKeys(), zerolog.Nop(), WithTokenRefresh(200*time.Millisecond, 2*time.Minute)).Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() { srv.Close(); sfu.Close() })
 

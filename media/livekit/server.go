@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"entente.dev/entente/media"
+	"entente.dev/entente/media/rtc"
 )
 
 // ServerVersion is what the node announces as its LiveKit server version:
@@ -25,6 +26,7 @@ const protocolVersion = 16
 // Server serves /rtc for one SFU.
 type Server struct {
 	sfu      *media.SFU
+	eng      *rtc.Engine
 	keys     Keys
 	admitter Admitter
 	log      zerolog.Logger
@@ -84,10 +86,11 @@ func WithAdmitter(a Admitter) ServerOption {
 	return func(s *Server) { s.admitter = a }
 }
 
-// NewServer returns a signal server for sfu that accepts tokens signed with keys.
-func NewServer(sfu *media.SFU, keys Keys, log zerolog.Logger, opts ...ServerOption) *Server {
+// NewServer returns a signal server for sfu, whose participants' media eng
+// carries, that accepts tokens signed with keys.
+func NewServer(sfu *media.SFU, eng *rtc.Engine, keys Keys, log zerolog.Logger, opts ...ServerOption) *Server {
 	s := &Server{
-		sfu: sfu, keys: keys, log: log, refreshEvery: defaultRefreshEvery, refreshTTL: defaultRefreshTTL,
+		sfu: sfu, eng: eng, keys: keys, log: log, refreshEvery: defaultRefreshEvery, refreshTTL: defaultRefreshTTL,
 		pingInterval: defaultPingInterval, pingTimeout: defaultPingTimeout,
 	}
 	for _, o := range opts {
@@ -222,6 +225,7 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g := req.grant
+	t := s.eng.NewTransport(sess, log)
 	p, info, err := room.Join(media.JoinParams{
 		Identity: g.Identity, Name: g.Name, Metadata: g.Metadata, Attributes: g.Attributes, Kind: g.Kind,
 		Permissions: media.Permissions{
@@ -230,6 +234,7 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 		},
 		AutoSubscribe: req.autoSubscribe,
 		Signaller:     sess,
+		Transport:     t,
 	})
 	if err != nil {
 		reason := livekit.DisconnectReason_JOIN_FAILURE
@@ -243,7 +248,7 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 	p.Start()
 	stopRefresh := s.refreshTokens(sess, g)
 	stopWatchdog := s.watchdog(sess, log)
-	sess.readLoop(ctx, p, g)
+	sess.readLoop(ctx, p, t, g)
 	stopWatchdog()
 	stopRefresh()
 	// The socket is gone: without resume support this session's

@@ -15,13 +15,15 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"entente.dev/entente/media"
+	"entente.dev/entente/media/rtc"
 )
 
 // outQueue bounds the signal messages waiting for a slow client; a client
 // that lets it fill is disconnected rather than stalling its room.
 const outQueue = 512
 
-// session is one client's signal connection. It implements media.Signaller:
+// session is one client's signal connection. It implements media.Signaller
+// and rtc.Signaller:
 // sends are queued and written by one writer goroutine, which the session
 // owns and stops.
 type session struct {
@@ -120,22 +122,22 @@ func (s *session) send(m *livekit.SignalResponse) {
 	}
 }
 
-// SendOffer implements media.Signaller.
+// SendOffer implements rtc.Signaller.
 func (s *session) SendOffer(sd webrtc.SessionDescription, id uint32, mids map[string]string) {
 	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Offer{Offer: &livekit.SessionDescription{
 		Type: sd.Type.String(), Sdp: sd.SDP, Id: id, MidToTrackId: mids,
 	}}})
 }
 
-// SendAnswer implements media.Signaller.
+// SendAnswer implements rtc.Signaller.
 func (s *session) SendAnswer(sd webrtc.SessionDescription, id uint32) {
 	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Answer{Answer: &livekit.SessionDescription{
 		Type: sd.Type.String(), Sdp: sd.SDP, Id: id,
 	}}})
 }
 
-// SendCandidate implements media.Signaller.
-func (s *session) SendCandidate(c *webrtc.ICECandidateInit, target livekit.SignalTarget) {
+// SendCandidate implements rtc.Signaller.
+func (s *session) SendCandidate(c *webrtc.ICECandidateInit, target rtc.Target) {
 	if c == nil {
 		return
 	}
@@ -144,7 +146,7 @@ func (s *session) SendCandidate(c *webrtc.ICECandidateInit, target livekit.Signa
 		return
 	}
 	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Trickle{Trickle: &livekit.TrickleRequest{
-		CandidateInit: string(b), Target: target,
+		CandidateInit: string(b), Target: livekit.SignalTarget(target),
 	}}})
 }
 
@@ -187,7 +189,7 @@ func (s *session) lastHeard() time.Time { return time.Unix(0, s.heardAt.Load()) 
 
 // readLoop handles the client's requests until the socket closes, the
 // client leaves or it is removed.
-func (s *session) readLoop(ctx context.Context, p *media.Participant, g *Grant) {
+func (s *session) readLoop(ctx context.Context, p *media.Participant, t *rtc.Transport, g *Grant) {
 	for {
 		typ, data, err := s.conn.Read(ctx)
 		if err != nil {
@@ -198,7 +200,7 @@ func (s *session) readLoop(ctx context.Context, p *media.Participant, g *Grant) 
 			s.log.Debug().Msg("ignoring a text signal frame")
 			continue
 		}
-		if !s.dispatch(ctx, p, g, data) {
+		if !s.dispatch(ctx, p, t, g, data) {
 			return
 		}
 	}
@@ -206,30 +208,30 @@ func (s *session) readLoop(ctx context.Context, p *media.Participant, g *Grant) 
 
 // dispatch decodes one binary signal frame and applies it. A malformed
 // frame is dropped. It returns false when the session ends.
-func (s *session) dispatch(ctx context.Context, p *media.Participant, g *Grant, data []byte) bool {
+func (s *session) dispatch(ctx context.Context, p *media.Participant, t *rtc.Transport, g *Grant, data []byte) bool {
 	var req livekit.SignalRequest
 	if err := proto.Unmarshal(data, &req); err != nil {
 		s.log.Debug().Err(err).Msg("dropping a malformed signal frame")
 		return true
 	}
-	return s.handle(ctx, p, g, &req)
+	return s.handle(ctx, p, t, g, &req)
 }
 
 // handle applies one request. It returns false when the session ends.
 // Requests the node does not act on are accepted and ignored, never a
 // reason to close (livekit/livekit pkg/rtc/signalling/signalhandler.go).
-func (s *session) handle(ctx context.Context, p *media.Participant, g *Grant, req *livekit.SignalRequest) bool {
+func (s *session) handle(ctx context.Context, p *media.Participant, t *rtc.Transport, g *Grant, req *livekit.SignalRequest) bool {
 	log := zerolog.Ctx(ctx)
 	var err error
 	switch m := req.Message.(type) {
 	case *livekit.SignalRequest_Offer:
-		err = p.HandleOffer(sessionDescription(m.Offer), m.Offer.GetId())
+		err = t.HandleOffer(sessionDescription(m.Offer), m.Offer.GetId())
 	case *livekit.SignalRequest_Answer:
-		err = p.HandleAnswer(sessionDescription(m.Answer), m.Answer.GetId())
+		err = t.HandleAnswer(sessionDescription(m.Answer), m.Answer.GetId())
 	case *livekit.SignalRequest_Trickle:
 		var c webrtc.ICECandidateInit
-		if c, err = media.ParseCandidate(m.Trickle.GetCandidateInit()); err == nil {
-			err = p.HandleCandidate(c, m.Trickle.GetTarget())
+		if c, err = rtc.ParseCandidate(m.Trickle.GetCandidateInit()); err == nil {
+			err = t.HandleCandidate(c, rtc.Target(m.Trickle.GetTarget()))
 		}
 	case *livekit.SignalRequest_AddTrack:
 		err = p.AddTrack(m.AddTrack)

@@ -1,12 +1,17 @@
 package livekit
 
 import (
+	"net"
 	"sync"
+	"testing"
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
 
 	"entente.dev/entente/media"
+	"entente.dev/entente/media/rtc"
 )
 
 // recordingSignaller is a media.Signaller that keeps what it is told, for
@@ -22,7 +27,24 @@ type recordingSignaller struct {
 	leaves     []livekit.DisconnectReason
 }
 
-var _ media.Signaller = (*recordingSignaller)(nil)
+var (
+	_ media.Signaller = (*recordingSignaller)(nil)
+	_ rtc.Signaller   = (*recordingSignaller)(nil)
+)
+
+// testNode is an SFU and a WebRTC engine on loopback, closed when the test
+// ends (the SFU first: its rooms close their transports).
+func testNode(tb testing.TB, cfg media.Config) (*media.SFU, *rtc.Engine) {
+	tb.Helper()
+	eng, err := rtc.NewEngine(rtc.Config{BindAddress: net.IPv4(127, 0, 0, 1)}, zerolog.Nop())
+	require.NoError(tb, err)
+	sfu := media.New(cfg, zerolog.Nop(), nil)
+	tb.Cleanup(func() {
+		sfu.Close()
+		_ = eng.Close()
+	})
+	return sfu, eng
+}
 
 func (r *recordingSignaller) SendOffer(webrtc.SessionDescription, uint32, map[string]string) {
 	r.mu.Lock()
@@ -36,7 +58,7 @@ func (r *recordingSignaller) SendAnswer(sd webrtc.SessionDescription, _ uint32) 
 	r.mu.Unlock()
 }
 
-func (r *recordingSignaller) SendCandidate(*webrtc.ICECandidateInit, livekit.SignalTarget) {
+func (r *recordingSignaller) SendCandidate(*webrtc.ICECandidateInit, rtc.Target) {
 	r.mu.Lock()
 	r.candidates++
 	r.mu.Unlock()

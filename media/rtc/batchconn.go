@@ -1,4 +1,4 @@
-package media
+package rtc
 
 import (
 	"errors"
@@ -42,12 +42,16 @@ type batchConn struct {
 	free  []*udpBatch
 
 	private sync.Pool // of *udpBatch, for fan-outs' direct sends
+	// shared is the Batch a fan-out holds while pion's writes go into the
+	// shared batch (begin to end).
+	shared *sharedBatch
 
 	batches atomic.Uint64
 	packets atomic.Uint64
 }
 
 type udpBatch struct {
+	conn  *batchConn
 	n     int
 	msgs  [batchMax]ipv4.Message
 	views [batchMax][1][]byte
@@ -66,6 +70,7 @@ func newBatchConn(c *net.UDPConn) *batchConn {
 	}
 	b.raw = newRawSocket(c)
 	b.cur = &udpBatch{}
+	b.shared = &sharedBatch{conn: b}
 	return b
 }
 
@@ -150,8 +155,29 @@ func (b *batchConn) acquire() *udpBatch {
 	if bt, ok := b.private.Get().(*udpBatch); ok {
 		return bt
 	}
-	return &udpBatch{}
+	return &udpBatch{conn: b}
 }
+
+// Between sends the batch if it has no free slot: a fan-out calls it
+// between two subscribers (media.Batch).
+func (bt *udpBatch) Between() {
+	if bt.n == batchMax {
+		bt.conn.flush(bt)
+	}
+}
+
+// Finish sends what the batch holds and gives it back (media.Batch).
+func (bt *udpBatch) Finish() {
+	bt.conn.flush(bt)
+	bt.conn.release(bt)
+}
+
+// sharedBatch is the media.Batch of a fan-out whose packets written
+// through pion go into the socket's shared batch.
+type sharedBatch struct{ conn *batchConn }
+
+func (s *sharedBatch) Between() {}
+func (s *sharedBatch) Finish()  { s.conn.end() }
 
 func (b *batchConn) release(bt *udpBatch) {
 	bt.n = 0

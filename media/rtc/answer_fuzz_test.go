@@ -1,4 +1,4 @@
-package media
+package rtc
 
 import (
 	"strings"
@@ -6,6 +6,8 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/media"
 )
 
 // chromeAnswerDataOnly is Chrome's answer to a subscriber offer that carries
@@ -51,7 +53,7 @@ func answerVariants() []string {
 // participant's first subscriber offer. It must not panic, and:
 //   - an accepted answer leaves the subscriber connection stable and able
 //     to send its next offer;
-//   - a refused one is ErrInvalidSDP, and either leaves the offer open so
+//   - a refused one is media.ErrInvalidSDP, and either leaves the offer open so
 //     that the client's good answer is still accepted, or, when pion had
 //     applied it halfway, asks the client for a full reconnect and removes
 //     the participant: never a participant that can no longer negotiate.
@@ -70,7 +72,7 @@ func FuzzHandleAnswer(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, sdp string) {
 		p, rec := env.join(t)
-		p.Start()
+		p.p.Start()
 		offers := rec.of("offer")
 		require.Len(t, offers, 1)
 		id := offers[0].id
@@ -78,11 +80,11 @@ func FuzzHandleAnswer(f *testing.F) {
 		if err == nil {
 			require.Empty(t, rec.of("leave"))
 			require.Equal(t, webrtc.SignalingStateStable, p.sub.SignalingState())
-			p.negotiate()
+			p.Negotiate()
 			require.Len(t, rec.of("offer"), 2, "no offer can follow the accepted answer")
 			return
 		}
-		require.ErrorIs(t, err, ErrInvalidSDP)
+		require.ErrorIs(t, err, media.ErrInvalidSDP)
 		if len(rec.of("leave")) > 0 {
 			requireFullReconnect(t, env, p, rec)
 			return
@@ -92,14 +94,14 @@ func FuzzHandleAnswer(f *testing.F) {
 			"the good answer after a refused one")
 		require.Equal(t, webrtc.SignalingStateStable, p.sub.SignalingState())
 		require.Empty(t, rec.of("leave"))
-		require.False(t, p.isClosed())
+		require.True(t, p.p.Started(), "still in the room")
 	})
 }
 
 func TestHandleAnswerChrome(t *testing.T) {
 	env := newOfferEnv(t)
 	p, rec := env.join(t)
-	p.Start()
+	p.p.Start()
 	offers := rec.of("offer")
 	require.Len(t, offers, 1)
 	require.NoError(t, p.HandleAnswer(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: chromeAnswerDataOnly}, offers[0].id))

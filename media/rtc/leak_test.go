@@ -1,4 +1,4 @@
-package media
+package rtc
 
 import (
 	"context"
@@ -18,6 +18,8 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/media"
 )
 
 // TestForwardingLeavesNoGoroutines runs a two-party call through an
@@ -66,8 +68,9 @@ func TestPionPathWhenTheNodeIsDTLSClient(t *testing.T) {
 // call checks from each subscription's SRTP sealer, made on the first
 // direct send.
 func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
-	sfu, err := New(testConfig(), zerolog.Nop(), nil)
+	eng, err := NewEngine(Config{BindAddress: net.IPv4(127, 0, 0, 1), IncludeLoopback: true}, zerolog.Nop())
 	require.NoError(t, err)
+	sfu := media.New(testConfig(), zerolog.Nop(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- sfu.Run(ctx) }()
@@ -77,15 +80,16 @@ func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
 			stopped = true
 			cancel()
 			require.NoError(t, <-ran)
+			_ = eng.Close()
 		}
 	}
 	defer stopSFU()
 
 	room, err := sfu.Room("call", true)
 	require.NoError(t, err)
-	alice := joinClient(t, api, room, "alice")
+	alice := joinClient(t, api, eng, room, "alice")
 	defer alice.close()
-	bob := joinClient(t, api, room, "bob")
+	bob := joinClient(t, api, eng, room, "bob")
 	defer bob.close()
 
 	aliceAudio, aliceVideo := alice.publish(t)
@@ -119,14 +123,13 @@ func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
 	}
 
 	for _, c := range []*testClient{alice, bob} {
-		require.Equal(t, wantDirect, c.p.direct.Load() != nil, "%s: direct path", c.name)
-		c.p.mu.Lock()
-		for _, d := range c.p.downs {
-			d.mu.Lock()
-			require.Equal(t, wantDirect, d.sealer != nil, "%s: track %s sent directly", c.name, d.sid)
-			d.mu.Unlock()
+		require.Equal(t, wantDirect, c.tr.direct.Load() != nil, "%s: direct path", c.name)
+		c.tr.mu.Lock()
+		require.Len(t, c.tr.tracks, 2)
+		for d, lt := range c.tr.tracks {
+			require.Equal(t, wantDirect, lt.sentDirectly(), "%s: track %s sent directly", c.name, d.ID())
 		}
-		c.p.mu.Unlock()
+		c.tr.mu.Unlock()
 	}
 
 	// The SFU sends publishers receiver reports, and NACKs a video packet
@@ -159,7 +162,7 @@ func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
 		streams := c.sub.streams()
 		require.Len(t, streams, 2, "%s should receive two tracks", c.sub.name)
 		for _, s := range streams {
-			require.True(t, strings.HasPrefix(s, c.pub.p.sid+"|TR_"), "stream id %q", s)
+			require.True(t, strings.HasPrefix(s, c.pub.p.SID()+"|TR_"), "stream id %q", s)
 		}
 	}
 
@@ -203,12 +206,14 @@ func clientAPI(t testing.TB, dtlsServer bool) *webrtc.API {
 }
 
 // testClient acts as a LiveKit client would over its signal connection,
-// except that "signalling" is calling the Participant directly and reading
-// what the SFU said from a recordingSignaller.
+// except that "signalling" is calling the Participant and its Transport
+// directly and reading what the SFU said from a recordingSignaller.
 type testClient struct {
 	t    testing.TB
 	name string
-	p    *Participant
+	p    *media.Participant
+	tr   *Transport
+	eng  *Engine
 	sig  *recordingSignaller
 	pub  *webrtc.PeerConnection // we offer
 	sub  *webrtc.PeerConnection // the SFU offers
@@ -238,10 +243,10 @@ type testClient struct {
 	once    sync.Once
 }
 
-func joinClient(t testing.TB, api *webrtc.API, room *Room, name string) *testClient {
+func joinClient(t testing.TB, api *webrtc.API, eng *Engine, room *media.Room, name string) *testClient {
 	t.Helper()
 	c := &testClient{
-		t: t, name: name, sig: newRecordingSignaller(), stop: make(chan struct{}), done: make(chan struct{}),
+		t: t, name: name, eng: eng, sig: newRecordingSignaller(), stop: make(chan struct{}), done: make(chan struct{}),
 		lastTS: map[uint32]uint32{}, srs: map[uint32]rtcp.SenderReport{},
 	}
 	var err error
@@ -249,17 +254,16 @@ func joinClient(t testing.TB, api *webrtc.API, room *Room, name string) *testCli
 	require.NoError(t, err)
 	c.sub, err = api.NewPeerConnection(webrtc.Configuration{})
 	require.NoError(t, err)
-	c.p, _, err = room.Join(JoinParams{Identity: name, Permissions: allowAll(), AutoSubscribe: true, Signaller: c.sig})
-	require.NoError(t, err)
+	c.p, c.tr = join(t, eng, room, media.JoinParams{Identity: name, Permissions: allowAll(), AutoSubscribe: true}, c.sig)
 
 	c.pub.OnICECandidate(func(cand *webrtc.ICECandidate) {
 		if cand != nil {
-			_ = c.p.HandleCandidate(cand.ToJSON(), livekit.SignalTarget_PUBLISHER)
+			_ = c.tr.HandleCandidate(cand.ToJSON(), Publisher)
 		}
 	})
 	c.sub.OnICECandidate(func(cand *webrtc.ICECandidate) {
 		if cand != nil {
-			_ = c.p.HandleCandidate(cand.ToJSON(), livekit.SignalTarget_SUBSCRIBER)
+			_ = c.tr.HandleCandidate(cand.ToJSON(), Subscriber)
 		}
 	})
 	c.sub.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
@@ -338,7 +342,7 @@ func (c *testClient) apply(e sigEvent) error {
 		if err := c.sub.SetLocalDescription(answer); err != nil {
 			return err
 		}
-		return c.p.HandleAnswer(answer, e.id)
+		return c.tr.HandleAnswer(answer, e.id)
 	case "answer":
 		if err := c.pub.SetRemoteDescription(e.sd); err != nil {
 			return err
@@ -348,7 +352,7 @@ func (c *testClient) apply(e sigEvent) error {
 		// The SFU trickles as soon as it gathers, which can be before
 		// the description the candidate belongs to reaches us.
 		pc, queue := c.pub, &c.pubQueued
-		if e.target == livekit.SignalTarget_SUBSCRIBER {
+		if e.target == Subscriber {
 			pc, queue = c.sub, &c.subQueued
 		}
 		if pc.RemoteDescription() == nil {
@@ -416,7 +420,7 @@ func (c *testClient) publish(t *testing.T) (audio, video *webrtc.TrackLocalStati
 	offer, err := c.pub.CreateOffer(nil)
 	require.NoError(t, err)
 	require.NoError(t, c.pub.SetLocalDescription(offer))
-	require.NoError(t, c.p.HandleOffer(offer, 1))
+	require.NoError(t, c.tr.HandleOffer(offer, 1))
 	return audio, video
 }
 

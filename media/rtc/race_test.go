@@ -1,6 +1,6 @@
 //go:build race
 
-package media
+package rtc
 
 // raceEnabled: the race detector makes sync.Pool drop a quarter of what
 // is put back, so pooled buffers are allocated again now and then.

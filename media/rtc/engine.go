@@ -1,8 +1,9 @@
-package media
+package rtc
 
 import (
 	"fmt"
 	"net"
+	"sync"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
@@ -14,6 +15,8 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
+
+	"entente.dev/entente/media"
 )
 
 // Header extension URIs the SFU negotiates (RFC 8285 identifiers).
@@ -23,15 +26,35 @@ const (
 	extRID         = sdp.SDESRTPStreamIDURI       // RFC 8852
 	extRepairedRID = sdp.SDESRepairRTPStreamIDURI // RFC 8852
 	extTransportCC = sdp.TransportCCURI           // draft-holmer-rmcat-transport-wide-cc
-	maxDataMessage = 64 * 1024                    // LiveKit's DataPacket limit
-	receiveMTU     = 1500
+	maxDataMessage = media.MaxDataMessage
+	receiveMTU     = media.MaxPacketSize
 )
 
-// engine owns the pion APIs shared by every peer connection of the node and
+// Config is what the WebRTC engine needs. cmd/ fills it from the node's
+// configuration.
+type Config struct {
+	// UDPPort is the one UDP port all peers' media uses (ICE UDP mux).
+	UDPPort int
+	// BindAddress is the IP the UDP port listens on.
+	BindAddress net.IP
+	// AnnounceAddresses are the IPs put into ICE candidates; empty means BindAddress.
+	AnnounceAddresses []net.IP
+	// IncludeLoopback makes loopback addresses usable as candidates (tests, local nodes).
+	IncludeLoopback bool
+}
+
+func (c *Config) announce() []net.IP {
+	if len(c.AnnounceAddresses) > 0 {
+		return c.AnnounceAddresses
+	}
+	return []net.IP{c.BindAddress}
+}
+
+// Engine owns the pion APIs shared by every peer connection of the node and
 // the one UDP socket they all use. A participant's two connections have
 // different jobs, so they get different interceptors: the publisher
 // connection only receives media, the subscriber connection only sends it.
-type engine struct {
+type Engine struct {
 	pub *webrtc.API // for publisher connections: the node receives
 	// Subscriber connections (the node sends) get an API each, built from
 	// these, so that each has its own DTLS hooks (newSubscriber).
@@ -41,12 +64,16 @@ type engine struct {
 	mux   ice.UDPMux
 	conn  net.PacketConn
 	batch *batchConn
+	log   zerolog.Logger
+	// sealed holds buffers for packets sealed on their own (retransmissions).
+	sealed sync.Pool
 }
 
-// newEngine builds the webrtc.APIs from explicit MediaEngines, interceptor
-// registries and one SettingEngine, the way pion builds itself (api.go),
-// with one UDP port for every peer.
-func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
+// NewEngine opens the node's media UDP port and builds the webrtc.APIs
+// from explicit MediaEngines, interceptor registries and one
+// SettingEngine, the way pion builds itself (api.go), with one UDP port for
+// every peer. Close closes the port.
+func NewEngine(cfg Config, log zerolog.Logger) (*Engine, error) {
 	// One address family per socket, so sendmmsg gets addresses of its own family.
 	network := "udp6"
 	if cfg.BindAddress.To4() != nil {
@@ -69,7 +96,7 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 		}
 		// NACKs towards publishers come from the generator below; NACKs
 		// from subscribers are answered from our own packet cache
-		// (downtrack.go), so no responder interceptor is registered.
+		// (media.DownTrack.AnswerNack), so no responder interceptor is registered.
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "ccm", Parameter: "fir"}, webrtc.RTPCodecTypeVideo)
@@ -101,7 +128,7 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 	}
 	pubIR.Add(&lazyFactory{inner: tw, wants: wantsTWCC})
 	// The subscriber connection has no interceptor: sender reports are
-	// written by the room (Room.sendReports) from the down tracks' own
+	// written by the room through Transport.SendSenderReports from the down tracks' own
 	// counters, so nothing runs per packet besides SRTP.
 	subIR := &interceptor.Registry{}
 
@@ -130,7 +157,7 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 		dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80,
 	)
 
-	return &engine{
+	e := &Engine{
 		pub:   webrtc.NewAPI(webrtc.WithMediaEngine(pubME), webrtc.WithInterceptorRegistry(pubIR), webrtc.WithSettingEngine(se)),
 		subME: subME,
 		subIR: subIR,
@@ -138,15 +165,21 @@ func newEngine(cfg *Config, log zerolog.Logger) (*engine, error) {
 		mux:   mux,
 		conn:  conn,
 		batch: batch,
-	}, nil
+		log:   log,
+	}
+	e.sealed.New = func() any { b := make([]byte, batchSlot); return &b }
+	return e, nil
 }
+
+// UDPAddr is the address the media port listens on.
+func (e *Engine) UDPAddr() string { return e.conn.LocalAddr().String() }
 
 // newSubscriber makes a subscriber peer connection whose DTLS handshake
 // tells the returned secrets the node's SRTP keys, for direct sends
 // (direct.go). RTP header encryption (RFC 9335 cryptex) is not offered:
 // forwarded packets carry no header extensions to protect, and the direct
 // path's SRTP contexts do not do it.
-func (e *engine) newSubscriber() (*webrtc.PeerConnection, *dtlsSecrets, error) {
+func (e *Engine) newSubscriber() (*webrtc.PeerConnection, *dtlsSecrets, error) {
 	secrets := &dtlsSecrets{}
 	se := e.se
 	se.SetDTLSKeyLogWriter(secrets)
@@ -159,7 +192,9 @@ func (e *engine) newSubscriber() (*webrtc.PeerConnection, *dtlsSecrets, error) {
 	return pc, secrets, nil
 }
 
-func (e *engine) close() error {
+// Close closes the media port. Call it after every transport is closed
+// (media.SFU.Close).
+func (e *Engine) Close() error {
 	_ = e.mux.Close()
 	return e.conn.Close()
 }

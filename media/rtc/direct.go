@@ -1,4 +1,4 @@
-package media
+package rtc
 
 import (
 	"errors"
@@ -95,50 +95,3 @@ func (p *directPath) newSealer() (rtpSealer, error) {
 const srtpOverhead = 16 + 4
 
 var errPacketTooLarge = errors.New("packet too large for the send buffer")
-
-// fanout is one incoming packet's trip to its subscribers, on the
-// publisher's reader goroutine. Direct sends are sealed into a batch of its
-// own; pion's writes go through the socket's shared batch, opened only when
-// a subscriber needs it. finish sends both.
-type fanout struct {
-	conn   *batchConn // nil: no batching, every write is sent at once
-	share  bool       // open the shared batch for pion's writes
-	opened bool
-	out    *udpBatch
-}
-
-// slot is the next free slot of the private batch.
-func (f *fanout) slot() (int, []byte) {
-	if f.out == nil {
-		f.out = f.conn.acquire()
-	}
-	return f.out.n, f.out.bufs[f.out.n][:]
-}
-
-// pionWrite is called before a packet is written through pion.
-func (f *fanout) pionWrite() {
-	if f.share && !f.opened {
-		f.conn.begin()
-		f.opened = true
-	}
-}
-
-// sendFull sends the private batch if it has no free slot. It is called
-// between subscribers, outside their locks.
-func (f *fanout) sendFull() {
-	if f.out != nil && f.out.n == batchMax {
-		f.conn.flush(f.out)
-	}
-}
-
-func (f *fanout) finish() {
-	if f.out != nil {
-		f.conn.flush(f.out)
-		f.conn.release(f.out)
-		f.out = nil
-	}
-	if f.opened {
-		f.conn.end()
-		f.opened = false
-	}
-}

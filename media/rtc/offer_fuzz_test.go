@@ -1,4 +1,4 @@
-package media
+package rtc
 
 import (
 	"maps"
@@ -9,6 +9,8 @@ import (
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/media"
 )
 
 // chromeOffer is a publisher offer shaped like Chrome's when livekit-client
@@ -163,23 +165,27 @@ func offerVariants() map[string]string {
 
 // offerEnv joins fresh participants to one room of an in-process SFU.
 type offerEnv struct {
-	room *Room
+	sfu  *media.SFU
+	eng  *Engine
+	room *media.Room
 }
 
 func newOfferEnv(tb testing.TB) *offerEnv {
 	tb.Helper()
-	r, err := newTestSFU(tb).CreateRoom("offers")
+	sfu, eng := newTestSFU(tb)
+	r, err := sfu.CreateRoom("offers")
 	require.NoError(tb, err)
-	return &offerEnv{room: r}
+	return &offerEnv{sfu: sfu, eng: eng, room: r}
 }
 
-func (e *offerEnv) join(tb testing.TB) (*Participant, *recordingSignaller) {
+// join adds a participant and returns its transport, through which the
+// tests negotiate.
+func (e *offerEnv) join(tb testing.TB) (*Transport, *recordingSignaller) {
 	tb.Helper()
 	rec := newRecordingSignaller()
-	p, _, err := e.room.Join(JoinParams{Identity: "publisher", Permissions: allowAll(), Signaller: rec})
-	require.NoError(tb, err)
-	tb.Cleanup(func() { e.room.RemoveParticipant(p.identity, livekit.DisconnectReason_CLIENT_INITIATED) })
-	return p, rec
+	p, t := join(tb, e.eng, e.room, media.JoinParams{Identity: "publisher", Permissions: allowAll()}, rec)
+	tb.Cleanup(func() { e.room.RemoveParticipant(p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED) })
+	return t, rec
 }
 
 func TestHandleOfferChrome(t *testing.T) {
@@ -207,20 +213,20 @@ func TestHandleOfferRefusals(t *testing.T) {
 	t.Run("an answer is not an offer", func(t *testing.T) {
 		p, rec := env.join(t)
 		err := p.HandleOffer(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: chromeOffer()}, 1)
-		require.ErrorIs(t, err, ErrInvalidSDP)
+		require.ErrorIs(t, err, media.ErrInvalidSDP)
 		require.Empty(t, rec.of("answer"))
 	})
 	for _, name := range []string{"empty", "version only", "not sdp", "no fingerprint", "no ice credentials", "bad port"} {
 		t.Run(name, func(t *testing.T) {
 			p, rec := env.join(t)
 			err := p.HandleOffer(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offerVariants()[name]}, 1)
-			require.ErrorIs(t, err, ErrInvalidSDP)
+			require.ErrorIs(t, err, media.ErrInvalidSDP)
 			require.Empty(t, rec.of("answer"))
 		})
 	}
 	t.Run("a good offer after an unparsable one", func(t *testing.T) {
 		p, rec := env.join(t)
-		require.ErrorIs(t, p.HandleOffer(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: "not sdp"}, 1), ErrInvalidSDP)
+		require.ErrorIs(t, p.HandleOffer(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: "not sdp"}, 1), media.ErrInvalidSDP)
 		require.Empty(t, rec.of("leave"))
 		require.NoError(t, p.HandleOffer(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: chromeOffer()}, 2))
 		require.Len(t, rec.of("answer"), 1)
@@ -228,14 +234,17 @@ func TestHandleOfferRefusals(t *testing.T) {
 }
 
 // requireFullReconnect checks that p was told to reconnect and removed.
-func requireFullReconnect(t *testing.T, env *offerEnv, p *Participant, rec *recordingSignaller) {
+func requireFullReconnect(t *testing.T, env *offerEnv, p *Transport, rec *recordingSignaller) {
 	t.Helper()
 	leaves := rec.of("leave")
 	require.Len(t, leaves, 1)
 	require.Equal(t, livekit.DisconnectReason_STATE_MISMATCH, leaves[0].reason)
 	require.Equal(t, livekit.LeaveRequest_RECONNECT, leaves[0].action)
-	require.True(t, p.isClosed())
-	require.NotContains(t, env.room.members(), p)
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	require.True(t, closed, "the transport is closed")
+	require.False(t, env.sfu.HasParticipant(env.room.Name(), p.p.Identity()))
 }
 
 // TestHalfAppliedDescriptions: pion moves the signalling state before it
@@ -249,34 +258,34 @@ func TestHalfAppliedDescriptions(t *testing.T) {
 		t.Run("offer "+name, func(t *testing.T) {
 			p, rec := env.join(t)
 			err := p.HandleOffer(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offerVariants()[name]}, 1)
-			require.ErrorIs(t, err, ErrInvalidSDP)
+			require.ErrorIs(t, err, media.ErrInvalidSDP)
 			requireFullReconnect(t, env, p, rec)
 		})
 	}
 	t.Run("answer without ICE credentials", func(t *testing.T) {
 		p, rec := env.join(t)
-		p.Start()
+		p.p.Start()
 		offers := rec.of("offer")
 		require.Len(t, offers, 1)
 		noICE := strings.Replace(strings.Replace(chromeAnswerDataOnly, "a=ice-ufrag:EsAw\r\n", "", 1), "a=ice-pwd:bP+XJMM09aR8AiX1jdukzR6Y\r\n", "", 1)
 		err := p.HandleAnswer(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: noICE}, offers[0].id)
-		require.ErrorIs(t, err, ErrInvalidSDP)
+		require.ErrorIs(t, err, media.ErrInvalidSDP)
 		requireFullReconnect(t, env, p, rec)
 	})
 	t.Run("unparsable answer keeps the offer open", func(t *testing.T) {
 		p, rec := env.join(t)
-		p.Start()
+		p.p.Start()
 		offers := rec.of("offer")
 		require.Len(t, offers, 1)
 		err := p.HandleAnswer(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: "garbage"}, offers[0].id)
-		require.ErrorIs(t, err, ErrInvalidSDP)
+		require.ErrorIs(t, err, media.ErrInvalidSDP)
 		require.Empty(t, rec.of("leave"))
 		require.Equal(t, webrtc.SignalingStateHaveLocalOffer, p.sub.SignalingState())
 	})
 }
 
 // FuzzHandleOffer feeds arbitrary SDP to a fresh participant's publisher
-// connection. It must not panic; every refusal must be ErrInvalidSDP; every
+// connection. It must not panic; every refusal must be media.ErrInvalidSDP; every
 // acceptance must send exactly one answer.
 func FuzzHandleOffer(f *testing.F) {
 	env := newOfferEnv(f)
@@ -287,19 +296,18 @@ func FuzzHandleOffer(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, sdp string) {
 		rec := newRecordingSignaller()
-		p, _, err := env.room.Join(JoinParams{Identity: "publisher", Permissions: allowAll(), Signaller: rec})
-		require.NoError(t, err)
-		defer env.room.RemoveParticipant(p.identity, livekit.DisconnectReason_CLIENT_INITIATED)
-		err = p.HandleOffer(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}, 1)
+		pp, p := join(t, env.eng, env.room, media.JoinParams{Identity: "publisher", Permissions: allowAll()}, rec)
+		defer env.room.RemoveParticipant(pp.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		err := p.HandleOffer(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}, 1)
 		if err != nil {
-			require.ErrorIs(t, err, ErrInvalidSDP)
+			require.ErrorIs(t, err, media.ErrInvalidSDP)
 			require.Empty(t, rec.of("answer"))
 			if len(rec.of("leave")) == 0 {
 				// Refused without harm: the next offer can still be applied.
 				require.Equal(t, webrtc.SignalingStateStable, p.pub.SignalingState())
 			} else {
 				require.Equal(t, livekit.LeaveRequest_RECONNECT, rec.of("leave")[0].action)
-				require.True(t, p.isClosed())
+				require.False(t, env.sfu.HasParticipant(env.room.Name(), pp.Identity()))
 			}
 			return
 		}

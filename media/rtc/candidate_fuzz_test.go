@@ -1,4 +1,4 @@
-package media
+package rtc
 
 import (
 	"fmt"
@@ -6,21 +6,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/media"
 )
 
 // connectedClient joins a pion client whose subscriber connection is up.
 func connectedClient(tb testing.TB) *testClient {
 	tb.Helper()
-	room, err := newTestSFU(tb).CreateRoom("trickle")
+	sfu, eng := newTestSFU(tb)
+	room, err := sfu.CreateRoom("trickle")
 	require.NoError(tb, err)
-	c := joinClient(tb, clientAPI(tb, false), room, "alice")
+	c := joinClient(tb, clientAPI(tb, false), eng, room, "alice")
 	tb.Cleanup(c.close)
 	deadline := time.Now().Add(20 * time.Second)
-	for !c.p.connected.Load() {
+	for !c.tr.connected.Load() {
 		require.True(tb, time.Now().Before(deadline), "subscriber connection did not come up")
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -54,7 +56,7 @@ var candidateSeeds = []string{
 // they arrive in a SignalRequest's TrickleRequest, to a participant whose
 // subscriber connection is up (SUBSCRIBER target) and whose publisher
 // connection has no remote description yet (PUBLISHER: the queue). A
-// refusal must be ErrInvalidCandidate; the queue stays bounded; nothing
+// refusal must be media.ErrInvalidCandidate; the queue stays bounded; nothing
 // tears the working connection down.
 func FuzzHandleCandidate(f *testing.F) {
 	c := connectedClient(f)
@@ -63,30 +65,30 @@ func FuzzHandleCandidate(f *testing.F) {
 		f.Add(s, false)
 	}
 	f.Fuzz(func(t *testing.T, candidateInit string, subscriber bool) {
-		target := livekit.SignalTarget_PUBLISHER
+		target := Publisher
 		if subscriber {
-			target = livekit.SignalTarget_SUBSCRIBER
+			target = Subscriber
 		}
 		cand, err := ParseCandidate(candidateInit)
 		if len(candidateInit) > maxCandidateInit {
-			require.ErrorIs(t, err, ErrInvalidCandidate)
+			require.ErrorIs(t, err, media.ErrInvalidCandidate)
 		}
 		if err == nil {
-			err = c.p.HandleCandidate(cand, target)
+			err = c.tr.HandleCandidate(cand, target)
 		}
 		if err != nil {
-			require.ErrorIs(t, err, ErrInvalidCandidate)
+			require.ErrorIs(t, err, media.ErrInvalidCandidate)
 		}
-		c.p.pubMu.Lock()
-		queued := len(c.p.pubCands)
-		c.p.pubMu.Unlock()
+		c.tr.pubMu.Lock()
+		queued := len(c.tr.pubCands)
+		c.tr.pubMu.Unlock()
 		require.LessOrEqual(t, queued, maxPendingCandidates)
-		c.p.negMu.Lock()
-		added := c.p.subAdded
-		c.p.negMu.Unlock()
+		c.tr.negMu.Lock()
+		added := c.tr.subAdded
+		c.tr.negMu.Unlock()
 		require.LessOrEqual(t, added, maxRemoteCandidates)
-		require.False(t, c.p.isClosed())
-		require.Equal(t, webrtc.PeerConnectionStateConnected, c.p.sub.ConnectionState())
+		require.True(t, c.p.Started(), "still in the room")
+		require.Equal(t, webrtc.PeerConnectionStateConnected, c.tr.sub.ConnectionState())
 		require.Empty(t, c.sig.of("leave"))
 	})
 }
@@ -98,10 +100,10 @@ func TestMalformedCandidatesKeepTheConnection(t *testing.T) {
 	alice := connectedClient(t)
 	for _, s := range candidateSeeds {
 		if c, err := ParseCandidate(s); err == nil {
-			_ = alice.p.HandleCandidate(c, livekit.SignalTarget_SUBSCRIBER)
+			_ = alice.tr.HandleCandidate(c, Subscriber)
 		}
 	}
-	bob := joinClient(t, clientAPI(t, false), alice.p.room, "bob")
+	bob := joinClient(t, clientAPI(t, false), alice.eng, alice.p.Room(), "bob")
 	t.Cleanup(bob.close)
 	audio, _ := bob.publish(t)
 	deadline := time.Now().Add(20 * time.Second)
@@ -113,7 +115,7 @@ func TestMalformedCandidatesKeepTheConnection(t *testing.T) {
 		}))
 		time.Sleep(10 * time.Millisecond)
 	}
-	require.Equal(t, webrtc.PeerConnectionStateConnected, alice.p.sub.ConnectionState())
+	require.Equal(t, webrtc.PeerConnectionStateConnected, alice.tr.sub.ConnectionState())
 	require.Empty(t, alice.sig.of("leave"))
 }
 
@@ -125,16 +127,16 @@ func TestRemoteCandidatesBounded(t *testing.T) {
 	for i := range 2 * maxRemoteCandidates {
 		// Loopback addresses, so that no connectivity check leaves the host.
 		line := fmt.Sprintf("candidate:%d 1 udp 2130706431 127.1.%d.%d %d typ host", i, i/250, i%250+1, 40000+i)
-		err := alice.p.HandleCandidate(webrtc.ICECandidateInit{Candidate: line, SDPMid: &[]string{"0"}[0]}, livekit.SignalTarget_SUBSCRIBER)
+		err := alice.tr.HandleCandidate(webrtc.ICECandidateInit{Candidate: line, SDPMid: &[]string{"0"}[0]}, Subscriber)
 		if err != nil {
-			require.ErrorIs(t, err, ErrInvalidCandidate)
+			require.ErrorIs(t, err, media.ErrInvalidCandidate)
 			refused++
 		} else {
 			require.Zero(t, refused, "candidate %d accepted after a refusal", i)
 		}
 	}
 	require.Greater(t, refused, maxRemoteCandidates-1)
-	require.NoError(t, alice.p.HandleCandidate(webrtc.ICECandidateInit{Candidate: ""}, livekit.SignalTarget_SUBSCRIBER),
+	require.NoError(t, alice.tr.HandleCandidate(webrtc.ICECandidateInit{Candidate: ""}, Subscriber),
 		"end of candidates is not a candidate")
-	require.Equal(t, webrtc.PeerConnectionStateConnected, alice.p.sub.ConnectionState())
+	require.Equal(t, webrtc.PeerConnectionStateConnected, alice.tr.sub.ConnectionState())
 }

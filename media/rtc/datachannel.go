@@ -1,9 +1,10 @@
-package media
+package rtc
 
 import (
 	"errors"
 	"io"
 
+	"github.com/livekit/protocol/livekit"
 	"github.com/pion/datachannel"
 	"github.com/pion/webrtc/v4"
 )
@@ -17,31 +18,38 @@ import (
 const dataReadStart = 2048
 
 // serveData reads a data channel's messages and relays them to the room.
-// Data channels are detached (engine.go), so this read loop is ours.
-func (p *Participant) serveData(dc *webrtc.DataChannel) {
+// Data channels are detached (engine.go), so this read loop is ours. The
+// channel's kind follows its label, as LiveKit clients name them.
+func (t *Transport) serveData(dc *webrtc.DataChannel) {
 	label := dc.Label()
 	dc.OnOpen(func() {
 		rw, err := dc.Detach()
 		if err != nil {
-			p.log.Debug().Err(err).Str("label", label).Msg("data channel not served")
+			t.log.Debug().Err(err).Str("label", label).Msg("data channel not served")
 			return
 		}
-		go p.readData(label, rw)
+		if !t.goRead(func() { t.readData(label, rw) }) {
+			_ = rw.Close()
+		}
 	})
 }
 
 // readData runs until the channel or its connection closes. A message
 // larger than the negotiated maximum (maxDataMessage, sent in the SDP's
 // max-message-size) closes the channel, as pion's read loop does.
-func (p *Participant) readData(label string, rw datachannel.ReadWriteCloser) {
+func (t *Transport) readData(label string, rw datachannel.ReadWriteCloser) {
 	defer rw.Close()
+	kind := livekit.DataPacket_LOSSY
+	if label == "_reliable" {
+		kind = livekit.DataPacket_RELIABLE
+	}
 	buf := make([]byte, dataReadStart)
 	for {
 		n, err := rw.Read(buf)
 		if errors.Is(err, io.ErrShortBuffer) {
 			// The message stays queued until a read takes all of it.
 			if len(buf) >= maxDataMessage {
-				p.log.Debug().Str("label", label).Msg("data message over the size limit: closing the channel")
+				t.log.Debug().Str("label", label).Msg("data message over the size limit: closing the channel")
 				return
 			}
 			buf = make([]byte, min(2*len(buf), maxDataMessage))
@@ -50,7 +58,7 @@ func (p *Participant) readData(label string, rw datachannel.ReadWriteCloser) {
 		if err != nil {
 			return
 		}
-		p.room.relayData(p, label, buf[:n])
+		t.p.RelayData(kind, buf[:n])
 		if len(buf) > dataReadStart {
 			buf = make([]byte, dataReadStart)
 		}

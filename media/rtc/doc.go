@@ -1,0 +1,10 @@
+// Package rtc is the WebRTC transport of the media core: the node's pion
+// engine and its one UDP socket, and for each participant the two peer
+// connections LiveKit clients use (Transport), their negotiation and
+// trickled candidates, the DTLS hooks that give the node the subscriber
+// connection's SRTP keys, and the sinks that send each subscription's
+// packets, sealed by the node itself straight into a sendmmsg batch (the
+// direct path) or through pion's SRTP writer, one way for the life of each
+// outgoing stream. It implements media.Transport, media.TrackSink,
+// media.TrackSource and media.SenderReporter; media never imports it.
+package rtc
