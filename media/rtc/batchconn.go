@@ -74,6 +74,15 @@ func newBatchConn(c *net.UDPConn) *batchConn {
 	return b
 }
 
+// Close closes the socket and the one that sends for it, if any. Call it
+// once nothing sends any more.
+func (b *batchConn) Close() error {
+	if b.raw != nil {
+		b.raw.close()
+	}
+	return b.UDPConn.Close()
+}
+
 // ReadFromAddrPort lets pion's ICE mux read without allocating.
 func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	if b.raw != nil {

@@ -15,6 +15,13 @@ type rawSocket interface {
 	send(bt *udpBatch) bool
 	readFrom(p []byte) (int, netip.AddrPort, error)
 	writeTo(p []byte, a netip.AddrPort) (int, error)
+	close()
 }
 
 func newRawSocket(*net.UDPConn) rawSocket { return nil }
+
+// listenMedia opens the media socket (batchconn_raw.go adds a socket that
+// sends for it where the platform allows).
+func listenMedia(network string, laddr *net.UDPAddr) (*net.UDPConn, error) {
+	return net.ListenUDP(network, laddr)
+}

@@ -5,6 +5,7 @@ package rtc
 import (
 	"net"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
@@ -69,4 +70,63 @@ func TestRawSocketDoesNotAllocate(t *testing.T) {
 	}
 	read()
 	require.Zero(t, testing.AllocsPerRun(50, read), "read (and the peer's send)")
+}
+
+// TestSendSocket: the media socket has a socket that sends for it
+// (sendSocket), from the same port, while every datagram sent to that
+// port, from many source ports, reaches the media socket; a second bind of
+// the port is refused as before; and Close closes both.
+func TestSendSocket(t *testing.T) {
+	for _, tc := range []struct{ network, ip string }{{"udp4", "127.0.0.1"}, {"udp6", "::1"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			c, err := listenMedia(tc.network, &net.UDPAddr{IP: net.ParseIP(tc.ip)})
+			if tc.network == "udp6" && err != nil {
+				t.Skipf("no IPv6 loopback here: %v", err)
+			}
+			require.NoError(t, err)
+			b := newBatchConn(c)
+			raw := b.raw.(*rawUDP)
+			require.GreaterOrEqual(t, raw.out, 0, "a send socket")
+			port := c.LocalAddr().(*net.UDPAddr).Port
+
+			_, err = net.ListenUDP(tc.network, &net.UDPAddr{IP: net.ParseIP(tc.ip), Port: port})
+			require.Error(t, err, "the port is still taken")
+
+			// From the node: the peer sees the media port.
+			peer, err := net.ListenUDP(tc.network, &net.UDPAddr{IP: net.ParseIP(tc.ip)})
+			require.NoError(t, err)
+			defer peer.Close()
+			_, err = b.WriteToAddrPort([]byte("hello"), peer.LocalAddr().(*net.UDPAddr).AddrPort())
+			require.NoError(t, err)
+			buf := make([]byte, 100)
+			require.NoError(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
+			n, from, err := peer.ReadFromUDP(buf)
+			require.NoError(t, err)
+			require.Equal(t, "hello", string(buf[:n]))
+			require.Equal(t, port, from.Port)
+
+			// To the node: all of it reaches the media socket.
+			const senders = 64
+			for i := 0; i < senders; i++ {
+				s, err := net.DialUDP(tc.network, nil, c.LocalAddr().(*net.UDPAddr))
+				require.NoError(t, err)
+				_, err = s.Write([]byte{byte(i)})
+				require.NoError(t, err)
+				_ = s.Close()
+			}
+			got := map[byte]bool{}
+			require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+			for len(got) < senders {
+				n, _, err := b.ReadFromAddrPort(buf)
+				require.NoError(t, err, "received %d of %d", len(got), senders)
+				require.Equal(t, 1, n)
+				got[buf[0]] = true
+			}
+			out := raw.out
+			require.NoError(t, b.Close())
+			require.Equal(t, -1, raw.out)
+			_, err = unix.GetsockoptInt(out, unix.SOL_SOCKET, unix.SO_TYPE)
+			require.Error(t, err, "the send socket is closed")
+		})
+	}
 }

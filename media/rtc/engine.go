@@ -79,7 +79,7 @@ func NewEngine(cfg Config, log zerolog.Logger) (*Engine, error) {
 	if cfg.BindAddress.To4() != nil {
 		network = "udp4"
 	}
-	udp, err := net.ListenUDP(network, &net.UDPAddr{IP: cfg.BindAddress, Port: cfg.UDPPort})
+	udp, err := listenMedia(network, &net.UDPAddr{IP: cfg.BindAddress, Port: cfg.UDPPort})
 	if err != nil {
 		return nil, fmt.Errorf("listen on udp port %d: %w", cfg.UDPPort, err)
 	}
