@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -40,17 +41,17 @@ func TestUpdateMetadataLimits(t *testing.T) {
 			r, err := s.Room("meta-"+string(rune('a'+i)), true)
 			require.NoError(t, err)
 			sa, sb := newRecordingSignaller(), newRecordingSignaller()
-			a, _, err := r.Join(JoinParams{Identity: "a", Name: "Ann", Metadata: "m0", Permissions: allowAll(), Signaller: sa, Transport: newFakeTransport(sa),
+			a, _, err := r.Join(context.Background(), JoinParams{Identity: "a", Name: "Ann", Metadata: "m0", Permissions: allowAll(), Signaller: sa, Transport: newFakeTransport(sa),
 				Attributes: map[string]string{"matrix_user_id": "@ann:example.com"}})
 			require.NoError(t, err)
-			a.Start()
-			b, _, err := r.Join(JoinParams{Identity: "b", Permissions: allowAll(), Signaller: sb, Transport: newFakeTransport(sb)})
+			a.Start(context.Background())
+			b, _, err := r.Join(context.Background(), JoinParams{Identity: "b", Permissions: allowAll(), Signaller: sb, Transport: newFakeTransport(sb)})
 			require.NoError(t, err)
-			b.Start()
+			b.Start(context.Background())
 			before := a.info()
 			seen := len(sb.of("participants"))
 
-			err = a.UpdateMetadata(tc.partName, tc.metadata, tc.attrs)
+			err = a.UpdateMetadata(context.Background(), tc.partName, tc.metadata, tc.attrs)
 			after := a.info()
 			if tc.want != nil {
 				require.ErrorIs(t, err, tc.want)
@@ -83,12 +84,12 @@ func TestUpdateMetadataRate(t *testing.T) {
 	s := newTestSFU(t)
 	r, err := s.Room("rate", true)
 	require.NoError(t, err)
-	a, _, err := r.Join(JoinParams{Identity: "a", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: newFakeTransport(nil)})
+	a, _, err := r.Join(context.Background(), JoinParams{Identity: "a", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: newFakeTransport(nil)})
 	require.NoError(t, err)
-	a.Start()
+	a.Start(context.Background())
 	var refused int
 	for i := range 3 * metadataBurst {
-		err := a.UpdateMetadata("", "m"+strings.Repeat("x", i), nil)
+		err := a.UpdateMetadata(context.Background(), "", "m"+strings.Repeat("x", i), nil)
 		if i < metadataBurst {
 			require.NoError(t, err, "update %d is within the burst", i)
 			continue

@@ -1,8 +1,8 @@
 package media
 
 import (
+	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +16,13 @@ import (
 // Participant is one member of a room, whatever carries its media: what it
 // publishes, what it receives, what the room knows of it. Its Transport
 // (JoinParams.Transport) moves the packets.
+//
+// Its state is the room's: only the room's goroutine reads or changes it
+// (Room.do, Room.post), so it has no lock of its own. Its methods are
+// called from outside, by the front end (Start, AddTrack, SetMuted,
+// UpdateSubscription, UpdateTrackSettings, UpdateMetadata, Leave,
+// Disconnect), which waits for them to be applied, and by the transport
+// (Receive, Connected, Fail, Reconnect, RelayData), which does not.
 type Participant struct {
 	room          *Room
 	sid           string
@@ -26,18 +33,23 @@ type Participant struct {
 	sig           Signaller
 	log           zerolog.Logger
 	joinedAt      time.Time
-
-	transport Transport
-	connected atomic.Bool // the transport can send media (Connected)
-
-	mu       sync.Mutex
-	name     string
-	metadata string
-	attrs    map[string]string
+	transport     Transport
 	// asserted are the attributes the token carried: its issuer vouches
 	// for them (the Matrix bridge's matrix_user_id), so the participant
 	// may neither change nor delete them.
-	asserted  map[string]string
+	asserted map[string]string
+
+	connected atomic.Bool // the transport can send media (Connected)
+	// started is set by Start, once the join answer has gone out. Until
+	// then nothing is sent to the participant: clients drop offers and
+	// updates that arrive before their JoinResponse (LIVEKIT.md section 2).
+	started atomic.Bool
+	closed  atomic.Bool
+
+	// The room's goroutine alone touches what follows.
+	name      string
+	metadata  string
+	attrs     map[string]string
 	updates   tokenBucket // paces UpdateMetadata
 	version   uint32
 	state     livekit.ParticipantInfo_State
@@ -46,11 +58,6 @@ type Participant struct {
 	orphans   []IncomingStream         // media that arrived before its add_track
 	published map[string]*UpTrack      // by track sid
 	downs     map[string]*DownTrack    // our subscriptions, by track sid
-	closed    bool
-	// started is set by Start, once the join answer has gone out. Until
-	// then nothing is sent to the participant: clients drop offers and
-	// updates that arrive before their JoinResponse (LIVEKIT.md section 2).
-	started bool
 }
 
 type pendingTrack struct {
@@ -89,6 +96,13 @@ func (p *Participant) Identity() string { return p.identity }
 // Room is the room the participant is in.
 func (p *Participant) Room() *Room { return p.room }
 
+// Log is the participant's logger.
+func (p *Participant) Log() *zerolog.Logger { return &p.log }
+
+// Started reports whether the participant may be sent signalling: its
+// join answer has gone out and it has not left.
+func (p *Participant) Started() bool { return p.started.Load() && !p.closed.Load() }
+
 // Connected is called by the transport once it can send media to the
 // participant (a LiveKit client's subscriber connection is up): the
 // participant becomes active and every subscription asks for a keyframe.
@@ -97,75 +111,89 @@ func (p *Participant) Connected() {
 	if p.connected.Swap(true) {
 		return
 	}
-	p.mu.Lock()
-	if p.state == livekit.ParticipantInfo_JOINED || p.state == livekit.ParticipantInfo_JOINING {
-		p.state = livekit.ParticipantInfo_ACTIVE
-		p.version++
-	}
-	downs := p.downTracksLocked()
-	p.mu.Unlock()
-	p.room.broadcast(p, true)
-	for _, d := range downs {
-		d.RequestKeyframe()
-	}
+	p.room.post(func() {
+		if p.closed.Load() {
+			return
+		}
+		if p.state == livekit.ParticipantInfo_JOINED || p.state == livekit.ParticipantInfo_JOINING {
+			p.state = livekit.ParticipantInfo_ACTIVE
+			p.version++
+		}
+		p.room.broadcast(p, true)
+		for _, d := range p.downs {
+			d.RequestKeyframe()
+		}
+	})
 }
 
 // Fail is called by the transport when it cannot carry the participant's
 // media any more (an ICE failure): the participant is removed and told so.
 func (p *Participant) Fail(reason livekit.DisconnectReason) {
-	p.room.removeParticipant(p, reason, true)
+	p.room.post(func() { p.room.remove(p, reason, true) })
+}
+
+// Reconnect is called by the transport when a negotiation failed beyond
+// repair: the client is asked to join again with a new session and this
+// one is removed, as LiveKit does (livekit/livekit pkg/rtc/participant.go
+// IssueFullReconnect). It returns once the participant is out of the
+// room; the transport calls it from the front end's goroutine, never from
+// the room's.
+func (p *Participant) Reconnect() {
+	_ = p.room.do(context.Background(), func() {
+		if p.closed.Load() {
+			return
+		}
+		p.log.Info().Msg("negotiation failed, asking the client for a full reconnect")
+		p.sig.SendLeave(livekit.DisconnectReason_STATE_MISMATCH, livekit.LeaveRequest_RECONNECT)
+		p.room.remove(p, livekit.DisconnectReason_STATE_MISMATCH, false)
+	})
 }
 
 // RelayData is called by the transport with one data packet the
-// participant sent on a channel of the given kind: the room relays it.
+// participant sent on a channel of the given kind: the room relays it, on
+// the caller's goroutine.
 func (p *Participant) RelayData(kind livekit.DataPacket_Kind, data []byte) {
 	p.room.relayData(p, kind, data)
 }
 
-// Log is the participant's logger.
-func (p *Participant) Log() *zerolog.Logger { return &p.log }
-
 // Start announces the participant, subscribes it to what the room already
 // publishes and sends the first subscriber offer. Call it after the join
 // response has been sent.
-func (p *Participant) Start() {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return
-	}
-	p.state = livekit.ParticipantInfo_JOINED
-	p.version++
-	p.started = true
-	p.mu.Unlock()
-	// What changed in the room since the join answer's snapshot was taken
-	// (tracks published meanwhile): send it before the first offer.
-	var others []*livekit.ParticipantInfo
-	for _, q := range p.room.members() {
-		if q != p && !q.perms.Hidden {
-			others = append(others, q.info())
+func (p *Participant) Start(ctx context.Context) error {
+	return p.room.do(ctx, func() {
+		if p.closed.Load() {
+			return
 		}
-	}
-	if len(others) > 0 {
-		p.sig.SendParticipants(others)
-	}
-	p.room.broadcast(p, false)
-	if p.autoSubscribe && p.perms.CanSubscribe {
-		for _, up := range p.room.publishedTracks(p) {
-			p.subscribe(up, false)
+		p.state = livekit.ParticipantInfo_JOINED
+		p.version++
+		p.started.Store(true)
+		// What changed in the room since the join answer's snapshot was
+		// taken (tracks published meanwhile): sent before the first offer.
+		var others []*livekit.ParticipantInfo
+		for _, q := range p.room.participants {
+			if q != p && !q.perms.Hidden {
+				others = append(others, q.info())
+			}
 		}
-	}
-	p.negotiate()
+		if len(others) > 0 {
+			p.sig.SendParticipants(others)
+		}
+		if speaking := p.room.speakers(); len(speaking) > 0 && p.perms.CanSubscribe {
+			p.sig.SendSpeakers(speaking)
+		}
+		p.room.broadcast(p, false)
+		if p.autoSubscribe && p.perms.CanSubscribe {
+			for _, up := range p.room.publishedTracks(p) {
+				p.subscribe(up)
+			}
+		}
+		p.negotiate()
+	})
 }
 
-// info returns a snapshot of the participant for signalling.
+// info returns a snapshot of the participant for signalling. Room
+// goroutine only.
 func (p *Participant) info() *livekit.ParticipantInfo {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.infoLocked()
-}
-
-func (p *Participant) infoLocked() *livekit.ParticipantInfo {
 	tracks := make([]*livekit.TrackInfo, 0, len(p.published))
 	for _, pt := range p.pending {
 		if pt.up != nil {
@@ -180,73 +208,39 @@ func (p *Participant) infoLocked() *livekit.ParticipantInfo {
 	}
 }
 
-func (p *Participant) downTracksLocked() []*DownTrack {
-	out := make([]*DownTrack, 0, len(p.downs))
-	for _, d := range p.downs {
-		out = append(out, d)
-	}
-	return out
-}
-
 // negotiate asks the transport to tell the far end about the
 // subscriptions changed so far, once the participant may be sent
-// signalling.
+// signalling. Room goroutine only.
 func (p *Participant) negotiate() {
-	if p.isStarted() {
+	if p.Started() {
 		p.transport.Negotiate()
 	}
 }
 
-// Reconnect is called by the transport when a negotiation failed beyond
-// repair: the client is asked to join again with a new session and this
-// one is removed, as LiveKit does (livekit/livekit pkg/rtc/participant.go
-// IssueFullReconnect).
-func (p *Participant) Reconnect() {
-	if p.isClosed() {
-		return
-	}
-	p.log.Info().Msg("negotiation failed, asking the client for a full reconnect")
-	p.sig.SendLeave(livekit.DisconnectReason_STATE_MISMATCH, livekit.LeaveRequest_RECONNECT)
-	p.room.removeParticipant(p, livekit.DisconnectReason_STATE_MISMATCH, false)
-}
-
-// Started reports whether the participant may be sent signalling: its
-// join answer has gone out and it has not left.
-func (p *Participant) Started() bool { return p.isStarted() }
-
-func (p *Participant) isStarted() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.started && !p.closed
-}
-
-func (p *Participant) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
-}
-
 // AddTrack registers a track the client is about to publish and confirms it.
-func (p *Participant) AddTrack(req *livekit.AddTrackRequest) error {
+func (p *Participant) AddTrack(ctx context.Context, req *livekit.AddTrackRequest) error {
 	if !p.perms.CanPublish || !p.perms.allowsSource(req.Source) {
 		return fmt.Errorf("%w: publish %s", ErrPermissionDenied, req.Source)
 	}
 	if req.Cid == "" {
 		return fmt.Errorf("add track: empty cid")
 	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	var err error
+	if derr := p.room.do(ctx, func() { err = p.addTrack(req) }); derr != nil {
+		return derr
+	}
+	return err
+}
+
+func (p *Participant) addTrack(req *livekit.AddTrackRequest) error {
+	if p.closed.Load() {
 		return ErrParticipantClosed
 	}
 	if pt, ok := p.pending[req.Cid]; ok {
-		info := proto.Clone(pt.info).(*livekit.TrackInfo)
-		p.mu.Unlock()
-		p.sig.SendTrackPublished(req.Cid, info)
+		p.sig.SendTrackPublished(req.Cid, proto.Clone(pt.info).(*livekit.TrackInfo))
 		return nil
 	}
 	if len(p.pending) >= maxTracksPerParticipant {
-		p.mu.Unlock()
 		return fmt.Errorf("add track: too many tracks")
 	}
 	info := trackInfoFromRequest(req)
@@ -257,13 +251,11 @@ func (p *Participant) AddTrack(req *livekit.AddTrackRequest) error {
 		}
 	}
 	p.pending[req.Cid] = pt
-	reply := proto.Clone(info).(*livekit.TrackInfo)
+	p.sig.SendTrackPublished(req.Cid, proto.Clone(info).(*livekit.TrackInfo))
 	orphans := p.orphans
 	p.orphans = nil
-	p.mu.Unlock()
-	p.sig.SendTrackPublished(req.Cid, reply)
 	for _, o := range orphans {
-		p.Receive(o)
+		p.receive(o)
 	}
 	return nil
 }
@@ -298,17 +290,19 @@ func trackInfoFromRequest(req *livekit.AddTrackRequest) *livekit.TrackInfo {
 // client's cid), then by simulcast codec cid, then the first pending
 // request of the same kind (livekit/livekit participant.go
 // getPendingTrack). A stream that arrives before its request waits for
-// it (bounded). Once matched, s.Start is called with the layer to feed.
+// it (bounded). Once matched, s.Start is called, on the room's goroutine,
+// with the layer to feed.
 func (p *Participant) Receive(s IncomingStream) {
-	kind := KindOf(s.Codec.MimeType)
-	lkKind := livekit.TrackType_AUDIO
-	if kind == KindVideo {
-		lkKind = livekit.TrackType_VIDEO
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	p.room.post(func() { p.receive(s) })
+}
+
+func (p *Participant) receive(s IncomingStream) {
+	if p.closed.Load() {
 		return
+	}
+	lkKind := livekit.TrackType_AUDIO
+	if KindOf(s.Codec.MimeType) == KindVideo {
+		lkKind = livekit.TrackType_VIDEO
 	}
 	pt := p.pending[s.TrackID]
 	if pt == nil {
@@ -323,7 +317,6 @@ func (p *Participant) Receive(s IncomingStream) {
 		if len(p.orphans) < maxTracksPerParticipant {
 			p.orphans = append(p.orphans, s)
 		}
-		p.mu.Unlock()
 		return
 	}
 	fresh := pt.up == nil
@@ -335,7 +328,6 @@ func (p *Participant) Receive(s IncomingStream) {
 		p.version++
 	}
 	up := pt.up
-	p.mu.Unlock()
 	layer := int8(0)
 	if s.RID != "" {
 		layer = layerFromRID(s.RID)
@@ -354,58 +346,57 @@ func (p *Participant) Receive(s IncomingStream) {
 	}
 }
 
-// trackEnded is called once when a published track's media ends.
+// trackEnded is called once when a published track's media ends, on any
+// goroutine.
 func (p *Participant) trackEnded(up *UpTrack) {
-	p.mu.Lock()
-	if p.published[up.sid] != up {
-		p.mu.Unlock()
-		return
-	}
-	delete(p.published, up.sid)
-	for cid, pt := range p.pending {
-		if pt.up == up {
-			delete(p.pending, cid)
+	p.room.post(func() {
+		if p.published[up.sid] != up {
+			return
 		}
-	}
-	p.version++
-	closed := p.closed
-	p.mu.Unlock()
-	p.room.trackUnpublished(p, up, !closed)
+		delete(p.published, up.sid)
+		for cid, pt := range p.pending {
+			if pt.up == up {
+				delete(p.pending, cid)
+			}
+		}
+		p.version++
+		p.room.trackUnpublished(p, up, !p.closed.Load())
+	})
 }
 
 // SetMuted mutes or unmutes one of the participant's tracks.
-func (p *Participant) SetMuted(sid string, muted bool) error {
-	p.mu.Lock()
-	var info *livekit.TrackInfo
-	for _, pt := range p.pending {
-		if pt.info.Sid == sid {
-			info = pt.info
-			break
+func (p *Participant) SetMuted(ctx context.Context, sid string, muted bool) error {
+	var err error
+	if derr := p.room.do(ctx, func() {
+		var info *livekit.TrackInfo
+		for _, pt := range p.pending {
+			if pt.info.Sid == sid {
+				info = pt.info
+				break
+			}
 		}
-	}
-	if info == nil {
-		p.mu.Unlock()
-		return ErrTrackNotFound
-	}
-	changed := info.Muted != muted
-	info.Muted = muted
-	published := p.published[sid] != nil
-	if changed {
+		if info == nil {
+			err = ErrTrackNotFound
+			return
+		}
+		if info.Muted == muted {
+			return
+		}
+		info.Muted = muted
 		p.version++
+		if p.published[sid] != nil {
+			p.room.broadcast(p, true)
+		}
+	}); derr != nil {
+		return derr
 	}
-	p.mu.Unlock()
-	if changed && published {
-		p.room.broadcast(p, true)
-	}
-	return nil
+	return err
 }
 
-// subscribe starts sending up to this participant.
-func (p *Participant) subscribe(up *UpTrack, negotiate bool) {
-	p.mu.Lock()
-	skip := p.closed || !p.started || p.downs[up.sid] != nil
-	p.mu.Unlock()
-	if skip {
+// subscribe starts sending up to this participant. Room goroutine only;
+// the caller negotiates.
+func (p *Participant) subscribe(up *UpTrack) {
+	if p.closed.Load() || !p.started.Load() || p.downs[up.sid] != nil {
 		return
 	}
 	d := newDownTrack(up, p)
@@ -413,78 +404,64 @@ func (p *Participant) subscribe(up *UpTrack, negotiate bool) {
 		p.log.Warn().Err(err).Str("track", up.sid).Msg("subscribe failed")
 		return
 	}
-	p.mu.Lock()
-	if p.closed || p.downs[up.sid] != nil {
-		p.mu.Unlock()
-		p.transport.RemoveDownTrack(d)
-		return
-	}
 	p.downs[up.sid] = d
-	p.mu.Unlock()
 	up.addDown(d)
-	if negotiate {
-		p.negotiate()
-	}
 }
 
-// unsubscribe stops sending the track sid to this participant.
-func (p *Participant) unsubscribe(sid string, negotiate bool) {
-	p.mu.Lock()
+// unsubscribe stops sending the track sid to this participant. Room
+// goroutine only; the caller negotiates.
+func (p *Participant) unsubscribe(sid string) {
 	d := p.downs[sid]
-	delete(p.downs, sid)
-	closed := p.closed
-	p.mu.Unlock()
 	if d == nil {
 		return
 	}
+	delete(p.downs, sid)
 	d.up.removeDown(d)
-	if !closed {
+	if !p.closed.Load() {
 		p.transport.RemoveDownTrack(d)
-		if negotiate {
-			p.negotiate()
-		}
 	}
 }
 
 // UpdateSubscription subscribes to or unsubscribes from tracks by sid.
-func (p *Participant) UpdateSubscription(sids []string, subscribe bool) {
+func (p *Participant) UpdateSubscription(ctx context.Context, sids []string, subscribe bool) error {
 	if subscribe && !p.perms.CanSubscribe {
-		return
+		return nil
 	}
-	for _, sid := range sids {
-		if subscribe {
-			if up := p.room.findTrack(sid); up != nil && up.pub != p {
-				p.subscribe(up, true)
+	return p.room.do(ctx, func() {
+		for _, sid := range sids {
+			if subscribe {
+				if up := p.room.findTrack(sid); up != nil && up.pub != p {
+					p.subscribe(up)
+				}
+			} else {
+				p.unsubscribe(sid)
 			}
-		} else {
-			p.unsubscribe(sid, true)
 		}
-	}
+		p.negotiate()
+	})
 }
 
 // UpdateTrackSettings applies what a subscriber asks of tracks it shows:
 // disabled (hidden tile), a quality, or the size it renders them at.
-func (p *Participant) UpdateTrackSettings(s *livekit.UpdateTrackSettings) {
-	for _, sid := range s.TrackSids {
-		p.mu.Lock()
-		d := p.downs[sid]
-		p.mu.Unlock()
-		if d == nil || d.up.kind != KindVideo {
-			continue
+func (p *Participant) UpdateTrackSettings(ctx context.Context, s *livekit.UpdateTrackSettings) error {
+	return p.room.do(ctx, func() {
+		for _, sid := range s.TrackSids {
+			d := p.downs[sid]
+			if d == nil || d.up.kind != KindVideo {
+				continue
+			}
+			layer := qualityToLayer(s.Quality)
+			if s.Width > 0 || s.Height > 0 {
+				layer = d.up.pub.layerForSize(sid, s.Width, s.Height)
+			}
+			d.setTarget(layer, s.Disabled)
 		}
-		layer := qualityToLayer(s.Quality)
-		if s.Width > 0 || s.Height > 0 {
-			layer = d.up.pub.layerForSize(sid, s.Width, s.Height)
-		}
-		d.setTarget(layer, s.Disabled)
-	}
+	})
 }
 
 // layerForSize picks the smallest layer at least as large as the rendered
 // size (livekit/livekit mediatrackreceiver.go GetQualityForDimension).
 func (p *Participant) layerForSize(sid string, w, h uint32) int8 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	up := p.published[sid]
 	if up == nil {
 		return maxLayers - 1
@@ -544,7 +521,7 @@ const (
 // is not printable (ErrInvalidName), and any change to an attribute the
 // token asserted (ErrAttributeProtected). The room sees a change only
 // when something changed.
-func (p *Participant) UpdateMetadata(name, metadata string, attrs map[string]string) error {
+func (p *Participant) UpdateMetadata(ctx context.Context, name, metadata string, attrs map[string]string) error {
 	if name != "" && (len(name) > maxNameBytes || !names.Printable(name, maxNameBytes)) {
 		return fmt.Errorf("%w: at most %d bytes of printable UTF-8", ErrInvalidName, maxNameBytes)
 	}
@@ -559,14 +536,19 @@ func (p *Participant) UpdateMetadata(name, metadata string, attrs map[string]str
 			return fmt.Errorf("%w: attribute key over %d bytes", ErrLimitExceeded, maxAttributeKey)
 		}
 	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	var err error
+	if derr := p.room.do(ctx, func() { err = p.updateMetadata(name, metadata, attrs) }); derr != nil {
+		return derr
+	}
+	return err
+}
+
+func (p *Participant) updateMetadata(name, metadata string, attrs map[string]string) error {
+	if p.closed.Load() {
 		return ErrParticipantClosed
 	}
 	for k, v := range attrs {
 		if asserted, ok := p.asserted[k]; ok && v != asserted {
-			p.mu.Unlock()
 			return fmt.Errorf("%w: %q", ErrAttributeProtected, k)
 		}
 	}
@@ -581,7 +563,6 @@ func (p *Participant) UpdateMetadata(name, metadata string, attrs map[string]str
 			}
 		}
 		if len(next) > maxAttributes {
-			p.mu.Unlock()
 			return fmt.Errorf("%w: more than %d attributes", ErrLimitExceeded, maxAttributes)
 		}
 		size := 0
@@ -590,13 +571,11 @@ func (p *Participant) UpdateMetadata(name, metadata string, attrs map[string]str
 			changed = changed || p.attrs[k] != v
 		}
 		if size > maxAttributesBytes {
-			p.mu.Unlock()
 			return fmt.Errorf("%w: attributes over %d bytes", ErrLimitExceeded, maxAttributesBytes)
 		}
 		changed = changed || len(next) != len(p.attrs)
 	}
 	if !p.updates.take(time.Now()) {
-		p.mu.Unlock()
 		return ErrRateLimited
 	}
 	if name != "" && name != p.name {
@@ -608,16 +587,13 @@ func (p *Participant) UpdateMetadata(name, metadata string, attrs map[string]str
 	p.attrs = next
 	if changed {
 		p.version++
-	}
-	p.mu.Unlock()
-	if changed {
 		p.room.broadcast(p, true)
 	}
 	return nil
 }
 
 // tokenBucket allows burst events at once and one more per every; it is
-// not safe for concurrent use (the participant's mu guards it).
+// not safe for concurrent use (the room's goroutine alone uses it).
 type tokenBucket struct {
 	burst  int
 	every  time.Duration
@@ -644,9 +620,12 @@ func (b *tokenBucket) take(now time.Time) bool {
 	return true
 }
 
-// Leave is called when the client says it leaves.
+// Leave is called when the client says it leaves. It returns once the
+// participant is out of the room; its transport closes after.
 func (p *Participant) Leave() {
-	p.room.removeParticipant(p, livekit.DisconnectReason_CLIENT_INITIATED, false)
+	_ = p.room.do(context.Background(), func() {
+		p.room.remove(p, livekit.DisconnectReason_CLIENT_INITIATED, false)
+	})
 }
 
 // Disconnect removes this participant, whose signal transport is gone,
@@ -656,37 +635,28 @@ func (p *Participant) Leave() {
 // roommanager.go removes the participant whose session ended, checking its
 // sid). No leave is sent: there is no transport to carry it.
 func (p *Participant) Disconnect(reason livekit.DisconnectReason) {
-	p.room.removeParticipant(p, reason, false)
+	_ = p.room.do(context.Background(), func() { p.room.remove(p, reason, false) })
 }
 
-// close tears the participant down: our subscriptions, our published
-// tracks' subscribers, then the transport. It returns false when the
-// participant was already closed.
+// close marks the participant gone and ends its subscriptions and its
+// tracks' subscribers; Room.remove closes its transport after. It returns
+// false when the participant was already closed. Room goroutine only.
 func (p *Participant) close(reason livekit.DisconnectReason) bool {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if p.closed.Swap(true) {
 		return false
 	}
-	p.closed = true
 	p.state = livekit.ParticipantInfo_DISCONNECTED
 	p.reason = reason
 	p.version++
-	ups := make([]*UpTrack, 0, len(p.published))
-	for _, up := range p.published {
-		ups = append(ups, up)
-	}
-	downs := p.downTracksLocked()
-	p.downs = map[string]*DownTrack{}
-	p.mu.Unlock()
-	for _, d := range downs {
+	for _, d := range p.downs {
 		d.up.removeDown(d)
 	}
-	for _, up := range ups {
+	p.downs = map[string]*DownTrack{}
+	for _, up := range p.published {
 		for _, d := range up.downTracks() {
-			d.sub.unsubscribe(up.sid, true)
+			d.sub.unsubscribe(up.sid)
+			d.sub.negotiate()
 		}
 	}
-	p.transport.Close()
 	return true
 }

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sync"
@@ -25,8 +26,16 @@ const (
 	speakerMinPackets = 2
 )
 
-// Room is one conference: its participants and what they publish. Changes
-// to membership are made under mu, and announced after it is released.
+// Room is one conference: its participants and what they publish.
+//
+// One goroutine owns it (run): joins, leaves, publications, subscriptions,
+// negotiation triggers, mutes and metadata are applied there one at a time,
+// in the order they were asked for, and announced after they are applied.
+// Front ends wait for what they ask (do); transports do not (post). The
+// room's goroutine never waits for a participant or a transport: it calls
+// only what returns at once (Signaller and Transport methods), and a
+// removed participant's transport is closed on a goroutine of its own. The
+// packet path does not go through it.
 type Room struct {
 	sfu       *SFU
 	name      string
@@ -35,21 +44,37 @@ type Room struct {
 	createdAt time.Time
 	sif       []byte
 
+	// The queue of operations for the room's goroutine. It never blocks
+	// who posts: transports post from their own goroutines, and the room's
+	// goroutine may post to itself (a track that ends as it starts).
+	qmu   sync.Mutex
+	queue []func()
+	wake  chan struct{}
+
+	// mu guards what is read outside the room's goroutine (occupancy
+	// checks, data relay); the room's goroutine alone writes it.
 	mu           sync.Mutex
 	participants map[string]*Participant // by identity
 	hadAnyone    bool
 	emptySince   time.Time
-	closed       bool
 
-	stop chan struct{}
-	done chan struct{}
+	// The room's goroutine only: closed, and the participants speaking now
+	// (by sid, with their level), as last announced.
+	closed   bool
+	speaking map[string]float32
+
+	// closers are the goroutines closing removed participants' transports.
+	closers  sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 }
 
 func newRoom(s *SFU, name string) *Room {
 	r := &Room{
 		sfu: s, name: name, sid: newID("RM_"), createdAt: time.Now(),
-		participants: map[string]*Participant{}, emptySince: time.Now(),
-		stop: make(chan struct{}), done: make(chan struct{}),
+		participants: map[string]*Participant{}, emptySince: time.Now(), speaking: map[string]float32{},
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	r.sif = []byte(newID(""))
 	r.log = s.log.With().Str("room", name).Str("room_sid", r.sid).Logger()
@@ -63,21 +88,95 @@ func (r *Room) Name() string { return r.name }
 // SID is the room's LiveKit sid.
 func (r *Room) SID() string { return r.sid }
 
-func (r *Room) proto() *livekit.Room {
-	r.mu.Lock()
-	n := len(r.participants)
-	r.mu.Unlock()
-	return &livekit.Room{
-		Sid: r.sid, Name: r.name, CreationTime: r.createdAt.Unix(), CreationTimeMs: r.createdAt.UnixMilli(),
-		EmptyTimeout: uint32(r.sfu.cfg.EmptyTimeout / time.Second), MaxParticipants: uint32(r.sfu.cfg.MaxParticipants),
-		NumParticipants: uint32(n),
+// post queues f for the room's goroutine and returns at once. What is
+// posted after the room closed is never run.
+func (r *Room) post(f func()) {
+	r.qmu.Lock()
+	r.queue = append(r.queue, f)
+	r.qmu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 
-// Join adds a participant. A participant already there with the same
-// identity is evicted (LiveKit's DUPLICATE_IDENTITY). The caller sends the
-// join answer, then calls Participant.Start.
-func (r *Room) Join(jp JoinParams) (*Participant, *JoinInfo, error) {
+// do runs f on the room's goroutine and returns once it ran. ctx bounds
+// only the wait for the room to take it: once taken, f runs to its end
+// (it never waits), so what it writes is the caller's to read. It returns
+// ErrRoomClosed when the room closed first. It must not be called from
+// the room's goroutine.
+func (r *Room) do(ctx context.Context, f func()) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ran := make(chan struct{})
+	r.post(func() {
+		f()
+		close(ran)
+	})
+	select {
+	case <-ran:
+		return nil
+	case <-r.done:
+		select {
+		case <-ran:
+			return nil
+		default:
+			return ErrRoomClosed
+		}
+	}
+}
+
+// run is the room's goroutine: the queued operations, and every
+// speakerInterval the speakers, sender reports and layer upkeep. It stops
+// when the room closes.
+func (r *Room) run() {
+	defer close(r.done)
+	t := time.NewTicker(speakerInterval)
+	defer t.Stop()
+	for tick := 1; ; {
+		select {
+		case <-r.stop:
+			return
+		case <-r.wake:
+			r.qmu.Lock()
+			ops := r.queue
+			r.queue = nil
+			r.qmu.Unlock()
+			for _, f := range ops {
+				f()
+			}
+		case <-t.C:
+			r.speaking = r.updateSpeakers(r.speaking)
+			if tick%reportEvery == 0 {
+				r.sendReports(time.Now())
+			}
+			tick++
+			for _, q := range r.participants {
+				for _, d := range q.downs {
+					if d.up.kind == KindVideo {
+						d.retarget()
+					}
+				}
+			}
+		}
+	}
+}
+
+// proto is the room for signalling. Room goroutine only.
+func (r *Room) proto() *livekit.Room {
+	return &livekit.Room{
+		Sid: r.sid, Name: r.name, CreationTime: r.createdAt.Unix(), CreationTimeMs: r.createdAt.UnixMilli(),
+		EmptyTimeout: uint32(r.sfu.cfg.EmptyTimeout / time.Second), MaxParticipants: uint32(r.sfu.cfg.MaxParticipants),
+		NumParticipants: uint32(len(r.participants)),
+	}
+}
+
+// Join adds a participant and attaches its transport. A participant
+// already there with the same identity is evicted (LiveKit's
+// DUPLICATE_IDENTITY). The caller sends the join answer, then calls
+// Participant.Start. A refused join closes the transport.
+func (r *Room) Join(ctx context.Context, jp JoinParams) (*Participant, *JoinInfo, error) {
 	if jp.Transport == nil {
 		return nil, nil, fmt.Errorf("join %s: no transport", jp.Identity)
 	}
@@ -86,42 +185,48 @@ func (r *Room) Join(jp JoinParams) (*Participant, *JoinInfo, error) {
 		jp.Transport.Close()
 		return nil, nil, err
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	var info *JoinInfo
+	var err error
+	if derr := r.do(ctx, func() { info, err = r.join(p) }); derr != nil {
+		err = derr
+	}
+	if err != nil {
 		jp.Transport.Close()
-		return nil, nil, ErrRoomClosed
-	}
-	old := r.participants[jp.Identity]
-	if limit := r.sfu.cfg.MaxParticipants; limit > 0 && old == nil && len(r.participants) >= limit {
-		r.mu.Unlock()
-		jp.Transport.Close()
-		return nil, nil, ErrRoomFull
-	}
-	r.participants[jp.Identity] = p
-	r.hadAnyone = true
-	others := make([]*Participant, 0, len(r.participants))
-	for _, q := range r.participants {
-		if q != p && q != old && !q.perms.Hidden {
-			others = append(others, q)
-		}
-	}
-	r.mu.Unlock()
-	if old != nil {
-		old.log.Info().Msg("replaced by a new session with the same identity")
-		r.removeParticipant(old, livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
-	}
-	info := &JoinInfo{Room: r.proto(), Participant: p.info(), SIFTrailer: append([]byte(nil), r.sif...)}
-	for _, q := range others {
-		info.Others = append(info.Others, q.info())
+		return nil, nil, err
 	}
 	r.sfu.recordJoin(r, p)
 	p.log.Info().Msg("participant joined")
 	return p, info, nil
 }
 
-// removeParticipant takes p out of the room, closes it and tells the others.
-func (r *Room) removeParticipant(p *Participant, reason livekit.DisconnectReason, sendLeave bool) {
+func (r *Room) join(p *Participant) (*JoinInfo, error) {
+	if r.closed {
+		return nil, ErrRoomClosed
+	}
+	old := r.participants[p.identity]
+	if limit := r.sfu.cfg.MaxParticipants; limit > 0 && old == nil && len(r.participants) >= limit {
+		return nil, ErrRoomFull
+	}
+	if old != nil {
+		old.log.Info().Msg("replaced by a new session with the same identity")
+		r.remove(old, livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
+	}
+	r.mu.Lock()
+	r.participants[p.identity] = p
+	r.hadAnyone = true
+	r.mu.Unlock()
+	info := &JoinInfo{Room: r.proto(), Participant: p.info(), SIFTrailer: append([]byte(nil), r.sif...)}
+	for _, q := range r.participants {
+		if q != p && !q.perms.Hidden {
+			info.Others = append(info.Others, q.info())
+		}
+	}
+	return info, nil
+}
+
+// remove takes p out of the room, tells the others, and closes its
+// transport on a goroutine of its own. Room goroutine only.
+func (r *Room) remove(p *Participant, reason livekit.DisconnectReason, sendLeave bool) {
 	r.mu.Lock()
 	if r.participants[p.identity] == p {
 		delete(r.participants, p.identity)
@@ -130,30 +235,37 @@ func (r *Room) removeParticipant(p *Participant, reason livekit.DisconnectReason
 		}
 	}
 	r.mu.Unlock()
-	if sendLeave {
-		p.sig.SendLeave(reason, livekit.LeaveRequest_DISCONNECT)
-	}
 	if !p.close(reason) {
 		return
 	}
+	if sendLeave {
+		p.sig.SendLeave(reason, livekit.LeaveRequest_DISCONNECT)
+	}
 	r.broadcast(p, false)
+	r.closers.Add(1)
+	go func() {
+		defer r.closers.Done()
+		p.transport.Close()
+	}()
 	r.sfu.recordLeave(p)
 	p.log.Info().Str("reason", reason.String()).Msg("participant left")
 }
 
-// RemoveParticipant removes the participant with this identity, if present.
+// RemoveParticipant removes the participant with this identity, if
+// present, and tells it so.
 func (r *Room) RemoveParticipant(identity string, reason livekit.DisconnectReason) bool {
-	r.mu.Lock()
-	p := r.participants[identity]
-	r.mu.Unlock()
-	if p == nil {
-		return false
-	}
-	r.removeParticipant(p, reason, true)
-	return true
+	found := false
+	_ = r.do(context.Background(), func() {
+		if p := r.participants[identity]; p != nil {
+			found = true
+			r.remove(p, reason, true)
+		}
+	})
+	return found
 }
 
-// members returns a snapshot of the participants.
+// members returns a snapshot of the participants, for readers outside the
+// room's goroutine.
 func (r *Room) members() []*Participant {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -165,42 +277,40 @@ func (r *Room) members() []*Participant {
 }
 
 // broadcast sends p's current info to the other participants, and to p
-// itself when self is set. Hidden participants are announced to nobody else.
+// itself when self is set. Hidden participants are announced to nobody
+// else. Room goroutine only.
 func (r *Room) broadcast(p *Participant, self bool) {
 	info := p.info()
-	for _, q := range r.members() {
+	for _, q := range r.participants {
 		if q == p && !self {
 			continue
 		}
-		if !q.isStarted() || (q != p && p.perms.Hidden) {
+		if !q.Started() || (q != p && p.perms.Hidden) {
 			continue
 		}
 		q.sig.SendParticipants([]*livekit.ParticipantInfo{proto.Clone(info).(*livekit.ParticipantInfo)})
 	}
 }
 
-// publishedTracks returns every track published in the room by others than except.
+// publishedTracks returns every track published in the room by others
+// than except. Room goroutine only.
 func (r *Room) publishedTracks(except *Participant) []*UpTrack {
 	var out []*UpTrack
-	for _, q := range r.members() {
+	for _, q := range r.participants {
 		if q == except {
 			continue
 		}
-		q.mu.Lock()
 		for _, up := range q.published {
 			out = append(out, up)
 		}
-		q.mu.Unlock()
 	}
 	return out
 }
 
+// findTrack is the published track sid. Room goroutine only.
 func (r *Room) findTrack(sid string) *UpTrack {
-	for _, q := range r.members() {
-		q.mu.Lock()
-		up := q.published[sid]
-		q.mu.Unlock()
-		if up != nil {
+	for _, q := range r.participants {
+		if up := q.published[sid]; up != nil {
 			return up
 		}
 	}
@@ -210,20 +320,23 @@ func (r *Room) findTrack(sid string) *UpTrack {
 // trackPublished announces a new track (participant update first, then the
 // subscriber offers that carry it, so clients know the owner before the
 // track: LIVEKIT.md section 3) and subscribes everyone who auto-subscribes.
+// Room goroutine only.
 func (r *Room) trackPublished(pub *Participant, up *UpTrack) {
 	r.broadcast(pub, true)
-	for _, q := range r.members() {
+	for _, q := range r.participants {
 		if q != pub && q.autoSubscribe && q.perms.CanSubscribe {
-			q.subscribe(up, true)
+			q.subscribe(up)
+			q.negotiate()
 		}
 	}
 }
 
 // trackUnpublished removes a track from every subscriber and, when the
-// publisher stays, announces its new state.
+// publisher stays, announces its new state. Room goroutine only.
 func (r *Room) trackUnpublished(pub *Participant, up *UpTrack, announce bool) {
 	for _, d := range up.downTracks() {
-		d.sub.unsubscribe(up.sid, true)
+		d.sub.unsubscribe(up.sid)
+		d.sub.negotiate()
 	}
 	if announce {
 		r.broadcast(pub, true)
@@ -233,6 +346,8 @@ func (r *Room) trackUnpublished(pub *Participant, up *UpTrack, announce bool) {
 // relayData forwards one DataPacket from a participant to the others
 // (livekit/livekit participant.go handleReceivedDataMessage): the sender's
 // identity is stamped on it, destinations are honoured, nothing is echoed.
+// It runs on the sender's transport's goroutine, with a snapshot of the
+// members.
 func (r *Room) relayData(from *Participant, kind livekit.DataPacket_Kind, data []byte) {
 	if !from.perms.CanPublishData {
 		return
@@ -243,7 +358,7 @@ func (r *Room) relayData(from *Participant, kind livekit.DataPacket_Kind, data [
 		return
 	}
 	for _, q := range r.members() {
-		if q == from || !q.isStarted() || (len(dests) > 0 && !contains(dests, q.identity)) {
+		if q == from || !q.Started() || (len(dests) > 0 && !contains(dests, q.identity)) {
 			continue
 		}
 		q.transport.SendData(kind, out)
@@ -310,44 +425,14 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// run is the room's worker: active speakers and layer upkeep, off the
-// packet path. It stops when the room closes.
-func (r *Room) run() {
-	defer close(r.done)
-	t := time.NewTicker(speakerInterval)
-	defer t.Stop()
-	prev := map[string]float32{}
-	for tick := 1; ; tick++ {
-		select {
-		case <-r.stop:
-			return
-		case <-t.C:
-		}
-		prev = r.updateSpeakers(prev)
-		if tick%reportEvery == 0 {
-			r.sendReports(time.Now())
-		}
-		for _, q := range r.members() {
-			q.mu.Lock()
-			downs := q.downTracksLocked()
-			q.mu.Unlock()
-			for _, d := range downs {
-				if d.up.kind == KindVideo {
-					d.retarget()
-				}
-			}
-		}
-	}
-}
-
 // sendReports has every transport that can send RTCP sender reports for
 // the tracks it receives (SenderReporter), so that the subscriber can
 // synchronise a publisher's audio and video. The reports come from here
 // rather than from pion's report interceptor, which takes a lock and
 // updates counters on every packet and runs a ticker goroutine per
-// connection.
+// connection. Room goroutine only.
 func (r *Room) sendReports(now time.Time) {
-	for _, q := range r.members() {
+	for _, q := range r.participants {
 		if sr, ok := q.transport.(SenderReporter); ok {
 			sr.SendSenderReports(now)
 		}
@@ -357,18 +442,12 @@ func (r *Room) sendReports(now time.Time) {
 // updateSpeakers computes who is speaking from the audio level windows and
 // sends the changes (LiveKit's SpeakersChanged carries changes only).
 func (r *Room) updateSpeakers(prev map[string]float32) map[string]float32 {
-	members := r.members()
 	now := make(map[string]float32, len(prev))
-	for _, q := range members {
-		q.mu.Lock()
-		ups := make([]*UpTrack, 0, len(q.published))
+	for _, q := range r.participants {
 		for _, up := range q.published {
-			if up.audioLevelID != 0 {
-				ups = append(ups, up)
+			if up.audioLevelID == 0 {
+				continue
 			}
-		}
-		q.mu.Unlock()
-		for _, up := range ups {
 			loud, minDBov := up.takeLevel()
 			if loud >= speakerMinPackets {
 				level := float32(math.Pow(10, -float64(minDBov)/20))
@@ -390,8 +469,8 @@ func (r *Room) updateSpeakers(prev map[string]float32) map[string]float32 {
 		}
 	}
 	if len(changes) > 0 {
-		for _, q := range members {
-			if q.perms.CanSubscribe && q.isStarted() {
+		for _, q := range r.participants {
+			if q.perms.CanSubscribe && q.Started() {
 				out := make([]*livekit.SpeakerInfo, len(changes))
 				for i, c := range changes {
 					out[i] = proto.Clone(c).(*livekit.SpeakerInfo)
@@ -403,20 +482,32 @@ func (r *Room) updateSpeakers(prev map[string]float32) map[string]float32 {
 	return now
 }
 
-// close removes everyone and stops the worker.
+// speakers is who speaks now, for a newcomer: SpeakersChanged carries
+// changes only, so someone speaking since before it joined would never be
+// announced to it. Room goroutine only.
+func (r *Room) speakers() []*livekit.SpeakerInfo {
+	out := make([]*livekit.SpeakerInfo, 0, len(r.speaking))
+	for sid, level := range r.speaking {
+		out = append(out, &livekit.SpeakerInfo{Sid: sid, Level: level, Active: true})
+	}
+	return out
+}
+
+// close removes everyone, stops the room's goroutine and waits until every
+// removed participant's transport is closed.
 func (r *Room) close(reason livekit.DisconnectReason) {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return
-	}
-	r.closed = true
-	r.mu.Unlock()
-	for _, p := range r.members() {
-		r.removeParticipant(p, reason, true)
-	}
-	close(r.stop)
+	_ = r.do(context.Background(), func() {
+		if r.closed {
+			return
+		}
+		r.closed = true
+		for _, p := range r.participants {
+			r.remove(p, reason, true)
+		}
+	})
+	r.stopOnce.Do(func() { close(r.stop) })
 	<-r.done
+	r.closers.Wait()
 	r.log.Info().Msg("room closed")
 }
 

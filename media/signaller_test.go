@@ -11,13 +11,14 @@ import (
 
 // sigEvent is one call made on a recordingSignaller.
 type sigEvent struct {
-	kind   string // offer (a fakeTransport's Negotiate), participants, published, speakers, leave
-	cid    string
-	track  *livekit.TrackInfo
-	reason livekit.DisconnectReason
-	action livekit.LeaveRequest_Action
-	infos  []*livekit.ParticipantInfo
-	mids   map[string]string
+	kind     string // offer (a fakeTransport's Negotiate), participants, published, speakers, leave
+	cid      string
+	track    *livekit.TrackInfo
+	reason   livekit.DisconnectReason
+	action   livekit.LeaveRequest_Action
+	infos    []*livekit.ParticipantInfo
+	mids     map[string]string
+	speakers []*livekit.SpeakerInfo
 }
 
 // recordingSignaller is a Signaller that records every call, in order, and
@@ -74,8 +75,8 @@ func (r *recordingSignaller) SendTrackPublished(cid string, info *livekit.TrackI
 	r.push(sigEvent{kind: "published", cid: cid, track: info})
 }
 
-func (r *recordingSignaller) SendSpeakers([]*livekit.SpeakerInfo) {
-	r.push(sigEvent{kind: "speakers"})
+func (r *recordingSignaller) SendSpeakers(speakers []*livekit.SpeakerInfo) {
+	r.push(sigEvent{kind: "speakers", speakers: speakers})
 }
 
 func (r *recordingSignaller) SendLeave(reason livekit.DisconnectReason, action livekit.LeaveRequest_Action) {

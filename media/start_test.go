@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"testing"
 
 	"github.com/livekit/protocol/livekit"
@@ -18,28 +19,26 @@ func TestNothingReachesAParticipantBeforeStart(t *testing.T) {
 	r, err := s.Room("start", true)
 	require.NoError(t, err)
 	sa, sb := newRecordingSignaller(), newRecordingSignaller()
-	a, _, err := r.Join(JoinParams{Identity: "a", Permissions: allowAll(), AutoSubscribe: true, Signaller: sa, Transport: newFakeTransport(sa)})
+	a, _, err := r.Join(context.Background(), JoinParams{Identity: "a", Permissions: allowAll(), AutoSubscribe: true, Signaller: sa, Transport: newFakeTransport(sa)})
 	require.NoError(t, err)
-	a.Start()
-	b, info, err := r.Join(JoinParams{Identity: "b", Permissions: allowAll(), AutoSubscribe: true, Signaller: sb, Transport: newFakeTransport(sb)})
+	a.Start(context.Background())
+	b, info, err := r.Join(context.Background(), JoinParams{Identity: "b", Permissions: allowAll(), AutoSubscribe: true, Signaller: sb, Transport: newFakeTransport(sb)})
 	require.NoError(t, err)
 	require.Len(t, info.Others, 1)
 	require.Empty(t, info.Others[0].Tracks, "a published nothing yet when b joined")
 
 	// a publishes a video track while b's join answer is on its way.
-	codec := Codec{MimeType: "video/VP8", ClockRate: 90000}
-	up := newUpTrack("TR_VTEST", "cam", a, codec, 0)
-	a.mu.Lock()
-	a.pending["cam"] = &pendingTrack{cid: "cam", info: &livekit.TrackInfo{Sid: up.sid, Type: livekit.TrackType_VIDEO, MimeType: codec.MimeType}, up: up}
-	a.published[up.sid] = up
-	a.version++
-	a.mu.Unlock()
-	r.trackPublished(a, up)
-	require.NoError(t, a.UpdateMetadata("", "changed", nil))
+	require.NoError(t, a.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: "cam", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_CAMERA}))
+	a.Receive(IncomingStream{TrackID: "cam", Codec: Codec{MimeType: "video/VP8", ClockRate: 90000}, SSRC: 1})
+	// Applied after the track is published: the room applies in order.
+	require.NoError(t, a.UpdateMetadata(context.Background(), "", "changed", nil))
+	published := sa.of("published")
+	require.Len(t, published, 1)
+	up := published[0].track
 	require.Empty(t, sb.of("offer"), "no offer before the join answer")
 	require.Empty(t, sb.of("participants"), "no update before the join answer")
 
-	b.Start()
+	b.Start(context.Background())
 	var firstUpdate, firstOffer = -1, -1
 	sb.mu.Lock()
 	events := append([]sigEvent(nil), sb.events...)
@@ -47,14 +46,14 @@ func TestNothingReachesAParticipantBeforeStart(t *testing.T) {
 	for i, e := range events {
 		if e.kind == "participants" && firstUpdate < 0 {
 			for _, p := range e.infos {
-				if p.Identity == "a" && len(p.Tracks) == 1 && p.Tracks[0].Sid == up.sid {
+				if p.Identity == "a" && len(p.Tracks) == 1 && p.Tracks[0].Sid == up.Sid {
 					firstUpdate = i
 				}
 			}
 		}
 		if e.kind == "offer" && firstOffer < 0 {
 			firstOffer = i
-			require.Contains(t, mapValues(e.mids), up.sid, "the first offer carries a's track")
+			require.Contains(t, mapValues(e.mids), up.Sid, "the first offer carries a's track")
 		}
 	}
 	require.GreaterOrEqual(t, firstUpdate, 0, "b learns of a's track")

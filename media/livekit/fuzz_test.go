@@ -101,12 +101,12 @@ func (e *signalEnv) join(tb testing.TB) (*member, *recordingSignaller) {
 	tb.Helper()
 	rec := &recordingSignaller{}
 	t := e.eng.NewTransport(rec, zerolog.Nop())
-	p, _, err := e.room.Join(media.JoinParams{
+	p, _, err := e.room.Join(context.Background(), media.JoinParams{
 		Identity: e.grant.Identity, Permissions: media.Permissions{CanPublish: true, CanSubscribe: true, CanPublishData: true},
 		AutoSubscribe: true, Signaller: rec, Transport: t,
 	})
 	require.NoError(tb, err)
-	p.Start()
+	p.Start(context.Background())
 	return &member{p, t}, rec
 }
 

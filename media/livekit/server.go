@@ -226,7 +226,7 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 	}
 	g := req.grant
 	t := s.eng.NewTransport(sess, log)
-	p, info, err := room.Join(media.JoinParams{
+	p, info, err := room.Join(ctx, media.JoinParams{
 		Identity: g.Identity, Name: g.Name, Metadata: g.Metadata, Attributes: g.Attributes, Kind: g.Kind,
 		Permissions: media.Permissions{
 			CanPublish: g.CanPublish, CanSubscribe: g.CanSubscribe, CanPublishData: g.CanPublishData,
@@ -245,7 +245,9 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 	join := joinResponse(info, g)
 	join.PingInterval, join.PingTimeout = seconds(s.pingInterval), seconds(s.pingTimeout)
 	sess.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Join{Join: join}})
-	p.Start()
+	if err := p.Start(ctx); err != nil {
+		log.Info().Err(err).Msg("participant not started")
+	}
 	stopRefresh := s.refreshTokens(sess, g)
 	stopWatchdog := s.watchdog(sess, log)
 	sess.readLoop(ctx, p, t, g)

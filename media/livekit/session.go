@@ -234,17 +234,17 @@ func (s *session) handle(ctx context.Context, p *media.Participant, t *rtc.Trans
 			err = t.HandleCandidate(c, rtc.Target(m.Trickle.GetTarget()))
 		}
 	case *livekit.SignalRequest_AddTrack:
-		err = p.AddTrack(m.AddTrack)
+		err = p.AddTrack(ctx, m.AddTrack)
 	case *livekit.SignalRequest_Mute:
-		err = p.SetMuted(m.Mute.GetSid(), m.Mute.GetMuted())
+		err = p.SetMuted(ctx, m.Mute.GetSid(), m.Mute.GetMuted())
 	case *livekit.SignalRequest_Subscription:
 		sids := append([]string(nil), m.Subscription.GetTrackSids()...)
 		for _, pt := range m.Subscription.GetParticipantTracks() {
 			sids = append(sids, pt.GetTrackSids()...)
 		}
-		p.UpdateSubscription(sids, m.Subscription.GetSubscribe())
+		err = p.UpdateSubscription(ctx, sids, m.Subscription.GetSubscribe())
 	case *livekit.SignalRequest_TrackSetting:
-		p.UpdateTrackSettings(m.TrackSetting)
+		err = p.UpdateTrackSettings(ctx, m.TrackSetting)
 	case *livekit.SignalRequest_UpdateMetadata:
 		s.updateMetadata(ctx, p, g, m.UpdateMetadata)
 	case *livekit.SignalRequest_Leave:
@@ -258,7 +258,7 @@ func (s *session) handle(ctx context.Context, p *media.Participant, t *rtc.Trans
 		}}})
 	}
 	if err != nil {
-		if errors.Is(err, media.ErrParticipantClosed) {
+		if errors.Is(err, media.ErrParticipantClosed) || errors.Is(err, media.ErrRoomClosed) {
 			return false
 		}
 		log.Debug().Err(err).Type("request", req.Message).Msg("signal request failed")
@@ -280,7 +280,7 @@ func sessionDescription(sd *livekit.SessionDescription) webrtc.SessionDescriptio
 func (s *session) updateMetadata(ctx context.Context, p *media.Participant, g *Grant, u *livekit.UpdateParticipantMetadata) {
 	var err error
 	if g.CanUpdateOwn {
-		err = p.UpdateMetadata(u.GetName(), u.GetMetadata(), u.GetAttributes())
+		err = p.UpdateMetadata(ctx, u.GetName(), u.GetMetadata(), u.GetAttributes())
 	} else {
 		err = media.ErrPermissionDenied
 	}

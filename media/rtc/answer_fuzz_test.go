@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -72,7 +73,7 @@ func FuzzHandleAnswer(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, sdp string) {
 		p, rec := env.join(t)
-		p.p.Start()
+		p.p.Start(context.Background())
 		offers := rec.of("offer")
 		require.Len(t, offers, 1)
 		id := offers[0].id
@@ -101,7 +102,7 @@ func FuzzHandleAnswer(f *testing.F) {
 func TestHandleAnswerChrome(t *testing.T) {
 	env := newOfferEnv(t)
 	p, rec := env.join(t)
-	p.p.Start()
+	p.p.Start(context.Background())
 	offers := rec.of("offer")
 	require.Len(t, offers, 1)
 	require.NoError(t, p.HandleAnswer(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: chromeAnswerDataOnly}, offers[0].id))

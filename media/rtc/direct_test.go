@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -107,26 +108,29 @@ func sendTrack(tb testing.TB, n int, pion bool) (*media.Layer, []*sinkTransport,
 		if !pion {
 			subs[i].direct(eng.batch, &a)
 		}
-		p, _, err := room.Join(media.JoinParams{
+		p, _, err := room.Join(context.Background(), media.JoinParams{
 			Identity: fmt.Sprintf("sub%d", i), Permissions: allowAll(), AutoSubscribe: true,
 			Signaller: newRecordingSignaller(), Transport: subs[i],
 		})
 		require.NoError(tb, err)
-		p.Start()
+		p.Start(context.Background())
 		p.Connected()
 	}
-	pub, _, err := room.Join(media.JoinParams{
+	pub, _, err := room.Join(context.Background(), media.JoinParams{
 		Identity: "publisher", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: &sinkTransport{t: &Transport{eng: eng}},
 	})
 	require.NoError(tb, err)
-	pub.Start()
-	require.NoError(tb, pub.AddTrack(&livekit.AddTrackRequest{Cid: "cam", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_CAMERA}))
-	var layer *media.Layer
+	pub.Start(context.Background())
+	require.NoError(tb, pub.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: "cam", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_CAMERA}))
+	layers := make(chan *media.Layer, 1)
 	pub.Receive(media.IncomingStream{
 		TrackID: "cam", Codec: media.Codec{MimeType: "video/VP8", ClockRate: 90000}, SSRC: 0x1234abcd,
-		Source: subs[0], Start: func(l *media.Layer) { layer = l },
+		Source: subs[0], Start: func(l *media.Layer) { layers <- l },
 	})
-	require.NotNil(tb, layer)
+	layer := <-layers
+	// The room subscribes everyone in the same step, before anything else
+	// it is asked: a mute of no track waits for it.
+	require.ErrorIs(tb, pub.SetMuted(context.Background(), "TR_none", true), media.ErrTrackNotFound)
 	for _, s := range subs {
 		require.Len(tb, s.downs, 1, "every subscriber gets the track")
 	}

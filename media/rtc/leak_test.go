@@ -306,7 +306,7 @@ func joinClient(t testing.TB, api *webrtc.API, eng *Engine, room *media.Room, na
 		}()
 	})
 	go c.signalLoop()
-	c.p.Start()
+	c.p.Start(context.Background())
 	return c
 }
 
@@ -410,8 +410,8 @@ func (c *testClient) publish(t *testing.T) (audio, video *webrtc.TrackLocalStati
 			}
 		}()
 	}
-	require.NoError(t, c.p.AddTrack(&livekit.AddTrackRequest{Cid: audio.ID(), Name: "microphone", Type: livekit.TrackType_AUDIO, Source: livekit.TrackSource_MICROPHONE}))
-	require.NoError(t, c.p.AddTrack(&livekit.AddTrackRequest{Cid: video.ID(), Name: "camera", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_CAMERA, Width: 640, Height: 360}))
+	require.NoError(t, c.p.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: audio.ID(), Name: "microphone", Type: livekit.TrackType_AUDIO, Source: livekit.TrackSource_MICROPHONE}))
+	require.NoError(t, c.p.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: video.ID(), Name: "camera", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_CAMERA, Width: 640, Height: 360}))
 	published := c.sig.of("published")
 	require.Len(t, published, 2)
 	require.Equal(t, audio.ID(), published[0].cid)

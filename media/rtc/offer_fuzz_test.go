@@ -1,10 +1,12 @@
 package rtc
 
 import (
+	"context"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
@@ -240,10 +242,13 @@ func requireFullReconnect(t *testing.T, env *offerEnv, p *Transport, rec *record
 	require.Len(t, leaves, 1)
 	require.Equal(t, livekit.DisconnectReason_STATE_MISMATCH, leaves[0].reason)
 	require.Equal(t, livekit.LeaveRequest_RECONNECT, leaves[0].action)
-	p.mu.Lock()
-	closed := p.closed
-	p.mu.Unlock()
-	require.True(t, closed, "the transport is closed")
+	// The room closes a removed participant's transport on a goroutine
+	// of its own.
+	require.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.closed
+	}, 10*time.Second, 5*time.Millisecond, "the transport is closed")
 	require.False(t, env.sfu.HasParticipant(env.room.Name(), p.p.Identity()))
 }
 
@@ -264,7 +269,7 @@ func TestHalfAppliedDescriptions(t *testing.T) {
 	}
 	t.Run("answer without ICE credentials", func(t *testing.T) {
 		p, rec := env.join(t)
-		p.p.Start()
+		p.p.Start(context.Background())
 		offers := rec.of("offer")
 		require.Len(t, offers, 1)
 		noICE := strings.Replace(strings.Replace(chromeAnswerDataOnly, "a=ice-ufrag:EsAw\r\n", "", 1), "a=ice-pwd:bP+XJMM09aR8AiX1jdukzR6Y\r\n", "", 1)
@@ -274,7 +279,7 @@ func TestHalfAppliedDescriptions(t *testing.T) {
 	})
 	t.Run("unparsable answer keeps the offer open", func(t *testing.T) {
 		p, rec := env.join(t)
-		p.p.Start()
+		p.p.Start(context.Background())
 		offers := rec.of("offer")
 		require.Len(t, offers, 1)
 		err := p.HandleAnswer(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: "garbage"}, offers[0].id)

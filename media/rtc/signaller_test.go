@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"context"
 	"net"
 	"sync"
 	"testing"
@@ -135,7 +136,7 @@ func join(tb testing.TB, e *Engine, room *media.Room, jp media.JoinParams, sig *
 	tb.Helper()
 	t := e.NewTransport(sig, zerolog.Nop())
 	jp.Signaller, jp.Transport = sig, t
-	p, _, err := room.Join(jp)
+	p, _, err := room.Join(context.Background(), jp)
 	require.NoError(tb, err)
 	return p, t
 }

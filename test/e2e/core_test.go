@@ -168,15 +168,15 @@ func TestNonWebRTCParticipant(t *testing.T) {
 	room, err := sfu.CreateRoom("core")
 	require.NoError(t, err)
 	x := &probe{vp8: &rtpgen.VP8{FPS: 30, FrameBytes: 1400, KeyframeBytes: 7000, MTU: 1100}, stop: make(chan struct{}), sinks: map[string]*probeSink{}}
-	p, _, err := room.Join(media.JoinParams{
+	p, _, err := room.Join(context.Background(), media.JoinParams{
 		Identity: "probe", Name: "Probe", Kind: livekit.ParticipantInfo_STANDARD, AutoSubscribe: true,
 		Permissions: media.Permissions{CanPublish: true, CanSubscribe: true, CanPublishData: true},
 		Signaller:   nopSignaller{}, Transport: x,
 	})
 	require.NoError(t, err)
-	p.Start()
+	p.Start(context.Background())
 	p.Connected()
-	require.NoError(t, p.AddTrack(&livekit.AddTrackRequest{Cid: "probe-cam", Name: "camera", Type: livekit.TrackType_VIDEO,
+	require.NoError(t, p.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: "probe-cam", Name: "camera", Type: livekit.TrackType_VIDEO,
 		Source: livekit.TrackSource_CAMERA, Width: 640, Height: 360}))
 	p.Receive(media.IncomingStream{
 		TrackID: "probe-cam", Codec: media.Codec{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, SSRC: 0x50be,

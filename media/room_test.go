@@ -1,0 +1,133 @@
+package media
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/rtp"
+	"github.com/stretchr/testify/require"
+)
+
+// blockingTransport is a fakeTransport whose Close waits until release is
+// closed, and whose readers end the participant's tracks as they stop, as
+// media/rtc's do (Layer.End, which calls back into the room).
+type blockingTransport struct {
+	*fakeTransport
+	release chan struct{}
+	layer   chan *Layer
+	closed  chan struct{}
+}
+
+func (b *blockingTransport) Close() {
+	<-b.release
+	select {
+	case l := <-b.layer:
+		l.End()
+	default:
+	}
+	close(b.closed)
+}
+
+// TestRoomNeverWaitsForATransport: a participant whose transport takes
+// long to close leaves the room at once; while its transport is still
+// closing, and ends a track from its Close, the room goes on joining,
+// updating and removing others; Room.close then waits for the transport.
+func TestRoomNeverWaitsForATransport(t *testing.T) {
+	s := newTestSFU(t)
+	r, err := s.Room("slow", true)
+	require.NoError(t, err)
+	ctx := context.Background()
+	slow := &blockingTransport{fakeTransport: newFakeTransport(nil), release: make(chan struct{}),
+		layer: make(chan *Layer, 1), closed: make(chan struct{})}
+	a, _, err := r.Join(ctx, JoinParams{Identity: "a", Permissions: allowAll(), AutoSubscribe: true, Signaller: newRecordingSignaller(), Transport: slow})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(ctx))
+	require.NoError(t, a.AddTrack(ctx, &livekit.AddTrackRequest{Cid: "mic", Type: livekit.TrackType_AUDIO}))
+	a.Receive(IncomingStream{TrackID: "mic", Codec: Codec{MimeType: "audio/opus", ClockRate: 48000}, SSRC: 7,
+		Start: func(l *Layer) { slow.layer <- l }})
+
+	sb := newRecordingSignaller()
+	b, _, err := r.Join(ctx, JoinParams{Identity: "b", Permissions: allowAll(), AutoSubscribe: true, Signaller: sb, Transport: newFakeTransport(sb)})
+	require.NoError(t, err)
+	require.NoError(t, b.Start(ctx))
+	require.True(t, s.HasParticipant("slow", "a"))
+
+	left := make(chan struct{})
+	go func() { a.Disconnect(livekit.DisconnectReason_CLIENT_INITIATED); close(left) }()
+	select {
+	case <-left:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Disconnect waited for the transport to close")
+	}
+	require.False(t, s.HasParticipant("slow", "a"))
+	require.NoError(t, b.UpdateMetadata(ctx, "", "still here", nil), "the room goes on")
+	c, _, err := r.Join(ctx, JoinParams{Identity: "c", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: newFakeTransport(nil)})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	require.True(t, r.RemoveParticipant("c", livekit.DisconnectReason_PARTICIPANT_REMOVED))
+
+	closed := make(chan struct{})
+	go func() { r.close(livekit.DisconnectReason_ROOM_CLOSED); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("the room closed before the transport it was closing")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(slow.release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the room did not close")
+	}
+	<-slow.closed
+}
+
+// TestNewcomerLearnsWhoSpeaks: someone who has been speaking since before
+// a participant joined is announced to it when it starts, although
+// SpeakersChanged otherwise carries only changes.
+func TestNewcomerLearnsWhoSpeaks(t *testing.T) {
+	s := newTestSFU(t)
+	r, err := s.Room("speak", true)
+	require.NoError(t, err)
+	ctx := context.Background()
+	sa := newRecordingSignaller()
+	a, _, err := r.Join(ctx, JoinParams{Identity: "a", Permissions: allowAll(), Signaller: sa, Transport: newFakeTransport(nil)})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(ctx))
+	require.NoError(t, a.AddTrack(ctx, &livekit.AddTrackRequest{Cid: "mic", Type: livekit.TrackType_AUDIO}))
+	layers := make(chan *Layer, 1)
+	a.Receive(IncomingStream{TrackID: "mic", Codec: Codec{MimeType: "audio/opus", ClockRate: 48000}, SSRC: 7,
+		AudioLevelExt: 1, Start: func(l *Layer) { layers <- l }})
+	l := <-layers
+	stop := make(chan struct{})
+	fed := make(chan struct{})
+	go func() { // loud audio (-20 dBov) every 20 ms
+		defer close(fed)
+		for seq := uint16(0); ; seq++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			pkt := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 7}, Payload: []byte{1, 2, 3}}
+			require.NoError(t, pkt.SetExtension(1, []byte{20}))
+			b, err := pkt.Marshal()
+			require.NoError(t, err)
+			l.WriteRTP(b, time.Now().UnixNano())
+		}
+	}()
+	defer func() { close(stop); <-fed }()
+	require.Eventually(t, func() bool { return len(sa.of("speakers")) > 0 }, 5*time.Second, 10*time.Millisecond, "a is heard speaking")
+
+	sb := newRecordingSignaller()
+	b, _, err := r.Join(ctx, JoinParams{Identity: "b", Permissions: allowAll(), Signaller: sb, Transport: newFakeTransport(nil)})
+	require.NoError(t, err)
+	require.NoError(t, b.Start(ctx))
+	speakers := sb.of("speakers")
+	require.NotEmpty(t, speakers, "b is told at once")
+	require.Len(t, speakers[0].speakers, 1)
+	require.Equal(t, a.SID(), speakers[0].speakers[0].Sid)
+	require.True(t, speakers[0].speakers[0].Active)
+}
