@@ -108,7 +108,7 @@ func New(opts Options) (*Bridge, error) {
 	b.tokens, err = NewTokenService(TokenServiceOptions{
 		SFU: opts.SFU, OpenID: b.openID, Membership: members,
 		ServerName: c.ServerName, Allow: c.Allow, URL: opts.SFUURL, TokenTTL: opts.TokenTTL,
-		OnIssued: b.guard.Issued, Log: log,
+		OnIssued: b.guard.Issued, BotUserID: botID, Log: log,
 	})
 	if err != nil {
 		return nil, err

@@ -48,6 +48,9 @@ type TokenServiceOptions struct {
 	// CallGuard.Issued), so that users leaving the Matrix room can be
 	// removed from the call.
 	OnIssued func(roomID, userID, deviceID, room, identity string)
+	// BotUserID is the node's bot, named in refusals that ask people to
+	// invite it. Optional.
+	BotUserID string
 	// Log receives one line per request; nothing secret is logged.
 	Log zerolog.Logger
 }
@@ -67,6 +70,7 @@ type TokenService struct {
 	url        string
 	ttl        time.Duration
 	onIssued   func(roomID, userID, deviceID, room, identity string)
+	bot        string
 	log        zerolog.Logger
 }
 
@@ -110,6 +114,7 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 		url:        opts.URL,
 		ttl:        ttl,
 		onIssued:   opts.OnIssued,
+		bot:        opts.BotUserID,
 		log:        opts.Log.With().Str("component", "token_service").Logger(),
 	}, nil
 }
@@ -247,20 +252,10 @@ func (s *TokenService) authenticate(ctx context.Context, tok openIDToken) (strin
 func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID, identity, serverName string) (*tokenResponse, *apiError) {
 	log := zerolog.Ctx(ctx).With().Str("matrix_room", roomID).Str("user_id", userID).
 		Str("room", room).Str("identity", identity).Logger()
-	joined, err := s.membership.IsJoined(ctx, roomID, userID)
-	if err != nil {
-		if errors.Is(err, ErrBotNotInRoom) {
-			log.Info().Err(err).Msg("membership unknown: bot not in room")
-			return nil, &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "This node is not in that room; invite its bot"}
-		}
-		log.Warn().Err(err).Msg("membership check failed")
-		return nil, &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "Room membership could not be checked"}
-	}
-	if !joined {
-		log.Info().Msg("user not joined to room")
-		return nil, &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "You are not joined to that room"}
-	}
 	local := serverName == s.serverName
+	if aerr := s.checkMember(ctx, log, roomID, userID, local); aerr != nil {
+		return nil, aerr
+	}
 	if local {
 		if err := s.sfu.EnsureRoom(room); err != nil {
 			log.Error().Err(err).Msg("create room")
@@ -298,6 +293,58 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 	}
 	log.Info().Bool("local", local).Msg("token issued")
 	return &tokenResponse{URL: s.url, JWT: jwt}, nil
+}
+
+// checkMember refuses a user who is not joined to the Matrix room, with an
+// error the person can act on. When the bot is not in the room and a local
+// user asks, the bot first tries to join it on its own (Membership's
+// optional RoomJoiner): rooms Element Call creates from its home page are
+// public (element-call src/utils/matrix.ts createRoom, preset
+// public_chat), and nobody invites a bot there. Joining on behalf of
+// remote users is not needed (they only join calls a local user started)
+// and would let another homeserver's users walk the bot into rooms.
+func (s *TokenService) checkMember(ctx context.Context, log zerolog.Logger, roomID, userID string, local bool) *apiError {
+	joined, err := s.membership.IsJoined(ctx, roomID, userID)
+	if errors.Is(err, ErrBotNotInRoom) && local {
+		if j, ok := s.membership.(RoomJoiner); ok {
+			// Through the user's homeserver, which the user says is in the
+			// room, and the room ID's own server where it names one.
+			jerr := j.JoinRoom(ctx, roomID, []string{userIDServer(userID), roomIDServer(roomID)})
+			switch {
+			case jerr == nil:
+				log.Info().Msg("bot joined the room on its own")
+				joined, err = s.membership.IsJoined(ctx, roomID, userID)
+			case errors.Is(jerr, ErrBotCannotJoin):
+				log.Info().Err(jerr).Msg("bot may not join the room")
+				return &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN",
+					Message: "This node cannot check who is in that room: invite " + s.botUserID() + " to it, or make the room public"}
+			default:
+				log.Warn().Err(jerr).Msg("bot could not join the room")
+			}
+		}
+	}
+	if err != nil {
+		if errors.Is(err, ErrBotNotInRoom) {
+			log.Info().Err(err).Msg("membership unknown: bot not in room")
+			return &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN",
+				Message: "This node cannot check who is in that room: invite " + s.botUserID() + " to it"}
+		}
+		log.Warn().Err(err).Msg("membership check failed")
+		return &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "Room membership could not be checked; try again"}
+	}
+	if !joined {
+		log.Info().Msg("user not joined to room")
+		return &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "You are not joined to that Matrix room"}
+	}
+	return nil
+}
+
+// botUserID names the bot in refusals.
+func (s *TokenService) botUserID() string {
+	if s.bot == "" {
+		return "the node's bot"
+	}
+	return s.bot
 }
 
 func (s *TokenService) allowed(serverName string) bool {
