@@ -1,0 +1,207 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/bridge/matrix"
+)
+
+// Stock Element Call, the npm build (@element-hq/element-call-embedded,
+// installed in test/e2e/elementcall by scripts/install-test-deps.sh),
+// served by the test in standalone mode against a real Dendrite and the
+// real node, in headless Chromium, with nobody inviting the node's bot.
+
+const (
+	// elementCallRunTimeout bounds one element-call.mjs run: two browsers,
+	// two registrations, a room, the lobby and the call.
+	elementCallRunTimeout = 100 * time.Second
+	elementCallKillAfter  = 120 * time.Second
+)
+
+type elementCallPerson struct {
+	Label  string `json:"label"`
+	Name   string `json:"name"`
+	Create string `json:"create,omitempty"`
+}
+
+type elementCallResult struct {
+	LaunchMs int64  `json:"launchMs"`
+	TotalMs  int64  `json:"totalMs"`
+	TimedOut bool   `json:"timedOut"`
+	Error    string `json:"error"`
+	People   []struct {
+		Label       string           `json:"label"`
+		OK          bool             `json:"ok"`
+		T           map[string]int64 `json:"t"`
+		Frames      int              `json:"frames"`
+		Audio       int              `json:"audio"`
+		ErrorText   string           `json:"errorText"`
+		TokenStatus []string         `json:"tokenStatus"`
+		Log         []string         `json:"log"`
+	} `json:"people"`
+}
+
+// elementCallApp returns the dist/ directory of Element Call version v
+// ("0.26" or "0.19").
+func elementCallApp(t *testing.T, env browserEnv, v string) string {
+	t.Helper()
+	dist := filepath.Join(env.repo, "test", "e2e", "elementcall", "node_modules", "element-call-"+v, "dist")
+	if _, err := os.Stat(filepath.Join(dist, "index.html")); err != nil {
+		needOrSkip(t, "stock Element Call "+v+" is not installed in test/e2e/elementcall: run scripts/install-test-deps.sh")
+	}
+	return dist
+}
+
+// homeserverProxy stands in front of Dendrite as an agency's reverse proxy
+// does (docs/matrix.md, Install step 4): MatrixRTC transport discovery goes
+// to the node, everything else to the homeserver.
+func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
+	t.Helper()
+	hs, err := url.Parse(homeserverURL)
+	require.NoError(t, err)
+	node, err := url.Parse(nodeURL)
+	require.NoError(t, err)
+	toHS, toNode := httputil.NewSingleHostReverseProxy(hs), httputil.NewSingleHostReverseProxy(node)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == matrix.PathRTCTransports {
+			toNode.ServeHTTP(w, r)
+			return
+		}
+		toHS.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// serveElementCall serves Element Call's dist/ from an origin of its own
+// with a config.json naming the homeserver (its default_server_config, as
+// for Element Web). It is a single-page app whose assets are referenced
+// relative to the page: any path ending in assets/… is served from
+// dist/assets, and any other unknown path gets index.html.
+func serveElementCall(t *testing.T, dist, homeserverURL, serverName string) string {
+	t.Helper()
+	config, err := json.Marshal(map[string]any{
+		"default_server_config": map[string]any{
+			"m.homeserver": map[string]any{"base_url": homeserverURL, "server_name": serverName},
+		},
+		"matrix_rtc_session": map[string]any{"wait_for_key_rotation_ms": 5000},
+	})
+	require.NoError(t, err)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case strings.HasSuffix(p, "/config.json"):
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(config)
+		case strings.Contains(p, "/assets/"):
+			rel := p[strings.Index(p, "/assets/")+1:]
+			http.ServeFile(w, r, filepath.Join(dist, filepath.FromSlash(filepath.Clean("/"+rel))))
+		default:
+			if fi, err := os.Stat(filepath.Join(dist, filepath.FromSlash(filepath.Clean("/"+p)))); err == nil && !fi.IsDir() {
+				http.ServeFile(w, r, filepath.Join(dist, filepath.FromSlash(filepath.Clean("/"+p))))
+				return
+			}
+			http.ServeFile(w, r, filepath.Join(dist, "index.html"))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/"
+}
+
+// runElementCall runs element-call.mjs for people against the app and
+// returns its report; it never takes longer than elementCallKillAfter.
+func runElementCall(t *testing.T, env browserEnv, app string, people []elementCallPerson) elementCallResult {
+	t.Helper()
+	dir := t.TempDir()
+	profiles := filepath.Join(dir, "profiles")
+	require.NoError(t, os.Mkdir(profiles, 0o700))
+	defer killProfileProcesses(t, profiles)
+	raw, err := json.Marshal(map[string]any{
+		"modules": env.modules, "chromium": env.chromium, "userDataDir": profiles,
+		"timeoutMs": elementCallRunTimeout.Milliseconds(), "app": app, "people": people,
+	})
+	require.NoError(t, err)
+	cfgPath := filepath.Join(dir, "config.json")
+	require.NoError(t, os.WriteFile(cfgPath, raw, 0o600))
+
+	ctx, cancel := context.WithTimeout(t.Context(), elementCallKillAfter)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", filepath.Join(env.repo, "test", "e2e", "browser", "element-call.mjs"), cfgPath)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("element-call.mjs killed\nstdout: %s\nstderr: %s", stdout.String(), stderr.String())
+	}
+	var res elementCallResult
+	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &res); err != nil {
+		t.Fatalf("element-call.mjs: %v (%v)\nstdout: %s\nstderr: %s", runErr, err, stdout.String(), stderr.String())
+	}
+	var ee *exec.ExitError
+	if runErr != nil && !errors.As(runErr, &ee) {
+		t.Fatalf("element-call.mjs: %v\nstderr: %s", runErr, stderr.String())
+	}
+	return res
+}
+
+// requireCall fails the test unless every person decoded remote video and
+// received remote audio, logging what each saw either way.
+func requireCall(t *testing.T, res elementCallResult) {
+	t.Helper()
+	for _, p := range res.People {
+		t.Logf("%s: ok=%v frames=%d audio=%d times=%v tokens=%v", p.Label, p.OK, p.Frames, p.Audio, p.T, p.TokenStatus)
+		if j, ok := p.T["joinClicked"]; ok {
+			if f, ok := p.T["firstRemoteFrame"]; ok {
+				t.Logf("%s: first remote frame %d ms after clicking Join call", p.Label, f-j)
+			}
+		}
+		if !p.OK {
+			t.Logf("%s: error screen: %q\nconsole: %s", p.Label, p.ErrorText, strings.Join(p.Log, "\n"))
+		}
+	}
+	require.Empty(t, res.Error, "element-call.mjs")
+	require.False(t, res.TimedOut, "everyone saw and heard the others before the deadline")
+	for _, p := range res.People {
+		require.True(t, p.OK, "%s decoded remote video and received remote audio", p.Label)
+	}
+}
+
+// TestElementCallWithoutInvitingTheBot: Alice opens stock Element Call
+// 0.26.1, starts a call from its home page (a new room, shared-key
+// encryption, Element Call's default), and Bob opens her link; neither
+// invites the node's bot. Both must see and hear each other through the
+// node.
+func TestElementCallWithoutInvitingTheBot(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.26")
+	m := startMatrixNode(t, matrixNodeOptions{})
+	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
+	app := serveElementCall(t, dist, hsURL, m.hs.ServerName)
+	res := runElementCall(t, env, app, []elementCallPerson{
+		{Label: "alice", Name: "Alice", Create: "Standup"},
+		{Label: "bob", Name: "Bob"},
+	})
+	requireCall(t, res)
+}
