@@ -38,6 +38,9 @@ type elementCallPerson struct {
 	Label  string `json:"label"`
 	Name   string `json:"name"`
 	Create string `json:"create,omitempty"`
+	// URL is a room link to open (default: the link of the person who
+	// created the call).
+	URL string `json:"url,omitempty"`
 }
 
 type elementCallResult struct {
@@ -69,7 +72,8 @@ func elementCallApp(t *testing.T, env browserEnv, v string) string {
 }
 
 // homeserverProxy stands in front of Dendrite as an agency's reverse proxy
-// does (docs/matrix.md, Install step 4): MatrixRTC transport discovery goes
+// does (docs/matrix.md, Install step 4): MatrixRTC transport discovery
+// (rtc/transports, and the client well-known for older Element Call) goes
 // to the node, everything else to the homeserver.
 func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 	t.Helper()
@@ -79,7 +83,7 @@ func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 	require.NoError(t, err)
 	toHS, toNode := httputil.NewSingleHostReverseProxy(hs), httputil.NewSingleHostReverseProxy(node)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == matrix.PathRTCTransports {
+		if r.URL.Path == matrix.PathRTCTransports || r.URL.Path == matrix.PathWellKnownClient {
 			toNode.ServeHTTP(w, r)
 			return
 		}
@@ -196,6 +200,62 @@ func requireCall(t *testing.T, res elementCallResult) {
 func TestElementCallWithoutInvitingTheBot(t *testing.T) {
 	env := findBrowserEnv(t, false)
 	dist := elementCallApp(t, env, "0.26")
+	m := startMatrixNode(t, matrixNodeOptions{})
+	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
+	app := serveElementCall(t, dist, hsURL, m.hs.ServerName)
+	res := runElementCall(t, env, app, []elementCallPerson{
+		{Label: "alice", Name: "Alice", Create: "Standup"},
+		{Label: "bob", Name: "Bob"},
+	})
+	requireCall(t, res)
+}
+
+// TestElementCallEncryptionModes: the rooms Element Call's home page makes
+// always use a shared key; the other two modes come with rooms made
+// elsewhere (as in Element Web), opened by link. An organiser creates a
+// public room, unencrypted or with m.room.encryption, and leaves it to
+// Alice and Bob, who open its link in stock Element Call 0.26.1 (no
+// encryption: ?roomId=…; per-participant keys: also perParticipantE2EE, as
+// element-call src/UrlParams.ts generateUrlSearchParams writes it).
+// Nobody invites the bot.
+func TestElementCallEncryptionModes(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.26")
+	m := startMatrixNode(t, matrixNodeOptions{})
+	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
+	app := serveElementCall(t, dist, hsURL, m.hs.ServerName)
+	organiser := m.hs.Register(t, "organiser")
+	for _, mode := range []struct {
+		name      string
+		encrypted bool
+	}{{"none", false}, {"per-participant", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			body := map[string]any{"preset": "public_chat", "name": "call " + mode.name}
+			q := url.Values{}
+			if mode.encrypted {
+				body["initial_state"] = []any{map[string]any{
+					"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"},
+				}}
+				q.Set("perParticipantE2EE", "true")
+			}
+			room := m.hs.CreateRoom(t, organiser, body)
+			q.Set("roomId", room)
+			link := app + "room/#/?" + q.Encode()
+			res := runElementCall(t, env, app, []elementCallPerson{
+				{Label: "alice", Name: "Alice", URL: link},
+				{Label: "bob", Name: "Bob", URL: link},
+			})
+			requireCall(t, res)
+		})
+	}
+}
+
+// TestElementCallLegacy: stock Element Call 0.19.1, whose default is the
+// legacy mode (everyone on the oldest member's SFU, /sfu/get), started
+// from its home page with nobody inviting the bot.
+func TestElementCallLegacy(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.19")
 	m := startMatrixNode(t, matrixNodeOptions{})
 	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
 	app := serveElementCall(t, dist, hsURL, m.hs.ServerName)

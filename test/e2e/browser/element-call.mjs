@@ -12,7 +12,8 @@
 //   "app": "http://127.0.0.1:P/",         Element Call's home page
 //   "people": [
 //     {"label": "alice", "name": "Alice", "create": "Standup"},  starts a call from the home page
-//     {"label": "bob", "name": "Bob"}                            opens the first person's link
+//     {"label": "bob", "name": "Bob"},                           opens the first person's link
+//     {"label": "carol", "name": "Carol", "url": "http://…/room/#/?roomId=…"}  opens this link
 //   ]
 // }
 //
@@ -151,7 +152,7 @@ async function main() {
       });
       browsers.push(ctx);
       await ctx.addInitScript(watchPeerConnections);
-      const p = await open(ctx, person, person.create ? cfg.app : link);
+      const p = await open(ctx, person, person.create ? cfg.app : (person.url || link));
       out.people.push(p.r);
       if (person.create) {
         await startCall(p, person);
