@@ -108,7 +108,8 @@ func New(opts Options) (*Bridge, error) {
 	b.tokens, err = NewTokenService(TokenServiceOptions{
 		SFU: opts.SFU, OpenID: b.openID, Membership: members,
 		ServerName: c.ServerName, Allow: c.Allow, URL: opts.SFUURL, TokenTTL: opts.TokenTTL,
-		OnIssued: b.guard.Issued, BotUserID: botID, Log: log,
+		OnIssued: b.guard.Issued, BotUserID: botID, Record: opts.Store,
+		UnknownMembership: c.UnknownMembership, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -172,7 +173,7 @@ func RegistrationFor(c *config.Matrix) (*appservice.Registration, error) {
 		u = "http://" + c.AppserviceListen
 	}
 	return NewRegistration(RegistrationParams{ID: c.ID, URL: u, ServerName: c.ServerName,
-		BotLocalpart: c.BotLocalpart, GhostPrefix: c.GhostPrefix})
+		BotLocalpart: c.BotLocalpart, GhostPrefix: c.GhostPrefix, AllRooms: c.RoomEvents != config.RoomEventsBot})
 }
 
 // Register mounts the token service (PathGetToken, PathSFUGet), the join

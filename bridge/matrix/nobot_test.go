@@ -32,8 +32,8 @@ func elementCallRoom(name string) map[string]any {
 
 // tokenServiceFor starts a Dendrite with the node as its appservice (its
 // transactions stored in st) and returns a token service as the node
-// builds it, with a fake SFU.
-func tokenServiceFor(t *testing.T) (*dendritetest.Homeserver, *TokenService, *fakeSFU, *store.Store, *appservice.Registration) {
+// builds it from opts, with a fake SFU; withRecord makes st its Record.
+func tokenServiceFor(t *testing.T, opts TokenServiceOptions, withRecord bool) (*dendritetest.Homeserver, *TokenService, *fakeSFU, *store.Store, *appservice.Registration) {
 	t.Helper()
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "entente.db"), zerolog.Nop())
 	require.NoError(t, err)
@@ -50,12 +50,91 @@ func tokenServiceFor(t *testing.T) (*dendritetest.Homeserver, *TokenService, *fa
 	members, err := NewClientMembership(hs.ClientURL, reg.AppToken, bot, nil)
 	require.NoError(t, err)
 	sfu := newFakeSFU()
-	svc, err := NewTokenService(TokenServiceOptions{
-		SFU: sfu, OpenID: openID, Membership: members, ServerName: hs.ServerName,
-		URL: "ws://127.0.0.1:7880", BotUserID: bot, Log: zerolog.New(zerolog.NewTestWriter(t)),
-	})
+	opts.SFU, opts.OpenID, opts.Membership, opts.ServerName = sfu, openID, members, hs.ServerName
+	opts.URL, opts.BotUserID, opts.Log = "ws://127.0.0.1:7880", bot, zerolog.New(zerolog.NewTestWriter(t))
+	if withRecord {
+		opts.Record = st // what the appservice writes
+	}
+	svc, err := NewTokenService(opts)
 	require.NoError(t, err)
 	return hs, svc, sfu, st, reg
+}
+
+// getTokenAs asks svc's /get_token for u in roomID, as Element Call does.
+func getTokenAs(t *testing.T, hs *dendritetest.Homeserver, svc *TokenService, u dendritetest.User, roomID string) (int, map[string]string) {
+	t.Helper()
+	return postJSON(t, svc, PathGetToken, map[string]any{
+		"room_id": roomID, "slot_id": "m.call#ROOM", "openid_token": hs.OpenIDToken(t, u),
+		"member": map[string]any{"id": u.ID + ":" + u.DeviceID, "claimed_user_id": u.ID, "claimed_device_id": u.DeviceID},
+	})
+}
+
+// TestDendritePrivateRoomFromRecord: in a private room (the kind Element
+// Web makes), which the bot may not join and nobody invites it to, the
+// node knows the members from the room events the homeserver sent it since
+// the room's creation (the registration's room namespace): members get a
+// token, a user never in the room, one who was kicked and one who left do
+// not, even though the bot never joined.
+func TestDendritePrivateRoomFromRecord(t *testing.T) {
+	hs, svc, sfu, _, reg := tokenServiceFor(t, TokenServiceOptions{}, true)
+	bot := BotUserID(reg.SenderLocalpart, hs.ServerName)
+	alice, bob, carol, dave := hs.Register(t, "alice"), hs.Register(t, "bob"), hs.Register(t, "carol"), hs.Register(t, "dave")
+	room := hs.CreateRoom(t, alice, map[string]any{"preset": "private_chat"})
+	for _, u := range []dendritetest.User{bob, dave} {
+		hs.Invite(t, alice, room, u.ID)
+		hs.Join(t, u, room)
+	}
+
+	// Asked at once, before Dendrite's transactions may have reached the
+	// node: the token service waits for them.
+	code, resp := getTokenAs(t, hs, svc, alice, room)
+	require.Equal(t, http.StatusOK, code, resp)
+	code, resp = getTokenAs(t, hs, svc, bob, room)
+	require.Equal(t, http.StatusOK, code, resp)
+	require.False(t, hs.IsJoined(t, alice, room, bot), "the bot never joined")
+
+	code, resp = getTokenAs(t, hs, svc, carol, room)
+	require.Equal(t, http.StatusForbidden, code, resp)
+	require.Contains(t, resp["error"], "not joined")
+
+	hs.Kick(t, alice, room, bob.ID)
+	hs.MustDo(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", dave.Token, map[string]any{}, nil)
+	for _, u := range []dendritetest.User{bob, dave} {
+		require.Eventually(t, func() bool {
+			code, _ := getTokenAs(t, hs, svc, u, room)
+			return code == http.StatusForbidden
+		}, 15*time.Second, 100*time.Millisecond, "%s is refused once gone", u.ID)
+	}
+	require.Len(t, sfu.mints, 2)
+}
+
+// TestDendriteUnknownMembershipPolicy: when the node cannot know a room's
+// members (its record never saw the room, as for rooms older than the
+// registration, and the bot may not join), matrix.unknown_membership
+// decides: "refuse" (the default) names the bot to invite; "serve_local"
+// serves the verified local user with a marked token.
+func TestDendriteUnknownMembershipPolicy(t *testing.T) {
+	empty, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "empty.db"), zerolog.Nop())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = empty.Close() })
+	hs, svc, sfu, _, reg := tokenServiceFor(t, TokenServiceOptions{Record: empty, RecordCatchUp: 200 * time.Millisecond}, false)
+	bot := BotUserID(reg.SenderLocalpart, hs.ServerName)
+	alice := hs.Register(t, "alice")
+	room := hs.CreateRoom(t, alice, map[string]any{"preset": "private_chat"})
+	code, resp := getTokenAs(t, hs, svc, alice, room)
+	require.Equal(t, http.StatusForbidden, code, resp)
+	require.Contains(t, resp["error"], "invite "+bot)
+
+	open, err := NewTokenService(TokenServiceOptions{
+		SFU: sfu, OpenID: svc.openID, Membership: svc.membership, ServerName: hs.ServerName, URL: "ws://127.0.0.1:7880",
+		Record: empty, RecordCatchUp: 200 * time.Millisecond, UnknownMembership: UnknownMembershipServeLocal,
+		Log: zerolog.New(zerolog.NewTestWriter(t)),
+	})
+	require.NoError(t, err)
+	code, resp = getTokenAs(t, hs, open, alice, room)
+	require.Equal(t, http.StatusOK, code, resp)
+	require.Len(t, sfu.mints, 1)
+	require.Equal(t, "true", sfu.mints[0].grant.Attributes[AttrMembershipUnverified], "the token says membership was not checked")
 }
 
 // TestDendriteCallWithoutInvitingTheBot: a person starts a call in a room
@@ -65,7 +144,7 @@ func tokenServiceFor(t *testing.T) (*dendritetest.Homeserver, *TokenService, *fa
 // who left, not a user of a homeserver off the allow list; and in a
 // private room the bot cannot join, the refusal says what to do.
 func TestDendriteCallWithoutInvitingTheBot(t *testing.T) {
-	hs, svc, sfu, _, reg := tokenServiceFor(t)
+	hs, svc, sfu, _, reg := tokenServiceFor(t, TokenServiceOptions{}, false)
 	bot := BotUserID(reg.SenderLocalpart, hs.ServerName)
 	alice, bob, carol := hs.Register(t, "alice"), hs.Register(t, "bob"), hs.Register(t, "carol")
 	room := hs.CreateRoom(t, alice, elementCallRoom("standup"))

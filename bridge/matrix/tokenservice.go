@@ -21,6 +21,33 @@ const (
 	PathHealthz  = "/healthz"
 )
 
+// Values of TokenServiceOptions.UnknownMembership (config
+// matrix.unknown_membership): what the token service does when it cannot
+// know whether a user is joined to a room.
+const (
+	// UnknownMembershipRefuse refuses the token.
+	UnknownMembershipRefuse = "refuse"
+	// UnknownMembershipServeLocal serves users of the node's own
+	// homeserver, verified by OpenID, as lk-jwt-service serves its
+	// full-access users; their tokens carry AttrMembershipUnverified.
+	// Users of other homeservers are still refused.
+	UnknownMembershipServeLocal = "serve_local"
+)
+
+// DefaultRecordCatchUp is how long a "not joined" answer from the node's
+// record waits for transactions on their way (Dendrite was seen sending a
+// transaction up to 3 s after the event).
+const DefaultRecordCatchUp = 4 * time.Second
+
+// MembershipRecord is the node's own record of Matrix rooms, kept from the
+// application service's transactions (*store.Store implements it).
+type MembershipRecord interface {
+	// MatrixRecordedMembership returns userID's last recorded membership
+	// of roomID ("" if none) and whether the node saw the room's creation,
+	// which makes the record complete.
+	MatrixRecordedMembership(ctx context.Context, roomID, userID string) (membership string, roomSeen bool, err error)
+}
+
 // DefaultTokenTTL is the lifetime of issued tokens, as lk-jwt-service's
 // getJoinToken (SetValidFor(time.Hour)).
 const DefaultTokenTTL = time.Hour
@@ -51,6 +78,17 @@ type TokenServiceOptions struct {
 	// BotUserID is the node's bot, named in refusals that ask people to
 	// invite it. Optional.
 	BotUserID string
+	// Record is the node's record of rooms from the application service
+	// (usually the *store.Store), asked when the bot is not in a room and
+	// cannot join it. Optional.
+	Record MembershipRecord
+	// RecordCatchUp is how long a "not joined" answer from Record waits
+	// for transactions on their way; DefaultRecordCatchUp when zero.
+	RecordCatchUp time.Duration
+	// UnknownMembership decides when membership cannot be known:
+	// UnknownMembershipRefuse (the default when empty) or
+	// UnknownMembershipServeLocal.
+	UnknownMembership string
 	// Log receives one line per request; nothing secret is logged.
 	Log zerolog.Logger
 }
@@ -71,7 +109,11 @@ type TokenService struct {
 	ttl        time.Duration
 	onIssued   func(roomID, userID, deviceID, room, identity string)
 	bot        string
-	log        zerolog.Logger
+	record     MembershipRecord
+	// recordCatchUp: see TokenServiceOptions.RecordCatchUp.
+	recordCatchUp time.Duration
+	unknown       string
+	log           zerolog.Logger
 }
 
 // NewTokenService checks opts and returns the service.
@@ -94,8 +136,13 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 	if err := checkLiveKitURL(opts.URL); err != nil {
 		errs = append(errs, err)
 	}
-	if opts.TokenTTL < 0 {
-		errs = append(errs, errors.New("negative token TTL"))
+	if opts.TokenTTL < 0 || opts.RecordCatchUp < 0 {
+		errs = append(errs, errors.New("negative token TTL or record catch-up"))
+	}
+	switch opts.UnknownMembership {
+	case "", UnknownMembershipRefuse, UnknownMembershipServeLocal:
+	default:
+		errs = append(errs, fmt.Errorf("unknown membership policy %q", opts.UnknownMembership))
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: token service: %w", ErrInvalidConfig, errors.Join(errs...))
@@ -104,18 +151,29 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 	if ttl == 0 {
 		ttl = DefaultTokenTTL
 	}
+	catchUp := opts.RecordCatchUp
+	if catchUp == 0 {
+		catchUp = DefaultRecordCatchUp
+	}
+	unknown := opts.UnknownMembership
+	if unknown == "" {
+		unknown = UnknownMembershipRefuse
+	}
 	return &TokenService{
-		sfu:        opts.SFU,
-		openID:     opts.OpenID,
-		membership: opts.Membership,
-		serverName: opts.ServerName,
-		allowAll:   slices.Contains(opts.Allow, "*"),
-		allow:      slices.Clone(opts.Allow),
-		url:        opts.URL,
-		ttl:        ttl,
-		onIssued:   opts.OnIssued,
-		bot:        opts.BotUserID,
-		log:        opts.Log.With().Str("component", "token_service").Logger(),
+		sfu:           opts.SFU,
+		openID:        opts.OpenID,
+		membership:    opts.Membership,
+		serverName:    opts.ServerName,
+		allowAll:      slices.Contains(opts.Allow, "*"),
+		allow:         slices.Clone(opts.Allow),
+		url:           opts.URL,
+		ttl:           ttl,
+		onIssued:      opts.OnIssued,
+		bot:           opts.BotUserID,
+		record:        opts.Record,
+		recordCatchUp: catchUp,
+		unknown:       unknown,
+		log:           opts.Log.With().Str("component", "token_service").Logger(),
 	}, nil
 }
 
@@ -253,7 +311,8 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 	log := zerolog.Ctx(ctx).With().Str("matrix_room", roomID).Str("user_id", userID).
 		Str("room", room).Str("identity", identity).Logger()
 	local := serverName == s.serverName
-	if aerr := s.checkMember(ctx, log, roomID, userID, local); aerr != nil {
+	source, aerr := s.checkMember(ctx, log, roomID, userID, local)
+	if aerr != nil {
 		return nil, aerr
 	}
 	if local {
@@ -277,12 +336,18 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 	// No canUpdateOwnMetadata, as lk-jwt-service's getJoinToken grants
 	// none (handler.go): Element Call does not need it, and the Matrix
 	// identity the attributes carry is the node's word, not the user's.
+	attrs := matrixAttributes(roomID, userID)
+	if source == membershipUnverified {
+		// The call's members and the node's logs can tell this token from
+		// one whose holder was seen in the room.
+		attrs[AttrMembershipUnverified] = "true"
+	}
 	jwt, err := s.sfu.MintToken(room, identity, name, Grant{
 		CanPublish:     true,
 		CanSubscribe:   true,
 		CanPublishData: true,
 		TTL:            s.ttl,
-		Attributes:     matrixAttributes(roomID, userID),
+		Attributes:     attrs,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("mint token")
@@ -291,20 +356,31 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 	if s.onIssued != nil {
 		s.onIssued(roomID, userID, deviceID, room, identity)
 	}
-	log.Info().Bool("local", local).Msg("token issued")
+	log.Info().Bool("local", local).Str("membership_source", source).Msg("token issued")
 	return &tokenResponse{URL: s.url, JWT: jwt}, nil
 }
 
 // checkMember refuses a user who is not joined to the Matrix room, with an
-// error the person can act on. When the bot is not in the room and a local
-// user asks, the bot first tries to join it on its own (Membership's
-// optional RoomJoiner): rooms Element Call creates from its home page are
-// public (element-call src/utils/matrix.ts createRoom, preset
-// public_chat), and nobody invites a bot there. Joining on behalf of
-// remote users is not needed (they only join calls a local user started)
-// and would let another homeserver's users walk the bot into rooms.
-func (s *TokenService) checkMember(ctx context.Context, log zerolog.Logger, roomID, userID string, local bool) *apiError {
+// error the person can act on, and says how membership was established
+// (the membership* values, logged and, for membershipUnverified, put in
+// the token). In order:
+//
+//  1. the homeserver's joined_members, as the bot;
+//  2. when the bot is not in the room and a local user asks, the bot joins
+//     it on its own (Membership's optional RoomJoiner), then 1 again: rooms
+//     Element Call creates from its home page are public (element-call
+//     src/utils/matrix.ts createRoom, preset public_chat), and nobody
+//     invites a bot there. Joining on behalf of remote users is not needed
+//     (they only join calls a local user started) and would let another
+//     homeserver's users walk the bot into rooms;
+//  3. the node's record of the room from the application service
+//     (Record), complete for rooms whose creation the node saw through the
+//     registration's room namespace; a negative answer waits up to
+//     RecordCatchUp for transactions still on their way;
+//  4. the UnknownMembership policy.
+func (s *TokenService) checkMember(ctx context.Context, log zerolog.Logger, roomID, userID string, local bool) (string, *apiError) {
 	joined, err := s.membership.IsJoined(ctx, roomID, userID)
+	mayJoin := true
 	if errors.Is(err, ErrBotNotInRoom) && local {
 		if j, ok := s.membership.(RoomJoiner); ok {
 			// Through the user's homeserver, which the user says is in the
@@ -316,28 +392,80 @@ func (s *TokenService) checkMember(ctx context.Context, log zerolog.Logger, room
 				joined, err = s.membership.IsJoined(ctx, roomID, userID)
 			case errors.Is(jerr, ErrBotCannotJoin):
 				log.Info().Err(jerr).Msg("bot may not join the room")
-				return &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN",
-					Message: "This node cannot check who is in that room: invite " + s.botUserID() + " to it, or make the room public"}
+				mayJoin = false
 			default:
 				log.Warn().Err(jerr).Msg("bot could not join the room")
 			}
 		}
 	}
+	source := membershipHomeserver
+	if errors.Is(err, ErrBotNotInRoom) && s.record != nil {
+		var known bool
+		joined, known = s.recorded(ctx, log, roomID, userID)
+		if known {
+			err, source = nil, membershipRecord
+		}
+	}
 	if err != nil {
 		if errors.Is(err, ErrBotNotInRoom) {
+			if s.unknown == UnknownMembershipServeLocal && local {
+				log.Warn().Msg("membership unknown: served as a verified local user (unknown_membership = serve_local)")
+				return membershipUnverified, nil
+			}
 			log.Info().Err(err).Msg("membership unknown: bot not in room")
-			return &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN",
-				Message: "This node cannot check who is in that room: invite " + s.botUserID() + " to it"}
+			msg := "This node cannot check who is in that room: invite " + s.botUserID() + " to it"
+			if !mayJoin {
+				msg = "This node cannot check who is in that room: invite " + s.botUserID() + " to it, or make the room public"
+			}
+			return "", &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: msg}
 		}
 		log.Warn().Err(err).Msg("membership check failed")
-		return &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "Room membership could not be checked; try again"}
+		return "", &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "Room membership could not be checked; try again"}
 	}
 	if !joined {
-		log.Info().Msg("user not joined to room")
-		return &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "You are not joined to that Matrix room"}
+		log.Info().Str("membership_source", source).Msg("user not joined to room")
+		return "", &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "You are not joined to that Matrix room"}
 	}
-	return nil
+	return source, nil
 }
+
+// How checkMember established a membership.
+const (
+	membershipHomeserver = "homeserver"
+	membershipRecord     = "record"
+	membershipUnverified = "unverified"
+)
+
+// recorded asks the node's record whether userID is joined to roomID.
+// known is false when the record cannot tell (the node never saw the
+// room's creation and holds no membership of the user there). A "not
+// joined" answer is asked again until RecordCatchUp has passed: the
+// homeserver sends transactions from a queue of its own, seconds after
+// the events, so a person who just created or joined a room may ask for a
+// call before the node has heard of it.
+func (s *TokenService) recorded(ctx context.Context, log zerolog.Logger, roomID, userID string) (joined, known bool) {
+	deadline := time.Now().Add(s.recordCatchUp)
+	for {
+		m, seen, err := s.record.MatrixRecordedMembership(ctx, roomID, userID)
+		if err != nil {
+			log.Warn().Err(err).Msg("recorded membership unreadable")
+			return false, false
+		}
+		joined = m == "join"
+		known = seen || m != ""
+		if joined || time.Now().After(deadline) {
+			return joined, known
+		}
+		select {
+		case <-ctx.Done():
+			return joined, known
+		case <-time.After(recordPoll):
+		}
+	}
+}
+
+// recordPoll is how often recorded asks the record again while it waits.
+const recordPoll = 100 * time.Millisecond
 
 // botUserID names the bot in refusals.
 func (s *TokenService) botUserID() string {

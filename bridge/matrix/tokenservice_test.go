@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -342,4 +343,63 @@ func TestNewTokenServiceValidates(t *testing.T) {
 	for _, s := range []string{"required", "server name", "allow", "url"} {
 		require.Contains(t, err.Error(), s)
 	}
+}
+
+// fakeRecord maps "room/user" to a recorded membership and lists the rooms
+// whose creation was seen.
+type fakeRecord struct {
+	members map[string]string
+	seen    map[string]bool
+}
+
+func (f *fakeRecord) MatrixRecordedMembership(_ context.Context, roomID, userID string) (string, bool, error) {
+	return f.members[roomID+"/"+userID], f.seen[roomID], nil
+}
+
+// TestTokenMembershipUnknown: with the bot outside the room, the record
+// and the unknown_membership policy decide, in that order; serve_local
+// never serves another homeserver's user.
+func TestTokenMembershipUnknown(t *testing.T) {
+	const room, old = "!roomid:example.com", "!old:example.com"
+	record := &fakeRecord{
+		members: map[string]string{room + "/@alice:example.com": "join", room + "/@bob:remote.org": "leave"},
+		seen:    map[string]bool{room: true},
+	}
+	for _, c := range []struct {
+		name, policy, room, server, token, user string
+		status                                  int
+		unverified                              bool
+	}{
+		{"recorded member", "refuse", room, "example.com", "tok-alice", "@alice:example.com", 200, false},
+		{"recorded leave", "serve_local", room, "remote.org", "tok-bob", "@bob:remote.org", 403, false},
+		{"never in a room seen from creation", "serve_local", room, "other.net", "tok-eve", "@eve:other.net", 403, false},
+		{"unknown room, refuse", "refuse", old, "example.com", "tok-alice", "@alice:example.com", 403, false},
+		{"unknown room, serve_local", "serve_local", old, "example.com", "tok-alice", "@alice:example.com", 200, true},
+		{"unknown room, serve_local, remote", "serve_local", old, "remote.org", "tok-bob", "@bob:remote.org", 403, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newTSFixture(t)
+			f.members.err = fmt.Errorf("%w: %w", ErrMembershipUnavailable, ErrBotNotInRoom)
+			f.sfu.rooms[RoomAlias(c.room, "m.call#ROOM")] = true // remote users join running calls only
+			svc, err := NewTokenService(TokenServiceOptions{
+				SFU: f.sfu, OpenID: f.openid, Membership: f.members, ServerName: "example.com",
+				Allow: []string{"remote.org", "other.net"}, URL: "wss://rtc.example.com", Record: record,
+				RecordCatchUp: time.Millisecond, UnknownMembership: c.policy, Log: zerolog.Nop(),
+			})
+			require.NoError(t, err)
+			rr := do(svc, http.MethodPost, PathGetToken, getTokenBody(c.room, "m.call#ROOM", c.server, c.token, c.user, "DEV", "m"))
+			if c.status != 200 {
+				requireMatrixError(t, rr, c.status, "M_FORBIDDEN")
+				require.Empty(t, f.sfu.mints)
+				return
+			}
+			require.Equal(t, 200, rr.Code, rr.Body.String())
+			require.Len(t, f.sfu.mints, 1)
+			_, marked := f.sfu.mints[0].grant.Attributes[AttrMembershipUnverified]
+			require.Equal(t, c.unverified, marked)
+		})
+	}
+	_, err := NewTokenService(TokenServiceOptions{SFU: newFakeSFU(), OpenID: &fakeOpenID{}, Membership: &fakeMembers{},
+		ServerName: "example.com", URL: "wss://rtc.example.com", UnknownMembership: "allow"})
+	require.ErrorIs(t, err, ErrInvalidConfig)
 }
