@@ -41,6 +41,9 @@ type elementCallPerson struct {
 	// URL is a room link to open (default: the link of the person who
 	// created the call).
 	URL string `json:"url,omitempty"`
+	// App is this person's own Element Call (default: the run's): the
+	// room link is opened there.
+	App string `json:"app,omitempty"`
 }
 
 type elementCallResult struct {
@@ -262,6 +265,29 @@ func TestElementCallLegacy(t *testing.T) {
 	res := runElementCall(t, env, app, []elementCallPerson{
 		{Label: "alice", Name: "Alice", Create: "Standup"},
 		{Label: "bob", Name: "Bob"},
+	})
+	requireCall(t, res)
+}
+
+// TestElementCallTwoAgencies: two agencies, each with its Dendrite, its
+// node and its Element Call (each person's app discovers its own
+// homeserver's node through rtc/transports). Alice of agency A starts a
+// call from her home page; Bob of agency B opens her link on his agency's
+// Element Call, which joins him to A's room over federation. Nobody
+// invites either bot: A's joins the room when Alice asks for a token,
+// B's when Bob does (over federation, through Bob's homeserver). In
+// Element Call's default mode each publishes to their own node and
+// subscribes to the other's; both must see and hear each other.
+func TestElementCallTwoAgencies(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.26")
+	a := startMatrixNode(t, matrixNodeOptions{extraMatrix: `allow = ["*"]`})
+	b := startMatrixNode(t, matrixNodeOptions{extraMatrix: `allow = ["*"]`})
+	appA := serveElementCall(t, dist, homeserverProxy(t, a.hs.ClientURL, a.HTTPURL), a.hs.ServerName)
+	appB := serveElementCall(t, dist, homeserverProxy(t, b.hs.ClientURL, b.HTTPURL), b.hs.ServerName)
+	res := runElementCall(t, env, appA, []elementCallPerson{
+		{Label: "alice", Name: "Alice", Create: "Standup"},
+		{Label: "bob", Name: "Bob", App: appB},
 	})
 	requireCall(t, res)
 }

@@ -13,7 +13,9 @@
 //   "people": [
 //     {"label": "alice", "name": "Alice", "create": "Standup"},  starts a call from the home page
 //     {"label": "bob", "name": "Bob"},                           opens the first person's link
-//     {"label": "carol", "name": "Carol", "url": "http://…/room/#/?roomId=…"}  opens this link
+//     {"label": "carol", "name": "Carol", "url": "http://…/room/#/?roomId=…"}, opens this link
+//     {"label": "dan", "name": "Dan", "app": "http://127.0.0.1:Q/"}  the first person's link, on
+//                                                                     another agency's Element Call
 //   ]
 // }
 //
@@ -152,7 +154,13 @@ async function main() {
       });
       browsers.push(ctx);
       await ctx.addInitScript(watchPeerConnections);
-      const p = await open(ctx, person, person.create ? cfg.app : (person.url || link));
+      let url = person.create ? (person.app || cfg.app) : (person.url || link);
+      if (!person.create && !person.url && person.app) {
+        // The same room link, opened on this person's own Element Call.
+        const l = new URL(link);
+        url = new URL(l.pathname + l.search + l.hash, person.app).toString();
+      }
+      const p = await open(ctx, person, url);
       out.people.push(p.r);
       if (person.create) {
         await startCall(p, person);
