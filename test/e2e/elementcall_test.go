@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"entente.dev/entente/bridge/matrix"
+	"entente.dev/entente/internal/dendritetest"
 )
 
 // Stock Element Call, the npm build (@element-hq/element-call-embedded,
@@ -44,6 +46,9 @@ type elementCallPerson struct {
 	// App is this person's own Element Call (default: the run's): the
 	// room link is opened there.
 	App string `json:"app,omitempty"`
+	// Expect is what ends the run for this person: "media" (default),
+	// "error" (Element Call's error screen) or "token" (a token issued).
+	Expect string `json:"expect,omitempty"`
 }
 
 type elementCallResult struct {
@@ -101,14 +106,22 @@ func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 // for Element Web). It is a single-page app whose assets are referenced
 // relative to the page: any path ending in assets/… is served from
 // dist/assets, and any other unknown path gets index.html.
-func serveElementCall(t *testing.T, dist, homeserverURL, serverName string) string {
+//
+// serviceURL, when not empty, is config.json's livekit.livekit_service_url:
+// the token service Element Call falls back to when the homeserver
+// advertises no transport (a homeserver without its own node).
+func serveElementCall(t *testing.T, dist, homeserverURL, serverName, serviceURL string) string {
 	t.Helper()
-	config, err := json.Marshal(map[string]any{
+	cfg := map[string]any{
 		"default_server_config": map[string]any{
 			"m.homeserver": map[string]any{"base_url": homeserverURL, "server_name": serverName},
 		},
 		"matrix_rtc_session": map[string]any{"wait_for_key_rotation_ms": 5000},
-	})
+	}
+	if serviceURL != "" {
+		cfg["livekit"] = map[string]any{"livekit_service_url": serviceURL}
+	}
+	config, err := json.Marshal(cfg)
 	require.NoError(t, err)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
@@ -205,7 +218,7 @@ func TestElementCallWithoutInvitingTheBot(t *testing.T) {
 	dist := elementCallApp(t, env, "0.26")
 	m := startMatrixNode(t, matrixNodeOptions{})
 	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
-	app := serveElementCall(t, dist, hsURL, m.hs.ServerName)
+	app := serveElementCall(t, dist, hsURL, m.hs.ServerName, "")
 	res := runElementCall(t, env, app, []elementCallPerson{
 		{Label: "alice", Name: "Alice", Create: "Standup"},
 		{Label: "bob", Name: "Bob"},
@@ -226,7 +239,7 @@ func TestElementCallEncryptionModes(t *testing.T) {
 	dist := elementCallApp(t, env, "0.26")
 	m := startMatrixNode(t, matrixNodeOptions{})
 	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
-	app := serveElementCall(t, dist, hsURL, m.hs.ServerName)
+	app := serveElementCall(t, dist, hsURL, m.hs.ServerName, "")
 	organiser := m.hs.Register(t, "organiser")
 	for _, mode := range []struct {
 		name      string
@@ -261,7 +274,7 @@ func TestElementCallLegacy(t *testing.T) {
 	dist := elementCallApp(t, env, "0.19")
 	m := startMatrixNode(t, matrixNodeOptions{})
 	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
-	app := serveElementCall(t, dist, hsURL, m.hs.ServerName)
+	app := serveElementCall(t, dist, hsURL, m.hs.ServerName, "")
 	res := runElementCall(t, env, app, []elementCallPerson{
 		{Label: "alice", Name: "Alice", Create: "Standup"},
 		{Label: "bob", Name: "Bob"},
@@ -283,11 +296,46 @@ func TestElementCallTwoAgencies(t *testing.T) {
 	dist := elementCallApp(t, env, "0.26")
 	a := startMatrixNode(t, matrixNodeOptions{extraMatrix: `allow = ["*"]`})
 	b := startMatrixNode(t, matrixNodeOptions{extraMatrix: `allow = ["*"]`})
-	appA := serveElementCall(t, dist, homeserverProxy(t, a.hs.ClientURL, a.HTTPURL), a.hs.ServerName)
-	appB := serveElementCall(t, dist, homeserverProxy(t, b.hs.ClientURL, b.HTTPURL), b.hs.ServerName)
+	appA := serveElementCall(t, dist, homeserverProxy(t, a.hs.ClientURL, a.HTTPURL), a.hs.ServerName, "")
+	appB := serveElementCall(t, dist, homeserverProxy(t, b.hs.ClientURL, b.HTTPURL), b.hs.ServerName, "")
 	res := runElementCall(t, env, appA, []elementCallPerson{
 		{Label: "alice", Name: "Alice", Create: "Standup"},
 		{Label: "bob", Name: "Bob", App: appB},
 	})
 	requireCall(t, res)
+}
+
+// TestElementCallRefusalShown: Carol's homeserver runs no node and is not
+// on agency A's allow list; her Element Call uses A's node (config.json's
+// livekit_service_url, its fallback when her homeserver advertises no
+// transport). She joins Alice's public room over federation and is
+// refused: Element Call's error screen must carry the node's reason in its
+// technical details, while Alice's call goes on (she started it in a room
+// made by Element Call, with nobody inviting the bot).
+func TestElementCallRefusalShown(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.26")
+	a := startMatrixNode(t, matrixNodeOptions{})
+	hsC := dendritetest.Start(t, dendritetest.Options{})
+	appA := serveElementCall(t, dist, homeserverProxy(t, a.hs.ClientURL, a.HTTPURL), a.hs.ServerName, "")
+	appC := serveElementCall(t, dist, hsC.ClientURL, hsC.ServerName, a.HTTPURL)
+	res := runElementCall(t, env, appA, []elementCallPerson{
+		{Label: "alice", Name: "Alice", Create: "Standup", Expect: "token"},
+		{Label: "carol", Name: "Carol", App: appC, Expect: "error"},
+	})
+	var carol bool
+	for _, p := range res.People {
+		t.Logf("%s: ok=%v tokens=%v error screen %q", p.Label, p.OK, p.TokenStatus, p.ErrorText)
+		if p.Label == "alice" {
+			require.Empty(t, p.ErrorText, "Alice's call goes on")
+			require.True(t, slices.ContainsFunc(p.TokenStatus, func(s string) bool { return strings.Contains(s, " 200 ") }),
+				"Alice got her token")
+		}
+		if p.Label == "carol" {
+			carol = true
+			require.False(t, p.OK, "Carol gets no media")
+			require.Contains(t, p.ErrorText, "This homeserver is not allowed to use this service", "the node's reason is on Carol's screen")
+		}
+	}
+	require.True(t, carol)
 }

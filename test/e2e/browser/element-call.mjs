@@ -17,6 +17,9 @@
 //     {"label": "dan", "name": "Dan", "app": "http://127.0.0.1:Q/"}  the first person's link, on
 //                                                                     another agency's Element Call
 //   ]
+// A person's "expect" ends the run for them: "media" (default: remote
+// video and audio, or an error screen), "error" (an error screen), "token"
+// (a token from the token service: someone alone in a call).
 // }
 //
 // Each person has a browser profile of their own (Element Call keeps its
@@ -124,9 +127,12 @@ async function clickJoin(p) {
 // screen instead of the call, its text.
 async function poll(p) {
   const { page, r } = p;
+  // The error screen's "Technical details" are in a closed <details>,
+  // which innerText leaves out: their textContent is added.
   const s = await page.evaluate(async () => ({
     media: await window.__entente.remote(),
-    text: document.body ? document.body.innerText : '',
+    text: (document.body ? document.body.innerText : '') + '\n' +
+      [...document.querySelectorAll('details')].map((d) => d.textContent).join('\n'),
   })).catch((e) => ({ media: { frames: 0, audio: 0 }, text: '', err: String(e) }));
   r.frames = s.media.frames;
   r.audio = s.media.audio;
@@ -135,7 +141,11 @@ async function poll(p) {
     r.errorText = s.text.slice(0, 600);
   }
   r.ok = r.frames > 0 && r.audio > 0;
-  return r.ok || !!r.errorText;
+  switch (p.expect) {
+    case 'error': return !!r.errorText; // refused: done once the error screen shows
+    case 'token': return (r.tokenStatus || []).some((x) => / 200 /.test(x)) || !!r.errorText; // alone in the call
+    default: return r.ok || !!r.errorText;
+  }
 }
 
 async function main() {
@@ -161,6 +171,7 @@ async function main() {
         url = new URL(l.pathname + l.search + l.hash, person.app).toString();
       }
       const p = await open(ctx, person, url);
+      p.expect = person.expect || 'media';
       out.people.push(p.r);
       if (person.create) {
         await startCall(p, person);
