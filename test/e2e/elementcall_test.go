@@ -49,6 +49,13 @@ type elementCallPerson struct {
 	// Expect is what ends the run for this person: "media" (default),
 	// "error" (Element Call's error screen) or "token" (a token issued).
 	Expect string `json:"expect,omitempty"`
+	// Login signs the person in with an existing account first.
+	Login *elementCallLogin `json:"login,omitempty"`
+}
+
+type elementCallLogin struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
 }
 
 type elementCallResult struct {
@@ -338,4 +345,33 @@ func TestElementCallRefusalShown(t *testing.T) {
 		}
 	}
 	require.True(t, carol)
+}
+
+// TestElementCallPrivateRoom: the room Element Web makes for a team, private
+// and encrypted, with Alice and Bob invited by each other and nobody
+// inviting the node's bot, which may not join it. Both sign in to stock
+// Element Call with their accounts and open the room's link
+// (per-participant keys). The node knows they are members from the room's
+// events the homeserver sent it since the room's creation.
+func TestElementCallPrivateRoom(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.26")
+	m := startMatrixNode(t, matrixNodeOptions{})
+	app := serveElementCall(t, dist, homeserverProxy(t, m.hs.ClientURL, m.HTTPURL), m.hs.ServerName, "")
+	alice, bob := m.hs.Register(t, "alice"), m.hs.Register(t, "bob")
+	room := m.hs.CreateRoom(t, alice, map[string]any{
+		"preset": "private_chat", "name": "Team",
+		"initial_state": []any{map[string]any{
+			"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"},
+		}},
+	})
+	m.hs.Invite(t, alice, room, bob.ID)
+	m.hs.Join(t, bob, room)
+	link := app + "room/#/?" + url.Values{"roomId": {room}, "perParticipantE2EE": {"true"}}.Encode()
+	res := runElementCall(t, env, app, []elementCallPerson{
+		{Label: "alice", Name: "Alice", URL: link, Login: &elementCallLogin{User: localpart(alice.ID), Password: alice.Password}},
+		{Label: "bob", Name: "Bob", URL: link, Login: &elementCallLogin{User: localpart(bob.ID), Password: bob.Password}},
+	})
+	requireCall(t, res)
+	require.False(t, m.hs.IsJoined(t, alice, room, m.bot), "the bot never joined the private room")
 }

@@ -17,6 +17,8 @@
 //     {"label": "dan", "name": "Dan", "app": "http://127.0.0.1:Q/"}  the first person's link, on
 //                                                                     another agency's Element Call
 //   ]
+// A person with "login": {"user", "password"} signs in with that account on
+// Element Call's sign-in page before opening the link.
 // A person's "expect" ends the run for them: "media" (default: remote
 // video and audio, or an error screen), "error" (an error screen), "token"
 // (a token from the token service: someone alone in a call).
@@ -111,11 +113,30 @@ async function startCall(p, person) {
   await page.getByTestId('lobby_joinCall').waitFor({ timeout: left() });
 }
 
+// joinFromLink: someone new gets Element Call's "join call" form (a display
+// name; it registers an account); someone signed in who is already a member
+// goes straight to the lobby.
 async function joinFromLink(p, person) {
   const { page } = p;
-  await page.getByTestId('joincall_displayName').fill(person.name, { timeout: left() });
-  await page.getByTestId('joincall_joincall').click({ timeout: left() });
+  const form = page.getByTestId('joincall_displayName');
+  await form.or(page.getByTestId('lobby_joinCall')).first().waitFor({ timeout: left() });
+  if (await form.isVisible()) {
+    await form.fill(person.name, { timeout: left() });
+    await page.getByTestId('joincall_joincall').click({ timeout: left() });
+  }
   await page.getByTestId('lobby_joinCall').waitFor({ timeout: left() });
+}
+
+// signIn uses Element Call's own sign-in page with an existing account,
+// then opens url.
+async function signIn(p, person, app, url) {
+  const { page } = p;
+  await page.goto(new URL('login', app).toString(), { timeout: left() });
+  await page.getByTestId('login_username').fill(person.login.user, { timeout: left() });
+  await page.getByTestId('login_password').fill(person.login.password, { timeout: left() });
+  await page.getByTestId('login_login').click({ timeout: left() });
+  await page.getByTestId('home_callName').waitFor({ timeout: left() }); // the signed-in home page
+  await page.goto(url, { timeout: left() });
 }
 
 async function clickJoin(p) {
@@ -170,8 +191,9 @@ async function main() {
         const l = new URL(link);
         url = new URL(l.pathname + l.search + l.hash, person.app).toString();
       }
-      const p = await open(ctx, person, url);
+      const p = await open(ctx, person, person.login ? (person.app || cfg.app) : url);
       p.expect = person.expect || 'media';
+      if (person.login) await signIn(p, person, person.app || cfg.app, url);
       out.people.push(p.r);
       if (person.create) {
         await startCall(p, person);
