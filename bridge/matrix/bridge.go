@@ -105,10 +105,14 @@ func New(opts Options) (*Bridge, error) {
 	}
 	b.guard = NewCallGuard(opts.SFU, opts.TokenTTL, log)
 	b.openID = NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: c.InsecureSkipVerify})
+	users, err := NewHomeserverWhoAmI(c.HomeserverURL, nil)
+	if err != nil {
+		return nil, err
+	}
 	b.tokens, err = NewTokenService(TokenServiceOptions{
 		SFU: opts.SFU, OpenID: b.openID, Membership: members,
 		ServerName: c.ServerName, Allow: c.Allow, URL: opts.SFUURL, TokenTTL: opts.TokenTTL,
-		OnIssued: b.guard.Issued, BotUserID: botID, Record: opts.Store,
+		OnIssued: b.guard.Issued, BotUserID: botID, Record: opts.Store, Users: users,
 		UnknownMembership: c.UnknownMembership, Log: log,
 	})
 	if err != nil {
@@ -125,7 +129,7 @@ func New(opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.discovery, err = NewDiscovery(DiscoveryOptions{ServiceURL: serviceURL, HomeserverBaseURL: c.HomeserverURL})
+	b.discovery, err = NewDiscovery(DiscoveryOptions{ServiceURL: serviceURL, HomeserverBaseURL: c.HomeserverURL, SFUURL: opts.SFUURL})
 	if err != nil {
 		return nil, err
 	}
@@ -176,16 +180,20 @@ func RegistrationFor(c *config.Matrix) (*appservice.Registration, error) {
 		BotLocalpart: c.BotLocalpart, GhostPrefix: c.GhostPrefix, AllRooms: c.RoomEvents != config.RoomEventsBot})
 }
 
-// Register mounts the token service (PathGetToken, PathSFUGet), the join
+// Register mounts the token service (PathGetToken, PathSFUGet, MSC4195's
+// PathLiveKitGetToken and its unstable prefix), the join
 // page's Matrix API (PathMeetingInfo, PathMeetingGuest) and the discovery
 // endpoints (PathRTCTransports, PathWellKnownClient) on mux. PathHealthz is
 // left to the node.
 func (b *Bridge) Register(mux *http.ServeMux) {
 	mux.Handle(PathGetToken, b.tokens)
 	mux.Handle(PathSFUGet, b.tokens)
+	mux.Handle(PathLiveKitGetToken, b.tokens)
+	mux.Handle(PathLiveKitGetTokenUnstable, b.tokens)
 	mux.Handle(PathMeetingInfo, b.meetings)
 	mux.Handle(PathMeetingGuest, b.meetings)
 	mux.Handle(PathRTCTransports, b.discovery)
+	mux.Handle(PathRTCTransportsV1, b.discovery)
 	mux.Handle(PathWellKnownClient, b.discovery)
 }
 

@@ -23,6 +23,10 @@ var (
 	// the homeserver refuses to list a room's members to the node's bot.
 	ErrBotNotInRoom = errors.New("matrix: bot is not in the room")
 
+	// ErrAccessTokenRejected is returned when the homeserver does not know
+	// a client's access token (MSC4195's homeserver get_token).
+	ErrAccessTokenRejected = errors.New("matrix: access token rejected by homeserver")
+
 	// ErrBotCannotJoin is returned when the homeserver refuses to let the
 	// node's bot join a room (the room is neither public nor inviting it).
 	ErrBotCannotJoin = errors.New("matrix: bot may not join the room")

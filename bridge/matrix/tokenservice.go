@@ -85,6 +85,9 @@ type TokenServiceOptions struct {
 	// RecordCatchUp is how long a "not joined" answer from Record waits
 	// for transactions on their way; DefaultRecordCatchUp when zero.
 	RecordCatchUp time.Duration
+	// Users checks the access tokens of MSC4195's homeserver get_token
+	// (PathLiveKitGetToken); nil leaves that endpoint unserved (404).
+	Users UserAuthenticator
 	// UnknownMembership decides when membership cannot be known:
 	// UnknownMembershipRefuse (the default when empty) or
 	// UnknownMembershipServeLocal.
@@ -113,6 +116,7 @@ type TokenService struct {
 	// recordCatchUp: see TokenServiceOptions.RecordCatchUp.
 	recordCatchUp time.Duration
 	unknown       string
+	users         UserAuthenticator
 	log           zerolog.Logger
 }
 
@@ -173,11 +177,13 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 		record:        opts.Record,
 		recordCatchUp: catchUp,
 		unknown:       unknown,
+		users:         opts.Users,
 		log:           opts.Log.With().Str("component", "token_service").Logger(),
 	}, nil
 }
 
-// ServeHTTP serves PathGetToken, PathSFUGet and PathHealthz; any other path
+// ServeHTTP serves PathGetToken, PathSFUGet, PathHealthz and, with
+// TokenServiceOptions.Users, PathLiveKitGetToken(Unstable); any other path
 // gets 404 M_UNRECOGNIZED. Mount it at the service's base URL (strip any
 // prefix first).
 func (s *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -188,7 +194,7 @@ func (s *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.WriteHeader(http.StatusOK)
-	case PathGetToken, PathSFUGet:
+	case PathGetToken, PathSFUGet, PathLiveKitGetToken, PathLiveKitGetTokenUnstable:
 		s.serveToken(w, r)
 	default:
 		writeError(w, &apiError{Status: http.StatusNotFound, ErrCode: "M_UNRECOGNIZED", Message: "Unrecognized request"})
@@ -223,10 +229,13 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	var resp *tokenResponse
 	var aerr *apiError
-	if r.URL.Path == PathGetToken {
+	switch r.URL.Path {
+	case PathGetToken:
 		resp, aerr = s.getToken(ctx, body)
-	} else {
+	case PathSFUGet:
 		resp, aerr = s.sfuGet(ctx, body)
+	default:
+		resp, aerr = s.serveLiveKitToken(ctx, r, body)
 	}
 	if aerr != nil {
 		log.Info().Str("errcode", aerr.ErrCode).Int("status", aerr.Status).Msg("token refused")
@@ -238,9 +247,10 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-// tokenResponse is the answer of both endpoints (lk-jwt-service SFUResponse).
+// tokenResponse is the answer of /get_token and /sfu/get (lk-jwt-service
+// SFUResponse), and without url of MSC4195's homeserver get_token.
 type tokenResponse struct {
-	URL string `json:"url"`
+	URL string `json:"url,omitempty"`
 	JWT string `json:"jwt"`
 }
 

@@ -88,8 +88,9 @@ func elementCallApp(t *testing.T, env browserEnv, v string) string {
 
 // homeserverProxy stands in front of Dendrite as an agency's reverse proxy
 // does (docs/matrix.md, Install step 4): MatrixRTC transport discovery
-// (rtc/transports, and the client well-known for older Element Call) goes
-// to the node, everything else to the homeserver.
+// (rtc/transports, unstable and v1, and the client well-known for older
+// Element Call) and MSC4195's homeserver get_token go to the node,
+// everything else to the homeserver.
 func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 	t.Helper()
 	hs, err := url.Parse(homeserverURL)
@@ -98,7 +99,9 @@ func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 	require.NoError(t, err)
 	toHS, toNode := httputil.NewSingleHostReverseProxy(hs), httputil.NewSingleHostReverseProxy(node)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == matrix.PathRTCTransports || r.URL.Path == matrix.PathWellKnownClient {
+		switch r.URL.Path {
+		case matrix.PathRTCTransports, matrix.PathRTCTransportsV1, matrix.PathWellKnownClient,
+			matrix.PathLiveKitGetToken, matrix.PathLiveKitGetTokenUnstable:
 			toNode.ServeHTTP(w, r)
 			return
 		}
