@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -13,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -308,11 +311,31 @@ func TestElementCallTwoAgencies(t *testing.T) {
 	b := startMatrixNode(t, matrixNodeOptions{extraMatrix: `allow = ["*"]`})
 	appA := serveElementCall(t, dist, homeserverProxy(t, a.hs.ClientURL, a.HTTPURL), a.hs.ServerName, "")
 	appB := serveElementCall(t, dist, homeserverProxy(t, b.hs.ClientURL, b.HTTPURL), b.hs.ServerName, "")
-	res := runElementCall(t, env, appA, []elementCallPerson{
-		{Label: "alice", Name: "Alice", Create: "Standup"},
-		{Label: "bob", Name: "Bob", App: appB},
+	t.Run("shared-key", func(t *testing.T) {
+		res := runElementCall(t, env, appA, []elementCallPerson{
+			{Label: "alice", Name: "Alice", Create: "Standup"},
+			{Label: "bob", Name: "Bob", App: appB},
+		})
+		requireCall(t, res)
 	})
-	requireCall(t, res)
+	// Per-participant keys: a public encrypted room of agency A, opened by
+	// link on each agency's app; the keys travel as Olm to-device messages
+	// between the two homeservers.
+	t.Run("per-participant", func(t *testing.T) {
+		organiser := a.hs.Register(t, "organiser")
+		room := a.hs.CreateRoom(t, organiser, map[string]any{
+			"preset": "public_chat", "name": "Inter-agency",
+			"initial_state": []any{map[string]any{
+				"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"},
+			}},
+		})
+		q := "room/#/?" + url.Values{"roomId": {room}, "perParticipantE2EE": {"true"}}.Encode()
+		res := runElementCall(t, env, appA, []elementCallPerson{
+			{Label: "alice", Name: "Alice", URL: appA + q},
+			{Label: "bob", Name: "Bob", URL: appB + q},
+		})
+		requireCall(t, res)
+	})
 }
 
 // TestElementCallRefusalShown: Carol's homeserver runs no node and is not
@@ -377,4 +400,161 @@ func TestElementCallPrivateRoom(t *testing.T) {
 	})
 	requireCall(t, res)
 	require.False(t, m.hs.IsJoined(t, alice, room, m.bot), "the bot never joined the private room")
+}
+
+// TestElementCallCompareLiveKit measures, for stock Element Call started
+// as in TestElementCallWithoutInvitingTheBot, the time from clicking
+// "Join call" to the first remote video frame, with the node's SFU and with
+// livekit-server v1.11.0 (.deps/bin/server, as bench/compare.sh builds it)
+// behind the same token flow: the node's token service checks and mints
+// (livekit-server shares its key), and a proxy in front of it changes only
+// the SFU url in the answer. Runs alternate. It is a measurement, not a
+// check: it runs only with ENTENTE_E2E_EC_COMPARE=<runs per SFU> and logs
+// p50 and worst for BENCHMARKS.md.
+func TestElementCallCompareLiveKit(t *testing.T) {
+	runs, _ := strconv.Atoi(os.Getenv("ENTENTE_E2E_EC_COMPARE"))
+	if runs <= 0 {
+		t.Skip("a measurement: set ENTENTE_E2E_EC_COMPARE=<runs per SFU>")
+	}
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.26")
+	lkBin := filepath.Join(env.repo, ".deps", "bin", "server")
+	if _, err := os.Stat(lkBin); err != nil {
+		t.Fatalf("livekit-server is not built at %s (bench/compare.sh builds it)", lkBin)
+	}
+	m := startMatrixNode(t, matrixNodeOptions{})
+	lkWS := startLiveKitServer(t, lkBin, m.APIKey, m.APISecret)
+	times := map[string][]int64{}
+	for i := range 2 * runs {
+		sfu := "entente"
+		serviceURL := m.HTTPURL
+		if i%2 == 1 {
+			sfu = "livekit-server"
+			serviceURL = tokenURLRewriter(t, m.HTTPURL, lkWS)
+		}
+		hs := homeserverProxyTo(t, m.hs.ClientURL, m.HTTPURL, serviceURL)
+		app := serveElementCall(t, dist, hs, m.hs.ServerName, "")
+		res := runElementCall(t, env, app, []elementCallPerson{
+			{Label: "alice", Name: "Alice", Create: fmt.Sprintf("Run %d", i)},
+			{Label: "bob", Name: "Bob"},
+		})
+		requireCall(t, res)
+		for _, p := range res.People {
+			times[sfu] = append(times[sfu], p.T["firstRemoteFrame"]-p.T["joinClicked"])
+		}
+	}
+	for sfu, ts := range times {
+		slices.Sort(ts)
+		t.Logf("%s: %d samples, p50 %d ms, worst %d ms (all: %v)", sfu, len(ts), (ts[(len(ts)-1)/2]+ts[len(ts)/2])/2, ts[len(ts)-1], ts)
+	}
+}
+
+// startLiveKitServer starts livekit-server on loopback with the node's key
+// (the settings bench/compare.sh uses) and returns its ws URL.
+func startLiveKitServer(t *testing.T, bin, key, secret string) string {
+	t.Helper()
+	port, udp := FreePort(t, "tcp"), FreePort(t, "udp")
+	cfg := fmt.Sprintf(`port: %d
+bind_addresses: ["127.0.0.1"]
+rtc:
+  udp_port: %d
+  tcp_port: 0
+  use_external_ip: false
+  node_ip: 127.0.0.1
+  enable_loopback_candidate: true
+  interfaces:
+    includes: ["lo"]
+  ips:
+    includes: ["127.0.0.1/32"]
+keys:
+  %s: %s
+logging:
+  level: warn
+`, port, udp, key, secret)
+	path := filepath.Join(t.TempDir(), "livekit.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	cmd := exec.Command(bin, "--config", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	}, 20*time.Second, 100*time.Millisecond, "livekit-server answers")
+	return fmt.Sprintf("ws://127.0.0.1:%d", port)
+}
+
+// tokenURLRewriter serves the node's token service with the SFU url of
+// every answer replaced by sfuURL; the checks and the token stay the node's.
+func tokenURLRewriter(t *testing.T, nodeURL, sfuURL string) string {
+	t.Helper()
+	node, err := url.Parse(nodeURL)
+	require.NoError(t, err)
+	p := httputil.NewSingleHostReverseProxy(node)
+	p.ModifyResponse = func(resp *http.Response) error {
+		if resp.StatusCode != http.StatusOK || resp.Request.Method != http.MethodPost {
+			return nil
+		}
+		var body map[string]any
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if err != nil || json.Unmarshal(raw, &body) != nil {
+			return errors.New("token answer unreadable")
+		}
+		body["url"] = sfuURL
+		out, _ := json.Marshal(body)
+		resp.Body = io.NopCloser(bytes.NewReader(out))
+		resp.ContentLength = int64(len(out))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+		return nil
+	}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// homeserverProxyTo is homeserverProxy whose rtc/transports announces
+// serviceURL as the token service.
+func homeserverProxyTo(t *testing.T, homeserverURL, nodeURL, serviceURL string) string {
+	t.Helper()
+	if serviceURL == nodeURL {
+		return homeserverProxy(t, homeserverURL, nodeURL)
+	}
+	inner := homeserverProxy(t, homeserverURL, nodeURL)
+	innerURL, err := url.Parse(inner)
+	require.NoError(t, err)
+	p := httputil.NewSingleHostReverseProxy(innerURL)
+	transports, _ := json.Marshal(map[string]any{"rtc_transports": []any{map[string]string{"type": "livekit", "livekit_service_url": serviceURL}}})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == matrix.PathRTCTransports {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", "*")
+			h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			if r.Method == http.MethodOptions {
+				return
+			}
+			h.Set("Content-Type", "application/json")
+			_, _ = w.Write(transports)
+			return
+		}
+		p.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
