@@ -63,6 +63,7 @@ type Bridge struct {
 	discovery  *Discovery
 	appService *AppService
 	guard      *CallGuard
+	botSync    *BotSync
 	openID     *FederationOpenID
 	members    MembershipChecker
 	store      *store.Store
@@ -104,6 +105,10 @@ func New(opts Options) (*Bridge, error) {
 		meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log,
 	}
 	b.guard = NewCallGuard(opts.SFU, opts.TokenTTL, log)
+	b.botSync, err = NewBotSync(c.HomeserverURL, reg.AppToken, reg.SenderLocalpart, c.ServerName, b.invited, log)
+	if err != nil {
+		return nil, err
+	}
 	b.openID = NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: c.InsecureSkipVerify})
 	users, err := NewHomeserverWhoAmI(c.HomeserverURL, nil)
 	if err != nil {
@@ -205,8 +210,8 @@ func (b *Bridge) AppService() *AppService { return b.appService }
 
 // Run serves the application service on matrix.appservice_listen, makes
 // sure the bot exists (retrying while the homeserver is unreachable), ends
-// expired call memberships, accepts the bot's invitations and answers
-// "!meet", until ctx is done. It returns once every
+// expired call memberships, follows the bot's own /sync, accepts the bot's
+// invitations and answers "!meet", until ctx is done. It returns once every
 // goroutine it started has stopped.
 func (b *Bridge) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", b.cfg.AppserviceListen)
@@ -218,7 +223,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		b.log.Info().Str("listen", ln.Addr().String()).Msg("appservice listening")
@@ -237,6 +242,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		b.runBot(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		b.botSync.Run(ctx)
 	}()
 	var runErr error
 	select {

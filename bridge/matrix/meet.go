@@ -88,17 +88,8 @@ func (b *Bridge) applied(ctx context.Context, fx TxnEffects) {
 	b.guard.Applied(ctx, fx)
 	bot := b.appService.BotUserID()
 	for _, m := range fx.Memberships {
-		if m.UserID != bot || m.Membership != "invite" {
-			continue
-		}
-		if !b.mayInviteBot(m.Sender) {
-			b.log.Info().Str("matrix_room", m.RoomID).Str("sender", m.Sender).Msg("invitation from a homeserver outside the policy ignored")
-			continue
-		}
-		select {
-		case b.invites <- m.RoomID:
-		default:
-			b.log.Warn().Str("matrix_room", m.RoomID).Msg("too many invitations; one dropped")
+		if m.UserID == bot && m.Membership == "invite" {
+			b.invited(BotInvite{RoomID: m.RoomID, Sender: m.Sender})
 		}
 	}
 	for _, m := range fx.Meets {
@@ -110,6 +101,23 @@ func (b *Bridge) applied(ctx context.Context, fx TxnEffects) {
 		default:
 			b.log.Warn().Str("matrix_room", m.RoomID).Msg("too many meet commands; one dropped")
 		}
+	}
+}
+
+// invited hands an invitation of the bot, from a transaction or from the
+// bot's own /sync, to the bot's loop if its sender is within the policy
+// (dropped when the loop is overwhelmed; an invitation still pending is
+// reported again by the next initial /sync, and accepted anyway when a
+// local user asks for a call in the room).
+func (b *Bridge) invited(inv BotInvite) {
+	if !b.mayInviteBot(inv.Sender) {
+		b.log.Info().Str("matrix_room", inv.RoomID).Str("sender", inv.Sender).Msg("invitation from a homeserver outside the policy ignored")
+		return
+	}
+	select {
+	case b.invites <- inv.RoomID:
+	default:
+		b.log.Warn().Str("matrix_room", inv.RoomID).Msg("too many invitations; one dropped")
 	}
 }
 
