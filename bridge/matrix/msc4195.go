@@ -139,7 +139,7 @@ func MSC4195Identity(userID, memberID string) string {
 // homeserver's SFU would be asked over federation, signed as the
 // homeserver, which the node cannot do: 502, as the proposal answers
 // errors other than 400 and 403 from the remote side.
-func (s *TokenService) serveLiveKitToken(ctx context.Context, r *http.Request, body []byte) (*tokenResponse, *apiError) {
+func (s *TokenService) serveLiveKitToken(ctx context.Context, r *http.Request, body []byte, who *requester) (*tokenResponse, *apiError) {
 	log := zerolog.Ctx(ctx)
 	if s.users == nil {
 		return nil, &apiError{Status: http.StatusNotFound, ErrCode: "M_UNRECOGNIZED", Message: "Unrecognized request"}
@@ -155,6 +155,7 @@ func (s *TokenService) serveLiveKitToken(ctx context.Context, r *http.Request, b
 	if aerr != nil {
 		return nil, aerr
 	}
+	who.roomID = req.RoomID
 	userID, err := s.users.WhoAmI(ctx, tok)
 	switch {
 	case errors.Is(err, ErrAccessTokenRejected):
@@ -164,6 +165,7 @@ func (s *TokenService) serveLiveKitToken(ctx context.Context, r *http.Request, b
 		log.Warn().Err(err).Msg("whoami failed")
 		return nil, &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "The homeserver could not be reached to check the access token"}
 	}
+	who.userID = userID
 	if userIDServer(userID) != s.serverName {
 		// The homeserver vouches only for its own users.
 		return nil, unauthorized()

@@ -229,16 +229,20 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	var resp *tokenResponse
 	var aerr *apiError
+	who := new(requester)
 	switch r.URL.Path {
 	case PathGetToken:
-		resp, aerr = s.getToken(ctx, body)
+		resp, aerr = s.getToken(ctx, body, who)
 	case PathSFUGet:
-		resp, aerr = s.sfuGet(ctx, body)
+		resp, aerr = s.sfuGet(ctx, body, who)
 	default:
-		resp, aerr = s.serveLiveKitToken(ctx, r, body)
+		resp, aerr = s.serveLiveKitToken(ctx, r, body, who)
 	}
 	if aerr != nil {
-		log.Info().Str("errcode", aerr.ErrCode).Int("status", aerr.Status).Msg("token refused")
+		// One line per refusal with the room and the user, as far as the
+		// request got, and the reason the client was given.
+		log.Info().Str("matrix_room", who.roomID).Str("user_id", who.userID).Str("errcode", aerr.ErrCode).
+			Int("status", aerr.Status).Str("reason", aerr.Message).Msg("token refused")
 		writeError(w, aerr)
 		return
 	}
@@ -254,11 +258,17 @@ type tokenResponse struct {
 	JWT string `json:"jwt"`
 }
 
-func (s *TokenService) getToken(ctx context.Context, body []byte) (*tokenResponse, *apiError) {
+// requester is what a token request said about who asks for which room,
+// for the log line of a refusal: the user is the claimed one until the
+// homeserver has vouched for it.
+type requester struct{ roomID, userID string }
+
+func (s *TokenService) getToken(ctx context.Context, body []byte, who *requester) (*tokenResponse, *apiError) {
 	req, aerr := parseGetToken(body)
 	if aerr != nil {
 		return nil, aerr
 	}
+	who.roomID, who.userID = req.RoomID, req.Member.ClaimedUserID
 	// A homeserver vouches only for its own users: catch a mismatch before
 	// spending the OpenID token.
 	if userIDServer(req.Member.ClaimedUserID) != req.OpenIDToken.MatrixServerName {
@@ -277,15 +287,17 @@ func (s *TokenService) getToken(ctx context.Context, body []byte) (*tokenRespons
 	return s.issue(ctx, req.RoomID, RoomAlias(req.RoomID, req.SlotID), userID, req.Member.ClaimedDeviceID, identity, req.OpenIDToken.MatrixServerName)
 }
 
-func (s *TokenService) sfuGet(ctx context.Context, body []byte) (*tokenResponse, *apiError) {
+func (s *TokenService) sfuGet(ctx context.Context, body []byte, who *requester) (*tokenResponse, *apiError) {
 	req, aerr := parseSFUGet(body)
 	if aerr != nil {
 		return nil, aerr
 	}
+	who.roomID = req.Room
 	userID, aerr := s.authenticate(ctx, req.OpenIDToken)
 	if aerr != nil {
 		return nil, aerr
 	}
+	who.userID = userID
 	identity := LegacyIdentity(userID, req.DeviceID)
 	return s.issue(ctx, req.Room, RoomAlias(req.Room, LegacySlotID), userID, req.DeviceID, identity, req.OpenIDToken.MatrixServerName)
 }

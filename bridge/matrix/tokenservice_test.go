@@ -403,3 +403,56 @@ func TestTokenMembershipUnknown(t *testing.T) {
 		ServerName: "example.com", URL: "wss://rtc.example.com", UnknownMembership: "allow"})
 	require.ErrorIs(t, err, ErrInvalidConfig)
 }
+
+// TestTokenRefusalLogged: every refusal is one log line with the room, the
+// user and the reason the client got; the OpenID token never appears.
+func TestTokenRefusalLogged(t *testing.T) {
+	var buf syncBuffer
+	f := newTSFixture(t)
+	svc, err := NewTokenService(TokenServiceOptions{
+		SFU: f.sfu, OpenID: f.openid, Membership: f.members, ServerName: "example.com", Allow: []string{"remote.org"},
+		URL: "wss://rtc.example.com", Log: zerolog.New(&buf),
+	})
+	require.NoError(t, err)
+	for _, c := range []struct{ body, user, reason string }{
+		{getTokenBody("!other:example.com", "m.call#ROOM", "example.com", "tok-alice", "@alice:example.com", "D", "m"),
+			"@alice:example.com", "You are not joined to that Matrix room"},
+		{sfuGetBody("!roomid:example.com", "other.net", "tok-eve", "D"), "", "This homeserver is not allowed to use this service"},
+	} {
+		path := PathGetToken
+		if strings.Contains(c.body, `"room":`) {
+			path = PathSFUGet
+		}
+		rr := do(svc, http.MethodPost, path, c.body)
+		require.Equal(t, http.StatusForbidden, rr.Code, rr.Body.String())
+		var line map[string]any
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &line))
+		require.Equal(t, "token refused", line["message"])
+		require.Equal(t, c.reason, line["reason"])
+		require.NotEmpty(t, line["matrix_room"])
+		if c.user != "" {
+			require.Equal(t, c.user, line["user_id"])
+		}
+	}
+	require.NotContains(t, buf.String(), "tok-alice")
+	require.NotContains(t, buf.String(), "tok-eve")
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
