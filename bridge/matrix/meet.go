@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 )
@@ -131,19 +132,55 @@ func (b *Bridge) mayInviteBot(sender string) bool {
 }
 
 // runBot joins the rooms the bot is invited to and posts meeting links, as
-// the bot, until ctx is done.
+// the bot, until ctx is done. A failed join is tried again after 1, 2, 4, 8
+// and 16 s: an invitation from another homeserver reaches the bot (through
+// its /sync) before the inviting homeserver has stored it, and a join
+// asked at once is refused there ("membership from leave to join").
 func (b *Bridge) runBot(ctx context.Context) {
 	bot := b.appService.mx.BotIntent()
+	type retry struct {
+		attempt int
+		at      time.Time
+	}
+	retries := map[string]retry{}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	rearm := func() {
+		next := time.Hour
+		for _, r := range retries {
+			next = min(next, time.Until(r.at))
+		}
+		timer.Reset(max(next, 0))
+	}
+	join := func(roomID string, attempt int) {
+		if _, err := bot.JoinRoomByID(ctx, id.RoomID(roomID)); err != nil {
+			if attempt < maxJoinAttempts && ctx.Err() == nil && (len(retries) < maxJoinRetries || retries[roomID].attempt > 0) {
+				retries[roomID] = retry{attempt: attempt + 1, at: time.Now().Add(time.Second << attempt)}
+				b.log.Info().Err(err).Str("matrix_room", roomID).Int("attempt", attempt+1).Msg("accept invitation: will try again")
+			} else {
+				delete(retries, roomID)
+				b.log.Warn().Err(err).Str("matrix_room", roomID).Msg("accept invitation")
+			}
+			return
+		}
+		delete(retries, roomID)
+		b.log.Info().Str("matrix_room", roomID).Msg("bot joined room")
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case roomID := <-b.invites:
-			if _, err := bot.JoinRoomByID(ctx, id.RoomID(roomID)); err != nil {
-				b.log.Warn().Err(err).Str("matrix_room", roomID).Msg("accept invitation")
-				continue
+			join(roomID, 0)
+			rearm()
+		case <-timer.C:
+			now := time.Now()
+			for roomID, r := range retries {
+				if !r.at.After(now) {
+					join(roomID, r.attempt)
+				}
 			}
-			b.log.Info().Str("matrix_room", roomID).Msg("bot joined room")
+			rearm()
 		case m := <-b.meets:
 			if _, err := bot.SendNotice(ctx, id.RoomID(m.RoomID), meetText(b.joinPage, m)); err != nil {
 				b.log.Warn().Err(err).Str("matrix_room", m.RoomID).Msg("answer meet command")
@@ -151,3 +188,10 @@ func (b *Bridge) runBot(ctx context.Context) {
 		}
 	}
 }
+
+const (
+	// maxJoinAttempts bounds the tries to accept one invitation.
+	maxJoinAttempts = 5
+	// maxJoinRetries bounds the invitations waiting to be tried again.
+	maxJoinRetries = 256
+)
