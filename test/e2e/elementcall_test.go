@@ -54,6 +54,9 @@ type elementCallPerson struct {
 	Expect string `json:"expect,omitempty"`
 	// Login signs the person in with an existing account first.
 	Login *elementCallLogin `json:"login,omitempty"`
+	// Gate holds the person in the lobby until the run's atLobby has
+	// returned for them.
+	Gate bool `json:"gate,omitempty"`
 }
 
 type elementCallLogin struct {
@@ -73,6 +76,7 @@ type elementCallResult struct {
 		Frames      int              `json:"frames"`
 		Audio       int              `json:"audio"`
 		ErrorText   string           `json:"errorText"`
+		Screen      string           `json:"screen"`
 		TokenStatus []string         `json:"tokenStatus"`
 		Log         []string         `json:"log"`
 	} `json:"people"`
@@ -161,6 +165,14 @@ func serveElementCall(t *testing.T, dist, homeserverURL, serverName, serviceURL 
 // returns its report; it never takes longer than elementCallKillAfter.
 func runElementCall(t *testing.T, env browserEnv, app string, people []elementCallPerson) elementCallResult {
 	t.Helper()
+	return runElementCallWith(t, env, app, people, nil)
+}
+
+// runElementCallWith is runElementCall where atLobby(label) runs, on the
+// test's goroutine, when a person with Gate reaches the lobby; the person
+// clicks "Join call" once it has returned.
+func runElementCallWith(t *testing.T, env browserEnv, app string, people []elementCallPerson, atLobby func(label string)) elementCallResult {
+	t.Helper()
 	dir := t.TempDir()
 	profiles := filepath.Join(dir, "profiles")
 	require.NoError(t, os.Mkdir(profiles, 0o700))
@@ -181,7 +193,34 @@ func runElementCall(t *testing.T, env browserEnv, app string, people []elementCa
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
+	// The gates are watched here, on the test's goroutine, so that
+	// atLobby may fail the test.
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var runErr error
+	opened := map[string]bool{}
+wait:
+	for {
+		select {
+		case runErr = <-exited:
+			break wait
+		case <-time.After(100 * time.Millisecond):
+		}
+		for _, p := range people {
+			if !p.Gate || opened[p.Label] {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(profiles, p.Label+".lobby")); err != nil {
+				continue
+			}
+			opened[p.Label] = true
+			if atLobby != nil {
+				atLobby(p.Label)
+			}
+			require.NoError(t, os.WriteFile(filepath.Join(profiles, p.Label+".go"), nil, 0o600))
+		}
+	}
 	if cmd.Process != nil {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
@@ -557,4 +596,51 @@ func homeserverProxyTo(t *testing.T, homeserverURL, nodeURL, serviceURL string) 
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestElementCallKicked: in a public room an organiser made, Alice starts
+// the call; Bob, in the lobby (his Element Call has joined him to the
+// room), is kicked before he clicks "Join call". Element Call sees the kick
+// itself and ends his call ("You have been removed from the call") without
+// asking for a token, so the node's refusal of a kicked user (tested in
+// bridge/matrix and test/e2e/matrix_test.go) never reaches his screen; no
+// token is issued to him, and Alice's call goes on.
+func TestElementCallKicked(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.26")
+	m := startMatrixNode(t, matrixNodeOptions{})
+	app := serveElementCall(t, dist, homeserverProxy(t, m.hs.ClientURL, m.HTTPURL), m.hs.ServerName, "")
+	organiser := m.hs.Register(t, "organiser")
+	room := m.hs.CreateRoom(t, organiser, map[string]any{"preset": "public_chat", "name": "Briefing"})
+	link := app + "room/#/?" + url.Values{"roomId": {room}}.Encode()
+	res := runElementCallWith(t, env, app, []elementCallPerson{
+		{Label: "alice", Name: "Alice", URL: link, Expect: "token"},
+		{Label: "bob", Name: "Bob", URL: link, Expect: "error", Gate: true},
+	}, func(string) {
+		// Bob is the member whose display name is Bob.
+		var members struct {
+			Joined map[string]struct {
+				DisplayName string `json:"display_name"`
+			} `json:"joined"`
+		}
+		m.hs.MustDo(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/joined_members", organiser.Token, nil, &members)
+		for id, mb := range members.Joined {
+			if mb.DisplayName == "Bob" {
+				m.hs.Kick(t, organiser, room, id)
+				return
+			}
+		}
+		t.Error("Bob is not in the room")
+	})
+	for _, p := range res.People {
+		t.Logf("%s: ok=%v tokens=%v error screen %q, screen %q", p.Label, p.OK, p.TokenStatus, p.ErrorText, p.Screen)
+		switch p.Label {
+		case "alice":
+			require.Empty(t, p.ErrorText, "Alice's call goes on")
+			require.True(t, slices.ContainsFunc(p.TokenStatus, func(s string) bool { return strings.Contains(s, " 200 ") }))
+		case "bob":
+			require.Contains(t, p.ErrorText, "You have been removed from the call")
+			require.Empty(t, p.TokenStatus, "no token for Bob")
+		}
+	}
 }

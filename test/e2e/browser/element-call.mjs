@@ -17,6 +17,7 @@
 //     {"label": "dan", "name": "Dan", "app": "http://127.0.0.1:Q/"}  the first person's link, on
 //                                                                     another agency's Element Call
 //   ]
+// A person with "gate": true waits in the lobby for the test (see gate).
 // A person with "login": {"user", "password"} signs in with that account on
 // Element Call's sign-in page before opening the link.
 // A person's "expect" ends the run for them: "media" (default: remote
@@ -139,9 +140,30 @@ async function signIn(p, person, app, url) {
   await page.goto(url, { timeout: left() });
 }
 
+// gate: a person with "gate": true, once in the lobby, writes
+// <userDataDir>/<label>.lobby and waits for <label>.go before clicking
+// "Join call", so that the Go test can act in between (kick them).
+async function gate(p, person) {
+  if (!person.gate) return;
+  fs.writeFileSync(path.join(cfg.userDataDir, `${person.label}.lobby`), '');
+  const go = path.join(cfg.userDataDir, `${person.label}.go`);
+  while (!fs.existsSync(go)) {
+    if (Date.now() >= deadline) throw new Error(`${person.label}: the test never said go`);
+    await sleep(100);
+  }
+}
+
 async function clickJoin(p) {
+  await gate(p, p.person);
   p.r.t.joinClicked = Date.now() - p.t0;
-  await p.page.getByTestId('lobby_joinCall').click({ timeout: left() });
+  if (!p.person.gate) {
+    await p.page.getByTestId('lobby_joinCall').click({ timeout: left() });
+    return;
+  }
+  // What the test did in the lobby may have taken the button away (a kick):
+  // then the screen tells what Element Call made of it.
+  await p.page.getByTestId('lobby_joinCall').click({ timeout: Math.min(left(), 5000) })
+    .catch((e) => { p.r.log.push(keep(`join call not clicked: ${e.message}`)); });
 }
 
 // poll reads the person's media and, when Element Call shows an error
@@ -158,7 +180,8 @@ async function poll(p) {
   r.frames = s.media.frames;
   r.audio = s.media.audio;
   if (r.frames > 0 && r.t.firstRemoteFrame === undefined) r.t.firstRemoteFrame = Date.now() - p.t0;
-  if (/Something went wrong|contact your server admin/.test(s.text)) {
+  r.screen = s.text.slice(0, 600);
+  if (/Something went wrong|contact your server admin|You have been removed/.test(s.text)) {
     r.errorText = s.text.slice(0, 600);
   }
   r.ok = r.frames > 0 && r.audio > 0;
@@ -193,6 +216,7 @@ async function main() {
       }
       const p = await open(ctx, person, person.login ? (person.app || cfg.app) : url);
       p.expect = person.expect || 'media';
+      p.person = person;
       if (person.login) await signIn(p, person, person.app || cfg.app, url);
       out.people.push(p.r);
       if (person.create) {
