@@ -135,6 +135,16 @@ func TestDendriteUnknownMembershipPolicy(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, resp)
 	require.Len(t, sfu.mints, 1)
 	require.Equal(t, "true", sfu.mints[0].grant.Attributes[AttrMembershipUnverified], "the token says membership was not checked")
+
+	// The call history marks the presence that token admits.
+	ctx := context.Background()
+	lkRoom := RoomAlias(room, "m.call#ROOM")
+	require.NoError(t, empty.RoomOpened(ctx, lkRoom, "RM_1", time.Now()))
+	require.NoError(t, empty.ParticipantJoined(ctx, lkRoom, "RM_1", sfu.mints[0].identity, "PA_1", time.Now()))
+	calls, err := empty.CallHistory(ctx, lkRoom, 0)
+	require.NoError(t, err)
+	require.Len(t, calls, 1)
+	require.True(t, calls[0].MembershipUnverified, "marked in the call history")
 }
 
 // TestDendriteCallWithoutInvitingTheBot: a person starts a call in a room

@@ -48,6 +48,13 @@ type MembershipRecord interface {
 	MatrixRecordedMembership(ctx context.Context, roomID, userID string) (membership string, roomSeen bool, err error)
 }
 
+// UnverifiedMarker is what a MembershipRecord may also do (*store.Store
+// does): mark in the call history the presences a token issued without a
+// verified membership admits (UnknownMembershipServeLocal).
+type UnverifiedMarker interface {
+	MarkUnverifiedToken(ctx context.Context, room, identity, matrixRoomID, userID string, issued, expires time.Time) error
+}
+
 // DefaultTokenTTL is the lifetime of issued tokens, as lk-jwt-service's
 // getJoinToken (SetValidFor(time.Hour)).
 const DefaultTokenTTL = time.Hour
@@ -360,9 +367,17 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 	// identity the attributes carry is the node's word, not the user's.
 	attrs := matrixAttributes(roomID, userID)
 	if source == membershipUnverified {
-		// The call's members and the node's logs can tell this token from
-		// one whose holder was seen in the room.
+		// The call's members, the node's logs and its call history can
+		// tell this token from one whose holder was seen in the room. No
+		// mark, no token.
 		attrs[AttrMembershipUnverified] = "true"
+		if m, ok := s.record.(UnverifiedMarker); ok {
+			now := time.Now()
+			if err := m.MarkUnverifiedToken(ctx, room, identity, roomID, userID, now, now.Add(s.ttl)); err != nil {
+				log.Error().Err(err).Msg("mark unverified token")
+				return nil, &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "The token could not be recorded; try again"}
+			}
+		}
 	}
 	jwt, err := s.sfu.MintToken(room, identity, name, Grant{
 		CanPublish:     true,

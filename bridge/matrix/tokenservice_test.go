@@ -456,3 +456,25 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// failingMarker is a record that cannot mark unverified tokens.
+type failingMarker struct{ fakeRecord }
+
+func (failingMarker) MarkUnverifiedToken(context.Context, string, string, string, string, time.Time, time.Time) error {
+	return errors.New("disk full")
+}
+
+// TestUnverifiedTokenNeedsItsMark: under serve_local, a token the call
+// history cannot mark is not issued.
+func TestUnverifiedTokenNeedsItsMark(t *testing.T) {
+	f := newTSFixture(t)
+	f.members.err = fmt.Errorf("%w: %w", ErrMembershipUnavailable, ErrBotNotInRoom)
+	svc, err := NewTokenService(TokenServiceOptions{
+		SFU: f.sfu, OpenID: f.openid, Membership: f.members, ServerName: "example.com", URL: "wss://rtc.example.com",
+		Record: &failingMarker{}, RecordCatchUp: time.Millisecond, UnknownMembership: UnknownMembershipServeLocal, Log: zerolog.Nop(),
+	})
+	require.NoError(t, err)
+	rr := do(svc, http.MethodPost, PathGetToken, getTokenBody("!old:example.com", "m.call#ROOM", "example.com", "tok-alice", "@alice:example.com", "D", "m"))
+	requireMatrixError(t, rr, http.StatusServiceUnavailable, "M_UNKNOWN")
+	require.Empty(t, f.sfu.mints)
+}

@@ -1,4 +1,4 @@
--- v0 -> v4: fresh install
+-- v0 -> v5: fresh install
 -- Times are Unix milliseconds (UTC).
 
 CREATE TABLE api_keys (
@@ -66,4 +66,16 @@ CREATE TABLE matrix_rooms (
     creator    TEXT    NOT NULL,
     event_id   TEXT    NOT NULL,
     created_at INTEGER NOT NULL
+) STRICT;
+
+-- Tokens the Matrix token service issued without a verified room membership
+-- (matrix.unknown_membership = "serve_local"): CallHistory marks the presences they admitted.
+CREATE TABLE unverified_tokens (
+    room_name      TEXT    NOT NULL,
+    identity       TEXT    NOT NULL,
+    matrix_room_id TEXT    NOT NULL,
+    user_id        TEXT    NOT NULL,
+    issued_at      INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    PRIMARY KEY (room_name, identity)
 ) STRICT;
