@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Entente's test suite needs on a fresh Debian machine
 # with Go: Debian's Chromium for the browser tests, the join page's locked
-# npm packages (and its build), and the Dendrite homeserver for the Matrix
+# npm packages (and its build), stock Element Call (0.26.1 and 0.19.1, from
+# npm, into test/e2e/elementcall) and the Dendrite homeserver for the Matrix
 # tests. Idempotent. Needs root for apt-get (run it with sudo otherwise).
 #
 # usage: scripts/install-test-deps.sh
@@ -28,5 +29,11 @@ fi
 
 echo "building the join page (npm ci from the lock file)"
 make -C "$ROOT" web
+
+echo "installing stock Element Call for the end-to-end tests (npm ci from the lock file)"
+if [[ ! -f "$ROOT/test/e2e/elementcall/node_modules/.package-lock.json" ||
+	"$ROOT/test/e2e/elementcall/package-lock.json" -nt "$ROOT/test/e2e/elementcall/node_modules/.package-lock.json" ]]; then
+	(cd "$ROOT/test/e2e/elementcall" && npm ci --no-audit --no-fund)
+fi
 
 "$ROOT/scripts/install-dendrite.sh"

@@ -2,15 +2,12 @@ package matrix
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
-
-	"entente.dev/entente/internal/store"
 )
 
 // Participant attributes of the tokens the token service issues: the
@@ -24,6 +21,10 @@ const (
 	// (PathMeetingGuest), so that Admit refuses them once
 	// matrix.meeting_guests is off.
 	AttrMeetingGuest = "entente_meeting_guest"
+	// AttrMembershipUnverified marks tokens issued while the node could not
+	// know whether their holder was joined to the room
+	// (matrix.unknown_membership = "serve_local").
+	AttrMembershipUnverified = "entente_membership_unverified"
 )
 
 // admitCheckTimeout bounds the homeserver lookup of one admission.
@@ -59,10 +60,12 @@ func claimEscape(s string) string {
 // kick, unused until after it, is refused (ErrNotAdmitted). A "!meet"
 // guest's token is refused while matrix.meeting_guests is off.
 //
-// The homeserver is asked, as for issuing the token. When it cannot answer,
-// the node's own record (from appservice transactions) decides: refused if
-// it says the user left or was removed, admitted otherwise, so that a
-// homeserver outage does not stop calls whose members are known.
+// The homeserver is asked, as for issuing the token. When it cannot answer
+// (it is down, or the bot is not in the room), the node's own record (from
+// appservice transactions) decides: admitted if it has the user joined;
+// refused if it says the user left or was removed, or if it saw the room
+// from its creation and never saw the user join; admitted otherwise, so
+// that a homeserver outage does not stop calls whose members are known.
 func (b *Bridge) Admit(ctx context.Context, attrs map[string]string) error {
 	if attrs[AttrMeetingGuest] != "" && !b.meetingGuests {
 		// Minted while the node let guests in, used after it stopped.
@@ -91,12 +94,17 @@ func (b *Bridge) Admit(ctx context.Context, attrs map[string]string) error {
 		}
 		return nil
 	}
-	m, serr := b.store.MatrixMembershipOf(ctx, roomID, userID)
+	m, seen, serr := b.store.MatrixRecordedMembership(ctx, roomID, userID)
 	switch {
-	case serr == nil && m != "join":
-		return fmt.Errorf("%w: %s is not joined to %s (%s, as last seen)", ErrNotAdmitted, userID, roomID, m)
-	case serr != nil && !errors.Is(serr, store.ErrNotFound):
+	case serr != nil:
 		log.Warn().Err(serr).Msg("admission: stored membership unreadable")
+	case m == "join":
+		return nil // the record, complete or not, has the user joined
+	case m != "":
+		return fmt.Errorf("%w: %s is not joined to %s (%s, as last seen)", ErrNotAdmitted, userID, roomID, m)
+	case seen:
+		// The node saw the room from its creation and never saw the user join.
+		return fmt.Errorf("%w: %s never joined %s", ErrNotAdmitted, userID, roomID)
 	}
 	log.Warn().Err(err).Str("matrix_room", roomID).Str("user_id", userID).
 		Msg("admission: membership not checked with the homeserver; admitted on the node's record")

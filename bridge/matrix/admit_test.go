@@ -65,4 +65,16 @@ func TestAdmit(t *testing.T) {
 	require.ErrorIs(t, b.Admit(ctx, matrixAttributes(room, "@kicked:hs")), ErrNotAdmitted)
 	require.NoError(t, b.Admit(ctx, matrixAttributes(room, "@alice:hs")))
 	require.NoError(t, b.Admit(ctx, matrixAttributes(room, "@unknown:hs")), "not known to have left")
+
+	// A room the node saw from its creation (the bot need not be in it):
+	// someone the record never saw join is refused.
+	const seen = "!seen:hs"
+	_, err = st.ApplyMatrixTxn(ctx, "t2", store.MatrixTxn{
+		Rooms:       []store.MatrixRoom{{RoomID: seen, Creator: "@alice:hs", EventID: "$c", At: time.Now()}},
+		Memberships: []store.MatrixMembership{{RoomID: seen, UserID: "@alice:hs", Membership: "join", EventID: "$3", At: time.Now()}},
+	})
+	require.NoError(t, err)
+	members.err = ErrBotNotInRoom
+	require.NoError(t, b.Admit(ctx, matrixAttributes(seen, "@alice:hs")))
+	require.ErrorIs(t, b.Admit(ctx, matrixAttributes(seen, "@stranger:hs")), ErrNotAdmitted)
 }

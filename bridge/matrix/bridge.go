@@ -63,6 +63,7 @@ type Bridge struct {
 	discovery  *Discovery
 	appService *AppService
 	guard      *CallGuard
+	botSync    *BotSync
 	openID     *FederationOpenID
 	members    MembershipChecker
 	store      *store.Store
@@ -104,11 +105,20 @@ func New(opts Options) (*Bridge, error) {
 		meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log,
 	}
 	b.guard = NewCallGuard(opts.SFU, opts.TokenTTL, log)
+	b.botSync, err = NewBotSync(c.HomeserverURL, reg.AppToken, reg.SenderLocalpart, c.ServerName, b.invited, log)
+	if err != nil {
+		return nil, err
+	}
 	b.openID = NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: c.InsecureSkipVerify})
+	users, err := NewHomeserverWhoAmI(c.HomeserverURL, nil)
+	if err != nil {
+		return nil, err
+	}
 	b.tokens, err = NewTokenService(TokenServiceOptions{
 		SFU: opts.SFU, OpenID: b.openID, Membership: members,
 		ServerName: c.ServerName, Allow: c.Allow, URL: opts.SFUURL, TokenTTL: opts.TokenTTL,
-		OnIssued: b.guard.Issued, Log: log,
+		OnIssued: b.guard.Issued, BotUserID: botID, Record: opts.Store, Users: users,
+		UnknownMembership: c.UnknownMembership, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -124,7 +134,7 @@ func New(opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.discovery, err = NewDiscovery(DiscoveryOptions{ServiceURL: serviceURL, HomeserverBaseURL: c.HomeserverURL})
+	b.discovery, err = NewDiscovery(DiscoveryOptions{ServiceURL: serviceURL, HomeserverBaseURL: c.HomeserverURL, SFUURL: opts.SFUURL})
 	if err != nil {
 		return nil, err
 	}
@@ -172,19 +182,23 @@ func RegistrationFor(c *config.Matrix) (*appservice.Registration, error) {
 		u = "http://" + c.AppserviceListen
 	}
 	return NewRegistration(RegistrationParams{ID: c.ID, URL: u, ServerName: c.ServerName,
-		BotLocalpart: c.BotLocalpart, GhostPrefix: c.GhostPrefix})
+		BotLocalpart: c.BotLocalpart, GhostPrefix: c.GhostPrefix, AllRooms: c.RoomEvents != config.RoomEventsBot})
 }
 
-// Register mounts the token service (PathGetToken, PathSFUGet), the join
+// Register mounts the token service (PathGetToken, PathSFUGet, MSC4195's
+// PathLiveKitGetToken and its unstable prefix), the join
 // page's Matrix API (PathMeetingInfo, PathMeetingGuest) and the discovery
 // endpoints (PathRTCTransports, PathWellKnownClient) on mux. PathHealthz is
 // left to the node.
 func (b *Bridge) Register(mux *http.ServeMux) {
 	mux.Handle(PathGetToken, b.tokens)
 	mux.Handle(PathSFUGet, b.tokens)
+	mux.Handle(PathLiveKitGetToken, b.tokens)
+	mux.Handle(PathLiveKitGetTokenUnstable, b.tokens)
 	mux.Handle(PathMeetingInfo, b.meetings)
 	mux.Handle(PathMeetingGuest, b.meetings)
 	mux.Handle(PathRTCTransports, b.discovery)
+	mux.Handle(PathRTCTransportsV1, b.discovery)
 	mux.Handle(PathWellKnownClient, b.discovery)
 }
 
@@ -196,8 +210,8 @@ func (b *Bridge) AppService() *AppService { return b.appService }
 
 // Run serves the application service on matrix.appservice_listen, makes
 // sure the bot exists (retrying while the homeserver is unreachable), ends
-// expired call memberships, accepts the bot's invitations and answers
-// "!meet", until ctx is done. It returns once every
+// expired call memberships, follows the bot's own /sync, accepts the bot's
+// invitations and answers "!meet", until ctx is done. It returns once every
 // goroutine it started has stopped.
 func (b *Bridge) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", b.cfg.AppserviceListen)
@@ -209,7 +223,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		b.log.Info().Str("listen", ln.Addr().String()).Msg("appservice listening")
@@ -228,6 +242,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		b.runBot(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		b.botSync.Run(ctx)
 	}()
 	var runErr error
 	select {

@@ -31,7 +31,7 @@ func registeredHomeserver(t *testing.T, handler func(*appservice.Registration) h
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	reg, err := NewRegistration(RegistrationParams{ID: "entente", URL: "http://" + ln.Addr().String(),
-		ServerName: hs.ServerName, BotLocalpart: "entente", GhostPrefix: "entente_"})
+		ServerName: hs.ServerName, BotLocalpart: "entente", GhostPrefix: "entente_", AllRooms: true})
 	require.NoError(t, err)
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("{}")) })
 	if handler != nil {

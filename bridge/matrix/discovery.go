@@ -17,6 +17,10 @@ const (
 	// Client-Server API, "Server Discovery"), which older Element Call
 	// versions read org.matrix.msc4143.rtc_foci from.
 	PathWellKnownClient = "/.well-known/matrix/client"
+	// PathRTCTransportsV1 is MSC4143's stable transport discovery, which
+	// lists MSC4195's "m.livekit" transport by its SFU WebSocket URL (for
+	// clients of the homeserver get_token flow, PathLiveKitGetToken).
+	PathRTCTransportsV1 = "/_matrix/client/v1/rtc/transports"
 )
 
 // DiscoveryOptions configures a Discovery handler.
@@ -27,13 +31,17 @@ type DiscoveryOptions struct {
 	// HomeserverBaseURL is the homeserver's public client-server API URL,
 	// announced as m.homeserver in the well-known document.
 	HomeserverBaseURL string
+	// SFUURL is the SFU's ws(s) URL, announced as the "m.livekit"
+	// transport on PathRTCTransportsV1; empty leaves that path unserved.
+	SFUURL string
 }
 
 // Discovery serves PathRTCTransports and PathWellKnownClient, both
 // announcing this node as the LiveKit transport for the homeserver's users.
 type Discovery struct {
-	transports []byte
-	wellKnown  []byte
+	transports   []byte
+	transportsV1 []byte
+	wellKnown    []byte
 }
 
 // NewDiscovery checks opts and prepares the answers.
@@ -46,6 +54,14 @@ func NewDiscovery(opts DiscoveryOptions) (*Discovery, error) {
 	}
 	transport := map[string]string{"type": "livekit", "livekit_service_url": opts.ServiceURL}
 	d := &Discovery{}
+	if opts.SFUURL != "" {
+		if err := checkLiveKitURL(opts.SFUURL); err != nil {
+			return nil, fmt.Errorf("%w: discovery: %w", ErrInvalidConfig, err)
+		}
+		// proposals/4195-matrixrtc-livekit.md, "Discovering and announcing
+		// transports".
+		d.transportsV1, _ = json.Marshal(map[string]any{"transports": []any{map[string]string{"type": "m.livekit", "url": opts.SFUURL}}})
+	}
 	d.transports, _ = json.Marshal(map[string]any{"rtc_transports": []any{transport}})
 	d.wellKnown, _ = json.Marshal(map[string]any{
 		"m.homeserver":                map[string]string{"base_url": opts.HomeserverBaseURL},
@@ -63,7 +79,10 @@ func (d *Discovery) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body = d.transports
 	case PathWellKnownClient:
 		body = d.wellKnown
-	default:
+	case PathRTCTransportsV1:
+		body = d.transportsV1
+	}
+	if body == nil {
 		writeError(w, &apiError{Status: http.StatusNotFound, ErrCode: "M_UNRECOGNIZED", Message: "Unrecognized request"})
 		return
 	}

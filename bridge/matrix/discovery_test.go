@@ -11,8 +11,15 @@ import (
 func TestDiscovery(t *testing.T) {
 	d, err := NewDiscovery(DiscoveryOptions{ServiceURL: "https://rtc.agency.example/", HomeserverBaseURL: "https://matrix.agency.example"})
 	require.NoError(t, err)
+	requireMatrixError(t, do(d, "GET", PathRTCTransportsV1, ""), http.StatusNotFound, "M_UNRECOGNIZED")
+	v1, err := NewDiscovery(DiscoveryOptions{ServiceURL: "https://rtc.agency.example/", HomeserverBaseURL: "https://matrix.agency.example",
+		SFUURL: "wss://rtc.agency.example"})
+	require.NoError(t, err)
+	rr := do(v1, "GET", PathRTCTransportsV1, "")
+	require.Equal(t, http.StatusOK, rr.Code)
+	require.JSONEq(t, `{"transports":[{"type":"m.livekit","url":"wss://rtc.agency.example"}]}`, rr.Body.String())
 
-	rr := do(d, "GET", PathRTCTransports, "")
+	rr = do(d, "GET", PathRTCTransports, "")
 	require.Equal(t, http.StatusOK, rr.Code)
 	require.Equal(t, "*", rr.Header().Get("Access-Control-Allow-Origin"))
 	require.JSONEq(t, `{"rtc_transports":[{"type":"livekit","livekit_service_url":"https://rtc.agency.example/"}]}`, rr.Body.String())

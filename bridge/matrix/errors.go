@@ -23,6 +23,14 @@ var (
 	// the homeserver refuses to list a room's members to the node's bot.
 	ErrBotNotInRoom = errors.New("matrix: bot is not in the room")
 
+	// ErrAccessTokenRejected is returned when the homeserver does not know
+	// a client's access token (MSC4195's homeserver get_token).
+	ErrAccessTokenRejected = errors.New("matrix: access token rejected by homeserver")
+
+	// ErrBotCannotJoin is returned when the homeserver refuses to let the
+	// node's bot join a room (the room is neither public nor inviting it).
+	ErrBotCannotJoin = errors.New("matrix: bot may not join the room")
+
 	// ErrNotAdmitted is returned by Bridge.Admit when a token's holder is no
 	// longer joined to the Matrix room the token was issued for.
 	ErrNotAdmitted = errors.New("matrix: not joined to the room")

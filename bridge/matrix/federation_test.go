@@ -1,13 +1,16 @@
 package matrix
 
 import (
+	"io"
 	"net/http"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/appservice"
 
 	"entente.dev/entente/internal/dendritetest"
 )
@@ -74,4 +77,63 @@ func TestDendriteFederatedUser(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, code, resp)
 	require.Equal(t, "M_FORBIDDEN", resp["errcode"])
 	require.Len(t, sfu.mints, 2)
+}
+
+// TestDendriteFederatedInvitationNotPushed: Alice of homeserver A invites
+// agency B's bot into her private room; Dendrite B stores the invitation
+// but never pushes it to B's node (appservice/consumers/roomserver.go
+// handles only new room events), so the bot does not join. When Bob of B,
+// a member, asks B's node for a token, the bot accepts the invitation
+// itself and B's node checks Bob's membership as usual.
+func TestDendriteFederatedInvitationNotPushed(t *testing.T) {
+	hsA := dendritetest.Start(t, dendritetest.Options{})
+	var pushed []TxnEffects
+	var mu sync.Mutex
+	hsB, reg := registeredHomeserver(t, func(*appservice.Registration) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			if fx, err := parseTxn(body); err == nil {
+				mu.Lock()
+				pushed = append(pushed, fx)
+				mu.Unlock()
+			}
+			_, _ = w.Write([]byte("{}"))
+		})
+	})
+	botB := BotUserID(reg.SenderLocalpart, hsB.ServerName)
+	alice, bob := hsA.Register(t, "alice"), hsB.Register(t, "bob")
+	room := hsA.CreateRoom(t, alice, map[string]any{"preset": "private_chat"})
+	hsA.Invite(t, alice, room, bob.ID)
+	hsA.Invite(t, alice, room, botB)
+	require.Eventually(t, func() bool { // the invitation travels over federation first
+		return hsB.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room), bob.Token, map[string]any{}, nil) == http.StatusOK
+	}, 30*time.Second, 200*time.Millisecond)
+
+	openID := NewFederationOpenID(OpenIDOptions{InsecureSkipVerify: true, Timeout: 10 * time.Second})
+	t.Cleanup(openID.CloseIdleConnections)
+	members, err := NewClientMembership(hsB.ClientURL, reg.AppToken, botB, nil)
+	require.NoError(t, err)
+	_, err = members.IsJoined(t.Context(), room, bob.ID)
+	require.ErrorIs(t, err, ErrBotNotInRoom, "the bot did not join by itself")
+	mu.Lock()
+	for _, fx := range pushed {
+		for _, m := range fx.Memberships {
+			require.False(t, m.UserID == botB && m.Membership == "invite", "Dendrite pushed the bot's invitation after all: %+v", m)
+		}
+	}
+	mu.Unlock()
+
+	sfu := newFakeSFU()
+	svc, err := NewTokenService(TokenServiceOptions{SFU: sfu, OpenID: openID, Membership: members,
+		ServerName: hsB.ServerName, Allow: []string{hsA.ServerName}, URL: "ws://127.0.0.1:7880", BotUserID: botB,
+		Log: zerolog.New(zerolog.NewTestWriter(t))})
+	require.NoError(t, err)
+	code, resp := postJSON(t, svc, PathGetToken, map[string]any{
+		"room_id": room, "slot_id": "m.call#ROOM", "openid_token": hsB.OpenIDToken(t, bob),
+		"member": map[string]any{"id": "m-" + bob.DeviceID, "claimed_user_id": bob.ID, "claimed_device_id": bob.DeviceID},
+	})
+	require.Equal(t, http.StatusOK, code, resp)
+	joined, err := members.IsJoined(t.Context(), room, botB)
+	require.NoError(t, err)
+	require.True(t, joined, "B's bot accepted the invitation it was never told of")
 }

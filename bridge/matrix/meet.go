@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 )
@@ -88,17 +89,8 @@ func (b *Bridge) applied(ctx context.Context, fx TxnEffects) {
 	b.guard.Applied(ctx, fx)
 	bot := b.appService.BotUserID()
 	for _, m := range fx.Memberships {
-		if m.UserID != bot || m.Membership != "invite" {
-			continue
-		}
-		if !b.mayInviteBot(m.Sender) {
-			b.log.Info().Str("matrix_room", m.RoomID).Str("sender", m.Sender).Msg("invitation from a homeserver outside the policy ignored")
-			continue
-		}
-		select {
-		case b.invites <- m.RoomID:
-		default:
-			b.log.Warn().Str("matrix_room", m.RoomID).Msg("too many invitations; one dropped")
+		if m.UserID == bot && m.Membership == "invite" {
+			b.invited(BotInvite{RoomID: m.RoomID, Sender: m.Sender})
 		}
 	}
 	for _, m := range fx.Meets {
@@ -113,6 +105,23 @@ func (b *Bridge) applied(ctx context.Context, fx TxnEffects) {
 	}
 }
 
+// invited hands an invitation of the bot, from a transaction or from the
+// bot's own /sync, to the bot's loop if its sender is within the policy
+// (dropped when the loop is overwhelmed; an invitation still pending is
+// reported again by the next initial /sync, and accepted anyway when a
+// local user asks for a call in the room).
+func (b *Bridge) invited(inv BotInvite) {
+	if !b.mayInviteBot(inv.Sender) {
+		b.log.Info().Str("matrix_room", inv.RoomID).Str("sender", inv.Sender).Msg("invitation from a homeserver outside the policy ignored")
+		return
+	}
+	select {
+	case b.invites <- inv.RoomID:
+	default:
+		b.log.Warn().Str("matrix_room", inv.RoomID).Msg("too many invitations; one dropped")
+	}
+}
+
 // mayInviteBot reports whether the bot accepts an invitation from sender:
 // users of the node's homeserver and of the homeservers on matrix.allow.
 // The bot in a room is what lets the node check membership there, so an
@@ -123,19 +132,55 @@ func (b *Bridge) mayInviteBot(sender string) bool {
 }
 
 // runBot joins the rooms the bot is invited to and posts meeting links, as
-// the bot, until ctx is done.
+// the bot, until ctx is done. A failed join is tried again after 1, 2, 4, 8
+// and 16 s: an invitation from another homeserver reaches the bot (through
+// its /sync) before the inviting homeserver has stored it, and a join
+// asked at once is refused there ("membership from leave to join").
 func (b *Bridge) runBot(ctx context.Context) {
 	bot := b.appService.mx.BotIntent()
+	type retry struct {
+		attempt int
+		at      time.Time
+	}
+	retries := map[string]retry{}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	rearm := func() {
+		next := time.Hour
+		for _, r := range retries {
+			next = min(next, time.Until(r.at))
+		}
+		timer.Reset(max(next, 0))
+	}
+	join := func(roomID string, attempt int) {
+		if _, err := bot.JoinRoomByID(ctx, id.RoomID(roomID)); err != nil {
+			if attempt < maxJoinAttempts && ctx.Err() == nil && (len(retries) < maxJoinRetries || retries[roomID].attempt > 0) {
+				retries[roomID] = retry{attempt: attempt + 1, at: time.Now().Add(time.Second << attempt)}
+				b.log.Info().Err(err).Str("matrix_room", roomID).Int("attempt", attempt+1).Msg("accept invitation: will try again")
+			} else {
+				delete(retries, roomID)
+				b.log.Warn().Err(err).Str("matrix_room", roomID).Msg("accept invitation")
+			}
+			return
+		}
+		delete(retries, roomID)
+		b.log.Info().Str("matrix_room", roomID).Msg("bot joined room")
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case roomID := <-b.invites:
-			if _, err := bot.JoinRoomByID(ctx, id.RoomID(roomID)); err != nil {
-				b.log.Warn().Err(err).Str("matrix_room", roomID).Msg("accept invitation")
-				continue
+			join(roomID, 0)
+			rearm()
+		case <-timer.C:
+			now := time.Now()
+			for roomID, r := range retries {
+				if !r.at.After(now) {
+					join(roomID, r.attempt)
+				}
 			}
-			b.log.Info().Str("matrix_room", roomID).Msg("bot joined room")
+			rearm()
 		case m := <-b.meets:
 			if _, err := bot.SendNotice(ctx, id.RoomID(m.RoomID), meetText(b.joinPage, m)); err != nil {
 				b.log.Warn().Err(err).Str("matrix_room", m.RoomID).Msg("answer meet command")
@@ -143,3 +188,10 @@ func (b *Bridge) runBot(ctx context.Context) {
 		}
 	}
 }
+
+const (
+	// maxJoinAttempts bounds the tries to accept one invitation.
+	maxJoinAttempts = 5
+	// maxJoinRetries bounds the invitations waiting to be tried again.
+	maxJoinRetries = 256
+)

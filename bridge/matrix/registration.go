@@ -22,12 +22,20 @@ type RegistrationParams struct {
 	// GhostPrefix starts the localpart of every user the node puts into
 	// Matrix for others.
 	GhostPrefix string
+	// AllRooms adds a non-exclusive namespace for every room ID, so that
+	// the homeserver sends the node every room's events (spec: Application
+	// Service API, "Registration": rooms namespaces; Dendrite
+	// appservice/consumers/roomserver.go appserviceIsInterestedInEvent
+	// and Synapse synapse/appservice/__init__.py _matches_room_id both
+	// deliver a matching room's events whoever is in it).
+	AllRooms bool
 }
 
 // NewRegistration returns an application service registration (spec:
 // Application Service API, "Registration") with fresh random as_token and
 // hs_token: the bot and every "<ghost_prefix>…" user, and "#<ghost_prefix>…"
-// aliases, are claimed exclusively; the node is not rate-limited. Write it
+// aliases, are claimed exclusively; with AllRooms, every room ID
+// non-exclusively; the node is not rate-limited. Write it
 // with its YAML method for the homeserver admin (`entente register`).
 func NewRegistration(p RegistrationParams) (*appservice.Registration, error) {
 	if p.ID == "" || p.BotLocalpart == "" || p.GhostPrefix == "" {
@@ -54,6 +62,11 @@ func NewRegistration(p RegistrationParams) (*appservice.Registration, error) {
 		"^@"+regexp.QuoteMeta(p.GhostPrefix)+".+:"+server+"$"), true)
 	reg.Namespaces.RoomAliases.Register(regexp.MustCompile(
 		"^#"+regexp.QuoteMeta(p.GhostPrefix)+".+:"+server+"$"), true)
+	if p.AllRooms {
+		// Not exclusive: other application services and users keep every
+		// room; the node only hears of them.
+		reg.Namespaces.RoomIDs.Register(regexp.MustCompile("^!.*$"), false)
+	}
 	return reg, nil
 }
 

@@ -49,6 +49,21 @@ func TestNewRegistration(t *testing.T) {
 	require.False(t, match("@alice:127.0.0.1:8448"))
 	require.False(t, match("@entente_x:other.example"))
 	require.True(t, regexp.MustCompile(reg.Namespaces.RoomAliases[0].Regex).MatchString("#entente_meet:127.0.0.1:8448"))
+	require.Empty(t, reg.Namespaces.RoomIDs, "without AllRooms: only the bot's rooms")
+
+	// AllRooms: every room ID, not exclusively (the homeserver then sends
+	// the node every room's events; nobody loses a room).
+	p.AllRooms = true
+	all, err := NewRegistration(p)
+	require.NoError(t, err)
+	require.Len(t, all.Namespaces.RoomIDs, 1)
+	require.False(t, all.Namespaces.RoomIDs[0].Exclusive)
+	for _, id := range []string{"!abc:127.0.0.1:8448", "!x:other.example", "!v12opaqueid"} {
+		require.True(t, regexp.MustCompile(all.Namespaces.RoomIDs[0].Regex).MatchString(id), id)
+	}
+	y, err = all.YAML()
+	require.NoError(t, err)
+	require.Contains(t, y, "rooms:")
 
 	for _, bad := range []RegistrationParams{
 		{ID: "", URL: p.URL, ServerName: p.ServerName, BotLocalpart: "b", GhostPrefix: "g"},

@@ -153,3 +153,20 @@ func validUserID(userID string) bool {
 	}
 	return true
 }
+
+// roomIDServer returns the server name in a room ID "!opaque:server" when
+// it is a valid one, or "" (room version 12 IDs carry no server name).
+// The server created the room and is a sensible server to join it through.
+func roomIDServer(roomID string) string {
+	if len(roomID) < 4 || len(roomID) > 255 || roomID[0] != '!' {
+		return ""
+	}
+	i := strings.IndexByte(roomID, ':')
+	if i < 0 {
+		return ""
+	}
+	if _, err := ParseServerName(roomID[i+1:]); err != nil {
+		return ""
+	}
+	return roomID[i+1:]
+}

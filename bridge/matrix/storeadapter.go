@@ -16,8 +16,12 @@ func NewStoreTxns(st *store.Store) *StoreTxns { return &StoreTxns{st: st} }
 // transaction ID and its effects in one SQLite transaction.
 func (s *StoreTxns) ApplyTxn(ctx context.Context, txnID string, fx TxnEffects) (bool, error) {
 	txn := store.MatrixTxn{
+		Rooms:       make([]store.MatrixRoom, 0, len(fx.Rooms)),
 		Memberships: make([]store.MatrixMembership, 0, len(fx.Memberships)),
 		CallMembers: make([]store.MatrixCallMember, 0, len(fx.CallMembers)),
+	}
+	for _, r := range fx.Rooms {
+		txn.Rooms = append(txn.Rooms, store.MatrixRoom(r))
 	}
 	for _, m := range fx.Memberships {
 		txn.Memberships = append(txn.Memberships, store.MatrixMembership{

@@ -21,6 +21,40 @@ const (
 	PathHealthz  = "/healthz"
 )
 
+// Values of TokenServiceOptions.UnknownMembership (config
+// matrix.unknown_membership): what the token service does when it cannot
+// know whether a user is joined to a room.
+const (
+	// UnknownMembershipRefuse refuses the token.
+	UnknownMembershipRefuse = "refuse"
+	// UnknownMembershipServeLocal serves users of the node's own
+	// homeserver, verified by OpenID, as lk-jwt-service serves its
+	// full-access users; their tokens carry AttrMembershipUnverified.
+	// Users of other homeservers are still refused.
+	UnknownMembershipServeLocal = "serve_local"
+)
+
+// DefaultRecordCatchUp is how long a "not joined" answer from the node's
+// record waits for transactions on their way (Dendrite was seen sending a
+// transaction up to 3 s after the event).
+const DefaultRecordCatchUp = 4 * time.Second
+
+// MembershipRecord is the node's own record of Matrix rooms, kept from the
+// application service's transactions (*store.Store implements it).
+type MembershipRecord interface {
+	// MatrixRecordedMembership returns userID's last recorded membership
+	// of roomID ("" if none) and whether the node saw the room's creation,
+	// which makes the record complete.
+	MatrixRecordedMembership(ctx context.Context, roomID, userID string) (membership string, roomSeen bool, err error)
+}
+
+// UnverifiedMarker is what a MembershipRecord may also do (*store.Store
+// does): mark in the call history the presences a token issued without a
+// verified membership admits (UnknownMembershipServeLocal).
+type UnverifiedMarker interface {
+	MarkUnverifiedToken(ctx context.Context, room, identity, matrixRoomID, userID string, issued, expires time.Time) error
+}
+
 // DefaultTokenTTL is the lifetime of issued tokens, as lk-jwt-service's
 // getJoinToken (SetValidFor(time.Hour)).
 const DefaultTokenTTL = time.Hour
@@ -48,6 +82,23 @@ type TokenServiceOptions struct {
 	// CallGuard.Issued), so that users leaving the Matrix room can be
 	// removed from the call.
 	OnIssued func(roomID, userID, deviceID, room, identity string)
+	// BotUserID is the node's bot, named in refusals that ask people to
+	// invite it. Optional.
+	BotUserID string
+	// Record is the node's record of rooms from the application service
+	// (usually the *store.Store), asked when the bot is not in a room and
+	// cannot join it. Optional.
+	Record MembershipRecord
+	// RecordCatchUp is how long a "not joined" answer from Record waits
+	// for transactions on their way; DefaultRecordCatchUp when zero.
+	RecordCatchUp time.Duration
+	// Users checks the access tokens of MSC4195's homeserver get_token
+	// (PathLiveKitGetToken); nil leaves that endpoint unserved (404).
+	Users UserAuthenticator
+	// UnknownMembership decides when membership cannot be known:
+	// UnknownMembershipRefuse (the default when empty) or
+	// UnknownMembershipServeLocal.
+	UnknownMembership string
 	// Log receives one line per request; nothing secret is logged.
 	Log zerolog.Logger
 }
@@ -67,7 +118,13 @@ type TokenService struct {
 	url        string
 	ttl        time.Duration
 	onIssued   func(roomID, userID, deviceID, room, identity string)
-	log        zerolog.Logger
+	bot        string
+	record     MembershipRecord
+	// recordCatchUp: see TokenServiceOptions.RecordCatchUp.
+	recordCatchUp time.Duration
+	unknown       string
+	users         UserAuthenticator
+	log           zerolog.Logger
 }
 
 // NewTokenService checks opts and returns the service.
@@ -90,8 +147,13 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 	if err := checkLiveKitURL(opts.URL); err != nil {
 		errs = append(errs, err)
 	}
-	if opts.TokenTTL < 0 {
-		errs = append(errs, errors.New("negative token TTL"))
+	if opts.TokenTTL < 0 || opts.RecordCatchUp < 0 {
+		errs = append(errs, errors.New("negative token TTL or record catch-up"))
+	}
+	switch opts.UnknownMembership {
+	case "", UnknownMembershipRefuse, UnknownMembershipServeLocal:
+	default:
+		errs = append(errs, fmt.Errorf("unknown membership policy %q", opts.UnknownMembership))
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: token service: %w", ErrInvalidConfig, errors.Join(errs...))
@@ -100,21 +162,35 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 	if ttl == 0 {
 		ttl = DefaultTokenTTL
 	}
+	catchUp := opts.RecordCatchUp
+	if catchUp == 0 {
+		catchUp = DefaultRecordCatchUp
+	}
+	unknown := opts.UnknownMembership
+	if unknown == "" {
+		unknown = UnknownMembershipRefuse
+	}
 	return &TokenService{
-		sfu:        opts.SFU,
-		openID:     opts.OpenID,
-		membership: opts.Membership,
-		serverName: opts.ServerName,
-		allowAll:   slices.Contains(opts.Allow, "*"),
-		allow:      slices.Clone(opts.Allow),
-		url:        opts.URL,
-		ttl:        ttl,
-		onIssued:   opts.OnIssued,
-		log:        opts.Log.With().Str("component", "token_service").Logger(),
+		sfu:           opts.SFU,
+		openID:        opts.OpenID,
+		membership:    opts.Membership,
+		serverName:    opts.ServerName,
+		allowAll:      slices.Contains(opts.Allow, "*"),
+		allow:         slices.Clone(opts.Allow),
+		url:           opts.URL,
+		ttl:           ttl,
+		onIssued:      opts.OnIssued,
+		bot:           opts.BotUserID,
+		record:        opts.Record,
+		recordCatchUp: catchUp,
+		unknown:       unknown,
+		users:         opts.Users,
+		log:           opts.Log.With().Str("component", "token_service").Logger(),
 	}, nil
 }
 
-// ServeHTTP serves PathGetToken, PathSFUGet and PathHealthz; any other path
+// ServeHTTP serves PathGetToken, PathSFUGet, PathHealthz and, with
+// TokenServiceOptions.Users, PathLiveKitGetToken(Unstable); any other path
 // gets 404 M_UNRECOGNIZED. Mount it at the service's base URL (strip any
 // prefix first).
 func (s *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -125,7 +201,7 @@ func (s *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.WriteHeader(http.StatusOK)
-	case PathGetToken, PathSFUGet:
+	case PathGetToken, PathSFUGet, PathLiveKitGetToken, PathLiveKitGetTokenUnstable:
 		s.serveToken(w, r)
 	default:
 		writeError(w, &apiError{Status: http.StatusNotFound, ErrCode: "M_UNRECOGNIZED", Message: "Unrecognized request"})
@@ -160,13 +236,20 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	var resp *tokenResponse
 	var aerr *apiError
-	if r.URL.Path == PathGetToken {
-		resp, aerr = s.getToken(ctx, body)
-	} else {
-		resp, aerr = s.sfuGet(ctx, body)
+	who := new(requester)
+	switch r.URL.Path {
+	case PathGetToken:
+		resp, aerr = s.getToken(ctx, body, who)
+	case PathSFUGet:
+		resp, aerr = s.sfuGet(ctx, body, who)
+	default:
+		resp, aerr = s.serveLiveKitToken(ctx, r, body, who)
 	}
 	if aerr != nil {
-		log.Info().Str("errcode", aerr.ErrCode).Int("status", aerr.Status).Msg("token refused")
+		// One line per refusal with the room and the user, as far as the
+		// request got, and the reason the client was given.
+		log.Info().Str("matrix_room", who.roomID).Str("user_id", who.userID).Str("errcode", aerr.ErrCode).
+			Int("status", aerr.Status).Str("reason", aerr.Message).Msg("token refused")
 		writeError(w, aerr)
 		return
 	}
@@ -175,17 +258,24 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-// tokenResponse is the answer of both endpoints (lk-jwt-service SFUResponse).
+// tokenResponse is the answer of /get_token and /sfu/get (lk-jwt-service
+// SFUResponse), and without url of MSC4195's homeserver get_token.
 type tokenResponse struct {
-	URL string `json:"url"`
+	URL string `json:"url,omitempty"`
 	JWT string `json:"jwt"`
 }
 
-func (s *TokenService) getToken(ctx context.Context, body []byte) (*tokenResponse, *apiError) {
+// requester is what a token request said about who asks for which room,
+// for the log line of a refusal: the user is the claimed one until the
+// homeserver has vouched for it.
+type requester struct{ roomID, userID string }
+
+func (s *TokenService) getToken(ctx context.Context, body []byte, who *requester) (*tokenResponse, *apiError) {
 	req, aerr := parseGetToken(body)
 	if aerr != nil {
 		return nil, aerr
 	}
+	who.roomID, who.userID = req.RoomID, req.Member.ClaimedUserID
 	// A homeserver vouches only for its own users: catch a mismatch before
 	// spending the OpenID token.
 	if userIDServer(req.Member.ClaimedUserID) != req.OpenIDToken.MatrixServerName {
@@ -204,15 +294,17 @@ func (s *TokenService) getToken(ctx context.Context, body []byte) (*tokenRespons
 	return s.issue(ctx, req.RoomID, RoomAlias(req.RoomID, req.SlotID), userID, req.Member.ClaimedDeviceID, identity, req.OpenIDToken.MatrixServerName)
 }
 
-func (s *TokenService) sfuGet(ctx context.Context, body []byte) (*tokenResponse, *apiError) {
+func (s *TokenService) sfuGet(ctx context.Context, body []byte, who *requester) (*tokenResponse, *apiError) {
 	req, aerr := parseSFUGet(body)
 	if aerr != nil {
 		return nil, aerr
 	}
+	who.roomID = req.Room
 	userID, aerr := s.authenticate(ctx, req.OpenIDToken)
 	if aerr != nil {
 		return nil, aerr
 	}
+	who.userID = userID
 	identity := LegacyIdentity(userID, req.DeviceID)
 	return s.issue(ctx, req.Room, RoomAlias(req.Room, LegacySlotID), userID, req.DeviceID, identity, req.OpenIDToken.MatrixServerName)
 }
@@ -247,20 +339,11 @@ func (s *TokenService) authenticate(ctx context.Context, tok openIDToken) (strin
 func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID, identity, serverName string) (*tokenResponse, *apiError) {
 	log := zerolog.Ctx(ctx).With().Str("matrix_room", roomID).Str("user_id", userID).
 		Str("room", room).Str("identity", identity).Logger()
-	joined, err := s.membership.IsJoined(ctx, roomID, userID)
-	if err != nil {
-		if errors.Is(err, ErrBotNotInRoom) {
-			log.Info().Err(err).Msg("membership unknown: bot not in room")
-			return nil, &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "This node is not in that room; invite its bot"}
-		}
-		log.Warn().Err(err).Msg("membership check failed")
-		return nil, &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "Room membership could not be checked"}
-	}
-	if !joined {
-		log.Info().Msg("user not joined to room")
-		return nil, &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "You are not joined to that room"}
-	}
 	local := serverName == s.serverName
+	source, aerr := s.checkMember(ctx, log, roomID, userID, local)
+	if aerr != nil {
+		return nil, aerr
+	}
 	if local {
 		if err := s.sfu.EnsureRoom(room); err != nil {
 			log.Error().Err(err).Msg("create room")
@@ -282,12 +365,26 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 	// No canUpdateOwnMetadata, as lk-jwt-service's getJoinToken grants
 	// none (handler.go): Element Call does not need it, and the Matrix
 	// identity the attributes carry is the node's word, not the user's.
+	attrs := matrixAttributes(roomID, userID)
+	if source == membershipUnverified {
+		// The call's members, the node's logs and its call history can
+		// tell this token from one whose holder was seen in the room. No
+		// mark, no token.
+		attrs[AttrMembershipUnverified] = "true"
+		if m, ok := s.record.(UnverifiedMarker); ok {
+			now := time.Now()
+			if err := m.MarkUnverifiedToken(ctx, room, identity, roomID, userID, now, now.Add(s.ttl)); err != nil {
+				log.Error().Err(err).Msg("mark unverified token")
+				return nil, &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "The token could not be recorded; try again"}
+			}
+		}
+	}
 	jwt, err := s.sfu.MintToken(room, identity, name, Grant{
 		CanPublish:     true,
 		CanSubscribe:   true,
 		CanPublishData: true,
 		TTL:            s.ttl,
-		Attributes:     matrixAttributes(roomID, userID),
+		Attributes:     attrs,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("mint token")
@@ -296,8 +393,123 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 	if s.onIssued != nil {
 		s.onIssued(roomID, userID, deviceID, room, identity)
 	}
-	log.Info().Bool("local", local).Msg("token issued")
+	log.Info().Bool("local", local).Str("membership_source", source).Msg("token issued")
 	return &tokenResponse{URL: s.url, JWT: jwt}, nil
+}
+
+// checkMember refuses a user who is not joined to the Matrix room, with an
+// error the person can act on, and says how membership was established
+// (the membership* values, logged and, for membershipUnverified, put in
+// the token). In order:
+//
+//  1. the homeserver's joined_members, as the bot;
+//  2. when the bot is not in the room and a local user asks, the bot joins
+//     it on its own (Membership's optional RoomJoiner), then 1 again: rooms
+//     Element Call creates from its home page are public (element-call
+//     src/utils/matrix.ts createRoom, preset public_chat), and nobody
+//     invites a bot there. Joining on behalf of remote users is not needed
+//     (they only join calls a local user started) and would let another
+//     homeserver's users walk the bot into rooms;
+//  3. the node's record of the room from the application service
+//     (Record), complete for rooms whose creation the node saw through the
+//     registration's room namespace; a negative answer waits up to
+//     RecordCatchUp for transactions still on their way;
+//  4. the UnknownMembership policy.
+func (s *TokenService) checkMember(ctx context.Context, log zerolog.Logger, roomID, userID string, local bool) (string, *apiError) {
+	joined, err := s.membership.IsJoined(ctx, roomID, userID)
+	mayJoin := true
+	if errors.Is(err, ErrBotNotInRoom) && local {
+		if j, ok := s.membership.(RoomJoiner); ok {
+			// Through the user's homeserver, which the user says is in the
+			// room, and the room ID's own server where it names one.
+			jerr := j.JoinRoom(ctx, roomID, []string{userIDServer(userID), roomIDServer(roomID)})
+			switch {
+			case jerr == nil:
+				log.Info().Msg("bot joined the room on its own")
+				joined, err = s.membership.IsJoined(ctx, roomID, userID)
+			case errors.Is(jerr, ErrBotCannotJoin):
+				log.Info().Err(jerr).Msg("bot may not join the room")
+				mayJoin = false
+			default:
+				log.Warn().Err(jerr).Msg("bot could not join the room")
+			}
+		}
+	}
+	source := membershipHomeserver
+	if errors.Is(err, ErrBotNotInRoom) && s.record != nil {
+		var known bool
+		joined, known = s.recorded(ctx, log, roomID, userID)
+		if known {
+			err, source = nil, membershipRecord
+		}
+	}
+	if err != nil {
+		if errors.Is(err, ErrBotNotInRoom) {
+			if s.unknown == UnknownMembershipServeLocal && local {
+				log.Warn().Msg("membership unknown: served as a verified local user (unknown_membership = serve_local)")
+				return membershipUnverified, nil
+			}
+			log.Info().Err(err).Msg("membership unknown: bot not in room")
+			msg := "This node cannot check who is in that room: invite " + s.botUserID() + " to it"
+			if !mayJoin {
+				msg = "This node cannot check who is in that room: invite " + s.botUserID() + " to it, or make the room public"
+			}
+			return "", &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: msg}
+		}
+		log.Warn().Err(err).Msg("membership check failed")
+		return "", &apiError{Status: http.StatusServiceUnavailable, ErrCode: "M_UNKNOWN", Message: "Room membership could not be checked; try again"}
+	}
+	if !joined {
+		log.Info().Str("membership_source", source).Msg("user not joined to room")
+		return "", &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "You are not joined to that Matrix room"}
+	}
+	return source, nil
+}
+
+// How checkMember established a membership.
+const (
+	membershipHomeserver = "homeserver"
+	membershipRecord     = "record"
+	membershipUnverified = "unverified"
+)
+
+// recorded asks the node's record whether userID is joined to roomID.
+// known is false when the record cannot tell (the node never saw the
+// room's creation and holds no membership of the user there). A "not
+// joined" answer is asked again until RecordCatchUp has passed: the
+// homeserver sends transactions from a queue of its own, seconds after
+// the events, so a person who just created or joined a room may ask for a
+// call before the node has heard of it.
+func (s *TokenService) recorded(ctx context.Context, log zerolog.Logger, roomID, userID string) (joined, known bool) {
+	deadline := time.Now().Add(s.recordCatchUp)
+	for {
+		m, seen, err := s.record.MatrixRecordedMembership(ctx, roomID, userID)
+		if err != nil {
+			log.Warn().Err(err).Msg("recorded membership unreadable")
+			return false, false
+		}
+		joined = m == "join"
+		known = seen || m != ""
+		if joined || time.Now().After(deadline) {
+			return joined, known
+		}
+		select {
+		case <-ctx.Done():
+			return joined, known
+		case <-time.After(recordPoll):
+		}
+	}
+}
+
+// recordPoll is how often recorded asks the record again while it waits.
+const recordPoll = 100 * time.Millisecond
+
+// botUserID names the bot in refusals.
+func (s *TokenService) botUserID() string {
+	if s.bot == "" {
+		return "the node's bot"
+	}
+	return s.bot
 }
 
 func (s *TokenService) allowed(serverName string) bool {

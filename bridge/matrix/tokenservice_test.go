@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -342,4 +343,138 @@ func TestNewTokenServiceValidates(t *testing.T) {
 	for _, s := range []string{"required", "server name", "allow", "url"} {
 		require.Contains(t, err.Error(), s)
 	}
+}
+
+// fakeRecord maps "room/user" to a recorded membership and lists the rooms
+// whose creation was seen.
+type fakeRecord struct {
+	members map[string]string
+	seen    map[string]bool
+}
+
+func (f *fakeRecord) MatrixRecordedMembership(_ context.Context, roomID, userID string) (string, bool, error) {
+	return f.members[roomID+"/"+userID], f.seen[roomID], nil
+}
+
+// TestTokenMembershipUnknown: with the bot outside the room, the record
+// and the unknown_membership policy decide, in that order; serve_local
+// never serves another homeserver's user.
+func TestTokenMembershipUnknown(t *testing.T) {
+	const room, old = "!roomid:example.com", "!old:example.com"
+	record := &fakeRecord{
+		members: map[string]string{room + "/@alice:example.com": "join", room + "/@bob:remote.org": "leave"},
+		seen:    map[string]bool{room: true},
+	}
+	for _, c := range []struct {
+		name, policy, room, server, token, user string
+		status                                  int
+		unverified                              bool
+	}{
+		{"recorded member", "refuse", room, "example.com", "tok-alice", "@alice:example.com", 200, false},
+		{"recorded leave", "serve_local", room, "remote.org", "tok-bob", "@bob:remote.org", 403, false},
+		{"never in a room seen from creation", "serve_local", room, "other.net", "tok-eve", "@eve:other.net", 403, false},
+		{"unknown room, refuse", "refuse", old, "example.com", "tok-alice", "@alice:example.com", 403, false},
+		{"unknown room, serve_local", "serve_local", old, "example.com", "tok-alice", "@alice:example.com", 200, true},
+		{"unknown room, serve_local, remote", "serve_local", old, "remote.org", "tok-bob", "@bob:remote.org", 403, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newTSFixture(t)
+			f.members.err = fmt.Errorf("%w: %w", ErrMembershipUnavailable, ErrBotNotInRoom)
+			f.sfu.rooms[RoomAlias(c.room, "m.call#ROOM")] = true // remote users join running calls only
+			svc, err := NewTokenService(TokenServiceOptions{
+				SFU: f.sfu, OpenID: f.openid, Membership: f.members, ServerName: "example.com",
+				Allow: []string{"remote.org", "other.net"}, URL: "wss://rtc.example.com", Record: record,
+				RecordCatchUp: time.Millisecond, UnknownMembership: c.policy, Log: zerolog.Nop(),
+			})
+			require.NoError(t, err)
+			rr := do(svc, http.MethodPost, PathGetToken, getTokenBody(c.room, "m.call#ROOM", c.server, c.token, c.user, "DEV", "m"))
+			if c.status != 200 {
+				requireMatrixError(t, rr, c.status, "M_FORBIDDEN")
+				require.Empty(t, f.sfu.mints)
+				return
+			}
+			require.Equal(t, 200, rr.Code, rr.Body.String())
+			require.Len(t, f.sfu.mints, 1)
+			_, marked := f.sfu.mints[0].grant.Attributes[AttrMembershipUnverified]
+			require.Equal(t, c.unverified, marked)
+		})
+	}
+	_, err := NewTokenService(TokenServiceOptions{SFU: newFakeSFU(), OpenID: &fakeOpenID{}, Membership: &fakeMembers{},
+		ServerName: "example.com", URL: "wss://rtc.example.com", UnknownMembership: "allow"})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+}
+
+// TestTokenRefusalLogged: every refusal is one log line with the room, the
+// user and the reason the client got; the OpenID token never appears.
+func TestTokenRefusalLogged(t *testing.T) {
+	var buf syncBuffer
+	f := newTSFixture(t)
+	svc, err := NewTokenService(TokenServiceOptions{
+		SFU: f.sfu, OpenID: f.openid, Membership: f.members, ServerName: "example.com", Allow: []string{"remote.org"},
+		URL: "wss://rtc.example.com", Log: zerolog.New(&buf),
+	})
+	require.NoError(t, err)
+	for _, c := range []struct{ body, user, reason string }{
+		{getTokenBody("!other:example.com", "m.call#ROOM", "example.com", "tok-alice", "@alice:example.com", "D", "m"),
+			"@alice:example.com", "You are not joined to that Matrix room"},
+		{sfuGetBody("!roomid:example.com", "other.net", "tok-eve", "D"), "", "This homeserver is not allowed to use this service"},
+	} {
+		path := PathGetToken
+		if strings.Contains(c.body, `"room":`) {
+			path = PathSFUGet
+		}
+		rr := do(svc, http.MethodPost, path, c.body)
+		require.Equal(t, http.StatusForbidden, rr.Code, rr.Body.String())
+		var line map[string]any
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &line))
+		require.Equal(t, "token refused", line["message"])
+		require.Equal(t, c.reason, line["reason"])
+		require.NotEmpty(t, line["matrix_room"])
+		if c.user != "" {
+			require.Equal(t, c.user, line["user_id"])
+		}
+	}
+	require.NotContains(t, buf.String(), "tok-alice")
+	require.NotContains(t, buf.String(), "tok-eve")
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// failingMarker is a record that cannot mark unverified tokens.
+type failingMarker struct{ fakeRecord }
+
+func (failingMarker) MarkUnverifiedToken(context.Context, string, string, string, string, time.Time, time.Time) error {
+	return errors.New("disk full")
+}
+
+// TestUnverifiedTokenNeedsItsMark: under serve_local, a token the call
+// history cannot mark is not issued.
+func TestUnverifiedTokenNeedsItsMark(t *testing.T) {
+	f := newTSFixture(t)
+	f.members.err = fmt.Errorf("%w: %w", ErrMembershipUnavailable, ErrBotNotInRoom)
+	svc, err := NewTokenService(TokenServiceOptions{
+		SFU: f.sfu, OpenID: f.openid, Membership: f.members, ServerName: "example.com", URL: "wss://rtc.example.com",
+		Record: &failingMarker{}, RecordCatchUp: time.Millisecond, UnknownMembership: UnknownMembershipServeLocal, Log: zerolog.Nop(),
+	})
+	require.NoError(t, err)
+	rr := do(svc, http.MethodPost, PathGetToken, getTokenBody("!old:example.com", "m.call#ROOM", "example.com", "tok-alice", "@alice:example.com", "D", "m"))
+	requireMatrixError(t, rr, http.StatusServiceUnavailable, "M_UNKNOWN")
+	require.Empty(t, f.sfu.mints)
 }

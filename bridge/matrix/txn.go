@@ -75,11 +75,23 @@ type MeetCommand struct {
 // maxMeetName bounds a meeting name.
 const maxMeetName = 64
 
+// RoomCreated is a room's m.room.create event, as a transaction reported it.
+// Once the node has seen a room's creation, every membership change since
+// reaches it too (the registration's room namespace), so its record of the
+// room's members is complete.
+type RoomCreated struct {
+	RoomID  string
+	Creator string
+	EventID string
+	At      time.Time
+}
+
 // TxnEffects is what one appservice transaction changes in the node's view of
 // Matrix. Memberships and call members are stored together with the
 // transaction ID, atomically; commands are answered after the commit, at
 // most once.
 type TxnEffects struct {
+	Rooms       []RoomCreated
 	Memberships []RoomMembership
 	CallMembers []CallMember
 	Meets       []MeetCommand
@@ -87,7 +99,7 @@ type TxnEffects struct {
 
 // Empty reports whether the transaction changed nothing the node tracks.
 func (fx TxnEffects) Empty() bool {
-	return len(fx.Memberships) == 0 && len(fx.CallMembers) == 0 && len(fx.Meets) == 0
+	return len(fx.Rooms) == 0 && len(fx.Memberships) == 0 && len(fx.CallMembers) == 0 && len(fx.Meets) == 0
 }
 
 // maxCallMemberExpiry bounds a membership's self-declared lifetime.
@@ -148,6 +160,12 @@ func parseTxn(body []byte) (TxnEffects, error) {
 		}
 		at := time.UnixMilli(evt.Timestamp)
 		switch evt.Type.Type {
+		case event.StateCreate.Type:
+			if *evt.StateKey == "" && evt.ID != "" {
+				fx.Rooms = append(fx.Rooms, RoomCreated{
+					RoomID: evt.RoomID.String(), Creator: evt.Sender.String(), EventID: evt.ID.String(), At: at,
+				})
+			}
 		case event.StateMember.Type:
 			var c struct {
 				Membership string `json:"membership"`

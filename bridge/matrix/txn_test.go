@@ -31,6 +31,9 @@ func TestParseTxn(t *testing.T) {
 		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": "https://rtc.hs/", "livekit_alias": room}},
 	}
 	body := txnBody(t,
+		stateEvent("m.room.create", room, "@a:hs", "", "$0", 4000, map[string]any{"room_version": "10"}),
+		// A create event with a state key is no room's creation.
+		stateEvent("m.room.create", "!other:hs", "@a:hs", "x", "$0b", 4000, map[string]any{}),
 		stateEvent("m.room.member", room, "@a:hs", "@b:hs", "$1", 5000, map[string]any{"membership": "join"}),
 		stateEvent("m.room.member", room, "@a:hs", "@b:hs", "$2", 6000, map[string]any{"membership": "leave"}),
 		stateEvent(CallMemberEventType, room, "@a:hs", "_@a:hs_DEV_1_m.call", "$3", 7000, member),
@@ -46,6 +49,7 @@ func TestParseTxn(t *testing.T) {
 	)
 	fx, err := parseTxn(body)
 	require.NoError(t, err)
+	require.Equal(t, []RoomCreated{{RoomID: room, Creator: "@a:hs", EventID: "$0", At: time.UnixMilli(4000)}}, fx.Rooms)
 	require.Equal(t, []RoomMembership{
 		{RoomID: room, UserID: "@b:hs", Membership: "join", Sender: "@a:hs", EventID: "$1", At: time.UnixMilli(5000)},
 		{RoomID: room, UserID: "@b:hs", Membership: "leave", Sender: "@a:hs", EventID: "$2", At: time.UnixMilli(6000)},

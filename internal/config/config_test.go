@@ -149,6 +149,7 @@ registration = "/etc/entente/registration.yaml"
 			Registration: "/etc/entente/registration.yaml",
 			ID:           "entente", BotLocalpart: "entente", GhostPrefix: "entente_",
 			Allow: []string{}, AppserviceListen: "127.0.0.1:29335",
+			RoomEvents: "all", UnknownMembership: "refuse",
 		},
 	}
 	require.Equal(t, want, c)

@@ -55,7 +55,31 @@ type Matrix struct {
 	// link, as guests, once someone of the agency has started it. Default false: only members
 	// of the Matrix room, signed in with their account, join from the link.
 	MeetingGuests bool `toml:"meeting_guests"`
+	// RoomEvents decides which rooms' events the registration asks the homeserver for:
+	// RoomEventsAll (default) claims every room ID non-exclusively, so that the node sees the
+	// memberships of rooms its bot is not in from their creation on; RoomEventsBot only rooms
+	// the bot is in (the homeserver's own rule for application services).
+	RoomEvents string `toml:"room_events"`
+	// UnknownMembership decides what the token service does when it cannot know whether a user
+	// is joined to a room (the bot is not in it and may not join, and the node did not see the
+	// room being created): UnknownMembershipRefuse (default) or UnknownMembershipServeLocal.
+	UnknownMembership string `toml:"unknown_membership"`
 }
+
+// Values of Matrix.RoomEvents.
+const (
+	RoomEventsAll = "all"
+	RoomEventsBot = "bot_rooms"
+)
+
+// Values of Matrix.UnknownMembership.
+const (
+	// UnknownMembershipRefuse refuses a token when membership cannot be known.
+	UnknownMembershipRefuse = "refuse"
+	// UnknownMembershipServeLocal serves users of server_name verified by OpenID, as
+	// lk-jwt-service does, and marks their tokens.
+	UnknownMembershipServeLocal = "serve_local"
+)
 
 // PublicHomeserverURL is the homeserver URL browsers use: HomeserverPublicURL, or
 // HomeserverURL when that is empty.
@@ -69,11 +93,13 @@ func (m *Matrix) PublicHomeserverURL() string {
 // MatrixDefaults returns the [matrix] values used for options the section leaves out.
 func MatrixDefaults() Matrix {
 	return Matrix{
-		ID:               "entente",
-		BotLocalpart:     "entente",
-		GhostPrefix:      "entente_",
-		Allow:            []string{},
-		AppserviceListen: "127.0.0.1:29335",
+		ID:                "entente",
+		BotLocalpart:      "entente",
+		GhostPrefix:       "entente_",
+		Allow:             []string{},
+		AppserviceListen:  "127.0.0.1:29335",
+		RoomEvents:        RoomEventsAll,
+		UnknownMembership: UnknownMembershipRefuse,
 	}
 }
 
@@ -82,7 +108,8 @@ func (m *Matrix) applyDefaults() {
 	d := MatrixDefaults()
 	for _, f := range []struct{ v, d *string }{
 		{&m.ID, &d.ID}, {&m.BotLocalpart, &d.BotLocalpart}, {&m.GhostPrefix, &d.GhostPrefix},
-		{&m.AppserviceListen, &d.AppserviceListen},
+		{&m.AppserviceListen, &d.AppserviceListen}, {&m.RoomEvents, &d.RoomEvents},
+		{&m.UnknownMembership, &d.UnknownMembership},
 	} {
 		if *f.v == "" {
 			*f.v = *f.d
@@ -130,6 +157,12 @@ func (v *validator) matrix(m *Matrix) {
 		if a != "*" && !validServerName(a) {
 			v.add("matrix.allow[%d] %q is not a Matrix server name (or \"*\")", i, a)
 		}
+	}
+	if m.RoomEvents != RoomEventsAll && m.RoomEvents != RoomEventsBot {
+		v.add("matrix.room_events %q: want %q or %q", m.RoomEvents, RoomEventsAll, RoomEventsBot)
+	}
+	if m.UnknownMembership != UnknownMembershipRefuse && m.UnknownMembership != UnknownMembershipServeLocal {
+		v.add("matrix.unknown_membership %q: want %q or %q", m.UnknownMembership, UnknownMembershipRefuse, UnknownMembershipServeLocal)
 	}
 	if m.TokenServiceURL != "" {
 		v.httpURL("matrix.token_service_url", m.TokenServiceURL)

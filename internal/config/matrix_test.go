@@ -43,6 +43,8 @@ appservice_url = "http://10.0.0.5:9000"
 insecure_skip_verify = true
 homeserver_public_url = "https://matrix.agency.example"
 meeting_guests = true
+room_events = "bot_rooms"
+unknown_membership = "serve_local"
 `
 	c, err := config.Parse([]byte(doc), "t.toml")
 	require.NoError(t, err)
@@ -52,6 +54,7 @@ meeting_guests = true
 		TokenServiceURL: "https://rtc.agency.example/", AppserviceListen: "127.0.0.1:9000",
 		AppserviceURL: "http://10.0.0.5:9000", InsecureSkipVerify: true,
 		HomeserverPublicURL: "https://matrix.agency.example", MeetingGuests: true,
+		RoomEvents: "bot_rooms", UnknownMembership: "serve_local",
 	}, c.Matrix)
 	require.Equal(t, "https://matrix.agency.example", c.Matrix.PublicHomeserverURL())
 	c.Matrix.HomeserverPublicURL = ""
@@ -73,6 +76,8 @@ token_service_url = "ftp://x"
 appservice_listen = "nope"
 appservice_url = "x"
 homeserver_public_url = "matrix.agency.example"
+room_events = "some"
+unknown_membership = "allow"
 `
 	_, err := config.Parse([]byte(doc), "t.toml")
 	var ve *config.ValidationError
@@ -81,6 +86,7 @@ homeserver_public_url = "matrix.agency.example"
 		"matrix.homeserver_url", "matrix.server_name", "matrix.as_token is a placeholder", "matrix.hs_token has 5",
 		"matrix.bot_localpart", "matrix.ghost_prefix", "matrix.allow[1]", "matrix.allow[2]",
 		"matrix.token_service_url", "matrix.appservice_listen", "matrix.appservice_url", "matrix.homeserver_public_url",
+		`matrix.room_events "some"`, `matrix.unknown_membership "allow"`,
 	} {
 		require.Contains(t, err.Error(), want)
 	}
@@ -98,6 +104,8 @@ homeserver_public_url = "matrix.agency.example"
 	c, err := config.Parse([]byte(matrixMinimal), "t.toml")
 	require.NoError(t, err)
 	require.False(t, c.Matrix.MeetingGuests, "guests of !meet calls are off by default")
+	require.Equal(t, config.RoomEventsAll, c.Matrix.RoomEvents, "the node follows every room by default")
+	require.Equal(t, config.UnknownMembershipRefuse, c.Matrix.UnknownMembership, "unknown membership is refused by default")
 	_, err = config.Parse([]byte("[web]\nenabled = false\n"+matrixMinimal+"meeting_guests = true\n"), "t.toml")
 	require.ErrorContains(t, err, "matrix.meeting_guests needs web.enabled")
 }

@@ -17,11 +17,22 @@ const (
 	`
 	leaveAllQuery = `UPDATE call_history SET left_at = ?1 WHERE left_at IS NULL`
 	getCallsQuery = `
-		SELECT id, room_name, room_sid, identity, participant_sid, joined_at, left_at
+		SELECT id, room_name, room_sid, identity, participant_sid, joined_at, left_at,
+			EXISTS (SELECT 1 FROM unverified_tokens u
+				WHERE u.room_name = call_history.room_name AND u.identity = call_history.identity
+					AND call_history.joined_at BETWEEN u.issued_at AND u.expires_at)
 		FROM call_history WHERE room_name = ?1
 		ORDER BY joined_at DESC, id DESC
 		LIMIT ?2
 	`
+	putUnverifiedQuery = `
+		INSERT INTO unverified_tokens (room_name, identity, matrix_room_id, user_id, issued_at, expires_at)
+		VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+		ON CONFLICT (room_name, identity) DO UPDATE SET
+			matrix_room_id = excluded.matrix_room_id, user_id = excluded.user_id,
+			issued_at = excluded.issued_at, expires_at = excluded.expires_at
+	`
+	pruneUnverifiedQuery = `DELETE FROM unverified_tokens WHERE expires_at < ?1`
 	// Only finished presences go: one still open (left_at NULL) is a call in progress, however
 	// long ago it began.
 	pruneCallsQuery = `DELETE FROM call_history WHERE left_at IS NOT NULL AND left_at < ?1`
@@ -42,6 +53,9 @@ type CallRecord struct {
 	JoinedAt       time.Time
 	// LeftAt is the zero time while the participant is still in the room.
 	LeftAt time.Time
+	// MembershipUnverified is set when the participant joined with a token the Matrix token
+	// service issued without a verified room membership (MarkUnverifiedToken).
+	MembershipUnverified bool
 }
 
 // ParticipantJoined records that identity joined room roomName (server ID roomSID, which
@@ -103,7 +117,8 @@ func scanCall(rows *sql.Rows) (CallRecord, error) {
 		joinedAt int64
 		leftAt   sql.NullInt64
 	)
-	err := rows.Scan(&rec.ID, &rec.RoomName, &rec.RoomSID, &rec.Identity, &rec.ParticipantSID, &joinedAt, &leftAt)
+	err := rows.Scan(&rec.ID, &rec.RoomName, &rec.RoomSID, &rec.Identity, &rec.ParticipantSID, &joinedAt, &leftAt,
+		&rec.MembershipUnverified)
 	if err != nil {
 		return CallRecord{}, err
 	}
@@ -114,8 +129,9 @@ func scanCall(rows *sql.Rows) (CallRecord, error) {
 	return rec, nil
 }
 
-// PruneCallHistory deletes the presences that ended before before, and the closed room sessions
-// left without presences, in one transaction. It returns how many presences it deleted.
+// PruneCallHistory deletes the presences that ended before before, the closed room sessions
+// left without presences and the unverified-token marks that expired before before, in one
+// transaction. It returns how many presences it deleted.
 // Presences still open are kept whatever their age.
 func (s *Store) PruneCallHistory(ctx context.Context, before time.Time) (int64, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
@@ -134,8 +150,22 @@ func (s *Store) PruneCallHistory(ctx context.Context, before time.Time) (int64, 
 	if _, err := tx.ExecContext(ctx, pruneRoomsQuery, millis(before)); err != nil {
 		return 0, fmt.Errorf("prune closed rooms: %w", err)
 	}
+	if _, err := tx.ExecContext(ctx, pruneUnverifiedQuery, millis(before)); err != nil {
+		return 0, fmt.Errorf("prune unverified tokens: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("prune call history: %w", err)
 	}
 	return n, nil
+}
+
+// MarkUnverifiedToken records that a token for identity in LiveKit room roomName, valid from
+// issued to expires, was issued to userID for Matrix room matrixRoomID without a verified room
+// membership: CallHistory marks the presences it admitted (MembershipUnverified). A newer mark
+// for the same room and identity replaces the older.
+func (s *Store) MarkUnverifiedToken(ctx context.Context, roomName, identity, matrixRoomID, userID string, issued, expires time.Time) error {
+	if _, err := s.w.ExecContext(ctx, putUnverifiedQuery, roomName, identity, matrixRoomID, userID, millis(issued), millis(expires)); err != nil {
+		return fmt.Errorf("mark unverified token of %s in %s: %w", identity, roomName, err)
+	}
+	return nil
 }

@@ -20,6 +20,14 @@ const (
 			membership = excluded.membership, event_id = excluded.event_id, updated_at = excluded.updated_at
 	`
 	getMembershipQuery = `SELECT membership FROM matrix_memberships WHERE room_id = ?1 AND user_id = ?2`
+	putRoomQuery       = `
+		INSERT INTO matrix_rooms (room_id, creator, event_id, created_at) VALUES (?1, ?2, ?3, ?4)
+		ON CONFLICT (room_id) DO NOTHING
+	`
+	getRecordedMembershipQuery = `
+		SELECT EXISTS (SELECT 1 FROM matrix_rooms WHERE room_id = ?1),
+			(SELECT membership FROM matrix_memberships WHERE room_id = ?1 AND user_id = ?2)
+	`
 	putCallMemberQuery = `
 		INSERT INTO matrix_call_members (room_id, state_key, user_id, device_id, application, call_id,
 			scope, focus_selection, service_url, event_id, joined_at, expires_at)
@@ -71,8 +79,17 @@ type MatrixCallMember struct {
 	ExpiresAt time.Time
 }
 
+// MatrixRoom is a room whose m.room.create event the bridge received.
+type MatrixRoom struct {
+	RoomID  string
+	Creator string
+	EventID string
+	At      time.Time
+}
+
 // MatrixTxn is what one appservice transaction changes, in event order.
 type MatrixTxn struct {
+	Rooms       []MatrixRoom
 	Memberships []MatrixMembership
 	CallMembers []MatrixCallMember
 }
@@ -92,6 +109,11 @@ func (s *Store) ApplyMatrixTxn(ctx context.Context, txnID string, txn MatrixTxn)
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return false, err // seen before (n == 0): nothing to do
+	}
+	for _, r := range txn.Rooms {
+		if _, err := tx.ExecContext(ctx, putRoomQuery, r.RoomID, r.Creator, r.EventID, millis(r.At)); err != nil {
+			return false, fmt.Errorf("apply matrix txn %s: room: %w", txnID, err)
+		}
 	}
 	for _, m := range txn.Memberships {
 		if _, err := tx.ExecContext(ctx, putMembershipQuery, m.RoomID, m.UserID, m.Membership, m.EventID, millis(m.At)); err != nil {
@@ -131,6 +153,18 @@ func (s *Store) MatrixMembershipOf(ctx context.Context, roomID, userID string) (
 		return "", fmt.Errorf("membership of %s in %s: %w", userID, roomID, err)
 	}
 	return m, nil
+}
+
+// MatrixRecordedMembership returns userID's last known membership of roomID ("" when no
+// transaction mentioned it) and whether the bridge saw the room's creation. When it did, the
+// record is complete (every membership change since reached the bridge in order), so "" means
+// the user never joined; when it did not, the record says nothing about users it does not list.
+func (s *Store) MatrixRecordedMembership(ctx context.Context, roomID, userID string) (membership string, roomSeen bool, err error) {
+	var m sql.NullString
+	if err := s.r.QueryRowContext(ctx, getRecordedMembershipQuery, roomID, userID).Scan(&roomSeen, &m); err != nil {
+		return "", false, fmt.Errorf("recorded membership of %s in %s: %w", userID, roomID, err)
+	}
+	return m.String, roomSeen, nil
 }
 
 // MatrixCallMembers returns the current call memberships in roomID, oldest first.

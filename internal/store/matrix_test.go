@@ -143,3 +143,38 @@ func TestPruneAppserviceTxns(t *testing.T) {
 		require.Equal(t, tc.wantApplied, applied, tc.id)
 	}
 }
+
+func TestMatrixRecordedMembership(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "db.sqlite"), zerolog.Nop())
+	require.NoError(t, err)
+	defer s.Close()
+	t0 := time.UnixMilli(1_700_000_000_000).UTC()
+	_, err = s.ApplyMatrixTxn(ctx, "t1", MatrixTxn{
+		Rooms: []MatrixRoom{{RoomID: "!new:hs", Creator: "@a:hs", EventID: "$c", At: t0}},
+		Memberships: []MatrixMembership{
+			{RoomID: "!new:hs", UserID: "@a:hs", Membership: "join", EventID: "$1", At: t0},
+			{RoomID: "!old:hs", UserID: "@b:hs", Membership: "leave", EventID: "$2", At: t0},
+		},
+	})
+	require.NoError(t, err)
+	for _, c := range []struct {
+		room, user, want string
+		seen             bool
+	}{
+		{"!new:hs", "@a:hs", "join", true},
+		{"!new:hs", "@z:hs", "", true},
+		{"!old:hs", "@b:hs", "leave", false},
+		{"!old:hs", "@a:hs", "", false},
+		{"!none:hs", "@a:hs", "", false},
+	} {
+		m, seen, err := s.MatrixRecordedMembership(ctx, c.room, c.user)
+		require.NoError(t, err)
+		require.Equal(t, c.want, m, c.room+" "+c.user)
+		require.Equal(t, c.seen, seen, c.room+" "+c.user)
+	}
+	// A second create for the same room (a replayed event in another
+	// transaction) keeps the first.
+	_, err = s.ApplyMatrixTxn(ctx, "t2", MatrixTxn{Rooms: []MatrixRoom{{RoomID: "!new:hs", Creator: "@x:hs", EventID: "$d", At: t0}}})
+	require.NoError(t, err)
+}

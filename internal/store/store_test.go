@@ -525,3 +525,33 @@ func TestPruneCallHistory(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing more to prune")
 }
+
+// TestUnverifiedTokenInCallHistory: a presence admitted by a token issued
+// without a verified Matrix membership is marked in the call history, one
+// from another identity or outside the token's validity is not, and the
+// mark is pruned once expired.
+func TestUnverifiedTokenInCallHistory(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "db.sqlite"), zerolog.Nop())
+	require.NoError(t, err)
+	defer s.Close()
+	t0 := time.UnixMilli(1_700_000_000_000).UTC()
+	require.NoError(t, s.RoomOpened(ctx, "lk", "RM_1", t0))
+	require.NoError(t, s.MarkUnverifiedToken(ctx, "lk", "alice-id", "!r:hs", "@alice:hs", t0, t0.Add(time.Hour)))
+	require.NoError(t, s.ParticipantJoined(ctx, "lk", "RM_1", "alice-id", "PA_1", t0.Add(time.Minute)))
+	require.NoError(t, s.ParticipantJoined(ctx, "lk", "RM_1", "bob-id", "PA_2", t0.Add(time.Minute)))
+	require.NoError(t, s.ParticipantJoined(ctx, "lk", "RM_1", "alice-id", "PA_3", t0.Add(2*time.Hour)))
+	calls, err := s.CallHistory(ctx, "lk", 0)
+	require.NoError(t, err)
+	marked := map[string]bool{}
+	for _, c := range calls {
+		marked[c.ParticipantSID] = c.MembershipUnverified
+	}
+	require.Equal(t, map[string]bool{"PA_1": true, "PA_2": false, "PA_3": false}, marked)
+
+	_, err = s.PruneCallHistory(ctx, t0.Add(3*time.Hour))
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM unverified_tokens`).Scan(&n))
+	require.Zero(t, n, "expired marks are pruned")
+}

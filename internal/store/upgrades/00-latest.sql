@@ -1,4 +1,4 @@
--- v0 -> v3: fresh install
+-- v0 -> v5: fresh install
 -- Times are Unix milliseconds (UTC).
 
 CREATE TABLE api_keys (
@@ -59,3 +59,23 @@ CREATE TABLE matrix_call_members (
 ) STRICT;
 
 CREATE INDEX matrix_call_members_expiry_idx ON matrix_call_members (expires_at) WHERE expires_at IS NOT NULL;
+
+-- Rooms whose m.room.create the bridge received: it has seen every membership change since.
+CREATE TABLE matrix_rooms (
+    room_id    TEXT    PRIMARY KEY,
+    creator    TEXT    NOT NULL,
+    event_id   TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+-- Tokens the Matrix token service issued without a verified room membership
+-- (matrix.unknown_membership = "serve_local"): CallHistory marks the presences they admitted.
+CREATE TABLE unverified_tokens (
+    room_name      TEXT    NOT NULL,
+    identity       TEXT    NOT NULL,
+    matrix_room_id TEXT    NOT NULL,
+    user_id        TEXT    NOT NULL,
+    issued_at      INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    PRIMARY KEY (room_name, identity)
+) STRICT;
