@@ -25,3 +25,6 @@ func newRawSocket(*net.UDPConn) rawSocket { return nil }
 func listenMedia(network string, laddr *net.UDPAddr) (*net.UDPConn, error) {
 	return net.ListenUDP(network, laddr)
 }
+
+// readBufferSize is unknown here.
+func readBufferSize(*net.UDPConn) int { return 0 }

@@ -163,6 +163,11 @@ func sendSocket(rc syscall.RawConn, la *net.UDPAddr, v6 bool) (int, error) {
 		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 	}
 	if err == nil {
+		// Capped by net.core.wmem_max; a smaller buffer only means an
+		// EAGAIN sooner, which waitWritable covers.
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
+	}
+	if err == nil {
 		err = unix.Bind(fd, sa)
 	}
 	if err != nil {
@@ -198,6 +203,22 @@ func listenMedia(network string, laddr *net.UDPAddr) (*net.UDPConn, error) {
 		return nil, err
 	}
 	return pc.(*net.UDPConn), nil
+}
+
+// readBufferSize is the receive buffer the kernel gave c, in the bytes it
+// was asked for (Linux reports twice that, for its bookkeeping), or 0.
+func readBufferSize(c *net.UDPConn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) {
+		if v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil {
+			n = v / 2
+		}
+	})
+	return n
 }
 
 // close closes the send socket, once nothing sends any more.

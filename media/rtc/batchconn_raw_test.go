@@ -4,6 +4,9 @@ package rtc
 
 import (
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -129,4 +132,25 @@ func TestSendSocket(t *testing.T) {
 			require.Error(t, err, "the send socket is closed")
 		})
 	}
+}
+
+// TestEngineSocketBuffers: the media socket's receive buffer is as large as
+// the node asks (socketBuffer) or as net.core.rmem_max lets it be, not the
+// kernel's default, which loses packets when the node is busy a few ms.
+func TestEngineSocketBuffers(t *testing.T) {
+	e := newTestEngine(t)
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	require.NoError(t, err)
+	rmemMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, readBufferSize(e.batch.UDPConn), min(socketBuffer, rmemMax))
+	out := e.batch.raw.(*rawUDP).out
+	require.GreaterOrEqual(t, out, 0)
+	b, err = os.ReadFile("/proc/sys/net/core/wmem_max")
+	require.NoError(t, err)
+	wmemMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(t, err)
+	snd, err := unix.GetsockoptInt(out, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, snd/2, min(socketBuffer, wmemMax))
 }
