@@ -91,6 +91,11 @@ func (r *Room) SID() string { return r.sid }
 // post queues f for the room's goroutine and returns at once. What is
 // posted after the room closed is never run.
 func (r *Room) post(f func()) {
+	select {
+	case <-r.done:
+		return // nobody would run it; a closed room's queue must not grow
+	default:
+	}
 	r.qmu.Lock()
 	r.queue = append(r.queue, f)
 	r.qmu.Unlock()

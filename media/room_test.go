@@ -131,3 +131,20 @@ func TestNewcomerLearnsWhoSpeaks(t *testing.T) {
 	require.Equal(t, a.SID(), speakers[0].speakers[0].Sid)
 	require.True(t, speakers[0].speakers[0].Active)
 }
+
+// TestClosedRoomQueuesNothing: what a transport's goroutines post to a room
+// that has closed (a track ending after its participant left) is dropped,
+// not kept in a queue nobody runs.
+func TestClosedRoomQueuesNothing(t *testing.T) {
+	s := newTestSFU(t)
+	r, err := s.Room("closed", true)
+	require.NoError(t, err)
+	r.close(livekit.DisconnectReason_ROOM_CLOSED)
+	for range 100 {
+		r.post(func() { t.Error("ran on a closed room") })
+	}
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	require.Empty(t, r.queue)
+	require.ErrorIs(t, r.do(context.Background(), func() {}), ErrRoomClosed)
+}
