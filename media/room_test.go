@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 )
@@ -44,7 +43,7 @@ func TestRoomNeverWaitsForATransport(t *testing.T) {
 	a, _, err := r.Join(ctx, JoinParams{Identity: "a", Permissions: allowAll(), AutoSubscribe: true, Signaller: newRecordingSignaller(), Transport: slow})
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
-	require.NoError(t, a.AddTrack(ctx, &livekit.AddTrackRequest{Cid: "mic", Type: livekit.TrackType_AUDIO}))
+	require.NoError(t, a.AddTrack(ctx, &AddTrackRequest{Cid: "mic", Kind: KindAudio}))
 	a.Receive(IncomingStream{TrackID: "mic", Codec: Codec{MimeType: "audio/opus", ClockRate: 48000}, SSRC: 7,
 		Start: func(l *Layer) { slow.layer <- l }})
 
@@ -55,7 +54,7 @@ func TestRoomNeverWaitsForATransport(t *testing.T) {
 	require.True(t, s.HasParticipant("slow", "a"))
 
 	left := make(chan struct{})
-	go func() { a.Disconnect(livekit.DisconnectReason_CLIENT_INITIATED); close(left) }()
+	go func() { a.Disconnect(ReasonClientInitiated); close(left) }()
 	select {
 	case <-left:
 	case <-time.After(5 * time.Second):
@@ -66,10 +65,10 @@ func TestRoomNeverWaitsForATransport(t *testing.T) {
 	c, _, err := r.Join(ctx, JoinParams{Identity: "c", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: newFakeTransport(nil)})
 	require.NoError(t, err)
 	require.NoError(t, c.Start(ctx))
-	require.True(t, r.RemoveParticipant("c", livekit.DisconnectReason_PARTICIPANT_REMOVED))
+	require.True(t, r.RemoveParticipant("c", ReasonParticipantRemoved))
 
 	closed := make(chan struct{})
-	go func() { r.close(livekit.DisconnectReason_ROOM_CLOSED); close(closed) }()
+	go func() { r.close(ReasonRoomClosed); close(closed) }()
 	select {
 	case <-closed:
 		t.Fatal("the room closed before the transport it was closing")
@@ -96,7 +95,7 @@ func TestNewcomerLearnsWhoSpeaks(t *testing.T) {
 	a, _, err := r.Join(ctx, JoinParams{Identity: "a", Permissions: allowAll(), Signaller: sa, Transport: newFakeTransport(nil)})
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
-	require.NoError(t, a.AddTrack(ctx, &livekit.AddTrackRequest{Cid: "mic", Type: livekit.TrackType_AUDIO}))
+	require.NoError(t, a.AddTrack(ctx, &AddTrackRequest{Cid: "mic", Kind: KindAudio}))
 	layers := make(chan *Layer, 1)
 	a.Receive(IncomingStream{TrackID: "mic", Codec: Codec{MimeType: "audio/opus", ClockRate: 48000}, SSRC: 7,
 		AudioLevelExt: 1, Start: func(l *Layer) { layers <- l }})
