@@ -130,3 +130,50 @@ func TestNewcomerLearnsWhoSpeaks(t *testing.T) {
 	require.Equal(t, a.SID(), speakers[0].speakers[0].Sid)
 	require.True(t, speakers[0].speakers[0].Active)
 }
+
+// TestRoomRelaysData: a data packet, already stamped by its sender's
+// transport, goes to every started member but the sender, or only to its
+// destinations; nothing goes out from a sender without the data grant,
+// nor when it is empty or over the size limit.
+func TestRoomRelaysData(t *testing.T) {
+	s := newTestSFU(t)
+	r, err := s.Room("data", true)
+	require.NoError(t, err)
+	ctx := context.Background()
+	join := func(identity string, perms Permissions, start bool) (*Participant, *fakeTransport) {
+		ft := newFakeTransport(nil)
+		p, _, err := r.Join(ctx, JoinParams{Identity: identity, Permissions: perms, Signaller: newRecordingSignaller(), Transport: ft})
+		require.NoError(t, err)
+		if start {
+			require.NoError(t, p.Start(ctx))
+		}
+		return p, ft
+	}
+	mute := allowAll()
+	mute.CanPublishData = false
+	a, ta := join("a", allowAll(), true)
+	_, tb := join("b", allowAll(), true)
+	_, tc := join("c", allowAll(), true)
+	_, tw := join("waiting", allowAll(), false)
+	m, _ := join("m", mute, true)
+	got := func(ft *fakeTransport) []string {
+		ft.mu.Lock()
+		defer ft.mu.Unlock()
+		var out []string
+		for _, d := range ft.data {
+			out = append(out, string(d))
+		}
+		return out
+	}
+
+	a.RelayData(DataReliable, []byte("all"), nil)
+	a.RelayData(DataLossy, []byte("to c"), []string{"c", "nobody"})
+	m.RelayData(DataReliable, []byte("not allowed"), nil)
+	a.RelayData(DataReliable, nil, nil)
+	a.RelayData(DataReliable, make([]byte, MaxDataMessage+1), nil)
+
+	require.Empty(t, got(ta), "echoed to the sender")
+	require.Equal(t, []string{"all"}, got(tb))
+	require.Equal(t, []string{"all", "to c"}, got(tc))
+	require.Empty(t, got(tw), "sent before the participant started")
+}
