@@ -13,10 +13,17 @@
 // its own. What the room tells a participant goes through its Signaller,
 // which media/livekit implements over the LiveKit websocket.
 //
-// Its data model is still LiveKit's (github.com/livekit/protocol/livekit):
-// participant and track infos, data packets, disconnect reasons.
+// Its data model is its own (model.go): participant, track, room and
+// speaker snapshots, add-track and track-settings requests, disconnect
+// reasons. Front ends convert at their boundary (media/livekit to and from
+// LiveKit's protobufs); the enumerations keep LiveKit's numeric values so
+// that the conversion is a cast, and what a front end says of a track that
+// the core does not use rides in TrackInfo.FrontEnd untouched. Data
+// packets are bytes to the core: the sender's transport reads and stamps
+// them (media/rtc for LiveKit's DataPacket) and names their destinations.
 //
-// media imports only internal/*, pion's RTP and RTCP packages and
-// livekit/protocol (internal/archtest checks it). It must never import
-// Matrix, XMPP, federation or web code, media/livekit or media/rtc.
+// media imports only internal/*, zerolog and pion's RTP and RTCP packages
+// (internal/archtest checks it). It must never import LiveKit's protobufs
+// (github.com/livekit/protocol/...), Matrix, XMPP, federation or web code,
+// media/livekit or media/rtc.
 package media

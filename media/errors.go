@@ -35,8 +35,9 @@ var (
 	// ErrInvalidCandidate is returned when a trickled ICE candidate cannot
 	// be decoded or added.
 	ErrInvalidCandidate = errors.New("invalid ICE candidate")
-	// ErrInvalidDataPacket is returned when a participant's data channel
-	// message is not a DataPacket the room may relay.
+	// ErrInvalidDataPacket is what a transport returns for a participant's
+	// data message that the room may not relay (media/rtc: not a LiveKit
+	// DataPacket it can read and stamp).
 	ErrInvalidDataPacket = errors.New("invalid data packet")
 	// ErrClosed is returned when the SFU has been closed.
 	ErrClosed = errors.New("sfu is closed")

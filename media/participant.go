@@ -6,9 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/rs/zerolog"
-	"google.golang.org/protobuf/proto"
 
 	"entente.dev/entente/internal/names"
 )
@@ -27,7 +25,7 @@ type Participant struct {
 	room          *Room
 	sid           string
 	identity      string
-	kind          livekit.ParticipantInfo_Kind
+	kind          ParticipantKind
 	perms         Permissions
 	autoSubscribe bool
 	sig           Signaller
@@ -52,8 +50,8 @@ type Participant struct {
 	attrs     map[string]string
 	updates   tokenBucket // paces UpdateMetadata
 	version   uint32
-	state     livekit.ParticipantInfo_State
-	reason    livekit.DisconnectReason
+	state     ParticipantState
+	reason    DisconnectReason
 	pending   map[string]*pendingTrack // by client track id (cid)
 	orphans   []IncomingStream         // media that arrived before its add_track
 	published map[string]*UpTrack      // by track sid
@@ -62,7 +60,7 @@ type Participant struct {
 
 type pendingTrack struct {
 	cid  string
-	info *livekit.TrackInfo
+	info *TrackInfo
 	up   *UpTrack
 }
 
@@ -72,7 +70,7 @@ func newParticipant(r *Room, jp JoinParams) *Participant {
 		autoSubscribe: jp.AutoSubscribe, sig: jp.Signaller, transport: jp.Transport, joinedAt: time.Now(),
 		name: jp.Name, metadata: jp.Metadata, attrs: copyAttrs(jp.Attributes), asserted: copyAttrs(jp.Attributes),
 		updates: newTokenBucket(metadataBurst, metadataEvery),
-		state:   livekit.ParticipantInfo_JOINING,
+		state:   StateJoining,
 		pending: map[string]*pendingTrack{}, published: map[string]*UpTrack{}, downs: map[string]*DownTrack{},
 	}
 	p.log = r.log.With().Str("participant", p.identity).Str("participant_sid", p.sid).Logger()
@@ -87,8 +85,11 @@ func copyAttrs(a map[string]string) map[string]string {
 	return out
 }
 
-// SID is the participant's LiveKit sid.
+// SID is the participant's session id, as LiveKit forms it ("PA_...").
 func (p *Participant) SID() string { return p.sid }
+
+// Kind is what the participant is (a client, an agent, ...).
+func (p *Participant) Kind() ParticipantKind { return p.kind }
 
 // Identity is the participant's identity from its token.
 func (p *Participant) Identity() string { return p.identity }
@@ -115,8 +116,8 @@ func (p *Participant) Connected() {
 		if p.closed.Load() {
 			return
 		}
-		if p.state == livekit.ParticipantInfo_JOINED || p.state == livekit.ParticipantInfo_JOINING {
-			p.state = livekit.ParticipantInfo_ACTIVE
+		if p.state == StateJoined || p.state == StateJoining {
+			p.state = StateActive
 			p.version++
 		}
 		p.room.broadcast(p, true)
@@ -128,7 +129,7 @@ func (p *Participant) Connected() {
 
 // Fail is called by the transport when it cannot carry the participant's
 // media any more (an ICE failure): the participant is removed and told so.
-func (p *Participant) Fail(reason livekit.DisconnectReason) {
+func (p *Participant) Fail(reason DisconnectReason) {
 	p.room.post(func() { p.room.remove(p, reason, true) })
 }
 
@@ -144,16 +145,18 @@ func (p *Participant) Reconnect() {
 			return
 		}
 		p.log.Info().Msg("negotiation failed, asking the client for a full reconnect")
-		p.sig.SendLeave(livekit.DisconnectReason_STATE_MISMATCH, livekit.LeaveRequest_RECONNECT)
-		p.room.remove(p, livekit.DisconnectReason_STATE_MISMATCH, false)
+		p.sig.SendLeave(ReasonStateMismatch, LeaveReconnect)
+		p.room.remove(p, ReasonStateMismatch, false)
 	})
 }
 
 // RelayData is called by the transport with one data packet the
-// participant sent on a channel of the given kind: the room relays it, on
-// the caller's goroutine.
-func (p *Participant) RelayData(kind livekit.DataPacket_Kind, data []byte) {
-	p.room.relayData(p, kind, data)
+// participant sent on a channel of the given kind, as it is to be relayed
+// (the transport has read it and stamped its sender), and the identities
+// it is addressed to (none: everyone). The room relays it on the caller's
+// goroutine.
+func (p *Participant) RelayData(kind DataKind, data []byte, dests []string) {
+	p.room.relayData(p, kind, data, dests)
 }
 
 // Start announces the participant, subscribes it to what the room already
@@ -164,12 +167,12 @@ func (p *Participant) Start(ctx context.Context) error {
 		if p.closed.Load() {
 			return
 		}
-		p.state = livekit.ParticipantInfo_JOINED
+		p.state = StateJoined
 		p.version++
 		p.started.Store(true)
 		// What changed in the room since the join answer's snapshot was
 		// taken (tracks published meanwhile): sent before the first offer.
-		var others []*livekit.ParticipantInfo
+		var others []*ParticipantInfo
 		for _, q := range p.room.participants {
 			if q != p && !q.perms.Hidden {
 				others = append(others, q.info())
@@ -193,18 +196,19 @@ func (p *Participant) Start(ctx context.Context) error {
 
 // info returns a snapshot of the participant for signalling. Room
 // goroutine only.
-func (p *Participant) info() *livekit.ParticipantInfo {
-	tracks := make([]*livekit.TrackInfo, 0, len(p.published))
+func (p *Participant) info() *ParticipantInfo {
+	tracks := make([]*TrackInfo, 0, len(p.published))
 	for _, pt := range p.pending {
 		if pt.up != nil {
-			tracks = append(tracks, proto.Clone(pt.info).(*livekit.TrackInfo))
+			tracks = append(tracks, pt.info.Clone())
 		}
 	}
-	return &livekit.ParticipantInfo{
+	perms := p.perms
+	perms.Sources = append([]Source(nil), p.perms.Sources...)
+	return &ParticipantInfo{
 		Sid: p.sid, Identity: p.identity, Name: p.name, Metadata: p.metadata, Attributes: copyAttrs(p.attrs),
-		State: p.state, Tracks: tracks, Version: p.version, Permission: p.perms.proto(), Kind: p.kind,
-		JoinedAt: p.joinedAt.Unix(), JoinedAtMs: p.joinedAt.UnixMilli(), IsPublisher: len(p.published) > 0,
-		DisconnectReason: p.reason,
+		State: p.state, Tracks: tracks, Version: p.version, Permissions: perms, Kind: p.kind,
+		JoinedAt: p.joinedAt, IsPublisher: len(p.published) > 0, DisconnectReason: p.reason,
 	}
 }
 
@@ -218,7 +222,7 @@ func (p *Participant) negotiate() {
 }
 
 // AddTrack registers a track the client is about to publish and confirms it.
-func (p *Participant) AddTrack(ctx context.Context, req *livekit.AddTrackRequest) error {
+func (p *Participant) AddTrack(ctx context.Context, req *AddTrackRequest) error {
 	if !p.perms.CanPublish || !p.perms.allowsSource(req.Source) {
 		return fmt.Errorf("%w: publish %s", ErrPermissionDenied, req.Source)
 	}
@@ -232,12 +236,12 @@ func (p *Participant) AddTrack(ctx context.Context, req *livekit.AddTrackRequest
 	return err
 }
 
-func (p *Participant) addTrack(req *livekit.AddTrackRequest) error {
+func (p *Participant) addTrack(req *AddTrackRequest) error {
 	if p.closed.Load() {
 		return ErrParticipantClosed
 	}
 	if pt, ok := p.pending[req.Cid]; ok {
-		p.sig.SendTrackPublished(req.Cid, proto.Clone(pt.info).(*livekit.TrackInfo))
+		p.sig.SendTrackPublished(req.Cid, pt.info.Clone())
 		return nil
 	}
 	if len(p.pending) >= maxTracksPerParticipant {
@@ -245,13 +249,13 @@ func (p *Participant) addTrack(req *livekit.AddTrackRequest) error {
 	}
 	info := trackInfoFromRequest(req)
 	pt := &pendingTrack{cid: req.Cid, info: info}
-	for _, sc := range req.SimulcastCodecs {
-		if sc.Cid != "" && sc.Cid != req.Cid {
-			p.pending[sc.Cid] = pt
+	for _, cid := range req.SimulcastCids {
+		if cid != "" && cid != req.Cid {
+			p.pending[cid] = pt
 		}
 	}
 	p.pending[req.Cid] = pt
-	p.sig.SendTrackPublished(req.Cid, proto.Clone(info).(*livekit.TrackInfo))
+	p.sig.SendTrackPublished(req.Cid, info.Clone())
 	orphans := p.orphans
 	p.orphans = nil
 	for _, o := range orphans {
@@ -262,27 +266,15 @@ func (p *Participant) addTrack(req *livekit.AddTrackRequest) error {
 
 const maxTracksPerParticipant = 32
 
-func trackInfoFromRequest(req *livekit.AddTrackRequest) *livekit.TrackInfo {
+func trackInfoFromRequest(req *AddTrackRequest) *TrackInfo {
 	kind := "A"
-	if req.Type == livekit.TrackType_VIDEO {
+	if req.Kind == KindVideo {
 		kind = "V"
 	}
-	info := &livekit.TrackInfo{
-		Sid: newID("TR_" + kind), Type: req.Type, Name: req.Name, Muted: req.Muted,
-		Width: req.Width, Height: req.Height, Simulcast: len(req.Layers) > 1, DisableDtx: req.DisableDtx,
-		Source: req.Source, Layers: req.Layers, Stereo: req.Stereo, DisableRed: req.DisableRed,
-		Encryption: req.Encryption, Stream: req.Stream, AudioFeatures: req.AudioFeatures,
+	return &TrackInfo{
+		Sid: newID("TR_" + kind), Kind: req.Kind, Source: req.Source, Name: req.Name, Muted: req.Muted,
+		Width: req.Width, Height: req.Height, Layers: append([]VideoLayer(nil), req.Layers...), FrontEnd: req.FrontEnd,
 	}
-	for _, sc := range req.SimulcastCodecs {
-		if sc.Codec == "" {
-			continue
-		}
-		info.Codecs = append(info.Codecs, &livekit.SimulcastCodecInfo{
-			MimeType: "video/" + sc.Codec, Cid: sc.Cid, Layers: req.Layers,
-			VideoLayerMode: livekit.VideoLayer_ONE_SPATIAL_LAYER_PER_STREAM,
-		})
-	}
-	return info
 }
 
 // Receive is called by the transport for each incoming stream. It maps
@@ -300,14 +292,11 @@ func (p *Participant) receive(s IncomingStream) {
 	if p.closed.Load() {
 		return
 	}
-	lkKind := livekit.TrackType_AUDIO
-	if KindOf(s.Codec.MimeType) == KindVideo {
-		lkKind = livekit.TrackType_VIDEO
-	}
+	kind := KindOf(s.Codec.MimeType)
 	pt := p.pending[s.TrackID]
 	if pt == nil {
 		for _, x := range p.pending {
-			if x.up == nil && x.info.Type == lkKind {
+			if x.up == nil && x.info.Kind == kind {
 				pt = x
 				break
 			}
@@ -368,7 +357,7 @@ func (p *Participant) trackEnded(up *UpTrack) {
 func (p *Participant) SetMuted(ctx context.Context, sid string, muted bool) error {
 	var err error
 	if derr := p.room.do(ctx, func() {
-		var info *livekit.TrackInfo
+		var info *TrackInfo
 		for _, pt := range p.pending {
 			if pt.info.Sid == sid {
 				info = pt.info
@@ -443,7 +432,7 @@ func (p *Participant) UpdateSubscription(ctx context.Context, sids []string, sub
 
 // UpdateTrackSettings applies what a subscriber asks of tracks it shows:
 // disabled (hidden tile), a quality, or the size it renders them at.
-func (p *Participant) UpdateTrackSettings(ctx context.Context, s *livekit.UpdateTrackSettings) error {
+func (p *Participant) UpdateTrackSettings(ctx context.Context, s *TrackSettings) error {
 	return p.room.do(ctx, func() {
 		for _, sid := range s.TrackSids {
 			d := p.downs[sid]
@@ -466,7 +455,7 @@ func (p *Participant) layerForSize(sid string, w, h uint32) int8 {
 	if up == nil {
 		return maxLayers - 1
 	}
-	var layers []*livekit.VideoLayer
+	var layers []VideoLayer
 	for _, pt := range p.pending {
 		if pt.up == up {
 			layers = pt.info.Layers
@@ -624,7 +613,7 @@ func (b *tokenBucket) take(now time.Time) bool {
 // participant is out of the room; its transport closes after.
 func (p *Participant) Leave() {
 	_ = p.room.do(context.Background(), func() {
-		p.room.remove(p, livekit.DisconnectReason_CLIENT_INITIATED, false)
+		p.room.remove(p, ReasonClientInitiated, false)
 	})
 }
 
@@ -634,18 +623,18 @@ func (p *Participant) Leave() {
 // old transport's end must not remove the new session (livekit/livekit
 // roommanager.go removes the participant whose session ended, checking its
 // sid). No leave is sent: there is no transport to carry it.
-func (p *Participant) Disconnect(reason livekit.DisconnectReason) {
+func (p *Participant) Disconnect(reason DisconnectReason) {
 	_ = p.room.do(context.Background(), func() { p.room.remove(p, reason, false) })
 }
 
 // close marks the participant gone and ends its subscriptions and its
 // tracks' subscribers; Room.remove closes its transport after. It returns
 // false when the participant was already closed. Room goroutine only.
-func (p *Participant) close(reason livekit.DisconnectReason) bool {
+func (p *Participant) close(reason DisconnectReason) bool {
 	if p.closed.Swap(true) {
 		return false
 	}
-	p.state = livekit.ParticipantInfo_DISCONNECTED
+	p.state = StateDisconnected
 	p.reason = reason
 	p.version++
 	for _, d := range p.downs {

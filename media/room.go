@@ -7,9 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/rs/zerolog"
-	"google.golang.org/protobuf/proto"
 )
 
 const (
@@ -168,12 +166,11 @@ func (r *Room) run() {
 	}
 }
 
-// proto is the room for signalling. Room goroutine only.
-func (r *Room) proto() *livekit.Room {
-	return &livekit.Room{
-		Sid: r.sid, Name: r.name, CreationTime: r.createdAt.Unix(), CreationTimeMs: r.createdAt.UnixMilli(),
-		EmptyTimeout: uint32(r.sfu.cfg.EmptyTimeout / time.Second), MaxParticipants: uint32(r.sfu.cfg.MaxParticipants),
-		NumParticipants: uint32(len(r.participants)),
+// info is the room for signalling. Room goroutine only.
+func (r *Room) info() *RoomInfo {
+	return &RoomInfo{
+		Sid: r.sid, Name: r.name, CreatedAt: r.createdAt, EmptyTimeout: r.sfu.cfg.EmptyTimeout,
+		MaxParticipants: r.sfu.cfg.MaxParticipants, NumParticipants: len(r.participants),
 	}
 }
 
@@ -214,13 +211,13 @@ func (r *Room) join(p *Participant) (*JoinInfo, error) {
 	}
 	if old != nil {
 		old.log.Info().Msg("replaced by a new session with the same identity")
-		r.remove(old, livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
+		r.remove(old, ReasonDuplicateIdentity, true)
 	}
 	r.mu.Lock()
 	r.participants[p.identity] = p
 	r.hadAnyone = true
 	r.mu.Unlock()
-	info := &JoinInfo{Room: r.proto(), Participant: p.info(), SIFTrailer: append([]byte(nil), r.sif...)}
+	info := &JoinInfo{Room: r.info(), Participant: p.info(), SIFTrailer: append([]byte(nil), r.sif...)}
 	for _, q := range r.participants {
 		if q != p && !q.perms.Hidden {
 			info.Others = append(info.Others, q.info())
@@ -231,7 +228,7 @@ func (r *Room) join(p *Participant) (*JoinInfo, error) {
 
 // remove takes p out of the room, tells the others, and closes its
 // transport on a goroutine of its own. Room goroutine only.
-func (r *Room) remove(p *Participant, reason livekit.DisconnectReason, sendLeave bool) {
+func (r *Room) remove(p *Participant, reason DisconnectReason, sendLeave bool) {
 	r.mu.Lock()
 	if r.participants[p.identity] == p {
 		delete(r.participants, p.identity)
@@ -244,7 +241,7 @@ func (r *Room) remove(p *Participant, reason livekit.DisconnectReason, sendLeave
 		return
 	}
 	if sendLeave {
-		p.sig.SendLeave(reason, livekit.LeaveRequest_DISCONNECT)
+		p.sig.SendLeave(reason, LeaveDisconnect)
 	}
 	r.broadcast(p, false)
 	r.closers.Add(1)
@@ -258,7 +255,7 @@ func (r *Room) remove(p *Participant, reason livekit.DisconnectReason, sendLeave
 
 // RemoveParticipant removes the participant with this identity, if
 // present, and tells it so.
-func (r *Room) RemoveParticipant(identity string, reason livekit.DisconnectReason) bool {
+func (r *Room) RemoveParticipant(identity string, reason DisconnectReason) bool {
 	found := false
 	_ = r.do(context.Background(), func() {
 		if p := r.participants[identity]; p != nil {
@@ -293,7 +290,7 @@ func (r *Room) broadcast(p *Participant, self bool) {
 		if !q.Started() || (q != p && p.perms.Hidden) {
 			continue
 		}
-		q.sig.SendParticipants([]*livekit.ParticipantInfo{proto.Clone(info).(*livekit.ParticipantInfo)})
+		q.sig.SendParticipants([]*ParticipantInfo{info.Clone()})
 	}
 }
 
@@ -348,78 +345,30 @@ func (r *Room) trackUnpublished(pub *Participant, up *UpTrack, announce bool) {
 	}
 }
 
-// relayData forwards one DataPacket from a participant to the others
-// (livekit/livekit participant.go handleReceivedDataMessage): the sender's
-// identity is stamped on it, destinations are honoured, nothing is echoed.
-// It runs on the sender's transport's goroutine, with a snapshot of the
-// members.
-func (r *Room) relayData(from *Participant, kind livekit.DataPacket_Kind, data []byte) {
+// relayData forwards one data packet from a participant to the others
+// (livekit/livekit participant.go handleReceivedDataMessage): to dests
+// only when there are any, never back to the sender. The sender's
+// transport has stamped it (media/rtc relayedData). It runs on the
+// sender's transport's goroutine, with a snapshot of the members.
+func (r *Room) relayData(from *Participant, kind DataKind, data []byte, dests []string) {
 	if !from.perms.CanPublishData {
 		return
 	}
-	out, dests, err := relayedData(from, kind, data)
-	if err != nil {
-		from.log.Debug().Err(err).Msg("dropping a data packet")
+	if len(data) == 0 || len(data) > MaxDataMessage {
+		from.log.Debug().Int("bytes", len(data)).Msg("dropping a data packet")
 		return
 	}
 	for _, q := range r.members() {
 		if q == from || !q.Started() || (len(dests) > 0 && !contains(dests, q.identity)) {
 			continue
 		}
-		q.transport.SendData(kind, out)
+		q.transport.SendData(kind, data)
 	}
 }
 
-// MaxDataMessage is the largest DataPacket the room relays: LiveKit's limit.
+// MaxDataMessage is the largest data packet the room relays: LiveKit's
+// limit on a DataPacket.
 const MaxDataMessage = 64 * 1024
-
-// relayedData decodes one DataPacket that from sent on a channel of the
-// given kind and returns the packet as the room relays it (on a channel of
-// the same kind) and the identities it is addressed to (none: everyone).
-func relayedData(from *Participant, kind livekit.DataPacket_Kind, data []byte) ([]byte, []string, error) {
-	if len(data) == 0 || len(data) > MaxDataMessage {
-		return nil, nil, fmt.Errorf("%w: %d bytes", ErrInvalidDataPacket, len(data))
-	}
-	var pkt livekit.DataPacket
-	// Only what the node can read is relayed: it cannot stamp the sender on
-	// a payload it does not know, and a field it does not know may be read
-	// by a client as one it does, such as the identity field sent again
-	// with another wire type, which Go keeps as unknown and a JavaScript
-	// decoder may take as the sender's identity.
-	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, &pkt); err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidDataPacket, err)
-	}
-	// Payloads that speak for other participants are not relayed, as in
-	// livekit/livekit handleReceivedDataMessage: transcriptions come from
-	// agents only; metrics are not forwarded as data; speaker updates are
-	// the node's to send, over signalling.
-	switch pkt.Value.(type) {
-	case nil:
-		return nil, nil, fmt.Errorf("%w: no payload the node knows", ErrInvalidDataPacket)
-	case *livekit.DataPacket_Speaker, *livekit.DataPacket_Metrics:
-		return nil, nil, fmt.Errorf("%w: %T is not relayed", ErrInvalidDataPacket, pkt.Value)
-	case *livekit.DataPacket_Transcription:
-		if from.kind != livekit.ParticipantInfo_AGENT {
-			return nil, nil, fmt.Errorf("%w: transcription from a participant that is not an agent", ErrInvalidDataPacket)
-		}
-	}
-	pkt.Kind = kind
-	pkt.ParticipantIdentity = from.identity
-	pkt.ParticipantSid = from.sid
-	dests := pkt.DestinationIdentities
-	if u := pkt.GetUser(); u != nil {
-		u.ParticipantIdentity = from.identity
-		u.ParticipantSid = from.sid
-		if len(dests) == 0 {
-			dests = u.DestinationIdentities
-		}
-	}
-	out, err := proto.Marshal(&pkt)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidDataPacket, err)
-	}
-	return out, dests, nil
-}
 
 func contains(list []string, s string) bool {
 	for _, x := range list {
@@ -462,25 +411,21 @@ func (r *Room) updateSpeakers(prev map[string]float32) map[string]float32 {
 			}
 		}
 	}
-	var changes []*livekit.SpeakerInfo
+	var changes []SpeakerInfo
 	for sid, level := range now {
 		if _, was := prev[sid]; !was {
-			changes = append(changes, &livekit.SpeakerInfo{Sid: sid, Level: level, Active: true})
+			changes = append(changes, SpeakerInfo{Sid: sid, Level: level, Active: true})
 		}
 	}
 	for sid := range prev {
 		if _, is := now[sid]; !is {
-			changes = append(changes, &livekit.SpeakerInfo{Sid: sid, Level: 0, Active: false})
+			changes = append(changes, SpeakerInfo{Sid: sid, Level: 0, Active: false})
 		}
 	}
 	if len(changes) > 0 {
 		for _, q := range r.participants {
 			if q.perms.CanSubscribe && q.Started() {
-				out := make([]*livekit.SpeakerInfo, len(changes))
-				for i, c := range changes {
-					out[i] = proto.Clone(c).(*livekit.SpeakerInfo)
-				}
-				q.sig.SendSpeakers(out)
+				q.sig.SendSpeakers(append([]SpeakerInfo(nil), changes...))
 			}
 		}
 	}
@@ -490,17 +435,17 @@ func (r *Room) updateSpeakers(prev map[string]float32) map[string]float32 {
 // speakers is who speaks now, for a newcomer: SpeakersChanged carries
 // changes only, so someone speaking since before it joined would never be
 // announced to it. Room goroutine only.
-func (r *Room) speakers() []*livekit.SpeakerInfo {
-	out := make([]*livekit.SpeakerInfo, 0, len(r.speaking))
+func (r *Room) speakers() []SpeakerInfo {
+	out := make([]SpeakerInfo, 0, len(r.speaking))
 	for sid, level := range r.speaking {
-		out = append(out, &livekit.SpeakerInfo{Sid: sid, Level: level, Active: true})
+		out = append(out, SpeakerInfo{Sid: sid, Level: level, Active: true})
 	}
 	return out
 }
 
 // close removes everyone, stops the room's goroutine and waits until every
 // removed participant's transport is closed.
-func (r *Room) close(reason livekit.DisconnectReason) {
+func (r *Room) close(reason DisconnectReason) {
 	_ = r.do(context.Background(), func() {
 		if r.closed {
 			return

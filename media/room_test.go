@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 )
@@ -44,7 +43,7 @@ func TestRoomNeverWaitsForATransport(t *testing.T) {
 	a, _, err := r.Join(ctx, JoinParams{Identity: "a", Permissions: allowAll(), AutoSubscribe: true, Signaller: newRecordingSignaller(), Transport: slow})
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
-	require.NoError(t, a.AddTrack(ctx, &livekit.AddTrackRequest{Cid: "mic", Type: livekit.TrackType_AUDIO}))
+	require.NoError(t, a.AddTrack(ctx, &AddTrackRequest{Cid: "mic", Kind: KindAudio}))
 	a.Receive(IncomingStream{TrackID: "mic", Codec: Codec{MimeType: "audio/opus", ClockRate: 48000}, SSRC: 7,
 		Start: func(l *Layer) { slow.layer <- l }})
 
@@ -55,7 +54,7 @@ func TestRoomNeverWaitsForATransport(t *testing.T) {
 	require.True(t, s.HasParticipant("slow", "a"))
 
 	left := make(chan struct{})
-	go func() { a.Disconnect(livekit.DisconnectReason_CLIENT_INITIATED); close(left) }()
+	go func() { a.Disconnect(ReasonClientInitiated); close(left) }()
 	select {
 	case <-left:
 	case <-time.After(5 * time.Second):
@@ -66,10 +65,10 @@ func TestRoomNeverWaitsForATransport(t *testing.T) {
 	c, _, err := r.Join(ctx, JoinParams{Identity: "c", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: newFakeTransport(nil)})
 	require.NoError(t, err)
 	require.NoError(t, c.Start(ctx))
-	require.True(t, r.RemoveParticipant("c", livekit.DisconnectReason_PARTICIPANT_REMOVED))
+	require.True(t, r.RemoveParticipant("c", ReasonParticipantRemoved))
 
 	closed := make(chan struct{})
-	go func() { r.close(livekit.DisconnectReason_ROOM_CLOSED); close(closed) }()
+	go func() { r.close(ReasonRoomClosed); close(closed) }()
 	select {
 	case <-closed:
 		t.Fatal("the room closed before the transport it was closing")
@@ -96,7 +95,7 @@ func TestNewcomerLearnsWhoSpeaks(t *testing.T) {
 	a, _, err := r.Join(ctx, JoinParams{Identity: "a", Permissions: allowAll(), Signaller: sa, Transport: newFakeTransport(nil)})
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
-	require.NoError(t, a.AddTrack(ctx, &livekit.AddTrackRequest{Cid: "mic", Type: livekit.TrackType_AUDIO}))
+	require.NoError(t, a.AddTrack(ctx, &AddTrackRequest{Cid: "mic", Kind: KindAudio}))
 	layers := make(chan *Layer, 1)
 	a.Receive(IncomingStream{TrackID: "mic", Codec: Codec{MimeType: "audio/opus", ClockRate: 48000}, SSRC: 7,
 		AudioLevelExt: 1, Start: func(l *Layer) { layers <- l }})
@@ -139,7 +138,7 @@ func TestClosedRoomQueuesNothing(t *testing.T) {
 	s := newTestSFU(t)
 	r, err := s.Room("closed", true)
 	require.NoError(t, err)
-	r.close(livekit.DisconnectReason_ROOM_CLOSED)
+	r.close(ReasonRoomClosed)
 	for range 100 {
 		r.post(func() { t.Error("ran on a closed room") })
 	}
@@ -147,4 +146,51 @@ func TestClosedRoomQueuesNothing(t *testing.T) {
 	defer r.qmu.Unlock()
 	require.Empty(t, r.queue)
 	require.ErrorIs(t, r.do(context.Background(), func() {}), ErrRoomClosed)
+}
+
+// TestRoomRelaysData: a data packet, already stamped by its sender's
+// transport, goes to every started member but the sender, or only to its
+// destinations; nothing goes out from a sender without the data grant,
+// nor when it is empty or over the size limit.
+func TestRoomRelaysData(t *testing.T) {
+	s := newTestSFU(t)
+	r, err := s.Room("data", true)
+	require.NoError(t, err)
+	ctx := context.Background()
+	join := func(identity string, perms Permissions, start bool) (*Participant, *fakeTransport) {
+		ft := newFakeTransport(nil)
+		p, _, err := r.Join(ctx, JoinParams{Identity: identity, Permissions: perms, Signaller: newRecordingSignaller(), Transport: ft})
+		require.NoError(t, err)
+		if start {
+			require.NoError(t, p.Start(ctx))
+		}
+		return p, ft
+	}
+	mute := allowAll()
+	mute.CanPublishData = false
+	a, ta := join("a", allowAll(), true)
+	_, tb := join("b", allowAll(), true)
+	_, tc := join("c", allowAll(), true)
+	_, tw := join("waiting", allowAll(), false)
+	m, _ := join("m", mute, true)
+	got := func(ft *fakeTransport) []string {
+		ft.mu.Lock()
+		defer ft.mu.Unlock()
+		var out []string
+		for _, d := range ft.data {
+			out = append(out, string(d))
+		}
+		return out
+	}
+
+	a.RelayData(DataReliable, []byte("all"), nil)
+	a.RelayData(DataLossy, []byte("to c"), []string{"c", "nobody"})
+	m.RelayData(DataReliable, []byte("not allowed"), nil)
+	a.RelayData(DataReliable, nil, nil)
+	a.RelayData(DataReliable, make([]byte, MaxDataMessage+1), nil)
+
+	require.Empty(t, got(ta), "echoed to the sender")
+	require.Equal(t, []string{"all"}, got(tb))
+	require.Equal(t, []string{"all", "to c"}, got(tc))
+	require.Empty(t, got(tw), "sent before the participant started")
 }

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/rs/zerolog"
 )
 
@@ -137,11 +136,11 @@ func (s *SFU) reap(now time.Time) {
 	}
 	s.mu.Unlock()
 	for _, r := range idle {
-		s.closeRoom(r, livekit.DisconnectReason_ROOM_CLOSED)
+		s.closeRoom(r, ReasonRoomClosed)
 	}
 }
 
-func (s *SFU) closeRoom(r *Room, reason livekit.DisconnectReason) {
+func (s *SFU) closeRoom(r *Room, reason DisconnectReason) {
 	r.close(reason)
 	sid := r.sid
 	s.record(func(ctx context.Context) error { return s.history.RoomClosed(ctx, sid, time.Now()) })
@@ -234,7 +233,7 @@ func (s *SFU) occupancy(room, identity string) (n int, present, ok bool) {
 }
 
 // RemoveParticipant removes identity from the named room.
-func (s *SFU) RemoveParticipant(room, identity string, reason livekit.DisconnectReason) bool {
+func (s *SFU) RemoveParticipant(room, identity string, reason DisconnectReason) bool {
 	s.mu.Lock()
 	r := s.rooms[room]
 	s.mu.Unlock()
@@ -256,7 +255,7 @@ func (s *SFU) Close() {
 	s.rooms = map[string]*Room{}
 	s.mu.Unlock()
 	for _, r := range rooms {
-		s.closeRoom(r, livekit.DisconnectReason_SERVER_SHUTDOWN)
+		s.closeRoom(r, ReasonServerShutdown)
 	}
 }
 

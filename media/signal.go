@@ -1,7 +1,5 @@
 package media
 
-import "github.com/livekit/protocol/livekit"
-
 // Signaller carries what the room tells one participant about the room.
 // media/livekit implements it over the LiveKit websocket; other front ends
 // (the Jingle gateway, the federation trunk) implement it their own way.
@@ -13,43 +11,14 @@ import "github.com/livekit/protocol/livekit"
 // delivered in order. Arguments are owned by the Signaller after the call.
 type Signaller interface {
 	// SendParticipants announces changed participants (including the receiver itself).
-	SendParticipants(infos []*livekit.ParticipantInfo)
+	SendParticipants(infos []*ParticipantInfo)
 	// SendTrackPublished confirms an add-track request.
-	SendTrackPublished(cid string, info *livekit.TrackInfo)
+	SendTrackPublished(cid string, info *TrackInfo)
 	// SendSpeakers announces active speaker changes.
-	SendSpeakers(speakers []*livekit.SpeakerInfo)
+	SendSpeakers(speakers []SpeakerInfo)
 	// SendLeave tells the participant it is being removed, then the
 	// Signaller closes its transport.
-	SendLeave(reason livekit.DisconnectReason, action livekit.LeaveRequest_Action)
-}
-
-// Permissions are what a participant's grant allows.
-type Permissions struct {
-	CanPublish     bool
-	CanSubscribe   bool
-	CanPublishData bool
-	Hidden         bool
-	// Sources, when not empty, limits what may be published.
-	Sources []livekit.TrackSource
-}
-
-func (p Permissions) allowsSource(s livekit.TrackSource) bool {
-	if len(p.Sources) == 0 {
-		return true
-	}
-	for _, x := range p.Sources {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func (p Permissions) proto() *livekit.ParticipantPermission {
-	return &livekit.ParticipantPermission{
-		CanPublish: p.CanPublish, CanSubscribe: p.CanSubscribe, CanPublishData: p.CanPublishData,
-		Hidden: p.Hidden, CanPublishSources: append([]livekit.TrackSource(nil), p.Sources...),
-	}
+	SendLeave(reason DisconnectReason, action LeaveAction)
 }
 
 // JoinParams describe a participant about to join a room.
@@ -60,7 +29,7 @@ type JoinParams struct {
 	// Attributes come from the token: the participant may add its own
 	// but never change or delete these (Participant.UpdateMetadata).
 	Attributes    map[string]string
-	Kind          livekit.ParticipantInfo_Kind
+	Kind          ParticipantKind
 	Permissions   Permissions
 	AutoSubscribe bool
 	Signaller     Signaller
@@ -71,8 +40,8 @@ type JoinParams struct {
 
 // JoinInfo is what a front end needs to answer a join.
 type JoinInfo struct {
-	Room        *livekit.Room
-	Participant *livekit.ParticipantInfo
-	Others      []*livekit.ParticipantInfo
+	Room        *RoomInfo
+	Participant *ParticipantInfo
+	Others      []*ParticipantInfo
 	SIFTrailer  []byte
 }

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/rs/zerolog"
 )
 
@@ -13,12 +12,12 @@ import (
 type sigEvent struct {
 	kind     string // offer (a fakeTransport's Negotiate), participants, published, speakers, leave
 	cid      string
-	track    *livekit.TrackInfo
-	reason   livekit.DisconnectReason
-	action   livekit.LeaveRequest_Action
-	infos    []*livekit.ParticipantInfo
+	track    *TrackInfo
+	reason   DisconnectReason
+	action   LeaveAction
+	infos    []*ParticipantInfo
 	mids     map[string]string
-	speakers []*livekit.SpeakerInfo
+	speakers []SpeakerInfo
 }
 
 // recordingSignaller is a Signaller that records every call, in order, and
@@ -67,19 +66,19 @@ func (r *recordingSignaller) of(kind string) []sigEvent {
 	return out
 }
 
-func (r *recordingSignaller) SendParticipants(infos []*livekit.ParticipantInfo) {
+func (r *recordingSignaller) SendParticipants(infos []*ParticipantInfo) {
 	r.push(sigEvent{kind: "participants", infos: infos})
 }
 
-func (r *recordingSignaller) SendTrackPublished(cid string, info *livekit.TrackInfo) {
+func (r *recordingSignaller) SendTrackPublished(cid string, info *TrackInfo) {
 	r.push(sigEvent{kind: "published", cid: cid, track: info})
 }
 
-func (r *recordingSignaller) SendSpeakers(speakers []*livekit.SpeakerInfo) {
+func (r *recordingSignaller) SendSpeakers(speakers []SpeakerInfo) {
 	r.push(sigEvent{kind: "speakers", speakers: speakers})
 }
 
-func (r *recordingSignaller) SendLeave(reason livekit.DisconnectReason, action livekit.LeaveRequest_Action) {
+func (r *recordingSignaller) SendLeave(reason DisconnectReason, action LeaveAction) {
 	r.push(sigEvent{kind: "leave", reason: reason, action: action})
 }
 
@@ -150,7 +149,7 @@ func (f *fakeTransport) Negotiate() {
 	}
 }
 
-func (f *fakeTransport) SendData(_ livekit.DataPacket_Kind, data []byte) {
+func (f *fakeTransport) SendData(_ DataKind, data []byte) {
 	f.mu.Lock()
 	f.data = append(f.data, append([]byte(nil), data...))
 	f.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/stretchr/testify/require"
 )
 
@@ -28,7 +27,7 @@ func TestNothingReachesAParticipantBeforeStart(t *testing.T) {
 	require.Empty(t, info.Others[0].Tracks, "a published nothing yet when b joined")
 
 	// a publishes a video track while b's join answer is on its way.
-	require.NoError(t, a.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: "cam", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_CAMERA}))
+	require.NoError(t, a.AddTrack(context.Background(), &AddTrackRequest{Cid: "cam", Kind: KindVideo, Source: SourceCamera}))
 	a.Receive(IncomingStream{TrackID: "cam", Codec: Codec{MimeType: "video/VP8", ClockRate: 90000}, SSRC: 1})
 	// Applied after the track is published: the room applies in order.
 	require.NoError(t, a.UpdateMetadata(context.Background(), "", "changed", nil))

@@ -4,7 +4,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
 )
 
@@ -35,9 +34,10 @@ type Transport interface {
 	// far, if it must be told (a WebRTC offer); the core calls it once
 	// after a batch of changes.
 	Negotiate()
-	// SendData sends one DataPacket, as the room relays it, on a channel
+	// SendData sends one data packet, as the room relays it (stamped by
+	// the sender's transport: Participant.RelayData), on a channel
 	// of the given kind; a transport that is backed up drops it.
-	SendData(kind livekit.DataPacket_Kind, data []byte)
+	SendData(kind DataKind, data []byte)
 	// Close ends the transport and returns once every goroutine it started
 	// (packet readers, RTCP readers) has stopped. A reader ending calls
 	// Layer.End, so Close may call back into the core, which holds no

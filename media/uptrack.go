@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
 )
 
@@ -296,11 +295,11 @@ func layerFromRID(rid string) int8 {
 }
 
 // qualityToLayer maps a requested LiveKit quality to a layer index.
-func qualityToLayer(q livekit.VideoQuality) int8 {
+func qualityToLayer(q VideoQuality) int8 {
 	switch q {
-	case livekit.VideoQuality_LOW:
+	case QualityLow:
 		return 0
-	case livekit.VideoQuality_MEDIUM:
+	case QualityMedium:
 		return 1
 	}
 	return 2

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 
-	"github.com/livekit/protocol/livekit"
-
 	"entente.dev/entente/bridge/matrix"
 	"entente.dev/entente/internal/config"
 	"entente.dev/entente/media"
@@ -49,7 +47,7 @@ func (a sfuForMatrix) HasParticipant(room, identity string) bool {
 }
 
 func (a sfuForMatrix) RemoveParticipant(room, identity string) error {
-	a.sfu.RemoveParticipant(room, identity, livekit.DisconnectReason_PARTICIPANT_REMOVED)
+	a.sfu.RemoveParticipant(room, identity, media.ReasonParticipantRemoved)
 	return nil
 }
 

@@ -31,11 +31,12 @@ type rule struct {
 var rules = []rule{
 	{from: "internal/...", deny: []string{"media/...", "bridge/...", "federation/...", "web/..."}},
 	{from: "media/...", deny: []string{"bridge/...", "federation/...", "web/...", "maunium.net/go/mautrix/...", "mellium.im/xmpp/..."}},
-	// The SFU core never depends on its LiveKit front end: media/livekit converts to and from
-	// the core's types, not the other way round. Nor on WebRTC: a participant's transport
-	// (media/rtc's peer connections, a federation trunk, a recorder) plugs into the core's
-	// interfaces, so the core knows packets (pion/rtp, pion/rtcp) but no peer connection.
-	{from: "media", deny: append([]string{"media/livekit/...", "media/rtc/..."}, peerConnection...)},
+	// The SFU core never depends on its LiveKit front end, nor on LiveKit's protobufs at all:
+	// its data model is its own (media/model.go), and media/livekit converts to and from it,
+	// not the other way round. Nor on WebRTC: a participant's transport (media/rtc's peer
+	// connections, a federation trunk, a recorder) plugs into the core's interfaces, so the
+	// core knows packets (pion/rtp, pion/rtcp) but no peer connection.
+	{from: "media", deny: append([]string{"media/livekit/...", "media/rtc/...", "github.com/livekit/protocol/..."}, peerConnection...)},
 	// The WebRTC transport serves every front end that uses peer connections.
 	{from: "media/rtc", deny: []string{"media/livekit/..."}},
 	{from: "bridge/...", deny: []string{"federation/..."}},
@@ -313,6 +314,12 @@ func TestViolationsOnSyntheticGraph(t *testing.T) {
 		{"core imports a peer connection", "media", "github.com/pion/webrtc/v4", []string{
 			"media must not depend on github.com/pion/ice/...: media -> github.com/pion/webrtc/v4 -> github.com/pion/ice/v4",
 			"media must not depend on github.com/pion/webrtc/...: media -> github.com/pion/webrtc/v4",
+		}},
+		{"core imports LiveKit's protobufs", "media", "github.com/livekit/protocol/livekit", []string{
+			"media must not depend on github.com/livekit/protocol/...: media -> github.com/livekit/protocol/livekit",
+		}},
+		{"core reaches LiveKit's protocol through a package it imports", "internal/config", "github.com/livekit/protocol/logger", []string{
+			"media must not depend on github.com/livekit/protocol/...: media -> internal/config -> github.com/livekit/protocol/logger",
 		}},
 		{"core imports the WebRTC transport", "media", m("media/rtc"), []string{
 			"media must not depend on github.com/pion/ice/...: media -> media/rtc -> github.com/pion/webrtc/v4 -> github.com/pion/ice/v4",

@@ -257,7 +257,7 @@ func FuzzSignalRequest(f *testing.F) {
 	f.Add(seeds[20], seeds[21])
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		p, _ := env.join(t)
-		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), media.ReasonClientInitiated)
 		env.dispatch(t, p, a)
 		// Even after a leave: removal can race with a frame being
 		// dispatched, so a closed participant must cope too.
@@ -271,7 +271,7 @@ func TestDispatch(t *testing.T) {
 	env := newSignalEnv(t)
 	t.Run("ping is answered", func(t *testing.T) {
 		p, _ := env.join(t)
-		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), media.ReasonClientInitiated)
 		require.True(t, env.dispatch(t, p, frame(t, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 42}}})))
 		select {
 		case m := <-env.resps:
@@ -282,7 +282,7 @@ func TestDispatch(t *testing.T) {
 	})
 	t.Run("malformed frame keeps the session", func(t *testing.T) {
 		p, rec := env.join(t)
-		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), media.ReasonClientInitiated)
 		require.True(t, env.dispatch(t, p, []byte{0x0a, 0xff}))
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
@@ -290,7 +290,7 @@ func TestDispatch(t *testing.T) {
 	})
 	t.Run("add_track is confirmed", func(t *testing.T) {
 		p, rec := env.join(t)
-		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), media.ReasonClientInitiated)
 		require.True(t, env.dispatch(t, p, frame(t, &livekit.SignalRequest{Message: &livekit.SignalRequest_AddTrack{AddTrack: &livekit.AddTrackRequest{
 			Cid: "TR_mic", Type: livekit.TrackType_AUDIO, Source: livekit.TrackSource_MICROPHONE,
 		}}})))
@@ -301,7 +301,7 @@ func TestDispatch(t *testing.T) {
 	})
 	t.Run("publisher offer is answered", func(t *testing.T) {
 		p, rec := env.join(t)
-		defer env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(p.p.Identity(), media.ReasonClientInitiated)
 		require.True(t, env.dispatch(t, p, frame(t, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{
 			Type: "offer", Sdp: pionOffer(t), Id: 3,
 		}}})))
@@ -313,6 +313,6 @@ func TestDispatch(t *testing.T) {
 	t.Run("leave ends the session", func(t *testing.T) {
 		p, _ := env.join(t)
 		require.False(t, env.dispatch(t, p, frame(t, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})))
-		require.False(t, env.room.RemoveParticipant(p.p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED), "participant must be gone")
+		require.False(t, env.room.RemoveParticipant(p.p.Identity(), media.ReasonClientInitiated), "participant must be gone")
 	})
 }

@@ -215,30 +215,26 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 	if req.reconnect {
 		// Resume is not implemented: ask the client for a full reconnect
 		// (livekit/livekit roommanager.go StartSession, unknown participant).
-		sess.SendLeave(livekit.DisconnectReason_STATE_MISMATCH, livekit.LeaveRequest_RECONNECT)
+		sess.SendLeave(media.ReasonStateMismatch, media.LeaveReconnect)
 		return
 	}
 	room, err := s.room(req.grant)
 	if err != nil {
-		sess.SendLeave(livekit.DisconnectReason_JOIN_FAILURE, livekit.LeaveRequest_DISCONNECT)
+		sess.SendLeave(media.ReasonJoinFailure, media.LeaveDisconnect)
 		log.Info().Err(err).Msg("join refused")
 		return
 	}
 	g := req.grant
 	t := s.eng.NewTransport(sess, log)
 	p, info, err := room.Join(ctx, media.JoinParams{
-		Identity: g.Identity, Name: g.Name, Metadata: g.Metadata, Attributes: g.Attributes, Kind: g.Kind,
-		Permissions: media.Permissions{
-			CanPublish: g.CanPublish, CanSubscribe: g.CanSubscribe, CanPublishData: g.CanPublishData,
-			Hidden: g.Hidden, Sources: g.Sources,
-		},
+		Identity: g.Identity, Name: g.Name, Metadata: g.Metadata, Attributes: g.Attributes,
+		Kind: media.ParticipantKind(g.Kind), Permissions: permissions(g),
 		AutoSubscribe: req.autoSubscribe,
 		Signaller:     sess,
 		Transport:     t,
 	})
 	if err != nil {
-		reason := livekit.DisconnectReason_JOIN_FAILURE
-		sess.SendLeave(reason, livekit.LeaveRequest_DISCONNECT)
+		sess.SendLeave(media.ReasonJoinFailure, media.LeaveDisconnect)
 		log.Info().Err(err).Msg("join refused")
 		return
 	}
@@ -255,7 +251,7 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 	stopRefresh()
 	// The socket is gone: without resume support this session's
 	// participant leaves (not whoever holds its identity now).
-	p.Disconnect(livekit.DisconnectReason_SIGNAL_CLOSE)
+	p.Disconnect(media.ReasonSignalClose)
 }
 
 func (s *Server) room(g *Grant) (*media.Room, error) {
@@ -269,9 +265,9 @@ func (s *Server) room(g *Grant) (*media.Room, error) {
 // need (LIVEKIT.md section 2).
 func joinResponse(info *media.JoinInfo, g *Grant) *livekit.JoinResponse {
 	return &livekit.JoinResponse{
-		Room:              info.Room,
-		Participant:       info.Participant,
-		OtherParticipants: info.Others,
+		Room:              roomInfo(info.Room),
+		Participant:       participantInfo(info.Participant),
+		OtherParticipants: participantInfos(info.Others),
 		ServerVersion:     ServerVersion,
 		ServerInfo: &livekit.ServerInfo{
 			Edition: livekit.ServerInfo_Standard, Version: ServerVersion, Protocol: protocolVersion, NodeId: "entente",

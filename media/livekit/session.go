@@ -151,30 +151,32 @@ func (s *session) SendCandidate(c *webrtc.ICECandidateInit, target rtc.Target) {
 }
 
 // SendParticipants implements media.Signaller.
-func (s *session) SendParticipants(infos []*livekit.ParticipantInfo) {
+func (s *session) SendParticipants(infos []*media.ParticipantInfo) {
 	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{
-		Participants: infos,
+		Participants: participantInfos(infos),
 	}}})
 }
 
 // SendTrackPublished implements media.Signaller.
-func (s *session) SendTrackPublished(cid string, info *livekit.TrackInfo) {
+func (s *session) SendTrackPublished(cid string, info *media.TrackInfo) {
 	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_TrackPublished{
-		TrackPublished: &livekit.TrackPublishedResponse{Cid: cid, Track: info},
+		TrackPublished: &livekit.TrackPublishedResponse{Cid: cid, Track: trackInfo(info)},
 	}})
 }
 
 // SendSpeakers implements media.Signaller.
-func (s *session) SendSpeakers(speakers []*livekit.SpeakerInfo) {
+func (s *session) SendSpeakers(speakers []media.SpeakerInfo) {
 	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_SpeakersChanged{
-		SpeakersChanged: &livekit.SpeakersChanged{Speakers: speakers},
+		SpeakersChanged: &livekit.SpeakersChanged{Speakers: speakerInfos(speakers)},
 	}})
 }
 
-// SendLeave implements media.Signaller: the leave is the last frame.
-func (s *session) SendLeave(reason livekit.DisconnectReason, action livekit.LeaveRequest_Action) {
+// SendLeave implements media.Signaller: the leave is the last frame. The
+// core's reasons and actions have LiveKit's values.
+func (s *session) SendLeave(reason media.DisconnectReason, action media.LeaveAction) {
 	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Leave{Leave: &livekit.LeaveRequest{
-		CanReconnect: action == livekit.LeaveRequest_RECONNECT, Reason: reason, Action: action,
+		CanReconnect: action == media.LeaveReconnect, Reason: livekit.DisconnectReason(reason),
+		Action: livekit.LeaveRequest_Action(action),
 	}}})
 	s.mu.Lock()
 	s.closing = true
@@ -234,7 +236,7 @@ func (s *session) handle(ctx context.Context, p *media.Participant, t *rtc.Trans
 			err = t.HandleCandidate(c, rtc.Target(m.Trickle.GetTarget()))
 		}
 	case *livekit.SignalRequest_AddTrack:
-		err = p.AddTrack(ctx, m.AddTrack)
+		err = p.AddTrack(ctx, addTrackRequest(m.AddTrack))
 	case *livekit.SignalRequest_Mute:
 		err = p.SetMuted(ctx, m.Mute.GetSid(), m.Mute.GetMuted())
 	case *livekit.SignalRequest_Subscription:
@@ -244,7 +246,7 @@ func (s *session) handle(ctx context.Context, p *media.Participant, t *rtc.Trans
 		}
 		err = p.UpdateSubscription(ctx, sids, m.Subscription.GetSubscribe())
 	case *livekit.SignalRequest_TrackSetting:
-		err = p.UpdateTrackSettings(ctx, m.TrackSetting)
+		err = p.UpdateTrackSettings(ctx, trackSettings(m.TrackSetting))
 	case *livekit.SignalRequest_UpdateMetadata:
 		s.updateMetadata(ctx, p, g, m.UpdateMetadata)
 	case *livekit.SignalRequest_Leave:

@@ -64,26 +64,27 @@ func (r *recordingSignaller) SendCandidate(*webrtc.ICECandidateInit, rtc.Target)
 	r.mu.Unlock()
 }
 
-func (r *recordingSignaller) SendParticipants([]*livekit.ParticipantInfo) {
+func (r *recordingSignaller) SendParticipants([]*media.ParticipantInfo) {
 	r.mu.Lock()
 	r.updates++
 	r.mu.Unlock()
 }
 
-func (r *recordingSignaller) SendTrackPublished(_ string, info *livekit.TrackInfo) {
+// SendTrackPublished records the TrackInfo as a LiveKit client would get it.
+func (r *recordingSignaller) SendTrackPublished(_ string, info *media.TrackInfo) {
 	r.mu.Lock()
-	r.published = append(r.published, info)
+	r.published = append(r.published, trackInfo(info))
 	r.mu.Unlock()
 }
 
-func (r *recordingSignaller) SendSpeakers([]*livekit.SpeakerInfo) {
+func (r *recordingSignaller) SendSpeakers([]media.SpeakerInfo) {
 	r.mu.Lock()
 	r.speakers++
 	r.mu.Unlock()
 }
 
-func (r *recordingSignaller) SendLeave(reason livekit.DisconnectReason, _ livekit.LeaveRequest_Action) {
+func (r *recordingSignaller) SendLeave(reason media.DisconnectReason, _ media.LeaveAction) {
 	r.mu.Lock()
-	r.leaves = append(r.leaves, reason)
+	r.leaves = append(r.leaves, livekit.DisconnectReason(reason))
 	r.mu.Unlock()
 }

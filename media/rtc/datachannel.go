@@ -2,11 +2,15 @@ package rtc
 
 import (
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/datachannel"
 	"github.com/pion/webrtc/v4"
+	"google.golang.org/protobuf/proto"
+
+	"entente.dev/entente/media"
 )
 
 // dataReadStart is the read buffer a data channel starts with. LiveKit's
@@ -39,9 +43,9 @@ func (t *Transport) serveData(dc *webrtc.DataChannel) {
 // max-message-size) closes the channel, as pion's read loop does.
 func (t *Transport) readData(label string, rw datachannel.ReadWriteCloser) {
 	defer rw.Close()
-	kind := livekit.DataPacket_LOSSY
+	kind := media.DataLossy
 	if label == "_reliable" {
-		kind = livekit.DataPacket_RELIABLE
+		kind = media.DataReliable
 	}
 	buf := make([]byte, dataReadStart)
 	for {
@@ -58,9 +62,82 @@ func (t *Transport) readData(label string, rw datachannel.ReadWriteCloser) {
 		if err != nil {
 			return
 		}
-		t.p.RelayData(kind, buf[:n])
+		t.relayData(kind, buf[:n])
 		if len(buf) > dataReadStart {
 			buf = make([]byte, dataReadStart)
 		}
 	}
+}
+
+// relayData hands one DataPacket the participant sent to its room, read
+// and stamped with its sender (relayedData). Only a participant that may
+// publish data has its packets read at all.
+func (t *Transport) relayData(kind media.DataKind, data []byte) {
+	from := sender{identity: t.p.Identity(), sid: t.p.SID(), agent: t.p.Kind() == media.ParticipantAgent}
+	out, dests, err := relayedData(from, kind, data)
+	if err != nil {
+		t.log.Debug().Err(err).Msg("dropping a data packet")
+		return
+	}
+	t.p.RelayData(kind, out, dests)
+}
+
+// sender is who sent a data packet, as relayedData stamps it.
+type sender struct {
+	identity, sid string
+	// agent: the sender may speak for others (transcriptions).
+	agent bool
+}
+
+// relayedData decodes one DataPacket that from sent on a channel of the
+// given kind and returns the packet as the room relays it (on a channel of
+// the same kind) and the identities it is addressed to (none: everyone).
+// The sender's identity is stamped on it, as livekit/livekit
+// participant.go handleReceivedDataMessage does. It is here, with the
+// data channels, because the packets are LiveKit's: the core relays
+// bytes.
+func relayedData(from sender, kind media.DataKind, data []byte) ([]byte, []string, error) {
+	if len(data) == 0 || len(data) > media.MaxDataMessage {
+		return nil, nil, fmt.Errorf("%w: %d bytes", media.ErrInvalidDataPacket, len(data))
+	}
+	var pkt livekit.DataPacket
+	// Only what the node can read is relayed: it cannot stamp the sender on
+	// a payload it does not know, and a field it does not know may be read
+	// by a client as one it does, such as the identity field sent again
+	// with another wire type, which Go keeps as unknown and a JavaScript
+	// decoder may take as the sender's identity.
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, &pkt); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", media.ErrInvalidDataPacket, err)
+	}
+	// Payloads that speak for other participants are not relayed, as in
+	// livekit/livekit handleReceivedDataMessage: transcriptions come from
+	// agents only; metrics are not forwarded as data; speaker updates are
+	// the node's to send, over signalling.
+	switch pkt.Value.(type) {
+	case nil:
+		return nil, nil, fmt.Errorf("%w: no payload the node knows", media.ErrInvalidDataPacket)
+	case *livekit.DataPacket_Speaker, *livekit.DataPacket_Metrics:
+		return nil, nil, fmt.Errorf("%w: %T is not relayed", media.ErrInvalidDataPacket, pkt.Value)
+	case *livekit.DataPacket_Transcription:
+		if !from.agent {
+			return nil, nil, fmt.Errorf("%w: transcription from a participant that is not an agent", media.ErrInvalidDataPacket)
+		}
+	}
+	// media.DataKind has LiveKit's values.
+	pkt.Kind = livekit.DataPacket_Kind(kind)
+	pkt.ParticipantIdentity = from.identity
+	pkt.ParticipantSid = from.sid
+	dests := pkt.DestinationIdentities
+	if u := pkt.GetUser(); u != nil {
+		u.ParticipantIdentity = from.identity
+		u.ParticipantSid = from.sid
+		if len(dests) == 0 {
+			dests = u.DestinationIdentities
+		}
+	}
+	out, err := proto.Marshal(&pkt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", media.ErrInvalidDataPacket, err)
+	}
+	return out, dests, nil
 }

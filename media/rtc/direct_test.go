@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
@@ -65,11 +64,11 @@ func (s *sinkTransport) AddDownTrack(d *media.DownTrack) error {
 	d.Bind(k)
 	return nil
 }
-func (s *sinkTransport) RemoveDownTrack(d *media.DownTrack)       { d.Unbind() }
-func (s *sinkTransport) Negotiate()                               {}
-func (s *sinkTransport) SendData(livekit.DataPacket_Kind, []byte) {}
-func (s *sinkTransport) Close()                                   {}
-func (s *sinkTransport) RequestKeyframe(uint32)                   {}
+func (s *sinkTransport) RemoveDownTrack(d *media.DownTrack) { d.Unbind() }
+func (s *sinkTransport) Negotiate()                         {}
+func (s *sinkTransport) SendData(media.DataKind, []byte)    {}
+func (s *sinkTransport) Close()                             {}
+func (s *sinkTransport) RequestKeyframe(uint32)             {}
 func (s *sinkTransport) direct(conn *batchConn, peer *netip.AddrPort) *directPath {
 	p := &directPath{conn: conn, key: testSRTPKey, salt: testSRTPSalt, profile: srtp.ProtectionProfileAeadAes128Gcm}
 	p.addr.Store(peer)
@@ -121,7 +120,7 @@ func sendTrack(tb testing.TB, n int, pion bool) (*media.Layer, []*sinkTransport,
 	})
 	require.NoError(tb, err)
 	pub.Start(context.Background())
-	require.NoError(tb, pub.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: "cam", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_CAMERA}))
+	require.NoError(tb, pub.AddTrack(context.Background(), &media.AddTrackRequest{Cid: "cam", Kind: media.KindVideo, Source: media.SourceCamera}))
 	layers := make(chan *media.Layer, 1)
 	pub.Receive(media.IncomingStream{
 		TrackID: "cam", Codec: media.Codec{MimeType: "video/VP8", ClockRate: 90000}, SSRC: 0x1234abcd,

@@ -7,4 +7,8 @@
 // direct path) or through pion's SRTP writer, one way for the life of each
 // outgoing stream. It implements media.Transport, media.TrackSink,
 // media.TrackSource and media.SenderReporter; media never imports it.
+//
+// It speaks the core's types, but for the data channels: their labels and
+// their packets are LiveKit's, so it reads each DataPacket a participant
+// sends and stamps its sender before the room relays it (datachannel.go).
 package rtc

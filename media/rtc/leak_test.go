@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
@@ -173,7 +172,7 @@ func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
 	for _, c := range []*testClient{alice, bob} {
 		leaves := c.sig.of("leave")
 		require.Len(t, leaves, 1)
-		require.Equal(t, livekit.DisconnectReason_SERVER_SHUTDOWN, leaves[0].reason)
+		require.Equal(t, media.ReasonServerShutdown, leaves[0].reason)
 	}
 	require.False(t, sfu.RoomExists("call"))
 }
@@ -410,8 +409,8 @@ func (c *testClient) publish(t *testing.T) (audio, video *webrtc.TrackLocalStati
 			}
 		}()
 	}
-	require.NoError(t, c.p.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: audio.ID(), Name: "microphone", Type: livekit.TrackType_AUDIO, Source: livekit.TrackSource_MICROPHONE}))
-	require.NoError(t, c.p.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: video.ID(), Name: "camera", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_CAMERA, Width: 640, Height: 360}))
+	require.NoError(t, c.p.AddTrack(context.Background(), &media.AddTrackRequest{Cid: audio.ID(), Name: "microphone", Kind: media.KindAudio, Source: media.SourceMicrophone}))
+	require.NoError(t, c.p.AddTrack(context.Background(), &media.AddTrackRequest{Cid: video.ID(), Name: "camera", Kind: media.KindVideo, Source: media.SourceCamera, Width: 640, Height: 360}))
 	published := c.sig.of("published")
 	require.Len(t, published, 2)
 	require.Equal(t, audio.ID(), published[0].cid)

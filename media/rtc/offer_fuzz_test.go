@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 
@@ -186,7 +185,7 @@ func (e *offerEnv) join(tb testing.TB) (*Transport, *recordingSignaller) {
 	tb.Helper()
 	rec := newRecordingSignaller()
 	p, t := join(tb, e.eng, e.room, media.JoinParams{Identity: "publisher", Permissions: allowAll()}, rec)
-	tb.Cleanup(func() { e.room.RemoveParticipant(p.Identity(), livekit.DisconnectReason_CLIENT_INITIATED) })
+	tb.Cleanup(func() { e.room.RemoveParticipant(p.Identity(), media.ReasonClientInitiated) })
 	return t, rec
 }
 
@@ -240,8 +239,8 @@ func requireFullReconnect(t *testing.T, env *offerEnv, p *Transport, rec *record
 	t.Helper()
 	leaves := rec.of("leave")
 	require.Len(t, leaves, 1)
-	require.Equal(t, livekit.DisconnectReason_STATE_MISMATCH, leaves[0].reason)
-	require.Equal(t, livekit.LeaveRequest_RECONNECT, leaves[0].action)
+	require.Equal(t, media.ReasonStateMismatch, leaves[0].reason)
+	require.Equal(t, media.LeaveReconnect, leaves[0].action)
 	// The room closes a removed participant's transport on a goroutine
 	// of its own.
 	require.Eventually(t, func() bool {
@@ -302,7 +301,7 @@ func FuzzHandleOffer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, sdp string) {
 		rec := newRecordingSignaller()
 		pp, p := join(t, env.eng, env.room, media.JoinParams{Identity: "publisher", Permissions: allowAll()}, rec)
-		defer env.room.RemoveParticipant(pp.Identity(), livekit.DisconnectReason_CLIENT_INITIATED)
+		defer env.room.RemoveParticipant(pp.Identity(), media.ReasonClientInitiated)
 		err := p.HandleOffer(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}, 1)
 		if err != nil {
 			require.ErrorIs(t, err, media.ErrInvalidSDP)
@@ -311,7 +310,7 @@ func FuzzHandleOffer(f *testing.F) {
 				// Refused without harm: the next offer can still be applied.
 				require.Equal(t, webrtc.SignalingStateStable, p.pub.SignalingState())
 			} else {
-				require.Equal(t, livekit.LeaveRequest_RECONNECT, rec.of("leave")[0].action)
+				require.Equal(t, media.LeaveReconnect, rec.of("leave")[0].action)
 				require.False(t, env.sfu.HasParticipant(env.room.Name(), pp.Identity()))
 			}
 			return

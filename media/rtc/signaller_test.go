@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -23,10 +22,10 @@ type sigEvent struct {
 	cand   *webrtc.ICECandidateInit
 	target Target
 	cid    string
-	track  *livekit.TrackInfo
-	reason livekit.DisconnectReason
-	action livekit.LeaveRequest_Action
-	infos  []*livekit.ParticipantInfo
+	track  *media.TrackInfo
+	reason media.DisconnectReason
+	action media.LeaveAction
+	infos  []*media.ParticipantInfo
 	mids   map[string]string
 }
 
@@ -91,19 +90,19 @@ func (r *recordingSignaller) SendCandidate(c *webrtc.ICECandidateInit, target Ta
 	r.push(sigEvent{kind: "candidate", cand: c, target: target})
 }
 
-func (r *recordingSignaller) SendParticipants(infos []*livekit.ParticipantInfo) {
+func (r *recordingSignaller) SendParticipants(infos []*media.ParticipantInfo) {
 	r.push(sigEvent{kind: "participants", infos: infos})
 }
 
-func (r *recordingSignaller) SendTrackPublished(cid string, info *livekit.TrackInfo) {
+func (r *recordingSignaller) SendTrackPublished(cid string, info *media.TrackInfo) {
 	r.push(sigEvent{kind: "published", cid: cid, track: info})
 }
 
-func (r *recordingSignaller) SendSpeakers([]*livekit.SpeakerInfo) {
+func (r *recordingSignaller) SendSpeakers([]media.SpeakerInfo) {
 	r.push(sigEvent{kind: "speakers"})
 }
 
-func (r *recordingSignaller) SendLeave(reason livekit.DisconnectReason, action livekit.LeaveRequest_Action) {
+func (r *recordingSignaller) SendLeave(reason media.DisconnectReason, action media.LeaveAction) {
 	r.push(sigEvent{kind: "leave", reason: reason, action: action})
 }
 

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/ice/v4"
 	"github.com/pion/rtcp"
 	"github.com/pion/sdp/v3"
@@ -126,7 +125,7 @@ func (t *Transport) Attach(p *media.Participant) error {
 	t.pub.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		if s == webrtc.PeerConnectionStateFailed {
 			t.log.Info().Msg("publisher connection failed")
-			p.Fail(livekit.DisconnectReason_CONNECTION_TIMEOUT)
+			p.Fail(media.ReasonConnectionTimeout)
 		}
 	})
 	// Data channels on the subscriber connection, which is primary: clients
@@ -200,7 +199,7 @@ func (t *Transport) onSubscriberState(s webrtc.PeerConnectionState) {
 		t.p.Connected()
 	case webrtc.PeerConnectionStateFailed:
 		t.log.Info().Msg("subscriber connection failed")
-		t.p.Fail(livekit.DisconnectReason_CONNECTION_TIMEOUT)
+		t.p.Fail(media.ReasonConnectionTimeout)
 	}
 }
 
@@ -536,9 +535,9 @@ func (t *Transport) Negotiate() {
 // SendData implements media.Transport: one DataPacket on the subscriber
 // connection's channel of the given kind, dropped when the channel is
 // backed up.
-func (t *Transport) SendData(kind livekit.DataPacket_Kind, data []byte) {
+func (t *Transport) SendData(kind media.DataKind, data []byte) {
 	dc := t.dcLossy
-	if kind == livekit.DataPacket_RELIABLE {
+	if kind == media.DataReliable {
 		dc = t.dcReliable
 	}
 	if dc == nil || dc.ReadyState() != webrtc.DataChannelStateOpen || dc.BufferedAmount() > maxDataBuffered {

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
@@ -52,9 +51,9 @@ func (x *probe) AddDownTrack(d *media.DownTrack) error {
 	return nil
 }
 
-func (x *probe) RemoveDownTrack(d *media.DownTrack)       { d.Unbind() }
-func (x *probe) Negotiate()                               {}
-func (x *probe) SendData(livekit.DataPacket_Kind, []byte) {}
+func (x *probe) RemoveDownTrack(d *media.DownTrack) { d.Unbind() }
+func (x *probe) Negotiate()                         {}
+func (x *probe) SendData(media.DataKind, []byte)    {}
 
 // Close stops the publishing goroutine, as a transport's Close must.
 func (x *probe) Close() {
@@ -169,15 +168,15 @@ func TestNonWebRTCParticipant(t *testing.T) {
 	require.NoError(t, err)
 	x := &probe{vp8: &rtpgen.VP8{FPS: 30, FrameBytes: 1400, KeyframeBytes: 7000, MTU: 1100}, stop: make(chan struct{}), sinks: map[string]*probeSink{}}
 	p, _, err := room.Join(context.Background(), media.JoinParams{
-		Identity: "probe", Name: "Probe", Kind: livekit.ParticipantInfo_STANDARD, AutoSubscribe: true,
+		Identity: "probe", Name: "Probe", Kind: media.ParticipantStandard, AutoSubscribe: true,
 		Permissions: media.Permissions{CanPublish: true, CanSubscribe: true, CanPublishData: true},
 		Signaller:   nopSignaller{}, Transport: x,
 	})
 	require.NoError(t, err)
 	p.Start(context.Background())
 	p.Connected()
-	require.NoError(t, p.AddTrack(context.Background(), &livekit.AddTrackRequest{Cid: "probe-cam", Name: "camera", Type: livekit.TrackType_VIDEO,
-		Source: livekit.TrackSource_CAMERA, Width: 640, Height: 360}))
+	require.NoError(t, p.AddTrack(context.Background(), &media.AddTrackRequest{Cid: "probe-cam", Name: "camera", Kind: media.KindVideo,
+		Source: media.SourceCamera, Width: 640, Height: 360}))
 	p.Receive(media.IncomingStream{
 		TrackID: "probe-cam", Codec: media.Codec{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, SSRC: 0x50be,
 		Source: x, Start: x.publish,
@@ -259,7 +258,7 @@ func TestNonWebRTCParticipant(t *testing.T) {
 // signalling.
 type nopSignaller struct{}
 
-func (nopSignaller) SendParticipants([]*livekit.ParticipantInfo)                     {}
-func (nopSignaller) SendTrackPublished(string, *livekit.TrackInfo)                   {}
-func (nopSignaller) SendSpeakers([]*livekit.SpeakerInfo)                             {}
-func (nopSignaller) SendLeave(livekit.DisconnectReason, livekit.LeaveRequest_Action) {}
+func (nopSignaller) SendParticipants([]*media.ParticipantInfo)           {}
+func (nopSignaller) SendTrackPublished(string, *media.TrackInfo)         {}
+func (nopSignaller) SendSpeakers([]media.SpeakerInfo)                    {}
+func (nopSignaller) SendLeave(media.DisconnectReason, media.LeaveAction) {}

@@ -1,4 +1,4 @@
-package media
+package rtc
 
 import (
 	"testing"
@@ -7,6 +7,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"entente.dev/entente/media"
 )
 
 // fieldValues returns, for each field number in want, the values of every
@@ -78,23 +80,19 @@ func FuzzRelayedData(f *testing.F) {
 	f.Add([]byte{}, true, false)
 	f.Add([]byte("not a protobuf"), false, false)
 
-	from := &Participant{identity: "alice", sid: "PA_alice", perms: allowAll()}
 	f.Fuzz(func(t *testing.T, data []byte, reliable, agent bool) {
-		from.kind = livekit.ParticipantInfo_STANDARD
-		if agent {
-			from.kind = livekit.ParticipantInfo_AGENT
-		}
+		from := sender{identity: "alice", sid: "PA_alice", agent: agent}
 		wantKind := livekit.DataPacket_LOSSY
 		if reliable {
 			wantKind = livekit.DataPacket_RELIABLE
 		}
-		out, dests, err := relayedData(from, wantKind, data)
+		out, dests, err := relayedData(from, media.DataKind(wantKind), data)
 		if err != nil {
-			require.ErrorIs(t, err, ErrInvalidDataPacket)
+			require.ErrorIs(t, err, media.ErrInvalidDataPacket)
 			require.Nil(t, out)
 			return
 		}
-		require.LessOrEqual(t, len(out), MaxDataMessage+2*(len(from.identity)+len(from.sid)+8))
+		require.LessOrEqual(t, len(out), media.MaxDataMessage+2*(len(from.identity)+len(from.sid)+8))
 
 		var pkt livekit.DataPacket
 		require.NoError(t, proto.Unmarshal(out, &pkt))
