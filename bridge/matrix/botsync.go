@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -150,19 +149,15 @@ func (s *BotSync) login(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("bot login: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+s.asToken)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.client.Do(req)
-	if err != nil {
+	status, raw, err := callHomeserver(s.client, req, s.asToken, maxLoginBody)
+	if errors.Is(err, errAnswerTooLong) {
+		return "", errors.New("bot login: answer unreadable or too long")
+	} else if err != nil {
 		return "", fmt.Errorf("bot login: %w", err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxLoginBody+1))
-	if err != nil || len(raw) > maxLoginBody {
-		return "", errors.New("bot login: answer unreadable or too long")
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("bot login: status %d", resp.StatusCode)
+	if status != http.StatusOK {
+		return "", fmt.Errorf("bot login: status %d", status)
 	}
 	var l struct {
 		AccessToken string `json:"access_token"`
@@ -187,24 +182,17 @@ func (s *BotSync) sync(ctx context.Context, token, since string) (string, []BotI
 	if err != nil {
 		return "", nil, fmt.Errorf("bot sync: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := s.client.Do(req)
-	if err != nil {
+	status, raw, err := callHomeserver(s.client, req, token, maxSyncBody)
+	if errors.Is(err, errAnswerTooLong) {
+		return "", nil, errors.New("bot sync: answer too long")
+	} else if err != nil {
 		return "", nil, fmt.Errorf("bot sync: %w", err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxSyncBody+1))
-	if err != nil {
-		return "", nil, fmt.Errorf("bot sync: read: %w", err)
-	}
-	if len(raw) > maxSyncBody {
-		return "", nil, errors.New("bot sync: answer too long")
-	}
-	if resp.StatusCode == http.StatusUnauthorized {
+	if status == http.StatusUnauthorized {
 		return "", nil, errSyncUnauthorized
 	}
-	if resp.StatusCode != http.StatusOK {
-		return "", nil, fmt.Errorf("bot sync: status %d", resp.StatusCode)
+	if status != http.StatusOK {
+		return "", nil, fmt.Errorf("bot sync: status %d", status)
 	}
 	return parseBotSync(raw, s.botUserID)
 }

@@ -3,6 +3,7 @@ package matrix
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -131,21 +132,17 @@ func (c *ClientMembership) IsJoined(ctx context.Context, roomID, userID string) 
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrMembershipUnavailable, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.asToken)
-	resp, err := c.client.Do(req)
-	if err != nil {
+	status, body, err := callHomeserver(c.client, req, c.asToken, maxMembersBody)
+	if errors.Is(err, errAnswerTooLong) || (err != nil && status != 0) {
+		return false, fmt.Errorf("%w: read joined_members of %s", ErrMembershipUnavailable, roomID)
+	} else if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrMembershipUnavailable, err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMembersBody+1))
-	if err != nil || len(body) > maxMembersBody {
-		return false, fmt.Errorf("%w: read joined_members of %s", ErrMembershipUnavailable, roomID)
+	if status == http.StatusForbidden || status == http.StatusNotFound {
+		return false, fmt.Errorf("%w: %w: %s (status %d)", ErrMembershipUnavailable, ErrBotNotInRoom, roomID, status)
 	}
-	if resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound {
-		return false, fmt.Errorf("%w: %w: %s (status %d)", ErrMembershipUnavailable, ErrBotNotInRoom, roomID, resp.StatusCode)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("%w: joined_members of %s: status %d", ErrMembershipUnavailable, roomID, resp.StatusCode)
+	if status != http.StatusOK {
+		return false, fmt.Errorf("%w: joined_members of %s: status %d", ErrMembershipUnavailable, roomID, status)
 	}
 	var jm struct {
 		Joined map[string]json.RawMessage `json:"joined"`

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -70,21 +69,17 @@ func (h *HomeserverWhoAmI) WhoAmI(ctx context.Context, accessToken string) (stri
 	if err != nil {
 		return "", fmt.Errorf("whoami: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+accessToken)
-	resp, err := h.client.Do(req)
-	if err != nil {
+	status, body, err := callHomeserver(h.client, req, accessToken, maxWhoAmIBody)
+	if errors.Is(err, errAnswerTooLong) || (err != nil && status != 0) {
+		return "", errors.New("whoami: answer unreadable or too long")
+	} else if err != nil {
 		return "", fmt.Errorf("whoami: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxWhoAmIBody+1))
-	if err != nil || len(body) > maxWhoAmIBody {
-		return "", errors.New("whoami: answer unreadable or too long")
+	if status == http.StatusUnauthorized || status == http.StatusForbidden {
+		return "", fmt.Errorf("%w: status %d", ErrAccessTokenRejected, status)
 	}
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return "", fmt.Errorf("%w: status %d", ErrAccessTokenRejected, resp.StatusCode)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("whoami: status %d", resp.StatusCode)
+	if status != http.StatusOK {
+		return "", fmt.Errorf("whoami: status %d", status)
 	}
 	var w struct {
 		UserID string `json:"user_id"`
