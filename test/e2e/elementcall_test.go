@@ -260,17 +260,25 @@ func requireCall(t *testing.T, res elementCallResult) {
 	}
 }
 
+// elementCallAgency starts one agency, a Dendrite and its node with the
+// default options, and serves stock Element Call of version v against it,
+// as the agency's people would open it.
+func elementCallAgency(t *testing.T, v string) (browserEnv, *matrixNode, string) {
+	t.Helper()
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, v)
+	m := startMatrixNode(t, matrixNodeOptions{})
+	app := serveElementCall(t, dist, homeserverProxy(t, m.hs.ClientURL, m.HTTPURL), m.hs.ServerName, "")
+	return env, m, app
+}
+
 // TestElementCallWithoutInvitingTheBot: Alice opens stock Element Call
 // 0.26.1, starts a call from its home page (a new room, shared-key
 // encryption, Element Call's default), and Bob opens her link; neither
 // invites the node's bot. Both must see and hear each other through the
 // node.
 func TestElementCallWithoutInvitingTheBot(t *testing.T) {
-	env := findBrowserEnv(t, false)
-	dist := elementCallApp(t, env, "0.26")
-	m := startMatrixNode(t, matrixNodeOptions{})
-	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
-	app := serveElementCall(t, dist, hsURL, m.hs.ServerName, "")
+	env, _, app := elementCallAgency(t, "0.26")
 	res := runElementCall(t, env, app, []elementCallPerson{
 		{Label: "alice", Name: "Alice", Create: "Standup"},
 		{Label: "bob", Name: "Bob"},
@@ -287,11 +295,7 @@ func TestElementCallWithoutInvitingTheBot(t *testing.T) {
 // element-call src/UrlParams.ts generateUrlSearchParams writes it).
 // Nobody invites the bot.
 func TestElementCallEncryptionModes(t *testing.T) {
-	env := findBrowserEnv(t, false)
-	dist := elementCallApp(t, env, "0.26")
-	m := startMatrixNode(t, matrixNodeOptions{})
-	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
-	app := serveElementCall(t, dist, hsURL, m.hs.ServerName, "")
+	env, m, app := elementCallAgency(t, "0.26")
 	organiser := m.hs.Register(t, "organiser")
 	for _, mode := range []struct {
 		name      string
@@ -322,11 +326,7 @@ func TestElementCallEncryptionModes(t *testing.T) {
 // legacy mode (everyone on the oldest member's SFU, /sfu/get), started
 // from its home page with nobody inviting the bot.
 func TestElementCallLegacy(t *testing.T) {
-	env := findBrowserEnv(t, false)
-	dist := elementCallApp(t, env, "0.19")
-	m := startMatrixNode(t, matrixNodeOptions{})
-	hsURL := homeserverProxy(t, m.hs.ClientURL, m.HTTPURL)
-	app := serveElementCall(t, dist, hsURL, m.hs.ServerName, "")
+	env, _, app := elementCallAgency(t, "0.19")
 	res := runElementCall(t, env, app, []elementCallPerson{
 		{Label: "alice", Name: "Alice", Create: "Standup"},
 		{Label: "bob", Name: "Bob"},
@@ -419,10 +419,7 @@ func TestElementCallRefusalShown(t *testing.T) {
 // (per-participant keys). The node knows they are members from the room's
 // events the homeserver sent it since the room's creation.
 func TestElementCallPrivateRoom(t *testing.T) {
-	env := findBrowserEnv(t, false)
-	dist := elementCallApp(t, env, "0.26")
-	m := startMatrixNode(t, matrixNodeOptions{})
-	app := serveElementCall(t, dist, homeserverProxy(t, m.hs.ClientURL, m.HTTPURL), m.hs.ServerName, "")
+	env, m, app := elementCallAgency(t, "0.26")
 	alice, bob := m.hs.Register(t, "alice"), m.hs.Register(t, "bob")
 	room := m.hs.CreateRoom(t, alice, map[string]any{
 		"preset": "private_chat", "name": "Team",
@@ -606,10 +603,7 @@ func homeserverProxyTo(t *testing.T, homeserverURL, nodeURL, serviceURL string) 
 // bridge/matrix and test/e2e/matrix_test.go) never reaches his screen; no
 // token is issued to him, and Alice's call goes on.
 func TestElementCallKicked(t *testing.T) {
-	env := findBrowserEnv(t, false)
-	dist := elementCallApp(t, env, "0.26")
-	m := startMatrixNode(t, matrixNodeOptions{})
-	app := serveElementCall(t, dist, homeserverProxy(t, m.hs.ClientURL, m.HTTPURL), m.hs.ServerName, "")
+	env, m, app := elementCallAgency(t, "0.26")
 	organiser := m.hs.Register(t, "organiser")
 	room := m.hs.CreateRoom(t, organiser, map[string]any{"preset": "public_chat", "name": "Briefing"})
 	link := app + "room/#/?" + url.Values{"roomId": {room}}.Encode()
