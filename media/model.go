@@ -212,6 +212,9 @@ type ParticipantInfo struct {
 	IsPublisher bool
 	// DisconnectReason is set once State is StateDisconnected.
 	DisconnectReason DisconnectReason
+	// Origin is JoinParams.Origin: empty for the node's own participants.
+	// Front ends do not show it; federation reads it.
+	Origin string
 }
 
 // Clone returns a deep copy (but for the tracks' FrontEnd).

@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,10 @@ type Participant struct {
 	log           zerolog.Logger
 	joinedAt      time.Time
 	transport     Transport
+	origin        string
+	// remoteLevel is what a remote participant's node says of its
+	// speaking (ReportSpeaking): math.Float32bits of the level, 0 silent.
+	remoteLevel atomic.Uint32
 	// asserted are the attributes the token carried: its issuer vouches
 	// for them (the Matrix bridge's matrix_user_id), so the participant
 	// may neither change nor delete them.
@@ -67,7 +72,7 @@ type pendingTrack struct {
 func newParticipant(r *Room, jp JoinParams) *Participant {
 	p := &Participant{
 		room: r, sid: newID("PA_"), identity: jp.Identity, kind: jp.Kind, perms: jp.Permissions,
-		autoSubscribe: jp.AutoSubscribe, sig: jp.Signaller, transport: jp.Transport, joinedAt: time.Now(),
+		autoSubscribe: jp.AutoSubscribe, sig: jp.Signaller, transport: jp.Transport, joinedAt: time.Now(), origin: jp.Origin,
 		name: jp.Name, metadata: jp.Metadata, attrs: copyAttrs(jp.Attributes), asserted: copyAttrs(jp.Attributes),
 		updates: newTokenBucket(metadataBurst, metadataEvery),
 		state:   StateJoining,
@@ -93,6 +98,24 @@ func (p *Participant) Kind() ParticipantKind { return p.kind }
 
 // Identity is the participant's identity from its token.
 func (p *Participant) Identity() string { return p.identity }
+
+// Origin is the server name of the node the participant joined at, empty
+// for the node's own participants (JoinParams.Origin).
+func (p *Participant) Origin() string { return p.origin }
+
+// ReportSpeaking sets a remote participant's speaking level as its own
+// node measured it (0: silent); the room merges it into its speaker
+// changes at its next tick. Ignored for the node's own participants,
+// whose level the room measures itself.
+func (p *Participant) ReportSpeaking(level float32) {
+	if p.origin == "" {
+		return
+	}
+	if !(level > 0) || level > 1 {
+		level = 0 // NaN, negative or out of range: silent
+	}
+	p.remoteLevel.Store(math.Float32bits(level))
+}
 
 // Room is the room the participant is in.
 func (p *Participant) Room() *Room { return p.room }
@@ -208,7 +231,7 @@ func (p *Participant) info() *ParticipantInfo {
 	return &ParticipantInfo{
 		Sid: p.sid, Identity: p.identity, Name: p.name, Metadata: p.metadata, Attributes: copyAttrs(p.attrs),
 		State: p.state, Tracks: tracks, Version: p.version, Permissions: perms, Kind: p.kind,
-		JoinedAt: p.joinedAt, IsPublisher: len(p.published) > 0, DisconnectReason: p.reason,
+		JoinedAt: p.joinedAt, IsPublisher: len(p.published) > 0, DisconnectReason: p.reason, Origin: p.origin,
 	}
 }
 

@@ -398,6 +398,12 @@ func (r *Room) sendReports(now time.Time) {
 func (r *Room) updateSpeakers(prev map[string]float32) map[string]float32 {
 	now := make(map[string]float32, len(prev))
 	for _, q := range r.participants {
+		if q.origin != "" {
+			if level := math.Float32frombits(q.remoteLevel.Load()); level > 0 {
+				now[q.sid] = level
+			}
+			continue
+		}
 		for _, up := range q.published {
 			if up.audioLevelID == 0 {
 				continue

@@ -36,6 +36,11 @@ type JoinParams struct {
 	// Transport carries the participant's media; Join attaches it, and
 	// closes it when the participant leaves or is refused.
 	Transport Transport
+	// Origin is the server name of the node a remote participant joined
+	// at (a federation trunk brings it here); empty for the node's own
+	// participants. A participant is never sent back to its origin, nor
+	// on to a third node (federation: full mesh, no transit).
+	Origin string
 }
 
 // JoinInfo is what a front end needs to answer a join.

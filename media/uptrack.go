@@ -128,6 +128,9 @@ func (l *Layer) WriteRTP(pkt []byte, now int64) {
 // unpublished.
 func (l *Layer) End() { l.up.close() }
 
+// Track is the published track the layer belongs to.
+func (l *Layer) Track() *UpTrack { return l.up }
+
 // SSRC is the incoming stream's SSRC.
 func (l *Layer) SSRC() uint32 { return l.ssrc }
 
@@ -303,4 +306,26 @@ func qualityToLayer(q VideoQuality) int8 {
 		return 1
 	}
 	return 2
+}
+
+// Demand is what the node's subscribers want of the track: the highest
+// layer any subscriber that is not paused asks for, or QualityOff when
+// none does (an audio track is wanted at QualityHigh). Federation asks a
+// remote track's origin to send that layer only. Safe from any goroutine.
+func (u *UpTrack) Demand() VideoQuality {
+	best := int8(-1)
+	for _, d := range u.downTracks() {
+		d.mu.Lock()
+		if !d.paused && d.target > best {
+			best = d.target
+		}
+		d.mu.Unlock()
+	}
+	switch {
+	case best < 0:
+		return QualityOff
+	case u.kind == KindAudio:
+		return QualityHigh
+	}
+	return VideoQuality(best)
 }
