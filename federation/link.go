@@ -1,0 +1,751 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"entente.dev/entente/media"
+)
+
+// Conn is a trunk's peer connection (media/rtc.Trunk): it carries the
+// control channel and the media both ways, and is the export
+// participant's media.Transport.
+type Conn interface {
+	media.Transport
+	// Start makes the first offer (the offerer only).
+	Start() error
+	// HandleDescription applies the far node's first offer or answer.
+	HandleDescription(typ, sdp string) error
+	// HandleCandidate adds a far node's ICE candidate.
+	HandleCandidate(candidate, sdpMid string, sdpMLineIndex uint16) error
+	// Send sends one control message.
+	Send(b []byte) error
+}
+
+// ConnEvents is what a Conn reports to its link (media/rtc.TrunkEvents).
+type ConnEvents interface {
+	SendDescription(typ, sdp string)
+	SendCandidate(candidate, sdpMid string, sdpMLineIndex uint16)
+	Up()
+	Down(err error)
+	Message(b []byte)
+	Track(trackID string, s media.IncomingStream)
+}
+
+// NewConn makes a trunk connection reporting to ev.
+type NewConn func(offerer bool, ev ConnEvents, log zerolog.Logger) (Conn, error)
+
+// FrontEndCodec turns a track's front-end description (media.TrackInfo's
+// FrontEnd) into bytes and back, so that it crosses a trunk untouched.
+type FrontEndCodec interface {
+	MarshalFrontEnd(v any) ([]byte, error)
+	UnmarshalFrontEnd(b []byte) (any, error)
+}
+
+const (
+	// demandEvery is how often a link compares what its node's
+	// subscribers want of remote tracks with what it asked for.
+	demandEvery = 300 * time.Millisecond
+	// setUpTimeout ends a link that is not up by then.
+	setUpTimeout = 30 * time.Second
+	// maxQueued bounds what waits for a link's goroutine; a link that
+	// falls that far behind is ended (and made again).
+	maxQueued = 4096
+	// maxProtocolErrors ends a link whose peer keeps sending bad messages.
+	maxProtocolErrors = 3
+)
+
+// errLinkBehind ends a link whose queue overflowed.
+var errLinkBehind = errors.New("federation: link fell behind")
+
+// remote is a participant of the peer's node, present in this node's room.
+type remote struct {
+	sid      string // at the peer
+	identity string
+	p        *media.Participant
+	tracks   map[string]*remoteTrack // by track sid at the peer
+}
+
+// remoteTrack is a track of a remote participant.
+type remoteTrack struct {
+	owner *remote
+	kind  media.Kind
+	muted bool
+	up    *media.UpTrack // once its media arrived
+	want  media.VideoQuality
+	asked bool // want was sent
+}
+
+// LinkInfo describes a link, for the debug listing and tests.
+type LinkInfo struct {
+	Peer      string    `json:"peer"`
+	RoomID    string    `json:"room_id"`
+	MediaRoom string    `json:"media_room"`
+	CallID    string    `json:"call_id"`
+	Offerer   bool      `json:"offerer"`
+	Up        bool      `json:"up"`
+	Since     time.Time `json:"since"`
+	Remotes   int       `json:"remote_participants"`
+	Exported  int       `json:"exported_tracks"`
+}
+
+// link is one trunk: this node and one peer, for one call. Its goroutine
+// (run) owns its state; everything else posts to it.
+type link struct {
+	n       *Node
+	peer    string
+	cfg     Peer
+	call    Call
+	callID  string
+	offerer bool
+	log     zerolog.Logger
+	since   time.Time
+
+	mu     sync.Mutex
+	queue  []func()
+	ended  bool
+	info   LinkInfo
+	wake   chan struct{}
+	stop   chan error // the reason the link ends
+	done   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// The goroutine's own state.
+	peerSession string
+	conn        Conn
+	room        *media.Room
+	export      *media.Participant
+	up          bool
+	locals      map[string]*media.ParticipantInfo // this node's participants, by sid
+	remotes     map[string]*remote                // by sid at the peer
+	tracks      map[string]*remoteTrack           // by track sid at the peer
+	wanted      map[string]media.VideoQuality     // local tracks the peer wants, by sid
+	speaking    map[string]float32                // local participants speaking now, by sid
+	errors      int
+}
+
+func newLink(n *Node, peer string, call Call, callID string, offerer bool) *link {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &link{
+		n: n, peer: peer, cfg: n.cfg.Peers[peer], call: call, callID: callID, offerer: offerer, since: time.Now(),
+		wake: make(chan struct{}, 1), stop: make(chan error, 1), done: make(chan struct{}), ctx: ctx, cancel: cancel,
+		locals: map[string]*media.ParticipantInfo{}, remotes: map[string]*remote{}, tracks: map[string]*remoteTrack{},
+		wanted: map[string]media.VideoQuality{}, speaking: map[string]float32{},
+	}
+	l.log = n.log.With().Str("peer", peer).Str("room_id", call.RoomID).Str("media_room", call.MediaRoom).
+		Str("call_id", callID).Bool("offerer", offerer).Logger()
+	l.info = LinkInfo{Peer: peer, RoomID: call.RoomID, MediaRoom: call.MediaRoom, CallID: callID, Offerer: offerer, Since: l.since}
+	return l
+}
+
+// post queues f for the link's goroutine; it never blocks.
+func (l *link) post(f func()) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	if len(l.queue) >= maxQueued {
+		l.mu.Unlock()
+		l.end(errLinkBehind)
+		return
+	}
+	l.queue = append(l.queue, f)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// end asks the link's goroutine to end it, for the reason given.
+func (l *link) end(reason error) {
+	select {
+	case l.stop <- reason:
+	default:
+	}
+}
+
+// snapshot returns the link's description.
+func (l *link) snapshot() LinkInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.info
+}
+
+// run sets the trunk up and serves it until it ends; then it removes
+// everything the link put into the room. first is the peer's invite (the
+// answerer's) or nil (the offerer's).
+func (l *link) run(first *callContent) {
+	defer close(l.done)
+	defer l.cancel()
+	reason := l.serve(first)
+	l.teardown(reason)
+}
+
+func (l *link) serve(first *callContent) error {
+	if err := l.open(first); err != nil {
+		return err
+	}
+	setUp := time.NewTimer(setUpTimeout)
+	defer setUp.Stop()
+	demand := time.NewTicker(demandEvery)
+	defer demand.Stop()
+	for {
+		select {
+		case err := <-l.stop:
+			return err
+		case <-l.wake:
+			l.mu.Lock()
+			fs := l.queue
+			l.queue = nil
+			l.mu.Unlock()
+			for _, f := range fs {
+				f()
+			}
+		case <-setUp.C:
+			if !l.up {
+				return fmt.Errorf("not up after %s", setUpTimeout)
+			}
+		case <-demand.C:
+			l.updateDemand()
+		}
+	}
+}
+
+// open joins the export participant to the media room with the trunk as
+// its transport, and starts the negotiation.
+func (l *link) open(first *callContent) error {
+	conn, err := l.n.newConn(l.offerer, (*connEvents)(l), l.log)
+	if err != nil {
+		return fmt.Errorf("trunk connection: %w", err)
+	}
+	l.conn = conn
+	room, err := l.n.sfu.CreateRoom(l.call.MediaRoom)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("media room: %w", err)
+	}
+	l.room = room
+	export, _, err := room.Join(l.ctx, media.JoinParams{
+		Identity: "entente-trunk:" + l.peer + ":" + l.callID, Name: l.peer, Kind: media.ParticipantBridge,
+		Permissions: media.Permissions{CanSubscribe: true, Hidden: true},
+		Signaller:   (*exportSignaller)(l), Transport: conn,
+	})
+	if err != nil {
+		return fmt.Errorf("export participant: %w", err) // Join closed the connection
+	}
+	l.export = export
+	if err := export.Start(l.ctx); err != nil {
+		return fmt.Errorf("export participant: %w", err)
+	}
+	if l.offerer {
+		return conn.Start()
+	}
+	l.peerSession = first.SenderSessionID
+	return conn.HandleDescription(first.Offer.Type, first.Offer.SDP)
+}
+
+// teardown says goodbye, removes the remote participants and the export
+// participant (which closes the trunk connection).
+func (l *link) teardown(reason error) {
+	l.mu.Lock()
+	l.ended = true
+	l.queue = nil
+	l.mu.Unlock()
+	ev := l.log.Info()
+	if reason != nil && !errors.Is(reason, errHungUp) && !errors.Is(reason, errClosing) {
+		ev = l.log.Warn()
+	}
+	ev.AnErr("reason", reason).Int("remote_participants", len(l.remotes)).Msg("federation trunk ended")
+	if l.up && l.conn != nil {
+		if b, err := encodeMessage(&message{T: msgBye, Reason: fmt.Sprint(reason)}); err == nil {
+			_ = l.conn.Send(b)
+		}
+	}
+	for _, r := range l.remotes {
+		r.p.Leave()
+	}
+	if l.export != nil {
+		l.export.Leave() // the room closes the connection
+	} else if l.conn != nil && l.room == nil {
+		l.conn.Close()
+	}
+	if !errors.Is(reason, errHungUp) {
+		l.n.sendCall(context.Background(), l, EventHangup, &callContent{Reason: hangupReason(reason)})
+	}
+}
+
+var (
+	errHungUp  = errors.New("the peer hung up")
+	errClosing = errors.New("the node is closing")
+	errGone    = errors.New("the call no longer spans both nodes")
+)
+
+func hangupReason(err error) string {
+	switch {
+	case errors.Is(err, errGone), errors.Is(err, errClosing):
+		return reasonUserHangup
+	case errors.Is(err, errReplaced):
+		return reasonReplaced
+	}
+	return reasonICEFailed
+}
+
+// send sends one control message once the trunk is up.
+func (l *link) send(m *message) {
+	if !l.up {
+		return
+	}
+	b, err := encodeMessage(m)
+	if err == nil {
+		err = l.conn.Send(b)
+	}
+	if err != nil {
+		l.log.Warn().Err(err).Str("message", m.T).Msg("federation message not sent")
+		l.end(fmt.Errorf("control channel: %w", err))
+	}
+}
+
+// becameUp announces this node's participants to the peer.
+func (l *link) becameUp() {
+	if l.up {
+		return
+	}
+	l.up = true
+	l.mu.Lock()
+	l.info.Up = true
+	l.mu.Unlock()
+	l.log.Info().Dur("set_up", time.Since(l.since)).Msg("federation trunk up")
+	l.send(&message{T: msgHello, Versions: []int{protoVersion}, Server: l.n.cfg.ServerName})
+	for _, info := range l.locals {
+		l.send(&message{T: msgParticipant, Participant: l.participantMessage(info)})
+	}
+	if len(l.speaking) > 0 {
+		out := make([]speakerMessage, 0, len(l.speaking))
+		for sid, level := range l.speaking {
+			out = append(out, speakerMessage{Sid: sid, Level: level})
+		}
+		l.send(&message{T: msgSpeakers, Speakers: out})
+	}
+}
+
+// localChanged records a participant of this room as the room announced
+// it to the export participant, and tells the peer.
+func (l *link) localChanged(info *media.ParticipantInfo) {
+	if l.export == nil || info.Sid == l.export.SID() || info.Origin != "" || info.Permissions.Hidden {
+		return // ourselves, a remote participant (never sent on), or hidden
+	}
+	if info.State == media.StateDisconnected {
+		if _, ok := l.locals[info.Sid]; ok {
+			delete(l.locals, info.Sid)
+			delete(l.speaking, info.Sid)
+			for _, t := range info.Tracks {
+				delete(l.wanted, t.Sid)
+			}
+			l.send(&message{T: msgLeave, Sid: info.Sid})
+		}
+		return
+	}
+	if old, ok := l.locals[info.Sid]; ok && old.Version > info.Version {
+		return
+	}
+	l.locals[info.Sid] = info
+	l.send(&message{T: msgParticipant, Participant: l.participantMessage(info)})
+}
+
+func (l *link) participantMessage(info *media.ParticipantInfo) *participantMessage {
+	pm := &participantMessage{
+		Sid: info.Sid, Identity: info.Identity, Name: info.Name, Metadata: info.Metadata, Attributes: info.Attributes,
+		Kind: int32(info.Kind), JoinedAt: info.JoinedAt.UnixMilli(),
+	}
+	for _, t := range info.Tracks {
+		tm := trackMessage{Sid: t.Sid, Kind: uint8(t.Kind), Source: int32(t.Source), Name: t.Name, Muted: t.Muted,
+			MimeType: t.MimeType, Width: t.Width, Height: t.Height}
+		for _, x := range t.Layers {
+			tm.Layers = append(tm.Layers, layerMessage{Quality: x.Quality, Width: x.Width, Height: x.Height})
+		}
+		if t.FrontEnd != nil && l.n.frontEnd != nil {
+			b, err := l.n.frontEnd.MarshalFrontEnd(t.FrontEnd)
+			if err != nil || len(b) > maxFrontEnd {
+				l.log.Warn().Err(err).Str("track", t.Sid).Msg("track description not carried")
+			} else {
+				tm.FrontEnd = b
+			}
+		}
+		pm.Tracks = append(pm.Tracks, tm)
+		if len(pm.Tracks) == maxTracksPerRemote {
+			break
+		}
+	}
+	return pm
+}
+
+// localSpeakers tells the peer who of this node's participants speaks
+// (the room sends changes only: the link keeps who speaks now, for when
+// the trunk comes up).
+func (l *link) localSpeakers(speakers []media.SpeakerInfo) {
+	var out []speakerMessage
+	for _, s := range speakers {
+		if _, ok := l.locals[s.Sid]; ok {
+			level := s.Level
+			if !s.Active {
+				level = 0
+				delete(l.speaking, s.Sid)
+			} else {
+				l.speaking[s.Sid] = level
+			}
+			out = append(out, speakerMessage{Sid: s.Sid, Level: level})
+		}
+	}
+	if len(out) > 0 {
+		l.send(&message{T: msgSpeakers, Speakers: out})
+	}
+}
+
+// handle applies one message from the peer.
+func (l *link) handle(b []byte) {
+	m, err := decodeMessage(b)
+	if err != nil {
+		l.errors++
+		l.log.Warn().Err(err).Int("errors", l.errors).Msg("bad federation message")
+		if l.errors >= maxProtocolErrors {
+			l.end(fmt.Errorf("%d bad messages", l.errors))
+		}
+		return
+	}
+	switch m.T {
+	case msgHello:
+		ok := false
+		for _, v := range m.Versions {
+			ok = ok || v == protoVersion
+		}
+		if !ok || m.Server != l.peer {
+			l.end(fmt.Errorf("hello from %q speaking %v", m.Server, m.Versions))
+		}
+	case msgParticipant:
+		l.remoteChanged(m.Participant)
+	case msgLeave:
+		if r := l.remotes[m.Sid]; r != nil {
+			l.removeRemote(r)
+		}
+	case msgWant:
+		l.peerWants(m.Sid, *m.Quality)
+	case msgSpeakers:
+		for _, s := range m.Speakers {
+			if r := l.remotes[s.Sid]; r != nil {
+				r.p.ReportSpeaking(s.Level)
+			}
+		}
+	case msgBye:
+		l.end(fmt.Errorf("%w: %s", errHungUp, m.Reason))
+	}
+}
+
+// admissible checks that a remote participant does not pass for someone
+// of this node's server (or of another peer's: each node speaks for its
+// own people) and does not take a local participant's place.
+func (l *link) admissible(pm *participantMessage) error {
+	for _, user := range []string{pm.Attributes["matrix_user_id"], identityUser(pm.Identity)} {
+		if user == "" {
+			continue
+		}
+		server := serverOf(user)
+		if server == "" || server == l.n.cfg.ServerName {
+			return fmt.Errorf("identity %q claims a user of this node's server", pm.Identity)
+		}
+		if _, isPeer := l.n.cfg.Peers[server]; isPeer && server != l.peer {
+			return fmt.Errorf("identity %q claims a user of another peer, %s", pm.Identity, server)
+		}
+	}
+	if l.n.sfu.HasParticipant(l.call.MediaRoom, pm.Identity) {
+		return fmt.Errorf("identity %q is already in the room", pm.Identity)
+	}
+	if len(l.remotes) >= maxRemoteParticipants {
+		return fmt.Errorf("more than %d remote participants", maxRemoteParticipants)
+	}
+	return nil
+}
+
+// identityUser is the Matrix user of an identity of the form
+// @user:server:DEVICE (the /sfu/get form), "" for other identities.
+func identityUser(identity string) string {
+	if len(identity) < 4 || identity[0] != '@' {
+		return ""
+	}
+	for i := len(identity) - 1; i > 0; i-- {
+		if identity[i] == ':' {
+			return identity[:i]
+		}
+	}
+	return ""
+}
+
+// remoteChanged adds or updates a participant of the peer's node.
+func (l *link) remoteChanged(pm *participantMessage) {
+	r := l.remotes[pm.Sid]
+	if r == nil {
+		if err := l.admissible(pm); err != nil {
+			l.log.Warn().Err(err).Str("participant_sid", pm.Sid).Msg("remote participant refused")
+			return
+		}
+		p, _, err := l.room.Join(l.ctx, media.JoinParams{
+			Identity: pm.Identity, Name: pm.Name, Metadata: pm.Metadata, Attributes: pm.Attributes,
+			Kind: media.ParticipantKind(pm.Kind), Permissions: media.Permissions{CanPublish: true},
+			Signaller: nopSignaller{}, Transport: &remoteTransport{}, Origin: l.peer,
+		})
+		if err != nil {
+			l.log.Warn().Err(err).Str("identity", pm.Identity).Msg("remote participant not joined")
+			return
+		}
+		if err := p.Start(l.ctx); err != nil {
+			l.log.Warn().Err(err).Str("identity", pm.Identity).Msg("remote participant not started")
+			return
+		}
+		p.Connected() // its media comes on the trunk, which is up
+		r = &remote{sid: pm.Sid, identity: pm.Identity, p: p, tracks: map[string]*remoteTrack{}}
+		l.remotes[pm.Sid] = r
+		l.setRemotes()
+		l.log.Info().Str("identity", pm.Identity).Msg("remote participant joined")
+	} else if pm.Identity != r.identity {
+		l.log.Warn().Str("identity", pm.Identity).Msg("remote participant changed identity: ignored")
+		return
+	} else if err := r.p.UpdateMetadata(l.ctx, pm.Name, pm.Metadata, pm.Attributes); err != nil {
+		l.log.Debug().Err(err).Msg("remote participant's metadata")
+	}
+	for _, tm := range pm.Tracks {
+		t := r.tracks[tm.Sid]
+		if t == nil {
+			if _, taken := l.tracks[tm.Sid]; taken {
+				continue
+			}
+			t = &remoteTrack{owner: r, kind: media.Kind(tm.Kind), muted: tm.Muted, want: media.QualityOff}
+			req := &media.AddTrackRequest{Cid: tm.Sid, Kind: t.kind, Source: media.Source(tm.Source), Name: tm.Name,
+				Muted: tm.Muted, Width: tm.Width, Height: tm.Height}
+			for _, x := range tm.Layers {
+				req.Layers = append(req.Layers, media.VideoLayer{Quality: x.Quality, Width: x.Width, Height: x.Height})
+			}
+			if len(tm.FrontEnd) > 0 && l.n.frontEnd != nil {
+				fe, err := l.n.frontEnd.UnmarshalFrontEnd(tm.FrontEnd)
+				if err != nil {
+					l.log.Warn().Err(err).Str("track", tm.Sid).Msg("remote track's description unreadable")
+				}
+				req.FrontEnd = fe
+			}
+			if err := r.p.AddTrack(l.ctx, req); err != nil {
+				l.log.Warn().Err(err).Str("track", tm.Sid).Msg("remote track refused")
+				continue
+			}
+			r.tracks[tm.Sid] = t
+			l.tracks[tm.Sid] = t
+			// Until its media arrives nobody here can subscribe to it, so
+			// it is asked for at its lowest layer; demand rules after that.
+			l.ask(tm.Sid, t, media.QualityLow)
+			continue
+		}
+		if t.muted != tm.Muted && t.up != nil {
+			t.muted = tm.Muted
+			if err := r.p.SetMuted(l.ctx, t.up.SID(), tm.Muted); err != nil {
+				l.log.Debug().Err(err).Msg("remote track's mute")
+			}
+		}
+	}
+}
+
+func (l *link) removeRemote(r *remote) {
+	for sid := range r.tracks {
+		delete(l.tracks, sid)
+	}
+	delete(l.remotes, r.sid)
+	l.setRemotes()
+	r.p.Leave()
+	l.log.Info().Str("identity", r.identity).Msg("remote participant left")
+}
+
+func (l *link) setRemotes() {
+	l.mu.Lock()
+	l.info.Remotes = len(l.remotes)
+	l.mu.Unlock()
+}
+
+// ask tells the peer at which layer this node wants one of its tracks.
+func (l *link) ask(sid string, t *remoteTrack, q media.VideoQuality) {
+	if t.asked && t.want == q {
+		return
+	}
+	t.want, t.asked = q, true
+	l.send(&message{T: msgWant, Sid: sid, Quality: &q})
+}
+
+// updateDemand asks for each remote track what this node's subscribers
+// want of it now. Audio is always asked for: it is cheap, and a remote
+// audio track nobody receives yet must stay published here.
+func (l *link) updateDemand() {
+	for sid, t := range l.tracks {
+		if t.up == nil {
+			continue
+		}
+		q := media.QualityHigh
+		if t.kind == media.KindVideo {
+			q = t.up.Demand()
+		}
+		l.ask(sid, t, q)
+	}
+}
+
+// remoteTrackArrived hands the peer's stream of a track to its participant.
+func (l *link) remoteTrackArrived(trackID string, s media.IncomingStream) {
+	t := l.tracks[trackID]
+	if t == nil {
+		l.log.Debug().Str("track", trackID).Msg("stream of an unannounced track")
+		return
+	}
+	start := s.Start
+	s.TrackID = trackID
+	s.Start = func(layer *media.Layer) {
+		l.post(func() {
+			t.up = layer.Track()
+			if t.muted {
+				_ = t.owner.p.SetMuted(l.ctx, t.up.SID(), true)
+			}
+		})
+		start(layer)
+	}
+	t.owner.p.Receive(s)
+}
+
+// peerWants subscribes the export participant to a local track at the
+// layer the peer asks for, or pauses it. Only this node's own
+// participants' tracks are exported.
+func (l *link) peerWants(sid string, q media.VideoQuality) {
+	if !l.isLocalTrack(sid) {
+		l.log.Debug().Str("track", sid).Msg("peer wants a track that is not ours")
+		return
+	}
+	prev, subscribed := l.wanted[sid]
+	if subscribed && prev == q {
+		return
+	}
+	l.wanted[sid] = q
+	if !subscribed {
+		if err := l.export.UpdateSubscription(l.ctx, []string{sid}, true); err != nil {
+			l.log.Warn().Err(err).Str("track", sid).Msg("export subscription")
+			return
+		}
+	}
+	settings := &media.TrackSettings{TrackSids: []string{sid}, Quality: q, Disabled: q == media.QualityOff}
+	if q == media.QualityOff {
+		settings.Quality = media.QualityLow
+	}
+	if err := l.export.UpdateTrackSettings(l.ctx, settings); err != nil {
+		l.log.Warn().Err(err).Str("track", sid).Msg("export track settings")
+	}
+	l.mu.Lock()
+	l.info.Exported = len(l.wanted)
+	l.mu.Unlock()
+}
+
+func (l *link) isLocalTrack(sid string) bool {
+	for _, info := range l.locals {
+		for _, t := range info.Tracks {
+			if t.Sid == sid {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// connEvents is the link as its connection's ConnEvents: everything is
+// posted to the link's goroutine, but for the track handover, which the
+// core serialises itself.
+type connEvents link
+
+func (c *connEvents) SendDescription(typ, sdp string) {
+	l := (*link)(c)
+	l.post(func() {
+		content := &callContent{}
+		event := EventAnswer
+		if typ == "offer" {
+			event = EventInvite
+			content.Offer = &description{Type: typ, SDP: sdp}
+			content.Invitee = l.cfg.Bot
+			content.Lifetime = inviteLifetime.Milliseconds()
+			content.Trunk = &trunkInfo{Version: 1, RoomID: l.call.RoomID, TS: time.Now().UnixMilli()}
+		} else {
+			content.Answer = &description{Type: typ, SDP: sdp}
+		}
+		l.n.sendCall(l.ctx, l, event, content)
+	})
+}
+
+func (c *connEvents) SendCandidate(cand, sdpMid string, sdpMLineIndex uint16) {
+	l := (*link)(c)
+	l.post(func() {
+		l.n.sendCall(l.ctx, l, EventCandidates, &callContent{
+			Candidates: []candidate{{Candidate: cand, SDPMid: sdpMid, SDPMLineIndex: sdpMLineIndex}}})
+	})
+}
+
+func (c *connEvents) Up() { l := (*link)(c); l.post(l.becameUp) }
+
+func (c *connEvents) Down(err error) { (*link)(c).end(fmt.Errorf("trunk down: %w", err)) }
+
+func (c *connEvents) Message(b []byte) { l := (*link)(c); l.post(func() { l.handle(b) }) }
+
+func (c *connEvents) Track(trackID string, s media.IncomingStream) {
+	l := (*link)(c)
+	l.post(func() { l.remoteTrackArrived(trackID, s) })
+}
+
+// exportSignaller is the link as its export participant's Signaller: what
+// the room says of its participants, posted to the link's goroutine.
+type exportSignaller link
+
+func (e *exportSignaller) SendParticipants(infos []*media.ParticipantInfo) {
+	l := (*link)(e)
+	l.post(func() {
+		for _, info := range infos {
+			l.localChanged(info)
+		}
+	})
+}
+
+func (e *exportSignaller) SendTrackPublished(string, *media.TrackInfo) {}
+
+func (e *exportSignaller) SendSpeakers(speakers []media.SpeakerInfo) {
+	l := (*link)(e)
+	l.post(func() { l.localSpeakers(speakers) })
+}
+
+func (e *exportSignaller) SendLeave(reason media.DisconnectReason, _ media.LeaveAction) {
+	(*link)(e).end(fmt.Errorf("%w: removed from the room (%s)", errClosing, reason))
+}
+
+// nopSignaller is a remote participant's Signaller: it subscribes to
+// nothing here, so the room has nothing to tell it.
+type nopSignaller struct{}
+
+func (nopSignaller) SendParticipants([]*media.ParticipantInfo)           {}
+func (nopSignaller) SendTrackPublished(string, *media.TrackInfo)         {}
+func (nopSignaller) SendSpeakers([]media.SpeakerInfo)                    {}
+func (nopSignaller) SendLeave(media.DisconnectReason, media.LeaveAction) {}
+
+// remoteTransport is a remote participant's Transport: its media arrives
+// on the trunk (handed over by the link), and it subscribes to nothing.
+type remoteTransport struct{}
+
+func (*remoteTransport) Attach(*media.Participant) error { return nil }
+func (*remoteTransport) AddDownTrack(*media.DownTrack) error {
+	return errors.New("a remote participant does not subscribe")
+}
+func (*remoteTransport) RemoveDownTrack(*media.DownTrack) {}
+func (*remoteTransport) Negotiate()                       {}
+func (*remoteTransport) SendData(media.DataKind, []byte)  {}
+func (*remoteTransport) Close()                           {}
