@@ -3,6 +3,8 @@ package matrix
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -37,11 +41,33 @@ const (
 	maxSyncBody = 16 << 20
 	// maxLoginBody bounds a login answer.
 	maxLoginBody = 64 << 10
+	// maxToDevicePerSync bounds the to-device messages handled from one
+	// /sync answer. Dendrite v0.13.8 returns every pending message at once
+	// (syncapi send_to_device_table.go has no LIMIT) and deletes them once
+	// a later since is used, so the rest are dropped, and counted in the
+	// log.
+	maxToDevicePerSync = 100
+	// MaxToDeviceContent bounds the content of one to-device message the
+	// bot accepts.
+	MaxToDeviceContent = 64 << 10
+	// MaxToDeviceRequest bounds one sendToDevice request body.
+	MaxToDeviceRequest = 64 << 10
+	// maxSendAnswer bounds a sendToDevice answer (an empty object).
+	maxSendAnswer = 64 << 10
 )
 
-// botSyncFilter leaves out everything but invitations (spec: Client-Server
-// API, "Filtering"): no timeline, state, ephemeral events, account data or
-// presence. Invitations (rooms.invite) are not filtered by it.
+// The to-device event types the bot sends and accepts: MSC3401's call
+// signalling between nodes, and the node's own.
+const (
+	toDevicePrefixCall    = "m.call."
+	toDevicePrefixEntente = "org.entente."
+)
+
+// botSyncFilter leaves out everything but invitations and to-device
+// messages (spec: Client-Server API, "Filtering"): no timeline, state,
+// ephemeral events, account data or presence. Invitations (rooms.invite)
+// and to_device have no filter field, so neither is filtered by it
+// (TestDendriteBotToDevice checks it with Dendrite).
 const botSyncFilter = `{"room":{"rooms":[],"timeline":{"limit":0,"types":[]},"state":{"types":[]},` +
 	`"ephemeral":{"types":[]},"account_data":{"types":[]}},"presence":{"types":[]},"account_data":{"types":[]}}`
 
@@ -55,7 +81,44 @@ type BotInvite struct {
 	Sender string
 }
 
-// BotSync follows the bot's own /sync for invitations.
+// ToDeviceEvent is a to-device message the bot's device received (spec:
+// Client-Server API, "Send-to-Device messaging"). Its sender is
+// authenticated by the homeservers: the bot's own for a local sender, the
+// sender's over federation otherwise.
+type ToDeviceEvent struct {
+	// Sender is the user who sent it, a valid Matrix user ID.
+	Sender string
+	// Type starts with "m.call." or "org.entente.".
+	Type string
+	// Content is a JSON object of at most MaxToDeviceContent bytes.
+	Content json.RawMessage
+}
+
+// BotSyncOptions configures NewBotSync.
+type BotSyncOptions struct {
+	// HomeserverURL is the client-server API base of the bot's homeserver.
+	// Required.
+	HomeserverURL string
+	// ASToken is the appservice's as_token, which logs the bot in.
+	// Required.
+	ASToken string
+	// BotLocalpart and ServerName make the bot's user ID. BotLocalpart is
+	// required.
+	BotLocalpart, ServerName string
+	// OnInvite is called for each invitation of the bot, from Run's
+	// goroutine. Required.
+	OnInvite func(BotInvite)
+	// OnToDevice, when set, is called for each accepted to-device message
+	// (ToDeviceEvent), in order, from Run's goroutine. The /sync position
+	// moves past a message only once the call returned, so a crash never
+	// loses one but a message may come again after a restart: handlers must
+	// tolerate a repeat.
+	OnToDevice func(ToDeviceEvent)
+	Log        zerolog.Logger
+}
+
+// BotSync follows the bot's own /sync for invitations and to-device
+// messages, and sends to-device messages from the bot's device.
 type BotSync struct {
 	homeserver *url.URL
 	asToken    string
@@ -63,29 +126,51 @@ type BotSync struct {
 	botUserID  string
 	client     *http.Client
 	onInvite   func(BotInvite)
+	onToDevice func(ToDeviceEvent)
 	log        zerolog.Logger
+
+	// loginSlot serialises logins: logging in again on the fixed device
+	// revokes the previous token (Dendrite userapi CreateDevice), so Run
+	// and SendToDevice share one token and only one of them logs in.
+	loginSlot chan struct{}
+	mu        sync.Mutex
+	token     string // guarded by mu; never logged
+
+	// txnPrefix and txnSeq make sendToDevice transaction IDs unique across
+	// restarts (Dendrite keys its transaction cache by access token, and a
+	// restart logs in again, but another homeserver may not).
+	txnPrefix string
+	txnSeq    atomic.Uint64
 }
 
 // NewBotSync returns a follower of the bot's /sync on the homeserver's
-// client-server API at homeserverURL; onInvite is called for each
-// invitation, from Run's goroutine.
-func NewBotSync(homeserverURL, asToken, botLocalpart, serverName string, onInvite func(BotInvite), log zerolog.Logger) (*BotSync, error) {
-	u, err := url.Parse(homeserverURL)
+// client-server API at opts.HomeserverURL. It contacts nothing.
+func NewBotSync(opts BotSyncOptions) (*BotSync, error) {
+	u, err := url.Parse(opts.HomeserverURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: homeserver url %q", ErrInvalidConfig, homeserverURL)
+		return nil, fmt.Errorf("%w: homeserver url %q", ErrInvalidConfig, opts.HomeserverURL)
 	}
-	if asToken == "" || botLocalpart == "" || onInvite == nil {
+	if opts.ASToken == "" || opts.BotLocalpart == "" || opts.OnInvite == nil {
 		return nil, fmt.Errorf("%w: bot sync needs the as_token, the bot and an invitation handler", ErrInvalidConfig)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:]) // crypto/rand never fails (Go 1.24+)
 	return &BotSync{
-		homeserver: u, asToken: asToken, localpart: botLocalpart, botUserID: BotUserID(botLocalpart, serverName),
+		homeserver: u, asToken: opts.ASToken, localpart: opts.BotLocalpart,
+		botUserID: BotUserID(opts.BotLocalpart, opts.ServerName),
 		// The client timeout leaves room for the long poll.
-		client:   &http.Client{Timeout: botSyncTimeout + 30*time.Second},
-		onInvite: onInvite,
-		log:      log.With().Str("component", "bot_sync").Logger(),
+		client:     &http.Client{Timeout: botSyncTimeout + 30*time.Second},
+		onInvite:   opts.OnInvite,
+		onToDevice: opts.OnToDevice,
+		log:        opts.Log.With().Str("component", "bot_sync").Logger(),
+		loginSlot:  make(chan struct{}, 1),
+		txnPrefix:  "entente." + hex.EncodeToString(nonce[:]) + ".",
 	}, nil
 }
+
+// BotUserID returns the user ID of the bot this BotSync logs in.
+func (s *BotSync) BotUserID() string { return s.botUserID }
 
 // Run logs the bot in and follows its /sync until ctx is done, retrying
 // with backoff while the homeserver is unreachable. It returns when ctx is
@@ -102,25 +187,23 @@ func (s *BotSync) Run(ctx context.Context) {
 		delay = min(delay*2, time.Minute)
 		return true
 	}
-	token, since := "", ""
+	rejected, since := "", ""
 	for ctx.Err() == nil {
-		if token == "" {
-			t, err := s.login(ctx)
-			if err != nil {
-				if ctx.Err() != nil || !backoff(err) {
-					return
-				}
-				continue
+		token, err := s.session(ctx, rejected)
+		if err != nil {
+			if ctx.Err() != nil || !backoff(err) {
+				return
 			}
-			token = t
+			continue
 		}
-		next, invites, err := s.sync(ctx, token, since)
+		rejected = ""
+		a, err := s.sync(ctx, token, since)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			if errors.Is(err, errSyncUnauthorized) {
-				token = ""
+				rejected = token
 			}
 			if !backoff(err) {
 				return
@@ -128,11 +211,66 @@ func (s *BotSync) Run(ctx context.Context) {
 			continue
 		}
 		delay = time.Second
-		for _, inv := range invites {
+		for _, inv := range a.invites {
 			s.onInvite(inv)
 		}
-		since = next
+		s.deliverToDevice(a)
+		// Only now: the homeserver deletes the to-device messages up to
+		// since once a later since is used.
+		since = a.next
 	}
+}
+
+// deliverToDevice hands the answer's accepted to-device messages to the
+// handler and logs what was dropped (never the content).
+func (s *BotSync) deliverToDevice(a botSyncAnswer) {
+	for _, d := range a.oversized {
+		s.log.Warn().Str("sender", d.Sender).Str("type", d.Type).Int("size", d.size).
+			Msg("to-device message dropped: content too large")
+	}
+	if a.invalidSenders > 0 {
+		s.log.Warn().Int("count", a.invalidSenders).Msg("to-device messages dropped: invalid sender")
+	}
+	if a.overflow > 0 {
+		s.log.Warn().Int("overflow", a.overflow).Int("max", maxToDevicePerSync).
+			Msg("to-device messages dropped: too many in one sync")
+	}
+	if s.onToDevice == nil {
+		if len(a.toDevice) > 0 {
+			s.log.Debug().Int("count", len(a.toDevice)).Msg("to-device messages ignored: no handler")
+		}
+		return
+	}
+	for _, ev := range a.toDevice {
+		s.onToDevice(ev)
+	}
+}
+
+// session returns the bot device's access token, logging the bot in when
+// it has none or when the one it has is rejected (the caller's last token,
+// refused by the homeserver). Logins are serialised, so a token that
+// someone else already replaced is not replaced again.
+func (s *BotSync) session(ctx context.Context, rejected string) (string, error) {
+	select {
+	case s.loginSlot <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-s.loginSlot }()
+	s.mu.Lock()
+	token := s.token
+	s.mu.Unlock()
+	if token != "" && token != rejected {
+		return token, nil
+	}
+	token, err := s.login(ctx)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	s.token = token
+	s.mu.Unlock()
+	return token, nil
 }
 
 // login logs the bot in with m.login.application_service on its fixed
@@ -168,9 +306,8 @@ func (s *BotSync) login(ctx context.Context) (string, error) {
 	return l.AccessToken, nil
 }
 
-// sync makes one /sync call and returns the next batch token and the
-// invitations of the bot it reported.
-func (s *BotSync) sync(ctx context.Context, token, since string) (string, []BotInvite, error) {
+// sync makes one /sync call and returns what it reported.
+func (s *BotSync) sync(ctx context.Context, token, since string) (botSyncAnswer, error) {
 	q := url.Values{"filter": {botSyncFilter}, "timeout": {strconv.Itoa(int(botSyncTimeout / time.Millisecond))}}
 	if since != "" {
 		q.Set("since", since)
@@ -180,32 +317,68 @@ func (s *BotSync) sync(ctx context.Context, token, since string) (string, []BotI
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return "", nil, fmt.Errorf("bot sync: %w", err)
+		return botSyncAnswer{}, fmt.Errorf("bot sync: %w", err)
 	}
 	status, raw, err := callHomeserver(s.client, req, token, maxSyncBody)
 	if errors.Is(err, errAnswerTooLong) {
-		return "", nil, errors.New("bot sync: answer too long")
+		return botSyncAnswer{}, errors.New("bot sync: answer too long")
 	} else if err != nil {
-		return "", nil, fmt.Errorf("bot sync: %w", err)
+		return botSyncAnswer{}, fmt.Errorf("bot sync: %w", err)
 	}
 	if status == http.StatusUnauthorized {
-		return "", nil, errSyncUnauthorized
+		return botSyncAnswer{}, errSyncUnauthorized
 	}
 	if status != http.StatusOK {
-		return "", nil, fmt.Errorf("bot sync: status %d", status)
+		return botSyncAnswer{}, fmt.Errorf("bot sync: status %d", status)
 	}
 	return parseBotSync(raw, s.botUserID)
 }
 
+// botSyncAnswer is what one /sync answer reported to the bot.
+type botSyncAnswer struct {
+	next     string
+	invites  []BotInvite
+	toDevice []ToDeviceEvent
+	// oversized are the to-device messages of an accepted type dropped for
+	// their size, without their content.
+	oversized []droppedToDevice
+	// invalidSenders counts to-device messages of an accepted type dropped
+	// because their sender is not a user ID.
+	invalidSenders int
+	// overflow counts the to-device messages past maxToDevicePerSync,
+	// dropped unread.
+	overflow int
+}
+
+// droppedToDevice names a to-device message dropped for its size.
+type droppedToDevice struct {
+	Sender, Type string
+	size         int
+}
+
+// toDeviceTypeAccepted reports whether the bot sends and accepts to-device
+// messages of type t.
+func toDeviceTypeAccepted(t string) bool {
+	return len(t) <= maxIDLen && validText(t) &&
+		(strings.HasPrefix(t, toDevicePrefixCall) || strings.HasPrefix(t, toDevicePrefixEntente))
+}
+
 // parseBotSync reads a /sync answer (spec: Client-Server API, GET
-// /_matrix/client/v3/sync) for the bot's invitations: in rooms.invite, the
-// stripped m.room.member event whose state key is the bot, with membership
-// "invite", names who invited it. Malformed rooms are skipped; an answer
-// without next_batch is an error.
-func parseBotSync(raw []byte, botUserID string) (string, []BotInvite, error) {
+// /_matrix/client/v3/sync) for the bot's invitations and to-device
+// messages. In rooms.invite, the stripped m.room.member event whose state
+// key is the bot, with membership "invite", names who invited it;
+// malformed rooms are skipped. Of to_device.events, the first
+// maxToDevicePerSync are read: those of an accepted type
+// (toDeviceTypeAccepted) from a valid user ID, with an object content of
+// at most MaxToDeviceContent bytes, are returned in order; others are
+// dropped. An answer without next_batch is an error.
+func parseBotSync(raw []byte, botUserID string) (botSyncAnswer, error) {
 	var r struct {
 		NextBatch string `json:"next_batch"`
-		Rooms     struct {
+		ToDevice  struct {
+			Events []json.RawMessage `json:"events"`
+		} `json:"to_device"`
+		Rooms struct {
 			Invite map[string]struct {
 				InviteState struct {
 					Events []json.RawMessage `json:"events"`
@@ -214,12 +387,37 @@ func parseBotSync(raw []byte, botUserID string) (string, []BotInvite, error) {
 		} `json:"rooms"`
 	}
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return "", nil, fmt.Errorf("bot sync: decode: %w", err)
+		return botSyncAnswer{}, fmt.Errorf("bot sync: decode: %w", err)
 	}
 	if r.NextBatch == "" || len(r.NextBatch) > maxIDLen {
-		return "", nil, errors.New("bot sync: no next_batch")
+		return botSyncAnswer{}, errors.New("bot sync: no next_batch")
 	}
-	var invites []BotInvite
+	a := botSyncAnswer{next: r.NextBatch}
+	events := r.ToDevice.Events
+	if len(events) > maxToDevicePerSync {
+		a.overflow = len(events) - maxToDevicePerSync
+		events = events[:maxToDevicePerSync]
+	}
+	for _, e := range events {
+		var ev struct {
+			Sender  string          `json:"sender"`
+			Type    string          `json:"type"`
+			Content json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(e, &ev) != nil || !toDeviceTypeAccepted(ev.Type) {
+			continue
+		}
+		switch {
+		case !validUserID(ev.Sender):
+			a.invalidSenders++
+		case len(ev.Content) > MaxToDeviceContent:
+			a.oversized = append(a.oversized, droppedToDevice{Sender: ev.Sender, Type: ev.Type, size: len(ev.Content)})
+		case len(ev.Content) == 0 || ev.Content[0] != '{':
+			// The spec's content is an object; anything else is malformed.
+		default:
+			a.toDevice = append(a.toDevice, ToDeviceEvent{Sender: ev.Sender, Type: ev.Type, Content: ev.Content})
+		}
+	}
 	for roomID, room := range r.Rooms.Invite {
 		if !validRoomID(roomID) {
 			continue
@@ -237,9 +435,9 @@ func parseBotSync(raw []byte, botUserID string) (string, []BotInvite, error) {
 				ev.Content.Membership != "invite" || !validUserID(ev.Sender) {
 				continue
 			}
-			invites = append(invites, BotInvite{RoomID: roomID, Sender: ev.Sender})
+			a.invites = append(a.invites, BotInvite{RoomID: roomID, Sender: ev.Sender})
 			break
 		}
 	}
-	return r.NextBatch, invites, nil
+	return a, nil
 }

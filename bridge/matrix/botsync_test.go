@@ -33,14 +33,15 @@ func TestParseBotSync(t *testing.T) {
 		}},
 	})
 	require.NoError(t, err)
-	next, invites, err := parseBotSync(raw, bot)
+	a, err := parseBotSync(raw, bot)
 	require.NoError(t, err)
-	require.Equal(t, "s42", next)
-	require.Equal(t, []BotInvite{{RoomID: "!a:a.example", Sender: "@alice:a.example"}}, invites)
+	require.Equal(t, "s42", a.next)
+	require.Equal(t, []BotInvite{{RoomID: "!a:a.example", Sender: "@alice:a.example"}}, a.invites)
+	require.Empty(t, a.toDevice)
 
-	_, _, err = parseBotSync([]byte(`{"rooms":{}}`), bot)
+	_, err = parseBotSync([]byte(`{"rooms":{}}`), bot)
 	require.Error(t, err, "no next_batch")
-	_, _, err = parseBotSync([]byte(`[`), bot)
+	_, err = parseBotSync([]byte(`[`), bot)
 	require.Error(t, err)
 }
 
@@ -50,14 +51,14 @@ func FuzzParseBotSync(f *testing.F) {
 	f.Add([]byte(`{"next_batch":"s1","rooms":{"invite":{"!r:x":{"invite_state":{"events":[{"type":"m.room.member","state_key":"@b:x","sender":"@a:x","content":{"membership":"invite"}}]}}}}}`))
 	f.Add([]byte(`{"next_batch":"","rooms":{"invite":null}}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		next, invites, err := parseBotSync(raw, "@b:x")
+		a, err := parseBotSync(raw, "@b:x")
 		if err != nil {
 			return
 		}
-		if next == "" {
+		if a.next == "" {
 			t.Fatal("accepted an answer without next_batch")
 		}
-		for _, inv := range invites {
+		for _, inv := range a.invites {
 			if !validRoomID(inv.RoomID) || !validUserID(inv.Sender) {
 				t.Fatalf("bad invitation %+v", inv)
 			}
@@ -75,11 +76,12 @@ func TestDendriteBotSyncSeesFederatedInvitation(t *testing.T) {
 	botB := BotUserID(reg.SenderLocalpart, hsB.ServerName)
 	var mu sync.Mutex
 	var got []BotInvite
-	s, err := NewBotSync(hsB.ClientURL, reg.AppToken, reg.SenderLocalpart, hsB.ServerName, func(inv BotInvite) {
-		mu.Lock()
-		got = append(got, inv)
-		mu.Unlock()
-	}, zerolog.New(zerolog.NewTestWriter(t)))
+	s, err := NewBotSync(BotSyncOptions{HomeserverURL: hsB.ClientURL, ASToken: reg.AppToken,
+		BotLocalpart: reg.SenderLocalpart, ServerName: hsB.ServerName, OnInvite: func(inv BotInvite) {
+			mu.Lock()
+			got = append(got, inv)
+			mu.Unlock()
+		}, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

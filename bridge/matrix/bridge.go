@@ -48,7 +48,10 @@ type Options struct {
 	GuestLimiter GuestLimiter
 	// TokenTTL is the lifetime of issued tokens; DefaultTokenTTL when zero.
 	TokenTTL time.Duration
-	Log      zerolog.Logger
+	// OnToDevice, when set, receives the to-device messages of the bot's
+	// device (BotSyncOptions.OnToDevice): federation trunk signalling.
+	OnToDevice func(ToDeviceEvent)
+	Log        zerolog.Logger
 }
 
 // Bridge is the node's Matrix side assembled from its configuration: the
@@ -105,7 +108,8 @@ func New(opts Options) (*Bridge, error) {
 		meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log,
 	}
 	b.guard = NewCallGuard(opts.SFU, opts.TokenTTL, log)
-	b.botSync, err = NewBotSync(c.HomeserverURL, reg.AppToken, reg.SenderLocalpart, c.ServerName, b.invited, log)
+	b.botSync, err = NewBotSync(BotSyncOptions{HomeserverURL: c.HomeserverURL, ASToken: reg.AppToken,
+		BotLocalpart: reg.SenderLocalpart, ServerName: c.ServerName, OnInvite: b.invited, OnToDevice: opts.OnToDevice, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -204,6 +208,10 @@ func (b *Bridge) Register(mux *http.ServeMux) {
 
 // TokenService returns the token service (for tests and custom mounting).
 func (b *Bridge) TokenService() *TokenService { return b.tokens }
+
+// BotSync returns the bot's own /sync, which also sends the bot device's
+// to-device messages (BotSync.SendToDevice). Run runs it.
+func (b *Bridge) BotSync() *BotSync { return b.botSync }
 
 // AppService returns the application service handler.
 func (b *Bridge) AppService() *AppService { return b.appService }

@@ -37,4 +37,17 @@ var (
 
 	// ErrInvalidConfig is wrapped by every error from a configuration check.
 	ErrInvalidConfig = errors.New("matrix: invalid configuration")
+
+	// ErrToDeviceInvalid is returned by BotSync.SendToDevice for an event
+	// type the bot does not send (not m.call.* or org.entente.*), an
+	// invalid recipient, or content that is not JSON.
+	ErrToDeviceInvalid = errors.New("matrix: invalid to-device message")
+
+	// ErrToDeviceTooLarge is returned by BotSync.SendToDevice for a request
+	// larger than MaxToDeviceRequest.
+	ErrToDeviceTooLarge = errors.New("matrix: to-device message too large")
+
+	// ErrToDeviceRefused is wrapped by ToDeviceError, the homeserver's
+	// refusal of a to-device message.
+	ErrToDeviceRefused = errors.New("matrix: to-device message refused by homeserver")
 )

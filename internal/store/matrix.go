@@ -43,6 +43,8 @@ const (
 		focus_selection, service_url, event_id, joined_at, expires_at`
 	getCallMembersQuery = `SELECT ` + callMemberColumns + ` FROM matrix_call_members WHERE room_id = ?1
 		ORDER BY joined_at, state_key`
+	getCallRoomsQuery = `SELECT DISTINCT room_id FROM matrix_call_members
+		WHERE expires_at IS NULL OR expires_at > ?1 ORDER BY room_id`
 	getExpiredCallMembersQuery = `SELECT ` + callMemberColumns + ` FROM matrix_call_members
 		WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at`
 	endExpiredCallMembersQuery = `DELETE FROM matrix_call_members
@@ -170,6 +172,29 @@ func (s *Store) MatrixRecordedMembership(ctx context.Context, roomID, userID str
 // MatrixCallMembers returns the current call memberships in roomID, oldest first.
 func (s *Store) MatrixCallMembers(ctx context.Context, roomID string) ([]MatrixCallMember, error) {
 	return s.queryCallMembers(ctx, "call members of "+roomID, getCallMembersQuery, roomID)
+}
+
+// MatrixCallRooms returns the rooms that have at least one call membership that has not
+// expired, in room ID order. A membership past its expiry still has its row until the expiry
+// loop ends it (EndExpiredMatrixCallMembers); it does not count here.
+func (s *Store) MatrixCallRooms(ctx context.Context) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, getCallRoomsQuery, millis(time.Now()))
+	if err != nil {
+		return nil, fmt.Errorf("call rooms: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var roomID string
+		if err := rows.Scan(&roomID); err != nil {
+			return nil, fmt.Errorf("call rooms: %w", err)
+		}
+		out = append(out, roomID)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("call rooms: %w", err)
+	}
+	return out, nil
 }
 
 // ExpiredMatrixCallMembers returns the call memberships whose expiry is at or before now.

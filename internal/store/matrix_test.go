@@ -178,3 +178,34 @@ func TestMatrixRecordedMembership(t *testing.T) {
 	_, err = s.ApplyMatrixTxn(ctx, "t2", MatrixTxn{Rooms: []MatrixRoom{{RoomID: "!new:hs", Creator: "@x:hs", EventID: "$d", At: t0}}})
 	require.NoError(t, err)
 }
+
+// TestMatrixCallRooms: each room with a live call membership is listed
+// once; a room whose members left, or whose only membership expired, is
+// not.
+func TestMatrixCallRooms(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx := t.Context()
+	rooms, err := s.MatrixCallRooms(ctx)
+	require.NoError(t, err)
+	require.Empty(t, rooms)
+
+	now := time.Now()
+	member := func(room, key string, expires time.Time) MatrixCallMember {
+		return MatrixCallMember{RoomID: room, StateKey: key, UserID: "@a:hs", DeviceID: key, Joined: true,
+			Application: "m.call", EventID: "$" + room + key, At: now.Add(-time.Minute), ExpiresAt: expires}
+	}
+	_, err = s.ApplyMatrixTxn(ctx, "t1", MatrixTxn{CallMembers: []MatrixCallMember{
+		member("!b:hs", "1", now.Add(time.Hour)),
+		member("!b:hs", "2", time.Time{}),
+		member("!a:hs", "1", time.Time{}),
+		member("!expired:hs", "1", now.Add(-time.Second)),
+		member("!left:hs", "1", now.Add(time.Hour)),
+	}})
+	require.NoError(t, err)
+	_, err = s.ApplyMatrixTxn(ctx, "t2", MatrixTxn{CallMembers: []MatrixCallMember{{RoomID: "!left:hs", StateKey: "1", UserID: "@a:hs"}}})
+	require.NoError(t, err)
+
+	rooms, err = s.MatrixCallRooms(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{"!a:hs", "!b:hs"}, rooms)
+}
