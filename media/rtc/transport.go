@@ -63,17 +63,17 @@ const reportsPerPacket = 32
 // expect: the publisher (the client offers, we answer) and the subscriber
 // (we offer, the client answers). It implements media.Transport.
 type Transport struct {
-	eng *Engine
+	// sendConn is the subscriber connection's side of its sinks; its
+	// direct path is set once the connection is connected.
+	sendConn
 	sig Signaller
-	log zerolog.Logger
 	p   *media.Participant
 
 	pub *webrtc.PeerConnection
 	sub *webrtc.PeerConnection
-	// secrets learns the subscriber connection's SRTP keys; direct, set
-	// once it is connected, sends its RTP without pion (direct.go).
+	// secrets learns the subscriber connection's SRTP keys, for the
+	// direct path.
 	secrets   *dtlsSecrets
-	direct    atomic.Pointer[directPath]
 	connected atomic.Bool
 
 	mu     sync.Mutex
@@ -102,7 +102,7 @@ type Transport struct {
 // NewTransport makes a transport whose negotiation goes through sig. Its
 // peer connections are made when a room attaches it (Attach).
 func (e *Engine) NewTransport(sig Signaller, log zerolog.Logger) *Transport {
-	return &Transport{eng: e, sig: sig, log: log, tracks: map[*media.DownTrack]*localTrack{}}
+	return &Transport{sendConn: sendConn{eng: e, log: log}, sig: sig, tracks: map[*media.DownTrack]*localTrack{}}
 }
 
 // Attach implements media.Transport: it makes the two peer connections
@@ -264,7 +264,7 @@ func receiverMid(pc *webrtc.PeerConnection, r *webrtc.RTPReceiver) string {
 // AddDownTrack implements media.Transport: the track is added to the
 // subscriber connection, and bound when the client's answer accepts it.
 func (t *Transport) AddDownTrack(d *media.DownTrack) error {
-	lt := newLocalTrack(t, d)
+	lt := newLocalTrack(&t.sendConn, d)
 	sender, err := t.sub.AddTrack(lt)
 	if err != nil {
 		return err
