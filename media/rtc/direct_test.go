@@ -59,7 +59,7 @@ type sinkTransport struct {
 
 func (s *sinkTransport) Attach(*media.Participant) error { return nil }
 func (s *sinkTransport) AddDownTrack(d *media.DownTrack) error {
-	k := &sink{t: s.t, ssrc: s.ssrc, pt: 96, writer: &discardWriter{}, pionIndex: -1}
+	k := &sink{c: &s.t.sendConn, ssrc: s.ssrc, pt: 96, writer: &discardWriter{}, pionIndex: -1}
 	s.downs, s.sinks = append(s.downs, d), append(s.sinks, k)
 	d.Bind(k)
 	return nil
@@ -103,7 +103,7 @@ func sendTrack(tb testing.TB, n int, pion bool) (*media.Layer, []*sinkTransport,
 	a := addrPort(peer)
 	subs := make([]*sinkTransport, n)
 	for i := range subs {
-		subs[i] = &sinkTransport{t: &Transport{eng: eng}, ssrc: uint32(1000 + i)}
+		subs[i] = &sinkTransport{t: &Transport{sendConn: sendConn{eng: eng}}, ssrc: uint32(1000 + i)}
 		if !pion {
 			subs[i].direct(eng.batch, &a)
 		}
@@ -116,7 +116,7 @@ func sendTrack(tb testing.TB, n int, pion bool) (*media.Layer, []*sinkTransport,
 		p.Connected()
 	}
 	pub, _, err := room.Join(context.Background(), media.JoinParams{
-		Identity: "publisher", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: &sinkTransport{t: &Transport{eng: eng}},
+		Identity: "publisher", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: &sinkTransport{t: &Transport{sendConn: sendConn{eng: eng}}},
 	})
 	require.NoError(tb, err)
 	pub.Start(context.Background())

@@ -64,11 +64,15 @@ type Engine struct {
 	// these, so that each has its own DTLS hooks (newSubscriber).
 	subME *webrtc.MediaEngine
 	subIR *interceptor.Registry
-	se    webrtc.SettingEngine
-	mux   ice.UDPMux
-	conn  net.PacketConn
-	batch *batchConn
-	log   zerolog.Logger
+	// Federation trunks (trunk.go) both send and receive, between two
+	// nodes; they get an API each too, built from these.
+	trunkME *webrtc.MediaEngine
+	trunkIR *interceptor.Registry
+	se      webrtc.SettingEngine
+	mux     ice.UDPMux
+	conn    net.PacketConn
+	batch   *batchConn
+	log     zerolog.Logger
 	// sealed holds buffers for packets sealed on their own (retransmissions).
 	sealed sync.Pool
 }
@@ -105,8 +109,8 @@ func NewEngine(cfg Config, log zerolog.Logger) (*Engine, error) {
 	lf := newPionLoggerFactory(log)
 	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice-mux"), conn)
 
-	pubME, subME := &webrtc.MediaEngine{}, &webrtc.MediaEngine{}
-	for _, me := range []*webrtc.MediaEngine{pubME, subME} {
+	pubME, subME, trunkME := &webrtc.MediaEngine{}, &webrtc.MediaEngine{}, &webrtc.MediaEngine{}
+	for _, me := range []*webrtc.MediaEngine{pubME, subME, trunkME} {
 		if err := registerCodecs(me); err != nil {
 			_ = conn.Close()
 			return nil, err
@@ -144,6 +148,14 @@ func NewEngine(cfg Config, log zerolog.Logger) (*Engine, error) {
 		return nil, err
 	}
 	pubIR.Add(&lazyFactory{inner: tw, wants: wantsTWCC})
+	// A trunk receives what the far node forwards as a publisher
+	// connection does, so it NACKs what it lost and sends receiver reports;
+	// what it sends is answered from the down tracks' caches, as for a
+	// subscriber. The far node's congestion control is not fed (no
+	// transport-cc): it forwards what its publishers send.
+	trunkIR := &interceptor.Registry{}
+	trunkIR.Add(&lazyFactory{inner: gen, wants: wantsNACK})
+	trunkIR.Add(&lazyFactory{inner: rr, wants: anyStream})
 	// The subscriber connection has no interceptor: sender reports are
 	// written by the room through Transport.SendSenderReports from the down tracks' own
 	// counters, so nothing runs per packet besides SRTP.
@@ -175,14 +187,16 @@ func NewEngine(cfg Config, log zerolog.Logger) (*Engine, error) {
 	)
 
 	e := &Engine{
-		pub:   webrtc.NewAPI(webrtc.WithMediaEngine(pubME), webrtc.WithInterceptorRegistry(pubIR), webrtc.WithSettingEngine(se)),
-		subME: subME,
-		subIR: subIR,
-		se:    se,
-		mux:   mux,
-		conn:  conn,
-		batch: batch,
-		log:   log,
+		pub:     webrtc.NewAPI(webrtc.WithMediaEngine(pubME), webrtc.WithInterceptorRegistry(pubIR), webrtc.WithSettingEngine(se)),
+		subME:   subME,
+		subIR:   subIR,
+		trunkME: trunkME,
+		trunkIR: trunkIR,
+		se:      se,
+		mux:     mux,
+		conn:    conn,
+		batch:   batch,
+		log:     log,
 	}
 	e.sealed.New = func() any { b := make([]byte, batchSlot); return &b }
 	return e, nil
@@ -207,6 +221,30 @@ func (e *Engine) newSubscriber() (*webrtc.PeerConnection, *dtlsSecrets, error) {
 		return nil, nil, err
 	}
 	return pc, secrets, nil
+}
+
+// newTrunkConnection makes a federation trunk's peer connection, on the
+// node's one UDP port like every other. Both ends are full ICE agents,
+// whatever the clients' settings: two lite agents cannot connect (RFC 8445
+// section 2.5), and the offerer controls (pion's SetRemoteDescription picks
+// the role so when neither is lite). The answerer is the DTLS client, so
+// the offerer, as DTLS server, learns its SRTP keys and may send directly
+// (dtlskeys.go); the answerer sends through pion.
+func (e *Engine) newTrunkConnection() (*webrtc.API, *webrtc.PeerConnection, *dtlsSecrets, error) {
+	secrets := &dtlsSecrets{}
+	se := e.se
+	se.SetLite(false)
+	if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient); err != nil {
+		return nil, nil, nil, err
+	}
+	se.SetDTLSKeyLogWriter(secrets)
+	se.SetDTLSServerHelloMessageHook(secrets.serverHello)
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(e.trunkME), webrtc.WithInterceptorRegistry(e.trunkIR), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{RTPHeaderEncryptionPolicy: webrtc.RTPHeaderEncryptionPolicyDisable})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return api, pc, secrets, nil
 }
 
 // Close closes the media port. Call it after every transport is closed

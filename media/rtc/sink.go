@@ -11,15 +11,27 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
 
 	"entente.dev/entente/media"
 )
 
+// sendConn is what a connection that sends down tracks (a participant's
+// subscriber connection, a federation trunk) shares with its tracks and
+// sinks: the engine, a logger, and the direct path once it is known.
+type sendConn struct {
+	eng *Engine
+	log zerolog.Logger
+	// direct, set once the connection is connected and before its first
+	// packet, sends its RTP without pion (direct.go).
+	direct atomic.Pointer[directPath]
+}
+
 // localTrack is a subscription as pion negotiates it: a webrtc.TrackLocal
-// on the subscriber connection. Each Bind (an answer accepting it, with an
+// on a connection that sends. Each Bind (an answer accepting it, with an
 // SSRC of its own) gives the down track a new sink.
 type localTrack struct {
-	t      *Transport
+	c      *sendConn
 	d      *media.DownTrack
 	kind   webrtc.RTPCodecType
 	sender *webrtc.RTPSender
@@ -30,12 +42,12 @@ type localTrack struct {
 	sink  *sink // the newest one
 }
 
-func newLocalTrack(t *Transport, d *media.DownTrack) *localTrack {
+func newLocalTrack(c *sendConn, d *media.DownTrack) *localTrack {
 	kind := webrtc.RTPCodecTypeAudio
 	if d.Kind() == media.KindVideo {
 		kind = webrtc.RTPCodecTypeVideo
 	}
-	return &localTrack{t: t, d: d, kind: kind}
+	return &localTrack{c: c, d: d, kind: kind}
 }
 
 // ID is the track sid, which clients read as the track id.
@@ -57,7 +69,7 @@ func (l *localTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParamete
 		if strings.EqualFold(c.MimeType, want.MimeType) &&
 			(l.kind == webrtc.RTPCodecTypeAudio || fmtpCompatible(c.SDPFmtpLine, want.SDPFmtpLine)) {
 			ssrc := uint32(ctx.SSRC())
-			s := &sink{t: l.t, ssrc: ssrc, pt: uint8(c.PayloadType), writer: ctx.WriteStream(), pionIndex: -1}
+			s := &sink{c: l.c, ssrc: ssrc, pt: uint8(c.PayloadType), writer: ctx.WriteStream(), pionIndex: -1}
 			l.mu.Lock()
 			l.ssrc, l.bound, l.sink = ssrc, true, s
 			l.mu.Unlock()
@@ -103,7 +115,7 @@ func fmtpCompatible(a, b string) bool {
 	return pm(a) == pm(b)
 }
 
-// readRTCP handles the subscriber's RTCP for this track until the sender
+// readRTCP handles the receiver's RTCP for this track until the sender
 // stops. It reads the raw compound packets and picks out the feedback for
 // this track (parseFeedback) without decoding the rest, which is mostly
 // receiver reports arriving every second for every track.
@@ -117,14 +129,14 @@ func (l *localTrack) readRTCP() {
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
-				l.t.log.Trace().Err(err).Str("track", l.d.ID()).Msg("rtcp read ended")
+				l.c.log.Trace().Err(err).Str("track", l.d.ID()).Msg("rtcp read ended")
 			}
 			return
 		}
 		ssrc, _ := l.boundSSRC()
 		keyframe, lost, err := parseFeedback(buf[:n], ssrc, nacks[:0])
 		if err != nil {
-			l.t.log.Trace().Err(err).Str("track", l.d.ID()).Msg("rtcp from subscriber")
+			l.c.log.Trace().Err(err).Str("track", l.d.ID()).Msg("rtcp from subscriber")
 		}
 		if keyframe {
 			l.d.RequestKeyframe()
@@ -152,7 +164,7 @@ var errNotSent = errors.New("packet not sent")
 // sink is one outgoing stream (one SSRC) of a subscriber connection: a
 // media.TrackSink. Its down track's lock serialises every call.
 type sink struct {
-	t      *Transport
+	c      *sendConn
 	ssrc   uint32
 	pt     uint8
 	writer webrtc.TrackLocalWriter
@@ -177,9 +189,9 @@ func (s *sink) WriteRTP(h *rtp.Header, payload []byte, roc uint32, f *media.Fano
 	if !s.pionGuesses(h.SequenceNumber, roc) {
 		return errNotSent
 	}
-	if f != nil && s.t.eng.batch != nil {
+	if f != nil && s.c.eng.batch != nil {
 		// pion's writes of this fan-out go into the socket's shared batch.
-		shared := s.t.eng.batch.shared
+		shared := s.c.eng.batch.shared
 		if f.Batch(shared) == nil && f.AddBatch(shared, shared) {
 			shared.conn.begin()
 		}
@@ -192,7 +204,7 @@ func (s *sink) WriteRTP(h *rtp.Header, payload []byte, roc uint32, f *media.Fano
 // transport learnt the connection's keys, else pion's.
 func (s *sink) decide() {
 	s.mode = sinkPion
-	if path := s.t.direct.Load(); path != nil {
+	if path := s.c.direct.Load(); path != nil {
 		if sealer, err := path.newSealer(); err == nil {
 			s.mode, s.path, s.sealer = sinkDirect, path, sealer
 			s.direct.Store(true)
@@ -212,7 +224,7 @@ func (s *sink) sendDirect(h *rtp.Header, payload []byte, roc uint32, f *media.Fa
 	}
 	conn := s.path.conn
 	if f == nil {
-		bufs := &s.t.eng.sealed
+		bufs := &s.c.eng.sealed
 		bp := bufs.Get().(*[]byte)
 		defer bufs.Put(bp)
 		sealed, err := s.sealer.seal(*bp, h, payload, roc)

@@ -63,17 +63,17 @@ const reportsPerPacket = 32
 // expect: the publisher (the client offers, we answer) and the subscriber
 // (we offer, the client answers). It implements media.Transport.
 type Transport struct {
-	eng *Engine
+	// sendConn is the subscriber connection's side of its sinks; its
+	// direct path is set once the connection is connected.
+	sendConn
 	sig Signaller
-	log zerolog.Logger
 	p   *media.Participant
 
 	pub *webrtc.PeerConnection
 	sub *webrtc.PeerConnection
-	// secrets learns the subscriber connection's SRTP keys; direct, set
-	// once it is connected, sends its RTP without pion (direct.go).
+	// secrets learns the subscriber connection's SRTP keys, for the
+	// direct path.
 	secrets   *dtlsSecrets
-	direct    atomic.Pointer[directPath]
 	connected atomic.Bool
 
 	mu     sync.Mutex
@@ -102,7 +102,7 @@ type Transport struct {
 // NewTransport makes a transport whose negotiation goes through sig. Its
 // peer connections are made when a room attaches it (Attach).
 func (e *Engine) NewTransport(sig Signaller, log zerolog.Logger) *Transport {
-	return &Transport{eng: e, sig: sig, log: log, tracks: map[*media.DownTrack]*localTrack{}}
+	return &Transport{sendConn: sendConn{eng: e, log: log}, sig: sig, tracks: map[*media.DownTrack]*localTrack{}}
 }
 
 // Attach implements media.Transport: it makes the two peer connections
@@ -222,7 +222,7 @@ func (t *Transport) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRece
 		Mid:    receiverMid(t.pub, receiver),
 		Source: t,
 		Start: func(l *media.Layer) {
-			if !t.goRead(func() { t.readLayer(remote, l) }) {
+			if !t.goRead(func() { readLayer(&t.log, remote, l) }) {
 				l.End()
 			}
 		},
@@ -230,15 +230,15 @@ func (t *Transport) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRece
 }
 
 // readLayer is the packet path's start: read, then hand to the core. It
-// ends when the publisher's stream ends (track unpublished or peer
+// ends when the far end's stream ends (track unpublished or peer
 // connection closed).
-func (t *Transport) readLayer(remote *webrtc.TrackRemote, l *media.Layer) {
+func readLayer(log *zerolog.Logger, remote *webrtc.TrackRemote, l *media.Layer) {
 	buf := make([]byte, receiveMTU)
 	for {
 		n, _, err := remote.Read(buf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
-				t.log.Debug().Err(err).Uint32("ssrc", l.SSRC()).Msg("track read ended")
+				log.Debug().Err(err).Uint32("ssrc", l.SSRC()).Msg("track read ended")
 			}
 			l.End()
 			return
@@ -264,7 +264,7 @@ func receiverMid(pc *webrtc.PeerConnection, r *webrtc.RTPReceiver) string {
 // AddDownTrack implements media.Transport: the track is added to the
 // subscriber connection, and bound when the client's answer accepts it.
 func (t *Transport) AddDownTrack(d *media.DownTrack) error {
-	lt := newLocalTrack(t, d)
+	lt := newLocalTrack(&t.sendConn, d)
 	sender, err := t.sub.AddTrack(lt)
 	if err != nil {
 		return err
@@ -290,8 +290,7 @@ func (t *Transport) RemoveDownTrack(d *media.DownTrack) {
 	}
 }
 
-// SendSenderReports implements media.SenderReporter: one compound RTCP
-// packet per reportsPerPacket tracks.
+// SendSenderReports implements media.SenderReporter.
 func (t *Transport) SendSenderReports(now time.Time) {
 	t.mu.Lock()
 	tracks := make([]*localTrack, 0, len(t.tracks))
@@ -299,6 +298,12 @@ func (t *Transport) SendSenderReports(now time.Time) {
 		tracks = append(tracks, lt)
 	}
 	t.mu.Unlock()
+	writeSenderReports(t.sub, tracks, now)
+}
+
+// writeSenderReports sends pc's bound tracks' sender reports, one compound
+// RTCP packet per reportsPerPacket tracks.
+func writeSenderReports(pc *webrtc.PeerConnection, tracks []*localTrack, now time.Time) {
 	var batch []rtcp.Packet
 	for _, lt := range tracks {
 		ssrc, ok := lt.boundSSRC()
@@ -310,12 +315,12 @@ func (t *Transport) SendSenderReports(now time.Time) {
 			batch = append(batch, &sr)
 		}
 		if len(batch) == reportsPerPacket {
-			_ = t.sub.WriteRTCP(batch)
+			_ = pc.WriteRTCP(batch)
 			batch = batch[:0]
 		}
 	}
 	if len(batch) > 0 {
-		_ = t.sub.WriteRTCP(batch)
+		_ = pc.WriteRTCP(batch)
 	}
 }
 
@@ -464,16 +469,8 @@ func (t *Transport) HandleCandidate(c webrtc.ICECandidateInit, target Target) er
 	mu.Lock()
 	defer mu.Unlock()
 	if pc.RemoteDescription() == nil {
-		// Check now what pion checks when the queue is flushed
-		// (PeerConnection.AddICECandidate), so that a refusal is heard of
-		// and takes no place in the queue; like pion, drop without an error
-		// a candidate of a type or network it does not know.
-		if line := strings.TrimPrefix(c.Candidate, "candidate:"); line != "" {
-			if _, err := ice.UnmarshalCandidate(line); errors.Is(err, ice.ErrUnknownCandidateTyp) || errors.Is(err, ice.ErrDetermineNetworkType) {
-				return nil
-			} else if err != nil {
-				return fmt.Errorf("%w: %v", media.ErrInvalidCandidate, err)
-			}
+		if drop, err := precheckCandidate(c.Candidate); drop || err != nil {
+			return err
 		}
 		if len(*queue) < maxPendingCandidates {
 			*queue = append(*queue, c)
@@ -490,6 +487,24 @@ func (t *Transport) HandleCandidate(c webrtc.ICECandidateInit, target Target) er
 		*added++
 	}
 	return nil
+}
+
+// precheckCandidate checks a candidate before its connection has a remote
+// description what pion checks when the queue is flushed
+// (PeerConnection.AddICECandidate), so that a refusal is heard of and takes
+// no place in the queue. Like pion, it drops without an error a candidate
+// of a type or network it does not know.
+func precheckCandidate(candidate string) (drop bool, err error) {
+	line := strings.TrimPrefix(candidate, "candidate:")
+	if line == "" {
+		return false, nil
+	}
+	if _, err := ice.UnmarshalCandidate(line); errors.Is(err, ice.ErrUnknownCandidateTyp) || errors.Is(err, ice.ErrDetermineNetworkType) {
+		return true, nil
+	} else if err != nil {
+		return false, fmt.Errorf("%w: %v", media.ErrInvalidCandidate, err)
+	}
+	return false, nil
 }
 
 // Negotiate implements media.Transport: it sends a new subscriber offer,
