@@ -110,7 +110,7 @@ func startNodes(t *testing.T) *testNodes {
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	cfg := media.Config{AutoCreate: true, EmptyTimeout: time.Minute, DepartureTimeout: time.Minute}
 	tn := &testNodes{sfuA: media.New(cfg, log, nil), sfuB: media.New(cfg, log, nil),
-		net:   &fakeNet{nodes: map[string]*Node{}, wires: map[string]*fakeWire{}},
+		net: &fakeNet{nodes: map[string]*Node{}, wires: map[string]*fakeWire{}},
 		calls: &staticCalls{calls: []Call{{RoomID: "!r:a.test", MediaRoom: testRoom, Servers: []string{"a.test", "b.test"}}},
 			joined: map[string]bool{"!r:a.test|@entente:a.test": true, "!r:a.test|@entente:b.test": true}}}
 	var err error

@@ -307,3 +307,12 @@ func SFUURL(publicURL string) (string, error) {
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	return u.String(), nil
 }
+
+// IsJoined reports whether userID is joined to roomID, as the bot reads
+// the room's members (false when the bot is not in it).
+func (b *Bridge) IsJoined(ctx context.Context, roomID, userID string) (bool, error) {
+	return b.members.IsJoined(ctx, roomID, userID)
+}
+
+// BotUserID is the node's bot user.
+func (b *Bridge) BotUserID() string { return b.botSync.BotUserID() }

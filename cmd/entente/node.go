@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"entente.dev/entente/bridge/matrix"
+	"entente.dev/entente/federation"
 	"entente.dev/entente/internal/config"
 	"entente.dev/entente/internal/httpsrv"
 	"entente.dev/entente/internal/logging"
@@ -75,12 +76,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
+	var debugMux *http.ServeMux // nil without [debug] pprof_listen
 	if cfg.Debug.PprofListen != "" {
-		stop, err := servePprof(ctx, cfg.Debug.PprofListen, log)
+		stop, mux, err := servePprof(ctx, cfg.Debug.PprofListen, log)
 		if err != nil {
 			return err
 		}
 		defer stop()
+		debugMux = mux
 	}
 
 	if stop := adaptProcessors(ctx, cfg, log); stop != nil {
@@ -118,14 +121,25 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
 	}
 	var bridge *matrix.Bridge
+	var fed *federation.Node
 	// Join-page guest tokens minted before guests were turned off are
 	// refused when used.
 	admit := guestAdmitter{webGuests: cfg.Web.Enabled && cfg.GuestsAllowed()}
 	if cfg.Matrix != nil {
-		if bridge, err = newBridge(cfg, ln, sfu, keys, st, guestLimiter, log); err != nil {
+		if bridge, err = newBridge(cfg, ln, sfu, keys, st, guestLimiter, toDeviceForFederation(&fed), log); err != nil {
 			sfu.Close()
 			_ = ln.Close()
 			return err
+		}
+		if cfg.Federation != nil {
+			if fed, err = newFederation(cfg, bridge, st, sfu, eng, log); err != nil {
+				sfu.Close()
+				_ = ln.Close()
+				return err
+			}
+			if debugMux != nil {
+				debugMux.Handle("/debug/federation", federationLinks(fed))
+			}
 		}
 		bridge.Register(mux)
 		// Tokens the bridge issued are re-checked against the Matrix room
@@ -153,6 +167,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		bridgeDone = make(chan error, 1)
 		go func() { bridgeDone <- bridge.Run(runCtx) }()
 	}
+	fedDone := make(chan error, 1)
+	if fed != nil {
+		go func() { fedDone <- fed.Run(runCtx) }()
+	} else {
+		fedDone <- nil
+	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 
@@ -167,6 +187,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	log.Info().Msg("shutting down")
 	cancel()
+	<-fedDone // ends every trunk and removes the remote participants
 	<-sfuDone // closes every room, which ends every signal connection
 	if bridge != nil && !bridgeStopped {
 		bridgeErr = <-bridgeDone
@@ -186,7 +207,7 @@ var _ media.HistoryPruner = (*store.Store)(nil)
 
 // newBridge assembles the Matrix side from the [matrix] section.
 func newBridge(cfg *config.Config, ln net.Listener, sfu *media.SFU, keys livekit.Keys, st *store.Store,
-	guests *ratelimit.Limiter, log zerolog.Logger,
+	guests *ratelimit.Limiter, onToDevice func(matrix.ToDeviceEvent), log zerolog.Logger,
 ) (*matrix.Bridge, error) {
 	pub := publicURL(cfg, ln)
 	sfuURL, err := matrix.SFUURL(pub)
@@ -196,7 +217,7 @@ func newBridge(cfg *config.Config, ln net.Listener, sfu *media.SFU, keys livekit
 	return matrix.New(matrix.Options{
 		Config: cfg.Matrix, PublicURL: pub, SFUURL: sfuURL,
 		SFU:   sfuForMatrix{sfu: sfu, minter: minter(cfg, keys)},
-		Store: st, GuestLimiter: guests, Log: log.With().Str("component", "matrix").Logger(),
+		Store: st, GuestLimiter: guests, OnToDevice: onToDevice, Log: log.With().Str("component", "matrix").Logger(),
 	})
 }
 

@@ -14,7 +14,8 @@ import (
 // servePprof serves Go's profiler on addr ([debug] pprof_listen, loopback
 // only by validation) until ctx ends. It uses its own mux: importing
 // net/http/pprof also fills http.DefaultServeMux, which the node never serves.
-func servePprof(ctx context.Context, addr string, log zerolog.Logger) (func(), error) {
+// The mux is returned so that the node can add its own debug pages.
+func servePprof(ctx context.Context, addr string, log zerolog.Logger) (func(), *http.ServeMux, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -23,7 +24,7 @@ func servePprof(ctx context.Context, addr string, log zerolog.Logger) (func(), e
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("pprof listen on %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("pprof listen on %s: %w", addr, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
@@ -37,5 +38,5 @@ func servePprof(ctx context.Context, addr string, log zerolog.Logger) (func(), e
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 		<-done
-	}, nil
+	}, mux, nil
 }

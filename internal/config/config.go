@@ -37,6 +37,8 @@ type Config struct {
 	Debug   Debug   `toml:"debug"`
 	// Matrix is nil when the [matrix] section is absent: the node runs without the Matrix bridge.
 	Matrix *Matrix `toml:"matrix"`
+	// Federation is nil when the [federation] section is absent: no links with other nodes.
+	Federation *Federation `toml:"federation"`
 }
 
 // Server is the HTTP listener that serves the LiveKit signal websocket (/rtc) and the join page.

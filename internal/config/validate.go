@@ -86,6 +86,9 @@ func (c *Config) Validate() error {
 		v.matrix(c.Matrix)
 		v.matrixMeetings(c)
 	}
+	if c.Federation != nil {
+		v.federation(c)
+	}
 	if len(v.problems) == 0 {
 		return nil
 	}

@@ -57,6 +57,12 @@ type matrixNodeOptions struct {
 	openIDLifetime time.Duration
 	// extraMatrix is appended to the [matrix] section.
 	extraMatrix string
+	// extraTOML follows the [matrix] section (other sections).
+	extraTOML string
+	// homeserver, when set, is a Dendrite made with dendritetest.New and
+	// not started yet (its server name was needed before the node's
+	// configuration was written); startMatrixNode starts it.
+	homeserver *dendritetest.Homeserver
 }
 
 // startMatrixNode writes the registration with `entente register`, starts
@@ -68,7 +74,10 @@ func startMatrixNode(t *testing.T, opts matrixNodeOptions) *matrixNode {
 	var hs *dendritetest.Homeserver
 	serverName, homeserverURL := "127.0.0.1:1", fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "tcp"))
 	if !opts.withoutDendrite {
-		hs = dendritetest.New(t)
+		hs = opts.homeserver
+		if hs == nil {
+			hs = dendritetest.New(t)
+		}
 		serverName, homeserverURL = hs.ServerName, hs.ClientURL
 	}
 	dir := t.TempDir()
@@ -97,7 +106,7 @@ insecure_skip_verify = true
 	require.Equal(t, proxy, m.reg.URL, "the registration points the homeserver at appservice_url")
 	m.bot = matrix.BotUserID(m.reg.SenderLocalpart, serverName)
 
-	m.Node = StartNode(t, NodeOptions{ExtraTOML: section})
+	m.Node = StartNode(t, NodeOptions{ExtraTOML: section + opts.extraTOML})
 	if hs != nil {
 		hs.Start(t, dendritetest.Options{AppServices: []string{regPath}, OpenIDTokenLifetime: opts.openIDLifetime})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -45,6 +45,13 @@ func key(identity string, kind webrtc.RTPCodecType) string { return identity + "
 
 func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity string, opts ...TokenOption) *sdkClient {
 	t.Helper()
+	return connectClientWithToken(t, ctx, n.WSURL, n.Token(t, room, identity, opts...), identity)
+}
+
+// connectClientWithToken connects to the SFU at wsURL with a token from
+// elsewhere (a node's token service).
+func connectClientWithToken(t *testing.T, ctx context.Context, wsURL, jwt, identity string) *sdkClient {
+	t.Helper()
 	c := &sdkClient{
 		identity: identity, got: map[string]int{}, firstKey: map[string]bool{}, firstAt: map[string]time.Time{},
 		subAt: map[string]time.Time{}, muted: map[string]bool{}, gone: map[string]bool{}, speakers: map[string]bool{},
@@ -90,7 +97,7 @@ func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity st
 		},
 	}
 	c.started = time.Now()
-	r, err := lksdk.ConnectToRoomWithToken(n.WSURL, n.Token(t, room, identity, opts...), cb, lksdk.WithAutoSubscribe(true))
+	r, err := lksdk.ConnectToRoomWithToken(wsURL, jwt, cb, lksdk.WithAutoSubscribe(true))
 	require.NoError(t, err, "%s connects", identity)
 	c.room = r
 	t.Cleanup(func() { c.room.Disconnect(); c.readers.Wait() })
