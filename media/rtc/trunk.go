@@ -570,8 +570,9 @@ func (t *Trunk) handleNegotiation(b []byte) error {
 		if m.Audio < 0 || m.Video < 0 || m.Audio > maxTrunkTransceivers || m.Video > maxTrunkTransceivers {
 			return fmt.Errorf("asked for %d audio and %d video slots", m.Audio, m.Video)
 		}
-		t.slots[0] += m.Audio
-		t.slots[1] += m.Video
+		// More than the trunk can hold is refused when the offer is made.
+		t.slots[0] = min(t.slots[0]+m.Audio, maxTrunkTransceivers)
+		t.slots[1] = min(t.slots[1]+m.Video, maxTrunkTransceivers)
 		t.again = true
 		return t.negotiateLocked()
 	case (m.Type == "offer" && !t.offerer) || (m.Type == "answer" && t.offerer):
