@@ -113,6 +113,7 @@ type viewerTransport struct {
 	mu      sync.Mutex
 	got     map[byte]int
 	changed int
+	removed int
 }
 
 func newViewer(want map[byte][]byte) *viewerTransport {
@@ -122,6 +123,19 @@ func newViewer(want map[byte][]byte) *viewerTransport {
 func (v *viewerTransport) AddDownTrack(d *media.DownTrack) error {
 	d.Bind(viewerSink{v})
 	return nil
+}
+
+func (v *viewerTransport) RemoveDownTrack(d *media.DownTrack) {
+	v.mu.Lock()
+	v.removed++
+	v.mu.Unlock()
+	d.Unbind()
+}
+
+func (v *viewerTransport) removals() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.removed
 }
 
 type viewerSink struct{ v *viewerTransport }
@@ -451,9 +465,18 @@ func TestTrunk(t *testing.T) {
 	requireArrives(t, a.viewer, 0xb3, 0, 50)
 
 	// (4) Removing a track on each side and adding another: the removed
-	// track stops arriving, the new one arrives, the others go on.
+	// track's stream ends on the far node (its reader ends the layer, the
+	// track is unpublished there and the viewer unsubscribed), the new one
+	// arrives, the others go on.
+	removedA, removedB := a.viewer.removals(), b.viewer.removals()
 	require.NoError(t, b.export.UpdateSubscription(ctx, []string{micB}, false))
 	require.NoError(t, a.export.UpdateSubscription(ctx, []string{camA}, false))
+	for deadline := time.Now().Add(10 * time.Second); a.viewer.removals() == removedA || b.viewer.removals() == removedB; {
+		if time.Now().After(deadline) {
+			t.Fatalf("removed tracks not ended on the far node: %d and %d removals", a.viewer.removals()-removedA, b.viewer.removals()-removedB)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	time.Sleep(500 * time.Millisecond)
 	mic0, _ := a.viewer.count(0xb1)
 	cam0, _ := b.viewer.count(0xa1)
