@@ -232,9 +232,11 @@ func (t *Trunk) sendFirst(typ webrtc.SDPType) {
 			t.mu.Unlock()
 			return
 		}
-		desc := t.pc.LocalDescription()
+		// Set first: a candidate gathered from now on is trickled, even if
+		// the description has it too (a duplicate is harmless).
 		t.descSent = true
 		t.mu.Unlock()
+		desc := t.pc.LocalDescription()
 		if desc != nil {
 			t.ev.SendDescription(typ.String(), desc.SDP)
 		}
@@ -413,6 +415,7 @@ func (t *Trunk) attachPending() {
 		t.usedMids[tr.Mid()] = true
 		lt.sender = sender
 		if !t.goRun(lt.readRTCP) {
+			t.pending = nil // closed
 			return
 		}
 	}
@@ -436,7 +439,10 @@ func (t *Trunk) HandleCandidate(candidate, sdpMid string, sdpMLineIndex uint16) 
 	if len(candidate) > maxCandidateInit || len(sdpMid) > maxCandidateInit {
 		return fmt.Errorf("%w: %d bytes", media.ErrInvalidCandidate, len(candidate))
 	}
-	c := webrtc.ICECandidateInit{Candidate: candidate, SDPMid: &sdpMid, SDPMLineIndex: &sdpMLineIndex}
+	c := webrtc.ICECandidateInit{Candidate: candidate, SDPMLineIndex: &sdpMLineIndex}
+	if sdpMid != "" {
+		c.SDPMid = &sdpMid
+	}
 	t.negMu.Lock()
 	defer t.negMu.Unlock()
 	if !t.firstDone {
