@@ -18,6 +18,12 @@ import (
 	"entente.dev/entente/media"
 )
 
+var (
+	_ media.Transport      = (*Trunk)(nil)
+	_ media.TrackSource    = (*Trunk)(nil)
+	_ media.SenderReporter = (*Trunk)(nil)
+)
+
 // TrunkEvents is what a trunk tells its owner (the federation package).
 // It is called from pion's and the trunk's goroutines, never with a trunk
 // lock held, and must not block.
@@ -176,6 +182,12 @@ func (e *Engine) NewTrunk(offerer bool, ev TrunkEvents, log zerolog.Logger) (*Tr
 	return t, nil
 }
 
+func (t *Trunk) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
 // goRun starts a goroutine the trunk owns, unless it is closed.
 func (t *Trunk) goRun(f func()) bool {
 	t.mu.Lock()
@@ -196,6 +208,9 @@ func (t *Trunk) goRun(f func()) bool {
 func (t *Trunk) Start() error {
 	if !t.offerer {
 		return fmt.Errorf("%w: the answerer waits for an offer", ErrTrunkState)
+	}
+	if t.isClosed() {
+		return ErrTrunkClosed
 	}
 	t.negMu.Lock()
 	defer t.negMu.Unlock()
@@ -281,6 +296,9 @@ func (t *Trunk) HandleDescription(typ, sdpText string) error {
 // handleDescription returns the description's error, and the error of
 // the renegotiation it started, which fails the trunk.
 func (t *Trunk) handleDescription(typ, sdpText string) (err, negErr error) {
+	if t.isClosed() {
+		return ErrTrunkClosed, nil
+	}
 	if len(sdpText) > MaxTrunkDescription {
 		return fmt.Errorf("%w: %d bytes, at most %d", media.ErrInvalidSDP, len(sdpText), MaxTrunkDescription), nil
 	}
@@ -439,6 +457,9 @@ func (t *Trunk) HandleCandidate(candidate, sdpMid string, sdpMLineIndex uint16) 
 	if len(candidate) > maxCandidateInit || len(sdpMid) > maxCandidateInit {
 		return fmt.Errorf("%w: %d bytes", media.ErrInvalidCandidate, len(candidate))
 	}
+	if t.isClosed() {
+		return ErrTrunkClosed
+	}
 	c := webrtc.ICECandidateInit{Candidate: candidate, SDPMLineIndex: &sdpMLineIndex}
 	if sdpMid != "" {
 		c.SDPMid = &sdpMid
@@ -596,6 +617,9 @@ func (t *Trunk) handleNegotiation(b []byte) error {
 		}
 		if m.Type == "answer" {
 			return t.applyAnswer(s)
+		}
+		if err := checkTrunkSDP(s); err != nil {
+			return err
 		}
 		if err := t.answer(s); err != nil {
 			return err
@@ -847,10 +871,7 @@ func (t *Trunk) AddDownTrack(d *media.DownTrack) error {
 	lt := newLocalTrack(&t.sendConn, d)
 	t.negMu.Lock()
 	defer t.negMu.Unlock()
-	t.mu.Lock()
-	closed := t.closed
-	t.mu.Unlock()
-	if closed {
+	if t.isClosed() {
 		return media.ErrParticipantClosed
 	}
 	if len(t.pc.GetTransceivers())+len(t.pending) >= maxTrunkTransceivers {

@@ -115,6 +115,10 @@ func TestTrunkRefusesBadDescriptions(t *testing.T) {
 		require.ErrorIs(t, tr.HandleCandidate("candidate:garbage", "0", 0), media.ErrInvalidCandidate)
 		require.ErrorIs(t, tr.HandleCandidate(strings.Repeat("x", 5000), "0", 0), media.ErrInvalidCandidate)
 		require.NoError(t, tr.HandleCandidate("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host", "0", 0))
+		tr.Close()
+		require.ErrorIs(t, tr.HandleCandidate("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host", "0", 0), ErrTrunkClosed)
+		require.ErrorIs(t, tr.HandleDescription("offer", offer), ErrTrunkClosed)
+		require.ErrorIs(t, tr.Start(), ErrTrunkState, "the answerer never starts")
 	})
 }
 
