@@ -18,6 +18,12 @@ import (
 	"entente.dev/entente/media"
 )
 
+var (
+	_ media.Transport      = (*Trunk)(nil)
+	_ media.TrackSource    = (*Trunk)(nil)
+	_ media.SenderReporter = (*Trunk)(nil)
+)
+
 // TrunkEvents is what a trunk tells its owner (the federation package).
 // It is called from pion's and the trunk's goroutines, never with a trunk
 // lock held, and must not block.
@@ -176,6 +182,12 @@ func (e *Engine) NewTrunk(offerer bool, ev TrunkEvents, log zerolog.Logger) (*Tr
 	return t, nil
 }
 
+func (t *Trunk) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
 // goRun starts a goroutine the trunk owns, unless it is closed.
 func (t *Trunk) goRun(f func()) bool {
 	t.mu.Lock()
@@ -196,6 +208,9 @@ func (t *Trunk) goRun(f func()) bool {
 func (t *Trunk) Start() error {
 	if !t.offerer {
 		return fmt.Errorf("%w: the answerer waits for an offer", ErrTrunkState)
+	}
+	if t.isClosed() {
+		return ErrTrunkClosed
 	}
 	t.negMu.Lock()
 	defer t.negMu.Unlock()
@@ -232,9 +247,11 @@ func (t *Trunk) sendFirst(typ webrtc.SDPType) {
 			t.mu.Unlock()
 			return
 		}
-		desc := t.pc.LocalDescription()
+		// Set first: a candidate gathered from now on is trickled, even if
+		// the description has it too (a duplicate is harmless).
 		t.descSent = true
 		t.mu.Unlock()
+		desc := t.pc.LocalDescription()
 		if desc != nil {
 			t.ev.SendDescription(typ.String(), desc.SDP)
 		}
@@ -279,6 +296,9 @@ func (t *Trunk) HandleDescription(typ, sdpText string) error {
 // handleDescription returns the description's error, and the error of
 // the renegotiation it started, which fails the trunk.
 func (t *Trunk) handleDescription(typ, sdpText string) (err, negErr error) {
+	if t.isClosed() {
+		return ErrTrunkClosed, nil
+	}
 	if len(sdpText) > MaxTrunkDescription {
 		return fmt.Errorf("%w: %d bytes, at most %d", media.ErrInvalidSDP, len(sdpText), MaxTrunkDescription), nil
 	}
@@ -413,6 +433,7 @@ func (t *Trunk) attachPending() {
 		t.usedMids[tr.Mid()] = true
 		lt.sender = sender
 		if !t.goRun(lt.readRTCP) {
+			t.pending = nil // closed
 			return
 		}
 	}
@@ -436,7 +457,13 @@ func (t *Trunk) HandleCandidate(candidate, sdpMid string, sdpMLineIndex uint16) 
 	if len(candidate) > maxCandidateInit || len(sdpMid) > maxCandidateInit {
 		return fmt.Errorf("%w: %d bytes", media.ErrInvalidCandidate, len(candidate))
 	}
-	c := webrtc.ICECandidateInit{Candidate: candidate, SDPMid: &sdpMid, SDPMLineIndex: &sdpMLineIndex}
+	if t.isClosed() {
+		return ErrTrunkClosed
+	}
+	c := webrtc.ICECandidateInit{Candidate: candidate, SDPMLineIndex: &sdpMLineIndex}
+	if sdpMid != "" {
+		c.SDPMid = &sdpMid
+	}
 	t.negMu.Lock()
 	defer t.negMu.Unlock()
 	if !t.firstDone {
@@ -570,8 +597,9 @@ func (t *Trunk) handleNegotiation(b []byte) error {
 		if m.Audio < 0 || m.Video < 0 || m.Audio > maxTrunkTransceivers || m.Video > maxTrunkTransceivers {
 			return fmt.Errorf("asked for %d audio and %d video slots", m.Audio, m.Video)
 		}
-		t.slots[0] += m.Audio
-		t.slots[1] += m.Video
+		// More than the trunk can hold is refused when the offer is made.
+		t.slots[0] = min(t.slots[0]+m.Audio, maxTrunkTransceivers)
+		t.slots[1] = min(t.slots[1]+m.Video, maxTrunkTransceivers)
 		t.again = true
 		return t.negotiateLocked()
 	case (m.Type == "offer" && !t.offerer) || (m.Type == "answer" && t.offerer):
@@ -589,6 +617,9 @@ func (t *Trunk) handleNegotiation(b []byte) error {
 		}
 		if m.Type == "answer" {
 			return t.applyAnswer(s)
+		}
+		if err := checkTrunkSDP(s); err != nil {
+			return err
 		}
 		if err := t.answer(s); err != nil {
 			return err
@@ -840,10 +871,7 @@ func (t *Trunk) AddDownTrack(d *media.DownTrack) error {
 	lt := newLocalTrack(&t.sendConn, d)
 	t.negMu.Lock()
 	defer t.negMu.Unlock()
-	t.mu.Lock()
-	closed := t.closed
-	t.mu.Unlock()
-	if closed {
+	if t.isClosed() {
 		return media.ErrParticipantClosed
 	}
 	if len(t.pc.GetTransceivers())+len(t.pending) >= maxTrunkTransceivers {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,17 +23,21 @@ import (
 // is applied to the far trunk in order on a goroutine of its own, as
 // federation would carry it over Matrix; the rest is recorded.
 type trunkPump struct {
-	name   string
-	far    atomic.Pointer[Trunk]
-	queue  chan func(*Trunk)
-	stop   chan struct{}
-	done   chan struct{}
-	up     chan struct{}
-	upOnce sync.Once
-	downs  chan error
-	msgs   chan []byte
-	tracks chan trunkTrack
-	errs   chan error
+	name string
+	// trickle sends the candidates of the first description apart, before
+	// it, as candidate messages.
+	trickle bool
+	apart   atomic.Int64 // candidates sent apart
+	far     atomic.Pointer[Trunk]
+	queue   chan func(*Trunk)
+	stop    chan struct{}
+	done    chan struct{}
+	up      chan struct{}
+	upOnce  sync.Once
+	downs   chan error
+	msgs    chan []byte
+	tracks  chan trunkTrack
+	errs    chan error
 }
 
 type trunkTrack struct {
@@ -77,6 +82,18 @@ func (p *trunkPump) report(err error) {
 }
 
 func (p *trunkPump) SendDescription(typ, sdp string) {
+	if p.trickle {
+		var kept []string
+		for _, line := range strings.Split(sdp, "\r\n") {
+			if c, ok := strings.CutPrefix(line, "a="); ok && strings.HasPrefix(c, "candidate:") {
+				p.apart.Add(1)
+				p.SendCandidate(c, "", 0)
+				continue
+			}
+			kept = append(kept, line)
+		}
+		sdp = strings.Join(kept, "\r\n")
+	}
 	p.queue <- func(far *Trunk) { p.report(far.HandleDescription(typ, sdp)) }
 }
 
@@ -113,6 +130,7 @@ type viewerTransport struct {
 	mu      sync.Mutex
 	got     map[byte]int
 	changed int
+	removed int
 }
 
 func newViewer(want map[byte][]byte) *viewerTransport {
@@ -122,6 +140,19 @@ func newViewer(want map[byte][]byte) *viewerTransport {
 func (v *viewerTransport) AddDownTrack(d *media.DownTrack) error {
 	d.Bind(viewerSink{v})
 	return nil
+}
+
+func (v *viewerTransport) RemoveDownTrack(d *media.DownTrack) {
+	v.mu.Lock()
+	v.removed++
+	v.mu.Unlock()
+	d.Unbind()
+}
+
+func (v *viewerTransport) removals() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.removed
 }
 
 type viewerSink struct{ v *viewerTransport }
@@ -451,9 +482,18 @@ func TestTrunk(t *testing.T) {
 	requireArrives(t, a.viewer, 0xb3, 0, 50)
 
 	// (4) Removing a track on each side and adding another: the removed
-	// track stops arriving, the new one arrives, the others go on.
+	// track's stream ends on the far node (its reader ends the layer, the
+	// track is unpublished there and the viewer unsubscribed), the new one
+	// arrives, the others go on.
+	removedA, removedB := a.viewer.removals(), b.viewer.removals()
 	require.NoError(t, b.export.UpdateSubscription(ctx, []string{micB}, false))
 	require.NoError(t, a.export.UpdateSubscription(ctx, []string{camA}, false))
+	for deadline := time.Now().Add(10 * time.Second); a.viewer.removals() == removedA || b.viewer.removals() == removedB; {
+		if time.Now().After(deadline) {
+			t.Fatalf("removed tracks not ended on the far node: %d and %d removals", a.viewer.removals()-removedA, b.viewer.removals()-removedB)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	time.Sleep(500 * time.Millisecond)
 	mic0, _ := a.viewer.count(0xb1)
 	cam0, _ := b.viewer.count(0xa1)
@@ -523,4 +563,44 @@ func TestTrunk(t *testing.T) {
 		n.pump.close()
 	}
 	requireGoroutinesBack(t, base, 10*time.Second)
+}
+
+// TestTrunkTrickledCandidates: a trunk whose first descriptions carry no
+// candidate connects with the candidates sent apart, before the
+// descriptions (queued until then), as federation may carry them.
+func TestTrunkTrickledCandidates(t *testing.T) {
+	var trunks [2]*Trunk
+	var pumps [2]*trunkPump
+	for i := range trunks {
+		eng := newTestEngine(t)
+		pumps[i] = newTrunkPump(fmt.Sprint("node", i))
+		pumps[i].trickle = true
+		defer pumps[i].close()
+		var err error
+		trunks[i], err = eng.NewTrunk(i == 0, pumps[i], zerolog.Nop())
+		require.NoError(t, err)
+		defer trunks[i].Close()
+	}
+	pumps[0].far.Store(trunks[1])
+	pumps[1].far.Store(trunks[0])
+	require.NoError(t, trunks[0].Start())
+	for _, p := range pumps {
+		select {
+		case <-p.up:
+		case err := <-p.errs:
+			t.Fatalf("%v", err)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s: trunk not up", p.name)
+		}
+	}
+	for _, p := range pumps {
+		require.NotZero(t, p.apart.Load(), "%s sent no candidate apart", p.name)
+	}
+	require.NoError(t, trunks[1].Send([]byte("hello")))
+	select {
+	case m := <-pumps[0].msgs:
+		require.Equal(t, "hello", string(m))
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message")
+	}
 }
