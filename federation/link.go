@@ -77,6 +77,7 @@ type remoteTrack struct {
 	kind  media.Kind
 	muted bool
 	up    *media.UpTrack // once its media arrived
+	layer *media.Layer   // the one stream it arrives on
 	want  media.VideoQuality
 	asked bool // want was sent
 }
@@ -92,6 +93,16 @@ type LinkInfo struct {
 	Since     time.Time `json:"since"`
 	Remotes   int       `json:"remote_participants"`
 	Exported  int       `json:"exported_tracks"`
+	// Received are the peer's tracks arriving on the trunk.
+	Received []TrackStat `json:"received"`
+}
+
+// TrackStat is one remote track as a link receives it.
+type TrackStat struct {
+	Sid     string             `json:"sid"` // at the peer
+	Kind    string             `json:"kind"`
+	Want    media.VideoQuality `json:"want"`
+	Packets uint64             `json:"packets"`
 }
 
 // link is one trunk: this node and one peer, for one call. Its goroutine
@@ -587,6 +598,12 @@ func (l *link) ask(sid string, t *remoteTrack, q media.VideoQuality) {
 // want of it now. Audio is always asked for: it is cheap, and a remote
 // audio track nobody receives yet must stay published here.
 func (l *link) updateDemand() {
+	stats := make([]TrackStat, 0, len(l.tracks))
+	defer func() {
+		l.mu.Lock()
+		l.info.Received = stats
+		l.mu.Unlock()
+	}()
 	for sid, t := range l.tracks {
 		if t.up == nil {
 			continue
@@ -596,6 +613,7 @@ func (l *link) updateDemand() {
 			q = t.up.Demand()
 		}
 		l.ask(sid, t, q)
+		stats = append(stats, TrackStat{Sid: sid, Kind: t.kind.String(), Want: t.want, Packets: t.layer.Packets()})
 	}
 }
 
@@ -610,7 +628,7 @@ func (l *link) remoteTrackArrived(trackID string, s media.IncomingStream) {
 	s.TrackID = trackID
 	s.Start = func(layer *media.Layer) {
 		l.post(func() {
-			t.up = layer.Track()
+			t.up, t.layer = layer.Track(), layer
 			if t.muted {
 				_ = t.owner.p.SetMuted(l.ctx, t.up.SID(), true)
 			}

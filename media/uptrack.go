@@ -128,6 +128,9 @@ func (l *Layer) WriteRTP(pkt []byte, now int64) {
 // unpublished.
 func (l *Layer) End() { l.up.close() }
 
+// Packets is how many packets the layer has forwarded.
+func (l *Layer) Packets() uint64 { return l.packets.Load() }
+
 // Track is the published track the layer belongs to.
 func (l *Layer) Track() *UpTrack { return l.up }
 

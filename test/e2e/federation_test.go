@@ -6,14 +6,19 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 
+	"entente.dev/entente/bridge/matrix"
 	"entente.dev/entente/internal/dendritetest"
 )
 
@@ -139,4 +144,263 @@ func TestFederationTwoNodesSDK(t *testing.T) {
 	// user as a client.
 	require.Contains(t, f.a.Logs(), "federation trunk up")
 	require.Contains(t, f.b.Logs(), "federation trunk up")
+}
+
+// TestFederationPeerOffTheList: agency C's node lists A as a peer, but A
+// does not list C. Alice of A and Carol of C are in one call; C's bot
+// sorts first, so C offers a trunk. A refuses it, says so in its log, and
+// answers nothing; no trunk exists on A and none comes up on C (whose
+// offer waits for an answer until it times out).
+func TestFederationPeerOffTheList(t *testing.T) {
+	hsA := dendritetest.New(t)
+	hsC := dendritetest.New(t)
+	for i := 0; "@entente:"+hsC.ServerName >= "@entente:"+hsA.ServerName; i++ {
+		require.Less(t, i, 50, "no port order found")
+		hsC = dendritetest.New(t)
+	}
+	dbgA, dbgC := fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")), fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp"))
+	a := startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: `allow = ["*"]`,
+		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation]\n", dbgA)})
+	c := startMatrixNode(t, matrixNodeOptions{homeserver: hsC, extraMatrix: `allow = ["*"]`,
+		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n", dbgC, hsA.ServerName, "@entente:"+hsA.ServerName)})
+	f := &federatedAgencies{a: a, b: c, dbgA: dbgA, dbgB: dbgC}
+	f.alice, f.bob = a.hs.Register(t, "alice"), c.hs.Register(t, "carol")
+	f.roomID = a.hs.CreateRoom(t, f.alice, map[string]any{
+		"preset": "public_chat", "name": "Off the list",
+		"power_level_content_override": map[string]any{"events": map[string]any{"org.matrix.msc3401.call.member": 0}},
+	})
+	c.hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(f.roomID)+"?server_name="+url.QueryEscape(hsA.ServerName),
+		f.bob.Token, map[string]any{}, nil)
+	f.joinCall(t, a, f.alice)
+	f.joinCall(t, c, f.bob)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.True(t, a.WaitLog(ctx, "not on the peer list refused"), "A logs the refusal of C's offer")
+	require.Contains(t, a.Logs(), "@entente:"+hsC.ServerName, "the refusal names C's bot")
+	time.Sleep(2 * time.Second)
+	require.Empty(t, trunks(t, dbgA), "no trunk on A")
+	for _, tr := range trunks(t, dbgC) {
+		require.False(t, tr.Up, "C's offer is never answered: its trunk never comes up")
+	}
+	require.NotContains(t, a.Logs(), "federation trunk offered", "A never offers to a server off its list")
+}
+
+// layerSubscriber is a Go SDK client on node B that records the layer of
+// every camera packet it receives (simLayers' sizes).
+type layerSubscriber struct {
+	room   *lksdk.Room
+	mu     sync.Mutex
+	layers map[string]int // layer -> packets
+	total  int
+	pub    *lksdk.RemoteTrackPublication
+	muted  bool
+	seen   map[string]bool // identities present
+	reader sync.WaitGroup
+}
+
+func connectLayerSubscriber(t *testing.T, wsURL, jwt string) *layerSubscriber {
+	t.Helper()
+	s := &layerSubscriber{layers: map[string]int{}, seen: map[string]bool{}}
+	var err error
+	s.room, err = lksdk.ConnectToRoomWithToken(wsURL, jwt, &lksdk.RoomCallback{
+		ParticipantCallback: lksdk.ParticipantCallback{
+			OnTrackSubscribed: func(tr *webrtc.TrackRemote, p *lksdk.RemoteTrackPublication, _ *lksdk.RemoteParticipant) {
+				if tr.Kind() != webrtc.RTPCodecTypeVideo {
+					return
+				}
+				s.mu.Lock()
+				s.pub = p
+				s.mu.Unlock()
+				readTrack(&s.reader, tr, func(pkt *rtp.Packet) {
+					s.mu.Lock()
+					s.layers[layerOf(len(pkt.Payload))]++
+					s.total++
+					s.mu.Unlock()
+				})
+			},
+			OnTrackMuted: func(pub lksdk.TrackPublication, _ lksdk.Participant) {
+				if pub.Kind() == lksdk.TrackKindVideo {
+					s.mu.Lock()
+					s.muted = true
+					s.mu.Unlock()
+				}
+			},
+		},
+		OnParticipantConnected:    func(rp *lksdk.RemoteParticipant) { s.mu.Lock(); s.seen[rp.Identity()] = true; s.mu.Unlock() },
+		OnParticipantDisconnected: func(rp *lksdk.RemoteParticipant) { s.mu.Lock(); s.seen[rp.Identity()] = false; s.mu.Unlock() },
+	}, lksdk.WithAutoSubscribe(true))
+	require.NoError(t, err)
+	for _, rp := range s.room.GetRemoteParticipants() {
+		s.seen[rp.Identity()] = true
+	}
+	t.Cleanup(func() { s.room.Disconnect(); s.reader.Wait() })
+	return s
+}
+
+// counts returns a copy of the per-layer counts and the total.
+func (s *layerSubscriber) counts() (map[string]int, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.layers))
+	for k, v := range s.layers {
+		out[k] = v
+	}
+	return out, s.total
+}
+
+// receivedVideo is the packets node B's trunk received of the peer's
+// video track, and the layer it asked for.
+func receivedVideo(t *testing.T, debugAddr string) (uint64, int) {
+	t.Helper()
+	resp, err := http.Get("http://" + debugAddr + "/debug/federation")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out struct {
+		Trunks []struct {
+			Received []struct {
+				Kind    string `json:"kind"`
+				Want    int    `json:"want"`
+				Packets uint64 `json:"packets"`
+			} `json:"received"`
+		} `json:"trunks"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	for _, tr := range out.Trunks {
+		for _, r := range tr.Received {
+			if r.Kind == "video" {
+				return r.Packets, r.Want
+			}
+		}
+	}
+	return 0, -1
+}
+
+// TestFederationFanout: Alice on A publishes a three-layer camera; five
+// subscribers on B watch it at the low layer. The camera crosses the
+// trunk once (the trunk's count of packets matches one subscriber's, not
+// five), only the low layer crosses; one subscriber asking for the high
+// layer makes it cross, and it stops crossing when that subscriber goes
+// back. A mute on A shows on B, a newcomer on A appears on B, and Alice
+// leaving disappears from B.
+func TestFederationFanout(t *testing.T) {
+	f := startFederatedAgencies(t)
+	tokA := f.joinCall(t, f.a, f.alice)
+	f.joinCall(t, f.b, f.bob) // the call now has members of both servers
+	mediaRoom := matrix.RoomAlias(f.roomID, matrix.LegacySlotID)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var gens sync.WaitGroup
+	t.Cleanup(func() { cancel(); gens.Wait() })
+	aliceID := f.alice.ID + ":" + f.alice.DeviceID
+	alice, err := lksdk.ConnectToRoomWithToken(tokA.URL, tokA.JWT, &lksdk.RoomCallback{})
+	require.NoError(t, err)
+	t.Cleanup(alice.Disconnect)
+	publishSimulcast(t, ctx, alice, &gens)
+
+	var subs []*layerSubscriber
+	for i := range 5 {
+		id := fmt.Sprintf("@sub%d:%s:DEV", i, f.b.hs.ServerName)
+		subs = append(subs, connectLayerSubscriber(t, f.b.WSURL, f.b.Token(t, mediaRoom, id)))
+	}
+	for i, s := range subs {
+		eventually(t, 60*time.Second, fmt.Sprintf("subscriber %d on B gets Alice's camera", i), func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.pub != nil && s.total > 0
+		})
+		s.mu.Lock()
+		require.NoError(t, s.pub.SetVideoQuality(livekit.VideoQuality_LOW))
+		s.mu.Unlock()
+	}
+	settle := func() { time.Sleep(3 * time.Second) }
+	window := func() (crossed uint64, want int, got []map[string]int, totals []int) {
+		c0, _ := receivedVideo(t, f.dbgB)
+		var t0 []int
+		var l0 []map[string]int
+		for _, s := range subs {
+			l, n := s.counts()
+			l0, t0 = append(l0, l), append(t0, n)
+		}
+		time.Sleep(3 * time.Second)
+		c1, w := receivedVideo(t, f.dbgB)
+		for i, s := range subs {
+			l, n := s.counts()
+			d := map[string]int{}
+			for k, v := range l {
+				if v-l0[i][k] > 0 {
+					d[k] = v - l0[i][k]
+				}
+			}
+			got, totals = append(got, d), append(totals, n-t0[i])
+		}
+		return c1 - c0, w, got, totals
+	}
+
+	settle()
+	crossed, want, got, totals := window()
+	t.Logf("low for all: the trunk carried %d camera packets in 3 s (asked for layer %d); B's subscribers got %v", crossed, want, totals)
+	require.Equal(t, int(livekit.VideoQuality_LOW), want)
+	for i, g := range got {
+		require.Equal(t, []string{"q"}, keys(g), "subscriber %d gets the low layer only", i)
+		require.InDelta(t, float64(crossed), float64(totals[i]), float64(crossed)/5+5,
+			"subscriber %d: what crossed once is what each subscriber got", i)
+	}
+
+	s0 := subs[0]
+	s0.mu.Lock()
+	require.NoError(t, s0.pub.SetVideoQuality(livekit.VideoQuality_HIGH))
+	s0.mu.Unlock()
+	settle()
+	crossed, want, got, _ = window()
+	t.Logf("one subscriber on high: %d packets crossed in 3 s (layer %d), subscriber 0 got %v", crossed, want, got[0])
+	require.Equal(t, int(livekit.VideoQuality_HIGH), want)
+	require.Contains(t, keys(got[0]), "f", "the high layer crosses once someone on B wants it")
+
+	s0.mu.Lock()
+	require.NoError(t, s0.pub.SetVideoQuality(livekit.VideoQuality_LOW))
+	s0.mu.Unlock()
+	settle()
+	_, want, got, _ = window()
+	require.Equal(t, int(livekit.VideoQuality_LOW), want)
+	for i, g := range got {
+		require.Equal(t, []string{"q"}, keys(g), "subscriber %d: the high layer stopped crossing", i)
+	}
+
+	// Mute, a newcomer, a leave.
+	for _, pub := range alice.LocalParticipant.TrackPublications() {
+		if pub.Kind() == lksdk.TrackKindVideo {
+			pub.(*lksdk.LocalTrackPublication).SetMuted(true)
+		}
+	}
+	eventually(t, 20*time.Second, "B sees Alice's camera muted", func() bool {
+		subs[1].mu.Lock()
+		defer subs[1].mu.Unlock()
+		return subs[1].muted
+	})
+	carolID := "@carol:" + f.a.hs.ServerName + ":DEV"
+	carol, err := lksdk.ConnectToRoomWithToken(f.a.WSURL, f.a.Token(t, mediaRoom, carolID), &lksdk.RoomCallback{})
+	require.NoError(t, err)
+	t.Cleanup(carol.Disconnect)
+	eventually(t, 20*time.Second, "a newcomer on A appears on B", func() bool {
+		subs[2].mu.Lock()
+		defer subs[2].mu.Unlock()
+		return subs[2].seen[carolID]
+	})
+	alice.Disconnect()
+	eventually(t, 20*time.Second, "Alice's leave reaches B", func() bool {
+		subs[3].mu.Lock()
+		defer subs[3].mu.Unlock()
+		present, known := subs[3].seen[aliceID]
+		return known && !present
+	})
+}
+
+func keys(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

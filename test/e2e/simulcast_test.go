@@ -53,43 +53,7 @@ func TestSDKSimulcastLayers(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(pub.Disconnect)
 
-	var tracks []*lksdk.LocalTrack
-	var vp8s []*rtpgen.VP8
-	for _, l := range simLayers {
-		g := &rtpgen.VP8{FPS: 30, FrameBytes: l.delta, KeyframeBytes: l.keyframe, MTU: 1100}
-		tr, err := lksdk.NewLocalTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
-			lksdk.WithSimulcast("cam", &livekit.VideoLayer{Quality: l.quality, Width: l.w, Height: l.h}),
-			lksdk.WithRTCPHandler(func(p rtcp.Packet) {
-				if _, ok := p.(*rtcp.PictureLossIndication); ok {
-					g.RequestKeyframe()
-				}
-			}))
-		require.NoError(t, err)
-		tracks, vp8s = append(tracks, tr), append(vp8s, g)
-	}
-	_, err = pub.LocalParticipant.PublishSimulcastTrack(tracks, &lksdk.TrackPublicationOptions{
-		Name: "camera", Source: livekit.TrackSource_CAMERA, VideoWidth: 1280, VideoHeight: 720,
-	})
-	require.NoError(t, err)
-	for i := range tracks {
-		tr, g := tracks[i], vp8s[i]
-		gens.Add(1)
-		go func() {
-			defer gens.Done()
-			tick := time.NewTicker(g.Interval())
-			defer tick.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case now := <-tick.C:
-					for _, p := range g.NextFrame(now) {
-						_ = tr.WriteRTP(p, nil)
-					}
-				}
-			}
-		}()
-	}
+	publishSimulcast(t, ctx, pub, &gens)
 
 	type rx struct {
 		layer    string
@@ -180,4 +144,48 @@ func TestSDKSimulcastLayers(t *testing.T) {
 	// to f; after that it follows what it asked for.
 	require.GreaterOrEqual(t, len(runs), 4, "layers received: %v", runs)
 	require.Equal(t, []string{"f", "q", "h", "f"}, runs[len(runs)-4:], "layers received: %v", runs)
+}
+
+// publishSimulcast publishes a three-layer VP8 camera (simLayers) from
+// room's local participant, fed until ctx ends; keyframes on PLI only.
+func publishSimulcast(t *testing.T, ctx context.Context, pub *lksdk.Room, gens *sync.WaitGroup) {
+	t.Helper()
+	var tracks []*lksdk.LocalTrack
+	var vp8s []*rtpgen.VP8
+	for _, l := range simLayers {
+		g := &rtpgen.VP8{FPS: 30, FrameBytes: l.delta, KeyframeBytes: l.keyframe, MTU: 1100}
+		tr, err := lksdk.NewLocalTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
+			lksdk.WithSimulcast("cam", &livekit.VideoLayer{Quality: l.quality, Width: l.w, Height: l.h}),
+			lksdk.WithRTCPHandler(func(p rtcp.Packet) {
+				if _, ok := p.(*rtcp.PictureLossIndication); ok {
+					g.RequestKeyframe()
+				}
+			}))
+		require.NoError(t, err)
+		tracks, vp8s = append(tracks, tr), append(vp8s, g)
+	}
+	_, err := pub.LocalParticipant.PublishSimulcastTrack(tracks, &lksdk.TrackPublicationOptions{
+		Name: "camera", Source: livekit.TrackSource_CAMERA, VideoWidth: 1280, VideoHeight: 720,
+	})
+	require.NoError(t, err)
+	for i := range tracks {
+		tr, g := tracks[i], vp8s[i]
+		gens.Add(1)
+		go func() {
+			defer gens.Done()
+			tick := time.NewTicker(g.Interval())
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case now := <-tick.C:
+					for _, p := range g.NextFrame(now) {
+						_ = tr.WriteRTP(p, nil)
+					}
+				}
+			}
+		}()
+	}
+
 }
