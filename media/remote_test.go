@@ -44,6 +44,8 @@ func TestRemoteParticipant(t *testing.T) {
 	require.Equal(t, "b.example", join.Others[0].Origin, "the snapshot says where the participant joined")
 	require.Empty(t, join.Participant.Origin, "a local participant has no origin")
 	require.NoError(t, local.Start(ctx))
+	require.Equal(t, []Connection{{Room: "fed", Identity: "@bob:b.example:DEV", Origin: "b.example"}, {Room: "fed", Identity: "alice"}},
+		s.Connections(ctx), "the connection list says who joined elsewhere")
 	require.NoError(t, local.UpdateSubscription(ctx, []string{up.SID()}, true))
 	require.Eventually(t, func() bool { return up.Demand() == QualityHigh }, 5*time.Second, 10*time.Millisecond,
 		"a new subscription wants the best layer")

@@ -97,6 +97,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// After the SFU has closed every room, and so every transport.
 	defer func() { _ = eng.Close() }()
 	sfu := media.New(mediaConfig(cfg), log.With().Str("component", "sfu").Logger(), st)
+	if debugMux != nil {
+		debugMux.Handle("/debug/connections", connectionList(sfu))
+	}
 	// One budget per client address for every guest token: the join
 	// page's and "!meet" links'. Nil (web.guest_rate 0) allows all.
 	guestLimiter := ratelimit.New(cfg.Web.GuestRate, cfg.Web.GuestBurst, ratelimit.DefaultMaxClients,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"entente.dev/entente/media"
 )
 
 // servePprof serves Go's profiler on addr ([debug] pprof_listen, loopback
@@ -39,4 +42,13 @@ func servePprof(ctx context.Context, addr string, log zerolog.Logger) (func(), *
 		_ = srv.Shutdown(sctx)
 		<-done
 	}, mux, nil
+}
+
+// connectionList serves every participant of every room with where its
+// media goes (media.SFU.Connections), as JSON, on the debug listener.
+func connectionList(sfu *media.SFU) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"connections": sfu.Connections(r.Context())})
+	}
 }

@@ -139,11 +139,56 @@ func TestFederationTwoNodesSDK(t *testing.T) {
 	require.Equal(t, 1, ta[0].Remotes, "A holds Bob only")
 	require.Equal(t, 1, tb[0].Remotes, "B holds Alice only")
 
-	// Each client's only connection is its own node: the SDK dialled the
-	// URL its own token service gave, and neither node has the other's
-	// user as a client.
-	require.Contains(t, f.a.Logs(), "federation trunk up")
-	require.Contains(t, f.b.Logs(), "federation trunk up")
+	// Each client's only connection is its own node: each node's
+	// connection list has its own user as a client with a media address,
+	// the other agency's user only as a remote participant (no
+	// connection: its media comes on the trunk), and the trunk's export
+	// participant connected to the other node's media port.
+	for _, side := range []struct {
+		dbg, own, other string
+		otherUDP        int
+	}{{f.dbgA, aliceID, bobID, f.b.UDPPort}, {f.dbgB, bobID, aliceID, f.a.UDPPort}} {
+		conns := connections(t, side.dbg)
+		t.Logf("connections of %s: %+v", side.dbg, conns)
+		var own, other, trunk int
+		for _, c := range conns {
+			switch {
+			case c.Identity == side.own:
+				own++
+				require.Empty(t, c.Origin)
+				require.NotEmpty(t, c.Remote, "the own client's media address is known")
+			case c.Identity == side.other:
+				other++
+				require.NotEmpty(t, c.Origin, "the other agency's user is here only as a remote participant")
+				require.Empty(t, c.Remote, "and has no connection to this node")
+			case c.Hidden && c.Kind == 8:
+				trunk++
+				require.Equal(t, fmt.Sprintf("127.0.0.1:%d", side.otherUDP), c.Remote, "the trunk goes to the other node's media port")
+			}
+		}
+		require.Equal(t, []int{1, 1, 1}, []int{own, other, trunk}, "own client, remote participant, trunk")
+	}
+}
+
+type connection struct {
+	Identity string `json:"identity"`
+	Kind     int    `json:"kind"`
+	Hidden   bool   `json:"hidden"`
+	Origin   string `json:"origin"`
+	Remote   string `json:"remote"`
+}
+
+// connections reads a node's connection list from its debug listener.
+func connections(t *testing.T, debugAddr string) []connection {
+	t.Helper()
+	resp, err := http.Get("http://" + debugAddr + "/debug/connections")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out struct {
+		Connections []connection `json:"connections"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	return out.Connections
 }
 
 // TestFederationPeerOffTheList: agency C's node lists A as a peer, but A
