@@ -82,16 +82,23 @@ type trunkInfo struct {
 	Offerer bool   `json:"offerer"`
 }
 
+// debugJSON reads one of a node's debug pages into out.
+func debugJSON(t *testing.T, debugAddr, path string, out any) {
+	t.Helper()
+	resp, err := http.Get("http://" + debugAddr + path)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, path)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(out))
+}
+
 // trunks reads a node's trunks from its debug listener.
 func trunks(t *testing.T, debugAddr string) []trunkInfo {
 	t.Helper()
-	resp, err := http.Get("http://" + debugAddr + "/debug/federation")
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	var out struct {
 		Trunks []trunkInfo `json:"trunks"`
 	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	debugJSON(t, debugAddr, "/debug/federation", &out)
 	return out.Trunks
 }
 
@@ -181,13 +188,10 @@ type connection struct {
 // connections reads a node's connection list from its debug listener.
 func connections(t *testing.T, debugAddr string) []connection {
 	t.Helper()
-	resp, err := http.Get("http://" + debugAddr + "/debug/connections")
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	var out struct {
 		Connections []connection `json:"connections"`
 	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	debugJSON(t, debugAddr, "/debug/connections", &out)
 	return out.Connections
 }
 
@@ -298,9 +302,6 @@ func (s *layerSubscriber) counts() (map[string]int, int) {
 // video track, and the layer it asked for.
 func receivedVideo(t *testing.T, debugAddr string) (uint64, int) {
 	t.Helper()
-	resp, err := http.Get("http://" + debugAddr + "/debug/federation")
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	var out struct {
 		Trunks []struct {
 			Received []struct {
@@ -310,7 +311,7 @@ func receivedVideo(t *testing.T, debugAddr string) (uint64, int) {
 			} `json:"received"`
 		} `json:"trunks"`
 	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	debugJSON(t, debugAddr, "/debug/federation", &out)
 	for _, tr := range out.Trunks {
 		for _, r := range tr.Received {
 			if r.Kind == "video" {
