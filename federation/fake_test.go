@@ -166,8 +166,10 @@ func (s *fakeSink) WriteRTP(h *rtp.Header, payload []byte, _ uint32, _ *media.Fa
 	return nil
 }
 
-// RequestKeyframe is the far layer's keyframe request crossing back.
-func (s *fakeSink) RequestKeyframe(uint32) { s.d.RequestKeyframe() }
+// RequestKeyframe is the far layer's keyframe request crossing back. It
+// arrives later, as over a network: the far layer may ask while this
+// sink's down track is writing to it (its lock held).
+func (s *fakeSink) RequestKeyframe(uint32) { go s.d.RequestKeyframe() }
 
 // fakeNet routes to-device messages between nodes, as the bots'
 // homeservers would, with the sender set by the "homeserver".

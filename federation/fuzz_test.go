@@ -10,7 +10,7 @@ import (
 func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte(`{"v":1,"t":"hello","versions":[1],"server":"b.test"}`))
 	f.Add([]byte(`{"v":1,"t":"participant","participant":{"sid":"PA_1","identity":"@b:b.test:D","tracks":[{"sid":"TR_1","kind":2,"layers":[{"q":0},{"q":2}],"front_end":"CAE="}]}}`))
-	f.Add([]byte(`{"v":1,"t":"want","sid":"TR_1","quality":3}`))
+	f.Add([]byte(`{"v":1,"t":"want","sid":"TR_1","layers":5}`))
 	f.Add([]byte(`{"v":1,"t":"speakers","speakers":[{"sid":"PA_1","level":0.5}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b)

@@ -76,10 +76,53 @@ type remoteTrack struct {
 	owner *remote
 	kind  media.Kind
 	muted bool
-	up    *media.UpTrack // once its media arrived
-	layer *media.Layer   // the one stream it arrives on
-	want  media.VideoQuality
-	asked bool // want was sent
+	// layers are the qualities its publisher announced (simulcast when
+	// more than one).
+	layers []media.VideoQuality
+	up     *media.UpTrack // once its media arrived
+	// streams are the streams it arrives on, by layer: one per simulcast
+	// layer asked for, or one in all.
+	streams [3]*media.Layer
+	want    uint8 // the layers asked for, bit i for layer i
+	asked   bool  // want was sent
+}
+
+// mask is what this node asks of the track when its subscribers want the
+// layers in demand: each wanted layer, or the closest one the publisher
+// sends (the highest below it, else the lowest); an audio track or a
+// single-layer video track, bit 0 when anyone wants it. Audio is always
+// asked for: it is cheap, and a remote track must keep arriving to stay
+// published.
+func (t *remoteTrack) mask(demand uint8) uint8 {
+	if t.kind == media.KindAudio {
+		return 1
+	}
+	if len(t.layers) < 2 {
+		if demand != 0 {
+			return 1
+		}
+		return 0
+	}
+	var out uint8
+	for i := range 3 {
+		if demand&(1<<i) == 0 {
+			continue
+		}
+		best, lowest := -1, -1
+		for _, q := range t.layers {
+			if lowest < 0 || int(q) < lowest {
+				lowest = int(q)
+			}
+			if int(q) <= i && int(q) > best {
+				best = int(q)
+			}
+		}
+		if best < 0 {
+			best = lowest
+		}
+		out |= 1 << best
+	}
+	return out
 }
 
 // LinkInfo describes a link, for the debug listing and tests.
@@ -99,10 +142,13 @@ type LinkInfo struct {
 
 // TrackStat is one remote track as a link receives it.
 type TrackStat struct {
-	Sid     string             `json:"sid"` // at the peer
-	Kind    string             `json:"kind"`
-	Want    media.VideoQuality `json:"want"`
-	Packets uint64             `json:"packets"`
+	Sid  string `json:"sid"` // at the peer
+	Kind string `json:"kind"`
+	// Want is the layers asked for, bit i for layer i.
+	Want uint8 `json:"want"`
+	// Packets are the packets received, in all and per layer.
+	Packets      uint64    `json:"packets"`
+	LayerPackets [3]uint64 `json:"layer_packets"`
 }
 
 // link is one trunk: this node and one peer, for one call. Its goroutine
@@ -136,7 +182,7 @@ type link struct {
 	locals      map[string]*media.ParticipantInfo // this node's participants, by sid
 	remotes     map[string]*remote                // by sid at the peer
 	tracks      map[string]*remoteTrack           // by track sid at the peer
-	wanted      map[string]media.VideoQuality     // local tracks the peer wants, by sid
+	wanted      map[string]uint8                  // local tracks the peer wants, by sid: the layers
 	speaking    map[string]float32                // local participants speaking now, by sid
 	errors      int
 }
@@ -147,7 +193,7 @@ func newLink(n *Node, peer string, call Call, callID string, offerer bool) *link
 		n: n, peer: peer, cfg: n.cfg.Peers[peer], call: call, callID: callID, offerer: offerer, since: time.Now(),
 		wake: make(chan struct{}, 1), stop: make(chan error, 1), done: make(chan struct{}), ctx: ctx, cancel: cancel,
 		locals: map[string]*media.ParticipantInfo{}, remotes: map[string]*remote{}, tracks: map[string]*remoteTrack{},
-		wanted: map[string]media.VideoQuality{}, speaking: map[string]float32{},
+		wanted: map[string]uint8{}, speaking: map[string]float32{},
 	}
 	l.log = n.log.With().Str("peer", peer).Str("room_id", call.RoomID).Str("media_room", call.MediaRoom).
 		Str("call_id", callID).Bool("offerer", offerer).Logger()
@@ -447,7 +493,7 @@ func (l *link) handle(b []byte) {
 			l.removeRemote(r)
 		}
 	case msgWant:
-		l.peerWants(m.Sid, *m.Quality)
+		l.peerWants(m.Sid, *m.Layers)
 	case msgSpeakers:
 		for _, s := range m.Speakers {
 			if r := l.remotes[s.Sid]; r != nil {
@@ -536,7 +582,10 @@ func (l *link) remoteChanged(pm *participantMessage) {
 			if _, taken := l.tracks[tm.Sid]; taken {
 				continue
 			}
-			t = &remoteTrack{owner: r, kind: media.Kind(tm.Kind), muted: tm.Muted, want: media.QualityOff}
+			t = &remoteTrack{owner: r, kind: media.Kind(tm.Kind), muted: tm.Muted}
+			for _, x := range tm.Layers {
+				t.layers = append(t.layers, x.Quality)
+			}
 			req := &media.AddTrackRequest{Cid: tm.Sid, Kind: t.kind, Source: media.Source(tm.Source), Name: tm.Name,
 				Muted: tm.Muted, Width: tm.Width, Height: tm.Height}
 			for _, x := range tm.Layers {
@@ -557,7 +606,7 @@ func (l *link) remoteChanged(pm *participantMessage) {
 			l.tracks[tm.Sid] = t
 			// Until its media arrives nobody here can subscribe to it, so
 			// it is asked for at its lowest layer; demand rules after that.
-			l.ask(tm.Sid, t, media.QualityLow)
+			l.ask(tm.Sid, t, t.mask(1))
 			continue
 		}
 		if t.muted != tm.Muted && t.up != nil {
@@ -585,18 +634,17 @@ func (l *link) setRemotes() {
 	l.mu.Unlock()
 }
 
-// ask tells the peer at which layer this node wants one of its tracks.
-func (l *link) ask(sid string, t *remoteTrack, q media.VideoQuality) {
-	if t.asked && t.want == q {
+// ask tells the peer which layers of one of its tracks this node wants.
+func (l *link) ask(sid string, t *remoteTrack, mask uint8) {
+	if t.asked && t.want == mask {
 		return
 	}
-	t.want, t.asked = q, true
-	l.send(&message{T: msgWant, Sid: sid, Quality: &q})
+	t.want, t.asked = mask, true
+	l.send(&message{T: msgWant, Sid: sid, Layers: &mask})
 }
 
-// updateDemand asks for each remote track what this node's subscribers
-// want of it now. Audio is always asked for: it is cheap, and a remote
-// audio track nobody receives yet must stay published here.
+// updateDemand asks for each remote track the layers this node's
+// subscribers want of it now (UpTrack.DemandMask).
 func (l *link) updateDemand() {
 	stats := make([]TrackStat, 0, len(l.tracks))
 	defer func() {
@@ -608,17 +656,26 @@ func (l *link) updateDemand() {
 		if t.up == nil {
 			continue
 		}
-		q := media.QualityHigh
-		if t.kind == media.KindVideo {
-			q = t.up.Demand()
+		l.ask(sid, t, t.mask(t.up.DemandMask()))
+		st := TrackStat{Sid: sid, Kind: t.kind.String(), Want: t.want}
+		for i, s := range t.streams {
+			if s != nil {
+				st.LayerPackets[i] = s.Packets()
+				st.Packets += st.LayerPackets[i]
+			}
 		}
-		l.ask(sid, t, q)
-		stats = append(stats, TrackStat{Sid: sid, Kind: t.kind.String(), Want: t.want, Packets: t.layer.Packets()})
+		stats = append(stats, st)
 	}
 }
 
 // remoteTrackArrived hands the peer's stream of a track to its participant.
 func (l *link) remoteTrackArrived(trackID string, s media.IncomingStream) {
+	layer := 0
+	if sid, q, ok := media.ParsePinnedID(trackID); ok {
+		// One simulcast layer of the track, as a stream of its own.
+		trackID, layer = sid, int(q)
+		s.RID = simulcastRIDs[q]
+	}
 	t := l.tracks[trackID]
 	if t == nil {
 		l.log.Debug().Str("track", trackID).Msg("stream of an unannounced track")
@@ -626,43 +683,38 @@ func (l *link) remoteTrackArrived(trackID string, s media.IncomingStream) {
 	}
 	start := s.Start
 	s.TrackID = trackID
-	s.Start = func(layer *media.Layer) {
+	s.Start = func(stream *media.Layer) {
 		l.post(func() {
-			t.up, t.layer = layer.Track(), layer
+			t.up, t.streams[layer] = stream.Track(), stream
 			if t.muted {
 				_ = t.owner.p.SetMuted(l.ctx, t.up.SID(), true)
 			}
 		})
-		start(layer)
+		start(stream)
 	}
 	t.owner.p.Receive(s)
 }
 
-// peerWants subscribes the export participant to a local track at the
-// layer the peer asks for, or pauses it. Only this node's own
-// participants' tracks are exported.
-func (l *link) peerWants(sid string, q media.VideoQuality) {
+// simulcastRIDs are the RIDs LiveKit's simulcast layers use, by quality
+// (livekit/livekit pkg/sfu/buffer/videolayerutils.go): the core maps them
+// back to layers.
+var simulcastRIDs = [...]string{"q", "h", "f"}
+
+// peerWants has the export participant send the layers of a local track
+// the peer asks for (Participant.SetLayers: one stream per simulcast
+// layer, the others paused). Only this node's own participants' tracks
+// are exported.
+func (l *link) peerWants(sid string, mask uint8) {
 	if !l.isLocalTrack(sid) {
 		l.log.Debug().Str("track", sid).Msg("peer wants a track that is not ours")
 		return
 	}
-	prev, subscribed := l.wanted[sid]
-	if subscribed && prev == q {
+	if prev, ok := l.wanted[sid]; ok && prev == mask {
 		return
 	}
-	l.wanted[sid] = q
-	if !subscribed {
-		if err := l.export.UpdateSubscription(l.ctx, []string{sid}, true); err != nil {
-			l.log.Warn().Err(err).Str("track", sid).Msg("export subscription")
-			return
-		}
-	}
-	settings := &media.TrackSettings{TrackSids: []string{sid}, Quality: q, Disabled: q == media.QualityOff}
-	if q == media.QualityOff {
-		settings.Quality = media.QualityLow
-	}
-	if err := l.export.UpdateTrackSettings(l.ctx, settings); err != nil {
-		l.log.Warn().Err(err).Str("track", sid).Msg("export track settings")
+	l.wanted[sid] = mask
+	if err := l.export.SetLayers(l.ctx, sid, mask); err != nil {
+		l.log.Warn().Err(err).Str("track", sid).Msg("export subscription")
 	}
 	l.mu.Lock()
 	l.info.Exported = len(l.wanted)

@@ -233,8 +233,9 @@ func subscriber(t *testing.T, sfu *media.SFU, identity string) (*media.Participa
 	return p, e, rec
 }
 
-// exportedCam is node A's sink of the camera on the trunk.
-func (tn *testNodes) exportedCam() *fakeSink {
+// exportedLayer is node A's sink of one layer of the camera on the trunk
+// (nil when that layer was never asked for).
+func (tn *testNodes) exportedLayer(q media.VideoQuality) *fakeSink {
 	tn.net.mu.Lock()
 	w := tn.net.wires["call"]
 	tn.net.mu.Unlock()
@@ -250,16 +251,27 @@ func (tn *testNodes) exportedCam() *fakeSink {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for d, s := range c.sinks {
-		if d.Kind() == media.KindVideo {
+		if _, layer, ok := media.ParsePinnedID(d.ID()); ok && layer == q && d.Kind() == media.KindVideo {
 			return s
 		}
 	}
 	return nil
 }
 
+// crossing counts the camera packets of each layer that cross the trunk.
+func (tn *testNodes) crossing() [3]uint64 {
+	var out [3]uint64
+	for q := range out {
+		if s := tn.exportedLayer(media.VideoQuality(q)); s != nil {
+			out[q] = s.packets.Load()
+		}
+	}
+	return out
+}
+
 // TestTrunkCarriesACall: a publisher on A, five subscribers on B. The
-// camera crosses once, at the one layer B's subscribers want most; a
-// layer nobody on B watches does not cross; mute, speaking, leave and a
+// camera crosses once, each layer someone on B watches as a stream of its
+// own; a layer nobody on B watches does not cross; mute, speaking, leave and a
 // newcomer show on the other side; nothing comes back to its origin.
 func TestTrunkCarriesACall(t *testing.T) {
 	tn := startNodes(t)
@@ -282,28 +294,41 @@ func TestTrunkCarriesACall(t *testing.T) {
 			return s.UpdateTrackSettings(context.Background(), &media.TrackSettings{TrackSids: []string{cam}, Quality: media.QualityLow}) == nil
 		}, 5*time.Second, 50*time.Millisecond)
 	}
-	var sink *fakeSink
-	require.Eventually(t, func() bool { sink = tn.exportedCam(); return sink != nil }, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return tn.exportedLayer(media.QualityLow) != nil }, 5*time.Second, 20*time.Millisecond)
+
+	// window counts what crossed, per layer, and what one subscriber got,
+	// over two seconds.
+	window := func() (crossed [3]uint64, got uint64) {
+		c0, g0 := tn.crossing(), ends[0].packets.Load()
+		time.Sleep(2 * time.Second)
+		c1 := tn.crossing()
+		for q := range crossed {
+			crossed[q] = c1[q] - c0[q]
+		}
+		return crossed, ends[0].packets.Load() - g0
+	}
 
 	// Everyone on B wants the low layer: only that one crosses.
-	settle := func() { time.Sleep(1500 * time.Millisecond); sink.largest.Store(0) }
-	settle()
-	crossedBefore, gotBefore := sink.packets.Load(), ends[0].packets.Load()
-	time.Sleep(2 * time.Second)
-	require.Less(t, sink.largest.Load(), int64(400), "only the low layer crosses while everyone on B wants it")
-	crossed, got := sink.packets.Load()-crossedBefore, ends[0].packets.Load()-gotBefore
-	require.Greater(t, crossed, uint64(30))
-	t.Logf("crossed the trunk: %d camera packets; one subscriber of five on B got %d packets in all", crossed, got)
-	require.Less(t, crossed, got*2, "a packet crosses once for five subscribers")
+	time.Sleep(1500 * time.Millisecond)
+	crossed, got := window()
+	t.Logf("all low: crossed per layer %v; one subscriber of five on B got %d packets in all", crossed, got)
+	require.Greater(t, crossed[0], uint64(30))
+	require.Zero(t, crossed[1]+crossed[2], "only the low layer crosses while everyone on B wants it")
+	require.Less(t, crossed[0], got*2, "a packet crosses once for five subscribers")
 
-	// One subscriber on B wants the high layer: it crosses; then not.
+	// One subscriber on B wants the high layer: it crosses beside the low
+	// one, which the four others still watch; then it stops.
 	require.NoError(t, subs[0].UpdateTrackSettings(context.Background(), &media.TrackSettings{TrackSids: []string{cam}, Quality: media.QualityHigh}))
-	require.Eventually(t, func() bool { return sink.largest.Load() > 1000 }, 10*time.Second, 50*time.Millisecond, "the high layer crosses")
+	time.Sleep(1500 * time.Millisecond)
+	crossed, _ = window()
+	t.Logf("one high: crossed per layer %v", crossed)
+	require.Greater(t, crossed[2], uint64(30), "the high layer crosses")
+	require.Greater(t, crossed[0], uint64(30), "the low layer still crosses for the others")
+	require.Zero(t, crossed[1], "the medium layer, which nobody on B watches, does not")
 	require.NoError(t, subs[0].UpdateTrackSettings(context.Background(), &media.TrackSettings{TrackSids: []string{cam}, Quality: media.QualityLow}))
-	time.Sleep(2 * time.Second)
-	settle()
-	time.Sleep(time.Second)
-	require.Less(t, sink.largest.Load(), int64(400), "the high layer stops crossing when nobody on B wants it")
+	time.Sleep(1500 * time.Millisecond)
+	crossed, _ = window()
+	require.Zero(t, crossed[1]+crossed[2], "the high layer stops crossing when nobody on B wants it")
 
 	// Nobody on A was sent back to A: A's link has B's five, not alice.
 	require.Eventually(t, func() bool {

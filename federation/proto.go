@@ -17,7 +17,7 @@ const (
 	msgHello       = "hello"       // first message from both: versions spoken
 	msgParticipant = "participant" // a participant of the sender's node joined or changed
 	msgLeave       = "leave"       // it left
-	msgWant        = "want"        // the receiver of a track asks for it at a layer (or none)
+	msgWant        = "want"        // the receiver of a track asks for its layers (or none)
 	msgSpeakers    = "speakers"    // speaking levels of the sender's participants changed
 	msgBye         = "bye"         // the sender ends the trunk
 )
@@ -45,7 +45,7 @@ type message struct {
 	Server      string              `json:"server,omitempty"`      // hello
 	Participant *participantMessage `json:"participant,omitempty"` // participant
 	Sid         string              `json:"sid,omitempty"`         // leave: the participant; want: the track
-	Quality     *media.VideoQuality `json:"quality,omitempty"`     // want
+	Layers      *uint8              `json:"layers,omitempty"`      // want: bit i for layer i, 0 none
 	Speakers    []speakerMessage    `json:"speakers,omitempty"`    // speakers
 	Reason      string              `json:"reason,omitempty"`      // bye
 }
@@ -115,8 +115,8 @@ func decodeMessage(b []byte) (*message, error) {
 			return nil, fmt.Errorf("leave: no sid")
 		}
 	case msgWant:
-		if m.Sid == "" || m.Quality == nil || *m.Quality < media.QualityLow || *m.Quality > media.QualityOff {
-			return nil, fmt.Errorf("want: no track or no valid quality")
+		if m.Sid == "" || m.Layers == nil || *m.Layers > 7 {
+			return nil, fmt.Errorf("want: no track or no valid layers")
 		}
 	case msgSpeakers:
 		if len(m.Speakers) > maxSpeakers {

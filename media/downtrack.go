@@ -1,6 +1,8 @@
 package media
 
 import (
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +20,13 @@ type DownTrack struct {
 	streamID string
 	up       *UpTrack
 	sub      *Participant
+	// key is the subscriber's key for it (Participant.downs): the track
+	// sid, or PinnedID for a pinned layer.
+	key string
+	// pinned is the one layer a pinned down track carries (a federation
+	// trunk sends each simulcast layer as a stream of its own), -1 for a
+	// subscriber's ordinary down track, which switches layers.
+	pinned int8
 
 	mu       spinMutex
 	sink     TrackSink
@@ -57,10 +66,37 @@ type DownTrack struct {
 
 func newDownTrack(up *UpTrack, sub *Participant) *DownTrack {
 	return &DownTrack{
-		sid: up.sid, streamID: up.pub.sid + "|" + up.sid, up: up, sub: sub,
+		sid: up.sid, streamID: up.pub.sid + "|" + up.sid, up: up, sub: sub, key: up.sid, pinned: -1,
 		target: maxLayers - 1, current: -1, switchTo: -1,
 	}
 }
+
+// PinnedID is the ID of the down track that carries only layer of the
+// track sid: "sid~layer" (msid ids allow '~', RFC 8830 and RFC 4566
+// token-char).
+func PinnedID(sid string, layer VideoQuality) string {
+	return sid + "~" + strconv.Itoa(int(layer))
+}
+
+// ParsePinnedID splits an ID made by PinnedID; ok is false for any other.
+func ParsePinnedID(id string) (sid string, layer VideoQuality, ok bool) {
+	i := strings.LastIndexByte(id, '~')
+	if i <= 0 || i != len(id)-2 || id[i+1] < '0' || id[i+1] >= '0'+maxLayers {
+		return "", 0, false
+	}
+	return id[:i], VideoQuality(id[i+1] - '0'), true
+}
+
+func newPinnedDownTrack(up *UpTrack, sub *Participant, layer int8) *DownTrack {
+	d := newDownTrack(up, sub)
+	d.sid = PinnedID(up.sid, VideoQuality(layer))
+	d.key = d.sid
+	d.pinned, d.target = layer, layer
+	return d
+}
+
+// Pinned is the layer a pinned down track carries, -1 for an ordinary one.
+func (d *DownTrack) Pinned() int8 { return d.pinned }
 
 // ID is the track sid, which clients read as the track id.
 func (d *DownTrack) ID() string { return d.sid }
@@ -114,6 +150,10 @@ func (d *DownTrack) forward(idx int8, epoch uint32, h *rtp.Header, payload []byt
 		// stream goes on from a keyframe in a new segment, and no NACK is
 		// answered from a cache that moved on unseen.
 		d.resegment()
+		d.mu.Unlock()
+		return
+	}
+	if d.pinned >= 0 && idx != d.pinned {
 		d.mu.Unlock()
 		return
 	}
@@ -265,7 +305,9 @@ func (d *DownTrack) switchLayer(idx int8, epoch uint32, h *rtp.Header, now int64
 // settings) and whether it wants the track at all.
 func (d *DownTrack) setTarget(layer int8, paused bool) {
 	d.mu.Lock()
-	d.target = layer
+	if d.pinned < 0 {
+		d.target = layer
+	}
 	if d.paused && !paused {
 		d.current = -1 // restart on a keyframe
 	}
@@ -278,6 +320,9 @@ func (d *DownTrack) setTarget(layer int8, paused bool) {
 // differs from the current layer, asks the publisher for a keyframe on it.
 func (d *DownTrack) retarget() {
 	best := d.up.bestLayer(d.targetLayer(), time.Now().UnixNano())
+	if d.pinned >= 0 {
+		best = d.pinned // live or not: it carries that layer or nothing
+	}
 	d.mu.Lock()
 	if best < 0 || best == d.current {
 		d.switchTo = -1

@@ -334,6 +334,7 @@ func (p *Participant) receive(s IncomingStream) {
 	fresh := pt.up == nil
 	if fresh {
 		pt.up = newUpTrack(pt.info.Sid, pt.cid, p, s.Codec, s.AudioLevelExt)
+		pt.up.layered = s.RID != "" || len(pt.info.Layers) > 1
 		pt.info.MimeType = s.Codec.MimeType
 		pt.info.Mid = s.Mid
 		p.published[pt.info.Sid] = pt.up
@@ -420,18 +421,65 @@ func (p *Participant) subscribe(up *UpTrack) {
 	up.addDown(d)
 }
 
-// unsubscribe stops sending the track sid to this participant. Room
-// goroutine only; the caller negotiates.
-func (p *Participant) unsubscribe(sid string) {
-	d := p.downs[sid]
+// unsubscribe stops sending the track sid (or the pinned layer of
+// PinnedID's key) to this participant. Room goroutine only; the caller
+// negotiates.
+func (p *Participant) unsubscribe(key string) {
+	d := p.downs[key]
 	if d == nil {
 		return
 	}
-	delete(p.downs, sid)
+	delete(p.downs, key)
 	d.up.removeDown(d)
 	if !p.closed.Load() {
 		p.transport.RemoveDownTrack(d)
 	}
+}
+
+// SetLayers is how a bridge participant (a federation trunk's export
+// participant) subscribes to a simulcast track: one down track per layer
+// in the mask (bit i: layer i), each carrying only its layer, so that every
+// layer wanted crosses once and the far node switches between them for
+// its own subscribers. A layer left out of the mask is paused, not
+// removed: its stream stays negotiated and resumes on a keyframe. A
+// track that is not simulcast gets one ordinary down track, paused when
+// the mask is 0.
+func (p *Participant) SetLayers(ctx context.Context, sid string, mask uint8) error {
+	if !p.perms.CanSubscribe {
+		return nil
+	}
+	return p.room.do(ctx, func() {
+		up := p.room.findTrack(sid)
+		if up == nil || up.pub == p || p.closed.Load() || !p.started.Load() {
+			return
+		}
+		if !up.simulcast() {
+			p.subscribe(up)
+			if d := p.downs[sid]; d != nil {
+				d.setTarget(maxLayers-1, mask == 0)
+			}
+			p.negotiate()
+			return
+		}
+		for layer := int8(0); layer < maxLayers; layer++ {
+			want := mask&(1<<layer) != 0
+			key := PinnedID(sid, VideoQuality(layer))
+			d := p.downs[key]
+			if d == nil && want {
+				d = newPinnedDownTrack(up, p, layer)
+				if err := p.transport.AddDownTrack(d); err != nil {
+					p.log.Warn().Err(err).Str("track", key).Msg("subscribe failed")
+					continue
+				}
+				p.downs[key] = d
+				up.addDown(d)
+			}
+			if d != nil {
+				d.setTarget(layer, !want)
+			}
+		}
+		p.negotiate()
+	})
 }
 
 // UpdateSubscription subscribes to or unsubscribes from tracks by sid.
@@ -666,7 +714,7 @@ func (p *Participant) close(reason DisconnectReason) bool {
 	p.downs = map[string]*DownTrack{}
 	for _, up := range p.published {
 		for _, d := range up.downTracks() {
-			d.sub.unsubscribe(up.sid)
+			d.sub.unsubscribe(d.key)
 			d.sub.negotiate()
 		}
 	}

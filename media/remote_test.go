@@ -35,7 +35,7 @@ func TestRemoteParticipant(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the remote stream never started")
 	}
-	require.Equal(t, QualityOff, up.Demand(), "nobody here subscribes")
+	require.Zero(t, up.DemandMask(), "nobody here subscribes")
 
 	sig := newRecordingSignaller()
 	local, join, err := r.Join(ctx, JoinParams{Identity: "alice", Permissions: allowAll(), Signaller: sig, Transport: newFakeTransport(sig)})
@@ -47,12 +47,12 @@ func TestRemoteParticipant(t *testing.T) {
 	require.Equal(t, []Connection{{Room: "fed", Identity: "@bob:b.example:DEV", Origin: "b.example"}, {Room: "fed", Identity: "alice"}},
 		s.Connections(ctx), "the connection list says who joined elsewhere")
 	require.NoError(t, local.UpdateSubscription(ctx, []string{up.SID()}, true))
-	require.Eventually(t, func() bool { return up.Demand() == QualityHigh }, 5*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return up.DemandMask() == 0b100 }, 5*time.Second, 10*time.Millisecond,
 		"a new subscription wants the best layer")
 	require.NoError(t, local.UpdateTrackSettings(ctx, &TrackSettings{TrackSids: []string{up.SID()}, Quality: QualityLow}))
-	require.Eventually(t, func() bool { return up.Demand() == QualityLow }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return up.DemandMask() == 0b001 }, 5*time.Second, 10*time.Millisecond)
 	require.NoError(t, local.UpdateTrackSettings(ctx, &TrackSettings{TrackSids: []string{up.SID()}, Disabled: true}))
-	require.Eventually(t, func() bool { return up.Demand() == QualityOff }, 5*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return up.DemandMask() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"a hidden tile wants nothing")
 
 	// Speaking: the remote node's report, merged at the room's tick.
@@ -74,4 +74,103 @@ func TestRemoteParticipant(t *testing.T) {
 	require.Eventually(t, func() bool { return speaker(true) }, 5*time.Second, 20*time.Millisecond)
 	remote.ReportSpeaking(0)
 	require.Eventually(t, func() bool { return speaker(false) }, 5*time.Second, 20*time.Millisecond)
+}
+
+// TestPinnedLayers: a bridge participant asks for layers of a simulcast
+// track one by one: each crosses as a stream of its own carrying only its
+// layer; a layer taken out of the mask is paused, not removed; the
+// node's own subscribers' wishes (DemandMask) ignore the pinned streams;
+// the track's end removes them all.
+func TestPinnedLayers(t *testing.T) {
+	s := newTestSFU(t)
+	r, err := s.Room("pinned", true)
+	require.NoError(t, err)
+	ctx := context.Background()
+	pub, _, err := r.Join(ctx, JoinParams{Identity: "pub", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: newFakeTransport(nil)})
+	require.NoError(t, err)
+	require.NoError(t, pub.Start(ctx))
+	require.NoError(t, pub.AddTrack(ctx, &AddTrackRequest{Cid: "cam", Kind: KindVideo,
+		Layers: []VideoLayer{{Quality: QualityLow}, {Quality: QualityMedium}, {Quality: QualityHigh}}}))
+	layers := make(chan *Layer, 3)
+	for i, rid := range []string{"q", "h", "f"} {
+		pub.Receive(IncomingStream{TrackID: "cam", Codec: Codec{MimeType: "video/VP8", ClockRate: 90000}, RID: rid, SSRC: uint32(10 + i),
+			Start: func(l *Layer) { layers <- l }})
+	}
+	var ls [3]*Layer
+	for range 3 {
+		select {
+		case l := <-layers:
+			ls[l.idx] = l
+		case <-time.After(5 * time.Second):
+			t.Fatal("a layer never started")
+		}
+	}
+	up := ls[0].Track()
+
+	bt := newFakeTransport(nil)
+	bridge, _, err := r.Join(ctx, JoinParams{Identity: "trunk", Kind: ParticipantBridge,
+		Permissions: Permissions{CanSubscribe: true, Hidden: true}, Signaller: newRecordingSignaller(), Transport: bt})
+	require.NoError(t, err)
+	require.NoError(t, bridge.Start(ctx))
+	bridge.Connected()
+	require.NoError(t, bridge.SetLayers(ctx, up.SID(), 0b101))
+	bt.mu.Lock()
+	require.ElementsMatch(t, []string{PinnedID(up.SID(), QualityLow), PinnedID(up.SID(), QualityHigh)}, keysOf(bt.downs))
+	bt.mu.Unlock()
+	sid, q, ok := ParsePinnedID(PinnedID(up.SID(), QualityHigh))
+	require.True(t, ok)
+	require.Equal(t, up.SID(), sid)
+	require.Equal(t, QualityHigh, q)
+	_, _, ok = ParsePinnedID(up.SID())
+	require.False(t, ok)
+
+	now := time.Now().UnixNano()
+	seq := [3]uint16{100, 200, 300}
+	feed := func(frames int) {
+		for range frames {
+			for i, l := range ls {
+				l.WriteRTP(vp8Packet(t, seq[i], true, byte(i)), now)
+				seq[i]++
+			}
+		}
+	}
+	count := func(layer VideoQuality) int {
+		bt.mu.Lock()
+		defer bt.mu.Unlock()
+		return bt.sinks[PinnedID(up.SID(), layer)].packets
+	}
+	feed(5)
+	require.Equal(t, 5, count(QualityLow), "the low stream carries the low layer's packets, all of them")
+	require.Equal(t, 5, count(QualityHigh), "the high stream carries the high layer's packets only")
+
+	require.NoError(t, bridge.SetLayers(ctx, up.SID(), 0b001))
+	feed(5)
+	require.Equal(t, 10, count(QualityLow))
+	require.Equal(t, 5, count(QualityHigh), "a layer out of the mask is paused")
+	bt.mu.Lock()
+	require.Len(t, bt.downs, 2, "and kept")
+	bt.mu.Unlock()
+	require.Zero(t, up.DemandMask(), "pinned streams are not this node's subscribers")
+
+	sub, _, err := r.Join(ctx, JoinParams{Identity: "sub", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: newFakeTransport(nil)})
+	require.NoError(t, err)
+	require.NoError(t, sub.Start(ctx))
+	require.NoError(t, sub.UpdateSubscription(ctx, []string{up.SID()}, true))
+	require.NoError(t, sub.UpdateTrackSettings(ctx, &TrackSettings{TrackSids: []string{up.SID()}, Quality: QualityMedium}))
+	require.Equal(t, uint8(0b010), up.DemandMask())
+
+	pub.Leave()
+	require.Eventually(t, func() bool {
+		bt.mu.Lock()
+		defer bt.mu.Unlock()
+		return len(bt.downs) == 0
+	}, 5*time.Second, 10*time.Millisecond, "the track's end removes every pinned stream")
+}
+
+func keysOf[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

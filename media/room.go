@@ -337,7 +337,7 @@ func (r *Room) trackPublished(pub *Participant, up *UpTrack) {
 // publisher stays, announces its new state. Room goroutine only.
 func (r *Room) trackUnpublished(pub *Participant, up *UpTrack, announce bool) {
 	for _, d := range up.downTracks() {
-		d.sub.unsubscribe(up.sid)
+		d.sub.unsubscribe(d.key)
 		d.sub.negotiate()
 	}
 	if announce {

@@ -68,7 +68,13 @@ type UpTrack struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+	// layered: the track is simulcast (its streams carry RIDs, or its
+	// publisher announced several layers). Set before it is published.
+	layered bool
 }
+
+// simulcast reports whether the track comes in several layers.
+func (u *UpTrack) simulcast() bool { return u.layered }
 
 func newUpTrack(sid, cid string, pub *Participant, codec Codec, audioLevelID uint8) *UpTrack {
 	u := &UpTrack{
@@ -311,24 +317,23 @@ func qualityToLayer(q VideoQuality) int8 {
 	return 2
 }
 
-// Demand is what the node's subscribers want of the track: the highest
-// layer any subscriber that is not paused asks for, or QualityOff when
-// none does (an audio track is wanted at QualityHigh). Federation asks a
-// remote track's origin to send that layer only. Safe from any goroutine.
-func (u *UpTrack) Demand() VideoQuality {
-	best := int8(-1)
+// DemandMask is the layers the node's subscribers want of the track,
+// bit i for layer i: each subscriber that is not paused wants the layer
+// it targets (an audio or single-layer track: bit 0). Pinned down tracks
+// (a trunk's) do not count: they are what another node wants. Safe from
+// any goroutine.
+func (u *UpTrack) DemandMask() uint8 {
+	var mask uint8
 	for _, d := range u.downTracks() {
 		d.mu.Lock()
-		if !d.paused && d.target > best {
-			best = d.target
+		if !d.paused && d.pinned < 0 {
+			target := d.target
+			if !u.layered || target < 0 {
+				target = 0
+			}
+			mask |= 1 << target
 		}
 		d.mu.Unlock()
 	}
-	switch {
-	case best < 0:
-		return QualityOff
-	case u.kind == KindAudio:
-		return QualityHigh
-	}
-	return VideoQuality(best)
+	return mask
 }

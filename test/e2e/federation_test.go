@@ -326,8 +326,8 @@ func receivedVideo(t *testing.T, debugAddr string) (uint64, int) {
 // subscribers on B watch it at the low layer. The camera crosses the
 // trunk once (the trunk's count of packets matches one subscriber's, not
 // five), only the low layer crosses; one subscriber asking for the high
-// layer makes it cross, and it stops crossing when that subscriber goes
-// back. A mute on A shows on B, a newcomer on A appears on B, and Alice
+// layer makes it cross beside the low one, which the four others keep
+// getting, and it stops crossing when that subscriber goes back. A mute on A shows on B, a newcomer on A appears on B, and Alice
 // leaving disappears from B.
 func TestFederationFanout(t *testing.T) {
 	f := startFederatedAgencies(t)
@@ -386,7 +386,7 @@ func TestFederationFanout(t *testing.T) {
 	settle()
 	crossed, want, got, totals := window()
 	t.Logf("low for all: the trunk carried %d camera packets in 3 s (asked for layer %d); B's subscribers got %v", crossed, want, totals)
-	require.Equal(t, int(livekit.VideoQuality_LOW), want)
+	require.Equal(t, 0b001, want, "B asks for the low layer only")
 	for i, g := range got {
 		require.Equal(t, []string{"q"}, keys(g), "subscriber %d gets the low layer only", i)
 		require.InDelta(t, float64(crossed), float64(totals[i]), float64(crossed)/5+5,
@@ -399,16 +399,19 @@ func TestFederationFanout(t *testing.T) {
 	s0.mu.Unlock()
 	settle()
 	crossed, want, got, _ = window()
-	t.Logf("one subscriber on high: %d packets crossed in 3 s (layer %d), subscriber 0 got %v", crossed, want, got[0])
-	require.Equal(t, int(livekit.VideoQuality_HIGH), want)
-	require.Contains(t, keys(got[0]), "f", "the high layer crosses once someone on B wants it")
+	t.Logf("one subscriber on high: %d packets crossed in 3 s (layers %03b), subscribers got %v", crossed, want, got)
+	require.Equal(t, 0b101, want, "B asks for the low and the high layer, not the medium one nobody watches")
+	require.Equal(t, []string{"f"}, keys(got[0]), "the high layer crosses once someone on B wants it")
+	for i := 1; i < len(got); i++ {
+		require.Equal(t, []string{"q"}, keys(got[i]), "subscriber %d still gets the low layer it asked for", i)
+	}
 
 	s0.mu.Lock()
 	require.NoError(t, s0.pub.SetVideoQuality(livekit.VideoQuality_LOW))
 	s0.mu.Unlock()
 	settle()
 	_, want, got, _ = window()
-	require.Equal(t, int(livekit.VideoQuality_LOW), want)
+	require.Equal(t, 0b001, want)
 	for i, g := range got {
 		require.Equal(t, []string{"q"}, keys(g), "subscriber %d: the high layer stopped crossing", i)
 	}
