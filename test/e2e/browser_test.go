@@ -43,6 +43,15 @@ type browserPage struct {
 	// page's guest form gets Name and #join is clicked.
 	Fill  map[string]string `json:"fill,omitempty"`
 	Click string            `json:"click,omitempty"`
+	// TokenService and TokenRequest make a "client" page get its url and
+	// token itself: it POSTs TokenRequest to TokenService + "/sfu/get".
+	TokenService string `json:"tokenService,omitempty"`
+	TokenRequest any    `json:"tokenRequest,omitempty"`
+	// Browser names the Chromium process the page runs in (one per name,
+	// started with the Args of the first page naming it); empty is the
+	// run's default process.
+	Browser string   `json:"browser,omitempty"`
+	Args    []string `json:"args,omitempty"`
 }
 
 type browserConfig struct {
@@ -77,6 +86,11 @@ type pageResult struct {
 	Tiles         []pageTile         `json:"tiles"`
 	FramesDecoded int                `json:"framesDecoded"`
 	AudioPackets  int                `json:"audioPackets"`
+	// Websockets are the URLs of the websockets the page opened (tokens
+	// redacted); SelectedPairs the remote end of each of its peer
+	// connections' selected ICE candidate pair ("udp 127.0.0.1:P").
+	Websockets    []string `json:"websockets"`
+	SelectedPairs []string `json:"selectedPairs"`
 }
 
 type browserResult struct {

@@ -57,6 +57,9 @@ type elementCallPerson struct {
 	// Gate holds the person in the lobby until the run's atLobby has
 	// returned for them.
 	Gate bool `json:"gate,omitempty"`
+	// Args are extra Chromium flags for the person's browser process
+	// (e.g. --host-resolver-rules: their agency's DNS).
+	Args []string `json:"args,omitempty"`
 }
 
 type elementCallLogin struct {
@@ -79,6 +82,12 @@ type elementCallResult struct {
 		Screen      string           `json:"screen"`
 		TokenStatus []string         `json:"tokenStatus"`
 		Log         []string         `json:"log"`
+		// Where the person's client went: websocket URLs, token calls
+		// ("POST http://…/sfu/get") and the remote end of each peer
+		// connection's selected ICE pair ("udp 127.0.0.1:P").
+		Websockets    []string `json:"websockets"`
+		TokenURLs     []string `json:"tokenURLs"`
+		SelectedPairs []string `json:"selectedPairs"`
 	} `json:"people"`
 }
 

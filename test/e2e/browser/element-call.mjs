@@ -17,6 +17,8 @@
 //     {"label": "dan", "name": "Dan", "app": "http://127.0.0.1:Q/"}  the first person's link, on
 //                                                                     another agency's Element Call
 //   ]
+// A person's "args" are extra Chromium flags for their browser process (e.g.
+// --host-resolver-rules: their agency's DNS).
 // A person with "gate": true waits in the lobby for the test (see gate).
 // A person with "login": {"user", "password"} signs in with that account on
 // Element Call's sign-in page before opening the link.
@@ -34,6 +36,11 @@
 // Remote video is counted from the pages' RTCPeerConnection statistics
 // (inbound-rtp framesDecoded), so a preview of the person's own camera does
 // not count.
+//
+// Where each person's client went is reported too: "websockets" (every
+// websocket URL the page opened, tokens redacted), "tokenURLs" (every token
+// call, method and URL) and "selectedPairs" (the remote end of each open
+// peer connection's selected ICE candidate pair, "udp 127.0.0.1:P").
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -79,14 +86,32 @@ function watchPeerConnections() {
       }
       return { frames, audio, pcs: pcs.length };
     },
+    async selectedPairs() {
+      const out = [];
+      for (const pc of pcs) {
+        if (pc.connectionState === 'closed') continue;
+        const stats = await pc.getStats();
+        stats.forEach((s) => {
+          if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+          const pair = stats.get(s.selectedCandidatePairId);
+          const rc = pair && stats.get(pair.remoteCandidateId);
+          if (rc) out.push(`${rc.protocol} ${rc.address}:${rc.port}`);
+        });
+      }
+      return out;
+    },
   };
 }
 
 const keep = (s) => s.replace(/(access_token|password|jwt)=[^&\s'"]+/g, '$1=REDACTED').slice(0, 400);
 
 async function open(browserCtx, person, url) {
-  const r = { label: person.label, ok: false, t: {}, log: [], frames: 0, audio: 0 };
+  const r = { label: person.label, ok: false, t: {}, log: [], frames: 0, audio: 0, websockets: [], tokenURLs: [] };
   const page = await browserCtx.newPage();
+  page.on('websocket', (ws) => r.websockets.push(keep(ws.url().replace(/access_token=[^&]+/, 'access_token=REDACTED'))));
+  page.on('request', (req) => {
+    if (/\/(get_token|sfu\/get)$/.test(new URL(req.url()).pathname)) r.tokenURLs.push(`${req.method()} ${req.url()}`);
+  });
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') r.log.push(keep(`${m.type()}: ${m.text()}`));
   });
@@ -174,9 +199,11 @@ async function poll(p) {
   // which innerText leaves out: their textContent is added.
   const s = await page.evaluate(async () => ({
     media: await window.__entente.remote(),
+    pairs: await window.__entente.selectedPairs(),
     text: (document.body ? document.body.innerText : '') + '\n' +
       [...document.querySelectorAll('details')].map((d) => d.textContent).join('\n'),
   })).catch((e) => ({ media: { frames: 0, audio: 0 }, text: '', err: String(e) }));
+  if (s.pairs) r.selectedPairs = s.pairs;
   r.frames = s.media.frames;
   r.audio = s.media.audio;
   if (r.frames > 0 && r.t.firstRemoteFrame === undefined) r.t.firstRemoteFrame = Date.now() - p.t0;
@@ -203,7 +230,7 @@ async function main() {
       const dir = path.join(cfg.userDataDir, person.label);
       fs.mkdirSync(dir, { recursive: true });
       const ctx = await chromium.launchPersistentContext(dir, {
-        executablePath: cfg.chromium || '/usr/bin/chromium', headless: true, args: FLAGS,
+        executablePath: cfg.chromium || '/usr/bin/chromium', headless: true, args: [...FLAGS, ...(person.args || [])],
         viewport: { width: 960, height: 600 }, timeout: left(),
       });
       browsers.push(ctx);

@@ -12,11 +12,23 @@
 //   "pages": [
 //     {"label": "a", "kind": "client", "url": "http://.../client.html",
 //      "wsURL": "ws://...", "token": "...", "simulcast": true},
+//     {"label": "f", "kind": "client", "url": "...", "tokenService": "http://rtc.example:P",
+//      "tokenRequest": {...}},                the page POSTs tokenRequest to
+//                                             tokenService/sfu/get and joins with the answer
 //     {"label": "b", "kind": "joinpage", "url": "http://node/?room=r", "name": "Bob"},
 //     {"label": "c", "kind": "joinpage", "url": "http://node/?matrix_room=!r",
 //      "fill": {"#mx-user": "carol", "#mx-password": "…"}, "click": "#mx-signin"}
 //   ]
 // }
+//
+// A page with "browser": NAME runs in a Chromium process of its own, one per
+// NAME (profile userDataDir/NAME), started with the extra flags "args" of the
+// group's first page (e.g. --host-resolver-rules, one agency's DNS per
+// process); pages without one share the default process.
+//
+// Each page reports the websocket URLs it opened ("websockets") and, for each
+// of its RTCPeerConnections, the remote address of the ICE candidate pair in
+// use ("selectedPairs": "udp 127.0.0.1:P").
 //
 // Both kinds of page expose window.entente with remoteVideoFramesDecoded() and
 // remoteAudioPacketsReceived(); times are ms since the page's navigation start.
@@ -60,9 +72,38 @@ function monitor() {
   tick();
 }
 
+// watchPeerConnections runs in every page before its own scripts: it keeps
+// the page's RTCPeerConnections so that their selected ICE pairs can be read.
+function watchPeerConnections() {
+  const pcs = [];
+  const Orig = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Orig(...args);
+    pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Orig.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, Orig);
+  window.__selectedPairs = async () => {
+    const out = [];
+    for (const pc of pcs) {
+      if (pc.connectionState === 'closed') continue;
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+        const pair = stats.get(s.selectedCandidatePairId);
+        const rc = pair && stats.get(pair.remoteCandidateId);
+        if (rc) out.push(`${rc.protocol} ${rc.address}:${rc.port}`);
+      });
+    }
+    return out;
+  };
+}
+
 async function startPage(ctx, spec) {
-  const r = { label: spec.label, kind: spec.kind, ok: false, t: {}, log: [] };
+  const r = { label: spec.label, kind: spec.kind, ok: false, t: {}, log: [], websockets: [] };
   const page = await ctx.newPage();
+  page.on('websocket', (ws) => r.websockets.push(ws.url().replace(/access_token=[^&]+/, 'access_token=REDACTED')));
   // Keep tokens out of test logs (livekit-client puts them in the signal URL).
   const keep = (s) => s.replace(/access_token=[^&\s'"]+/g, 'access_token=REDACTED').slice(0, 400);
   page.on('console', (m) => {
@@ -72,7 +113,10 @@ async function startPage(ctx, spec) {
   await page.goto(spec.url, { timeout: left() });
   await page.evaluate(monitor);
   if (spec.kind === 'client') {
-    await page.evaluate((s) => window.start(s), { url: spec.wsURL, token: spec.token, simulcast: !!spec.simulcast });
+    await page.evaluate((s) => window.start(s), {
+      url: spec.wsURL, token: spec.token, simulcast: !!spec.simulcast,
+      tokenService: spec.tokenService, tokenRequest: spec.tokenRequest,
+    });
   } else {
     // "joinpage": type spec.name into the guest form; or fill the fields
     // spec.fill names (selector -> value) and click spec.click.
@@ -95,6 +139,7 @@ async function poll({ page, r }) {
       frames: m.frames || 0, audio: m.audio || 0, t: m.t, monitorError: m.monitorError,
     };
   });
+  r.selectedPairs = await page.evaluate(() => window.__selectedPairs()).catch(() => r.selectedPairs);
   Object.assign(r, {
     state: s.state, joined: s.joined, error: s.error || null, identity: s.identity, remotes: s.remotes,
     tiles: s.tiles, framesDecoded: s.frames, audioPackets: s.audio, monitorError: s.monitorError,
@@ -106,13 +151,24 @@ async function poll({ page, r }) {
 
 async function main() {
   const t0 = Date.now();
-  const ctx = await chromium.launchPersistentContext(cfg.userDataDir, {
-    executablePath: cfg.chromium || '/usr/bin/chromium', headless: true, args: FLAGS,
-    viewport: { width: 960, height: 600 }, timeout: left(),
-  });
-  const out = { launchMs: Date.now() - t0, pages: [], timedOut: false };
+  // One Chromium process per browser group.
+  const contexts = new Map();
+  const out = { pages: [], timedOut: false };
   try {
-    const pages = await Promise.all(cfg.pages.map((spec) => startPage(ctx, spec)));
+    for (const spec of cfg.pages) {
+      const name = spec.browser || '';
+      if (contexts.has(name)) continue;
+      const dir = name ? path.join(cfg.userDataDir, name) : cfg.userDataDir;
+      fs.mkdirSync(dir, { recursive: true });
+      const ctx = await chromium.launchPersistentContext(dir, {
+        executablePath: cfg.chromium || '/usr/bin/chromium', headless: true, args: [...FLAGS, ...(spec.args || [])],
+        viewport: { width: 960, height: 600 }, timeout: left(),
+      });
+      await ctx.addInitScript(watchPeerConnections);
+      contexts.set(name, ctx);
+    }
+    out.launchMs = Date.now() - t0;
+    const pages = await Promise.all(cfg.pages.map((spec) => startPage(contexts.get(spec.browser || ''), spec)));
     out.pages = pages.map((p) => p.r);
     for (;;) {
       const done = await Promise.all(pages.map(poll));
@@ -128,7 +184,7 @@ async function main() {
   } catch (e) {
     out.error = String(e && e.stack || e);
   } finally {
-    await ctx.close().catch(() => {});
+    await Promise.all([...contexts.values()].map((c) => c.close().catch(() => {})));
   }
   out.totalMs = Date.now() - t0;
   process.stdout.write(JSON.stringify(out) + '\n');

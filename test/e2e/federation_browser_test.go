@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/internal/dendritetest"
+)
+
+// Browsers of two federating agencies on the shared transport
+// (/work/shared/FEDERATION.md, "A shared transport"): both agencies
+// advertise one token service, http://rtc.federation.test:P, and each
+// agency's DNS resolves that name to its own node. Here each agency's
+// "DNS" is its own Chromium process, started with
+// --host-resolver-rules mapping the name to a loopback address of the
+// agency's own (127.0.0.2 for A, 127.0.0.3 for B), where a reverse proxy
+// on the same port P stands for the agency's node.
+
+// sharedRTCHost is the token service's name that both agencies advertise.
+const sharedRTCHost = "rtc.federation.test"
+
+// agencyFront is one agency's reverse proxy for the shared name: its
+// loopback address and the requests it forwarded to the agency's node.
+type agencyFront struct {
+	ip string
+	ln net.Listener
+
+	mu   sync.Mutex
+	seen []string // "POST /sfu/get"
+}
+
+// resolverArgs are the Chromium flags that make the shared name resolve
+// to this agency's front.
+func (f *agencyFront) resolverArgs() []string {
+	return []string{"--host-resolver-rules=MAP " + sharedRTCHost + " " + f.ip}
+}
+
+// requests returns the requests the front forwarded so far.
+func (f *agencyFront) requests() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.seen)
+}
+
+// serve forwards everything the front receives to nodeURL.
+func (f *agencyFront) serve(t *testing.T, nodeURL string) {
+	t.Helper()
+	u, err := url.Parse(nodeURL)
+	require.NoError(t, err)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.seen = append(f.seen, r.Method+" "+r.URL.Path)
+		f.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(f.ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
+// sharedFronts listens on 127.0.0.2:P and 127.0.0.3:P for one port P
+// free on both (the shared URL names one port).
+func sharedFronts(t *testing.T) (a, b *agencyFront, port int) {
+	t.Helper()
+	for range 50 {
+		la, err := net.Listen("tcp", "127.0.0.2:0")
+		require.NoError(t, err, "127.0.0.2 on the loopback interface")
+		port = la.Addr().(*net.TCPAddr).Port
+		lb, err := net.Listen("tcp", fmt.Sprintf("127.0.0.3:%d", port))
+		if err != nil {
+			_ = la.Close()
+			continue
+		}
+		t.Cleanup(func() { _ = la.Close(); _ = lb.Close() })
+		return &agencyFront{ip: "127.0.0.2", ln: la}, &agencyFront{ip: "127.0.0.3", ln: lb}, port
+	}
+	t.Fatal("no port free on both 127.0.0.2 and 127.0.0.3")
+	return nil, nil, 0
+}
+
+// sharedAgencies are two federating agencies (a Dendrite and a node
+// each, each node on the other's peer list) that both advertise the
+// shared token service, each agency's name resolving to its own node.
+type sharedAgencies struct {
+	a, b           *matrixNode
+	dbgA, dbgB     string
+	frontA, frontB *agencyFront
+	service        string // http://rtc.federation.test:P
+}
+
+func startSharedTransportAgencies(t *testing.T) *sharedAgencies {
+	t.Helper()
+	frontA, frontB, port := sharedFronts(t)
+	s := &sharedAgencies{
+		frontA: frontA, frontB: frontB, service: fmt.Sprintf("http://%s:%d", sharedRTCHost, port),
+		dbgA: fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")), dbgB: fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")),
+	}
+	hsA, hsB := dendritetest.New(t), dendritetest.New(t)
+	fed := func(dbg, peer string) string {
+		return fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n", dbg, peer, "@entente:"+peer)
+	}
+	// token_service_url: what rtc/transports advertises, the same for both.
+	matrixCfg := fmt.Sprintf("allow = [\"*\"]\ntoken_service_url = %q", s.service)
+	s.a = startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: matrixCfg, extraTOML: fed(s.dbgA, hsB.ServerName)})
+	s.b = startMatrixNode(t, matrixNodeOptions{homeserver: hsB, extraMatrix: matrixCfg, extraTOML: fed(s.dbgB, hsA.ServerName)})
+	frontA.serve(t, s.a.HTTPURL)
+	frontB.serve(t, s.b.HTTPURL)
+	return s
+}
+
+// trunkWatch polls both nodes' trunks while clients run (they leave
+// when the browsers close, and the trunk's remote participants with
+// them): the most trunks each node had at once, and the most remote
+// participants a trunk of each held while up.
+type trunkWatch struct {
+	stop chan struct{}
+	done chan struct{}
+
+	maxA, maxB         int
+	remotesA, remotesB int
+	peerA, peerB       string
+}
+
+func (s *sharedAgencies) watchTrunks(t *testing.T) *trunkWatch {
+	t.Helper()
+	w := &trunkWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	read := func(dbg string) []trunkInfo {
+		resp, err := http.Get("http://" + dbg + "/debug/federation")
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Trunks []trunkInfo `json:"trunks"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return out.Trunks
+	}
+	note := func(ts []trunkInfo, most, remotes *int, peer *string) {
+		*most = max(*most, len(ts))
+		for _, tr := range ts {
+			if tr.Up {
+				*remotes = max(*remotes, tr.Remotes)
+				*peer = tr.Peer
+			}
+		}
+	}
+	go func() {
+		defer close(w.done)
+		for {
+			note(read(s.dbgA), &w.maxA, &w.remotesA, &w.peerA)
+			note(read(s.dbgB), &w.maxB, &w.remotesB, &w.peerB)
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(w.end)
+	return w
+}
+
+func (w *trunkWatch) end() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+// requireOneTrunkEach checks what w saw: each node had one trunk at
+// most, to the other, and it was up holding want remote participants.
+func (s *sharedAgencies) requireOneTrunkEach(t *testing.T, w *trunkWatch, want int) {
+	t.Helper()
+	w.end()
+	t.Logf("trunks: A had at most %d (to %s, up with %d remote participants), B at most %d (to %s, up with %d)",
+		w.maxA, w.peerA, w.remotesA, w.maxB, w.peerB, w.remotesB)
+	require.Equal(t, 1, w.maxA, "one trunk on A")
+	require.Equal(t, 1, w.maxB, "one trunk on B")
+	require.Equal(t, s.b.hs.ServerName, w.peerA)
+	require.Equal(t, s.a.hs.ServerName, w.peerB)
+	require.Equal(t, want, w.remotesA, "A's trunk held B's participants")
+	require.Equal(t, want, w.remotesB, "B's trunk held A's participants")
+}
+
+func assertEventually(d time.Duration, f func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if f() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// foreignConnections lists, of a client's websocket URLs and selected
+// ICE pairs ("udp 127.0.0.1:P"), those that do not go to node own: its
+// websockets must reach own's HTTP port, its media own's UDP port.
+func foreignConnections(t *testing.T, own *Node, websockets, pairs []string) []string {
+	t.Helper()
+	node, err := url.Parse(own.HTTPURL)
+	require.NoError(t, err)
+	var foreign []string
+	for _, w := range websockets {
+		u, err := url.Parse(w)
+		if err != nil || u.Host != node.Host {
+			foreign = append(foreign, "websocket "+w)
+		}
+	}
+	for _, p := range pairs {
+		if p != "udp "+net.JoinHostPort("127.0.0.1", strconv.Itoa(own.UDPPort)) {
+			foreign = append(foreign, "ICE pair "+p)
+		}
+	}
+	return foreign
+}
+
+// localParticipants are the identities that joined node n's rooms over
+// its own signalling (not the ones the federation brought in, nor a
+// trunk's export participant), read from its log.
+func localParticipants(n *Node) []string {
+	var out []string
+	for _, line := range strings.Split(n.Logs(), "\n") {
+		if !strings.Contains(line, "participant joined") || strings.Contains(line, "origin=") {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, "participant=")
+		if !ok {
+			continue
+		}
+		id, _, _ := strings.Cut(rest, " ")
+		if !strings.HasPrefix(id, "entente-trunk:") && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// withoutQuery drops the query of each URL, for logs.
+func withoutQuery(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i], _, _ = strings.Cut(u, "?")
+	}
+	return out
+}
+
+// errNotOwn is why a client's connection is counted as foreign.
+var errNotOwn = errors.New("connection to another agency's node")
+
+// TestFederationBrowsersSharedTransport: Alice of agency A and Bob of
+// agency B, in one Matrix room of A's, each in a livekit-client page of
+// their agency's own Chromium process. Each page asks the shared token
+// service (http://rtc.federation.test:P/sfu/get, Element Call's call
+// with an OpenID token of the user's own homeserver), which resolves to
+// its own agency's node, and joins with the answer; both publish camera
+// and microphone (Alice with simulcast). Each must decode the other, and
+// every websocket and selected ICE pair of each page must go to its own
+// node only; the nodes link with exactly one trunk.
+func TestFederationBrowsersSharedTransport(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	s := startSharedTransportAgencies(t)
+	alice, bob := s.a.hs.Register(t, "alice"), s.b.hs.Register(t, "bob")
+	room := s.a.hs.CreateRoom(t, alice, map[string]any{
+		"preset": "public_chat", "name": "Inter-agency",
+		"power_level_content_override": map[string]any{"events": map[string]any{"org.matrix.msc3401.call.member": 0}},
+	})
+	s.b.hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(s.a.hs.ServerName),
+		bob.Token, map[string]any{}, nil)
+
+	// Each user's own node serves them (its bot joins the room) and both
+	// send their call memberships naming the shared transport, as Element
+	// Call does on joining.
+	for _, x := range []struct {
+		m *matrixNode
+		u dendritetest.User
+	}{{s.a, alice}, {s.b, bob}} {
+		require.Eventually(t, func() bool {
+			return x.m.sfuGet(t, x.u, x.m.hs.OpenIDToken(t, x.u), room).Status == http.StatusOK
+		}, 60*time.Second, 500*time.Millisecond, "%s gets a token from its own node", x.u.ID)
+		x.m.hs.SendState(t, x.u, room, "org.matrix.msc3401.call.member", "_"+x.u.ID+"_"+x.u.DeviceID, map[string]any{
+			"application": "m.call", "call_id": "", "scope": "m.room", "device_id": x.u.DeviceID, "expires": 3600000,
+			"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": s.service, "livekit_alias": room}},
+			"focus_active":   map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
+		})
+	}
+	aFrontBefore, bFrontBefore := len(s.frontA.requests()), len(s.frontB.requests())
+
+	client := serveClientPage(t, env)
+	watch := s.watchTrunks(t)
+	tokenRequest := func(m *matrixNode, u dendritetest.User) map[string]any {
+		return map[string]any{"room": room, "openid_token": m.hs.OpenIDToken(t, u), "device_id": u.DeviceID}
+	}
+	res := runBrowser(t, env, []browserPage{
+		{Label: "alice", Kind: "client", URL: client, TokenService: s.service, TokenRequest: tokenRequest(s.a, alice),
+			Simulcast: true, Browser: "agency-a", Args: s.frontA.resolverArgs()},
+		{Label: "bob", Kind: "client", URL: client, TokenService: s.service, TokenRequest: tokenRequest(s.b, bob),
+			Browser: "agency-b", Args: s.frontB.resolverArgs()},
+	})
+	pages := checkPages(t, res)
+	require.False(t, t.Failed(), "both pages decode each other")
+	require.Equal(t, alice.ID+":"+alice.DeviceID, pages["alice"].Identity)
+	require.Equal(t, bob.ID+":"+bob.DeviceID, pages["bob"].Identity)
+
+	// Each page asked the shared name once (after its CORS preflight), and
+	// reached its own node.
+	require.Equal(t, []string{"OPTIONS /sfu/get", "POST /sfu/get"}, s.frontA.requests()[aFrontBefore:], "Alice's token call reached A")
+	require.Equal(t, []string{"OPTIONS /sfu/get", "POST /sfu/get"}, s.frontB.requests()[bFrontBefore:], "Bob's token call reached B")
+	foreign := 0
+	for label, own := range map[string]*Node{"alice": s.a.Node, "bob": s.b.Node} {
+		p := pages[label]
+		t.Logf("%s: websockets %v, selected ICE pairs %v (own node: %s, udp %d)", label, withoutQuery(p.Websockets), p.SelectedPairs, own.HTTPURL, own.UDPPort)
+		require.NotEmpty(t, p.Websockets, "%s opened a websocket", label)
+		require.NotEmpty(t, p.SelectedPairs, "%s has selected ICE pairs", label)
+		f := foreignConnections(t, own, p.Websockets, p.SelectedPairs)
+		foreign += len(f)
+		for _, c := range f {
+			t.Errorf("%s: %s: %v", label, c, errNotOwn)
+		}
+	}
+	t.Logf("foreign connections: %d", foreign)
+	require.Zero(t, foreign)
+	// The nodes' side: each node's own clients are its own agency's only.
+	require.Equal(t, []string{alice.ID + ":" + alice.DeviceID}, localParticipants(s.a.Node), "A's clients")
+	require.Equal(t, []string{bob.ID + ":" + bob.DeviceID}, localParticipants(s.b.Node), "B's clients")
+	s.requireOneTrunkEach(t, watch, 1)
+}
