@@ -254,6 +254,19 @@ func localParticipants(n *Node) []string {
 	return out
 }
 
+// signalConnections counts the LiveKit signalling connections among a
+// client's websocket URLs: livekit-client tries /rtc/v1 first, which the
+// node does not serve, then /rtc.
+func signalConnections(websockets []string) int {
+	n := 0
+	for _, w := range websockets {
+		if u, err := url.Parse(w); err == nil && u.Path == "/rtc" {
+			n++
+		}
+	}
+	return n
+}
+
 // withoutQuery drops the query of each URL, for logs.
 func withoutQuery(urls []string) []string {
 	out := make([]string, len(urls))
@@ -262,6 +275,9 @@ func withoutQuery(urls []string) []string {
 	}
 	return out
 }
+
+// lastField is what follows the last colon of s (a device ID).
+func lastField(s string) string { return s[strings.LastIndex(s, ":")+1:] }
 
 // errNotOwn is why a client's connection is counted as foreign.
 var errNotOwn = errors.New("connection to another agency's node")
@@ -341,5 +357,95 @@ func TestFederationBrowsersSharedTransport(t *testing.T) {
 	// The nodes' side: each node's own clients are its own agency's only.
 	require.Equal(t, []string{alice.ID + ":" + alice.DeviceID}, localParticipants(s.a.Node), "A's clients")
 	require.Equal(t, []string{bob.ID + ":" + bob.DeviceID}, localParticipants(s.b.Node), "B's clients")
+	require.Equal(t, 1, signalConnections(pages["alice"].Websockets), "Alice: one signalling connection")
+	require.Equal(t, 1, signalConnections(pages["bob"].Websockets), "Bob: one signalling connection")
+	s.requireOneTrunkEach(t, watch, 1)
+}
+
+// TestFederationElementCallSharedTransport: stock Element Call 0.26.1 for
+// each agency, both agencies advertising the shared token service in
+// rtc/transports, each person's Chromium resolving its name to their own
+// agency's node. In a public encrypted room of A's (per-participant keys),
+// opened by link on each agency's app, Alice of A and Bob of B must see
+// and hear each other, and every websocket, token call and selected ICE
+// pair of each must go to their own node only; the nodes link with one
+// trunk.
+func TestFederationElementCallSharedTransport(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.26")
+	s := startSharedTransportAgencies(t)
+	appA := serveElementCall(t, dist, homeserverProxy(t, s.a.hs.ClientURL, s.a.HTTPURL), s.a.hs.ServerName, "")
+	appB := serveElementCall(t, dist, homeserverProxy(t, s.b.hs.ClientURL, s.b.HTTPURL), s.b.hs.ServerName, "")
+	organiser := s.a.hs.Register(t, "organiser")
+	room := s.a.hs.CreateRoom(t, organiser, map[string]any{
+		"preset": "public_chat", "name": "Inter-agency",
+		"initial_state": []any{map[string]any{
+			"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"},
+		}},
+	})
+	q := "room/#/?" + url.Values{"roomId": {room}, "perParticipantE2EE": {"true"}}.Encode()
+	watch := s.watchTrunks(t)
+	res := runElementCall(t, env, appA, []elementCallPerson{
+		{Label: "alice", Name: "Alice", URL: appA + q, Args: s.frontA.resolverArgs()},
+		{Label: "bob", Name: "Bob", URL: appB + q, Args: s.frontB.resolverArgs()},
+	})
+	for _, p := range res.People {
+		t.Logf("%s: websockets %v, token calls %v, selected ICE pairs %v", p.Label, withoutQuery(p.Websockets), p.TokenURLs, p.SelectedPairs)
+	}
+	requireCall(t, res)
+
+	own := map[string]*Node{"alice": s.a.Node, "bob": s.b.Node}
+	foreign := 0
+	for _, p := range res.People {
+		var f []string
+		for _, c := range p.TokenURLs {
+			method, u, _ := strings.Cut(c, " ")
+			if method != http.MethodPost || !strings.HasPrefix(u, s.service+"/") {
+				f = append(f, "token call "+c)
+			}
+		}
+		require.NotEmpty(t, p.TokenURLs, "%s asked for a token", p.Label)
+		require.NotEmpty(t, p.Websockets, "%s opened a websocket", p.Label)
+		require.NotEmpty(t, p.SelectedPairs, "%s has selected ICE pairs", p.Label)
+		f = append(f, foreignConnections(t, own[p.Label], p.Websockets, p.SelectedPairs)...)
+		foreign += len(f)
+		for _, c := range f {
+			t.Errorf("%s: %s: %v", p.Label, c, errNotOwn)
+		}
+	}
+	t.Logf("foreign connections: %d", foreign)
+	require.Zero(t, foreign)
+	for _, p := range res.People {
+		require.Equal(t, 1, signalConnections(p.Websockets), "%s: one signalling connection (one transport for everyone)", p.Label)
+	}
+	// The nodes' side: each node's clients are one person of its own
+	// agency (Element Call registers its own users: their IDs are read
+	// from the nodes' logs).
+	for _, x := range []struct {
+		m    *matrixNode
+		name string
+	}{{s.a, "A"}, {s.b, "B"}} {
+		ids := localParticipants(x.m.Node)
+		t.Logf("%s's clients: %v", x.name, ids)
+		require.Len(t, ids, 1, "one client on %s", x.name)
+		require.True(t, strings.HasSuffix(strings.TrimSuffix(ids[0], ":"+lastField(ids[0])), ":"+x.m.hs.ServerName),
+			"%s's client %s is a user of %s", x.name, ids[0], x.m.hs.ServerName)
+	}
+	// The shared name reached each agency's own node only: every token
+	// call through A's front was Alice's, through B's Bob's.
+	for label, front := range map[string]*agencyFront{"alice": s.frontA, "bob": s.frontB} {
+		var posts int
+		t.Logf("%s's front (%s) forwarded %v", label, front.ip, front.requests())
+		for _, r := range front.requests() {
+			if r == "POST /sfu/get" || r == "POST /get_token" {
+				posts++
+			}
+		}
+		for _, p := range res.People {
+			if p.Label == label {
+				require.Equal(t, len(p.TokenURLs), posts, "%s's token calls all reached their own node", label)
+			}
+		}
+	}
 	s.requireOneTrunkEach(t, watch, 1)
 }
