@@ -62,6 +62,8 @@ type browserConfig struct {
 	HoldMs        int64         `json:"holdMs"`
 	ScreenshotDir string        `json:"screenshotDir,omitempty"`
 	Pages         []browserPage `json:"pages"`
+	// Leave is the label of a page that leaves once every page has media.
+	Leave string `json:"leave,omitempty"`
 }
 
 type pageTile struct {
@@ -91,6 +93,12 @@ type pageResult struct {
 	// connections' selected ICE candidate pair ("udp 127.0.0.1:P").
 	Websockets    []string `json:"websockets"`
 	SelectedPairs []string `json:"selectedPairs"`
+	// FramesBy is the video frames decoded from each remote identity
+	// ("client" pages).
+	FramesBy map[string]int `json:"framesBy"`
+	// FirstFrameFrom is when the page decoded its first video frame
+	// from each remote identity, in ms since its navigation start.
+	FirstFrameFrom map[string]float64 `json:"firstFrameFrom"`
 }
 
 type browserResult struct {
@@ -99,6 +107,18 @@ type browserResult struct {
 	TimedOut bool         `json:"timedOut"`
 	Error    string       `json:"error"`
 	Pages    []pageResult `json:"pages"`
+	Leave    *leaveResult `json:"leave"`
+}
+
+// leaveResult is what the other pages saw of the page that left: the
+// remote identities each saw before and after, and how long after the
+// page left each stopped seeing it (absent: it never did).
+type leaveResult struct {
+	Label    string              `json:"label"`
+	Identity string              `json:"identity"`
+	Before   map[string][]string `json:"before"`
+	After    map[string][]string `json:"after"`
+	GoneMs   map[string]int64    `json:"goneMs"`
 }
 
 // browserEnv is what the browser tests found installed.
@@ -166,10 +186,18 @@ func serveClientPage(t *testing.T, env browserEnv) string {
 // profile directory is killed by pid.
 func runBrowser(t *testing.T, env browserEnv, pages []browserPage) browserResult {
 	t.Helper()
+	return runBrowserLeaving(t, env, pages, "")
+}
+
+// runBrowserLeaving is runBrowser where, once every page has media, the
+// page labelled leave disconnects from its room and the run waits until
+// the other pages no longer see it (browserResult.Leave).
+func runBrowserLeaving(t *testing.T, env browserEnv, pages []browserPage, leave string) browserResult {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := browserConfig{
 		Modules: env.modules, Chromium: env.chromium, UserDataDir: filepath.Join(dir, "profile"),
-		TimeoutMs: browserRunTimeout.Milliseconds(), HoldMs: 1000, Pages: pages,
+		TimeoutMs: browserRunTimeout.Milliseconds(), HoldMs: 1000, Pages: pages, Leave: leave,
 	}
 	if d := os.Getenv("ENTENTE_E2E_SCREENSHOTS"); d != "" {
 		cfg.ScreenshotDir = d

@@ -184,8 +184,9 @@ func (w *trunkWatch) end() {
 }
 
 // requireOneTrunkEach checks what w saw: each node had one trunk at
-// most, to the other, and it was up holding want remote participants.
-func (s *sharedAgencies) requireOneTrunkEach(t *testing.T, w *trunkWatch, want int) {
+// most, to the other, and it was up holding at most wantA (on A) and
+// wantB (on B) remote participants.
+func (s *sharedAgencies) requireOneTrunkEach(t *testing.T, w *trunkWatch, wantA, wantB int) {
 	t.Helper()
 	w.end()
 	t.Logf("trunks: A had at most %d (to %s, up with %d remote participants), B at most %d (to %s, up with %d)",
@@ -194,8 +195,8 @@ func (s *sharedAgencies) requireOneTrunkEach(t *testing.T, w *trunkWatch, want i
 	require.Equal(t, 1, w.maxB, "one trunk on B")
 	require.Equal(t, s.b.hs.ServerName, w.peerA)
 	require.Equal(t, s.a.hs.ServerName, w.peerB)
-	require.Equal(t, want, w.remotesA, "A's trunk held B's participants")
-	require.Equal(t, want, w.remotesB, "B's trunk held A's participants")
+	require.Equal(t, wantA, w.remotesA, "A's trunk held B's participants")
+	require.Equal(t, wantB, w.remotesB, "B's trunk held A's participants")
 }
 
 func assertEventually(d time.Duration, f func() bool) bool {
@@ -267,6 +268,20 @@ func signalConnections(websockets []string) int {
 	return n
 }
 
+// requireDecodesEveryone checks that every page decoded video from every
+// other page's identity.
+func requireDecodesEveryone(t *testing.T, pages map[string]pageResult) {
+	t.Helper()
+	for _, p := range pages {
+		t.Logf("%s decoded frames by identity: %v; joined at %s ms, first frame from each at %v ms", p.Label, p.FramesBy, ms(p.T, "joined"), p.FirstFrameFrom)
+		for _, o := range pages {
+			if o.Label != p.Label {
+				require.Positive(t, p.FramesBy[o.Identity], "%s decoded %s's video", p.Label, o.Label)
+			}
+		}
+	}
+}
+
 // withoutQuery drops the query of each URL, for logs.
 func withoutQuery(urls []string) []string {
 	out := make([]string, len(urls))
@@ -282,6 +297,56 @@ func lastField(s string) string { return s[strings.LastIndex(s, ":")+1:] }
 // errNotOwn is why a client's connection is counted as foreign.
 var errNotOwn = errors.New("connection to another agency's node")
 
+// callRoom makes a public room of A's, where anyone may send call
+// memberships, with members of both agencies joined.
+func (s *sharedAgencies) callRoom(t *testing.T, creator dendritetest.User, others ...dendritetest.User) string {
+	t.Helper()
+	room := s.a.hs.CreateRoom(t, creator, map[string]any{
+		"preset": "public_chat", "name": "Inter-agency",
+		"power_level_content_override": map[string]any{"events": map[string]any{"org.matrix.msc3401.call.member": 0}},
+	})
+	for _, u := range others {
+		hs := s.a.hs
+		if strings.HasSuffix(u.ID, ":"+s.b.hs.ServerName) {
+			hs = s.b.hs
+		}
+		hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(s.a.hs.ServerName),
+			u.Token, map[string]any{}, nil)
+	}
+	return room
+}
+
+// joinCall waits until u's own node m serves u in room (its bot joins
+// the room) and sends u's call membership naming the shared transport,
+// as Element Call does on joining.
+func (s *sharedAgencies) joinCall(t *testing.T, m *matrixNode, u dendritetest.User, room string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return m.sfuGet(t, u, m.hs.OpenIDToken(t, u), room).Status == http.StatusOK
+	}, 60*time.Second, 500*time.Millisecond, "%s gets a token from its own node", u.ID)
+	m.hs.SendState(t, u, room, "org.matrix.msc3401.call.member", "_"+u.ID+"_"+u.DeviceID, map[string]any{
+		"application": "m.call", "call_id": "", "scope": "m.room", "device_id": u.DeviceID, "expires": 3600000,
+		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": s.service, "livekit_alias": room}},
+		"focus_active":   map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
+	})
+}
+
+// page is a livekit-client page for u of agency m, in that agency's
+// Chromium process: it asks the shared token service for a token with an
+// OpenID token of u's homeserver, and joins with the answer.
+func (s *sharedAgencies) page(t *testing.T, label, client string, m *matrixNode, u dendritetest.User, room string, simulcast bool) browserPage {
+	t.Helper()
+	browser, front := "agency-a", s.frontA
+	if m == s.b {
+		browser, front = "agency-b", s.frontB
+	}
+	return browserPage{
+		Label: label, Kind: "client", URL: client, Simulcast: simulcast, Browser: browser, Args: front.resolverArgs(),
+		TokenService: s.service,
+		TokenRequest: map[string]any{"room": room, "openid_token": m.hs.OpenIDToken(t, u), "device_id": u.DeviceID},
+	}
+}
+
 // TestFederationBrowsersSharedTransport: Alice of agency A and Bob of
 // agency B, in one Matrix room of A's, each in a livekit-client page of
 // their agency's own Chromium process. Each page asks the shared token
@@ -295,44 +360,20 @@ func TestFederationBrowsersSharedTransport(t *testing.T) {
 	env := findBrowserEnv(t, false)
 	s := startSharedTransportAgencies(t)
 	alice, bob := s.a.hs.Register(t, "alice"), s.b.hs.Register(t, "bob")
-	room := s.a.hs.CreateRoom(t, alice, map[string]any{
-		"preset": "public_chat", "name": "Inter-agency",
-		"power_level_content_override": map[string]any{"events": map[string]any{"org.matrix.msc3401.call.member": 0}},
-	})
-	s.b.hs.MustDo(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(s.a.hs.ServerName),
-		bob.Token, map[string]any{}, nil)
-
-	// Each user's own node serves them (its bot joins the room) and both
-	// send their call memberships naming the shared transport, as Element
-	// Call does on joining.
-	for _, x := range []struct {
-		m *matrixNode
-		u dendritetest.User
-	}{{s.a, alice}, {s.b, bob}} {
-		require.Eventually(t, func() bool {
-			return x.m.sfuGet(t, x.u, x.m.hs.OpenIDToken(t, x.u), room).Status == http.StatusOK
-		}, 60*time.Second, 500*time.Millisecond, "%s gets a token from its own node", x.u.ID)
-		x.m.hs.SendState(t, x.u, room, "org.matrix.msc3401.call.member", "_"+x.u.ID+"_"+x.u.DeviceID, map[string]any{
-			"application": "m.call", "call_id": "", "scope": "m.room", "device_id": x.u.DeviceID, "expires": 3600000,
-			"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": s.service, "livekit_alias": room}},
-			"focus_active":   map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
-		})
-	}
+	room := s.callRoom(t, alice, bob)
+	s.joinCall(t, s.a, alice, room)
+	s.joinCall(t, s.b, bob, room)
 	aFrontBefore, bFrontBefore := len(s.frontA.requests()), len(s.frontB.requests())
 
 	client := serveClientPage(t, env)
 	watch := s.watchTrunks(t)
-	tokenRequest := func(m *matrixNode, u dendritetest.User) map[string]any {
-		return map[string]any{"room": room, "openid_token": m.hs.OpenIDToken(t, u), "device_id": u.DeviceID}
-	}
 	res := runBrowser(t, env, []browserPage{
-		{Label: "alice", Kind: "client", URL: client, TokenService: s.service, TokenRequest: tokenRequest(s.a, alice),
-			Simulcast: true, Browser: "agency-a", Args: s.frontA.resolverArgs()},
-		{Label: "bob", Kind: "client", URL: client, TokenService: s.service, TokenRequest: tokenRequest(s.b, bob),
-			Browser: "agency-b", Args: s.frontB.resolverArgs()},
+		s.page(t, "alice", client, s.a, alice, room, true),
+		s.page(t, "bob", client, s.b, bob, room, false),
 	})
 	pages := checkPages(t, res)
 	require.False(t, t.Failed(), "both pages decode each other")
+	requireDecodesEveryone(t, pages)
 	require.Equal(t, alice.ID+":"+alice.DeviceID, pages["alice"].Identity)
 	require.Equal(t, bob.ID+":"+bob.DeviceID, pages["bob"].Identity)
 
@@ -359,7 +400,7 @@ func TestFederationBrowsersSharedTransport(t *testing.T) {
 	require.Equal(t, []string{bob.ID + ":" + bob.DeviceID}, localParticipants(s.b.Node), "B's clients")
 	require.Equal(t, 1, signalConnections(pages["alice"].Websockets), "Alice: one signalling connection")
 	require.Equal(t, 1, signalConnections(pages["bob"].Websockets), "Bob: one signalling connection")
-	s.requireOneTrunkEach(t, watch, 1)
+	s.requireOneTrunkEach(t, watch, 1, 1)
 }
 
 // TestFederationElementCallSharedTransport: stock Element Call 0.26.1 for
@@ -447,5 +488,45 @@ func TestFederationElementCallSharedTransport(t *testing.T) {
 			}
 		}
 	}
-	s.requireOneTrunkEach(t, watch, 1)
+	s.requireOneTrunkEach(t, watch, 1, 1)
+}
+
+// TestFederationBrowsersLeave: Alice and Carol of agency A, Bob of agency
+// B, in livekit-client pages on the shared transport (as in
+// TestFederationBrowsersSharedTransport). Once everyone decodes everyone,
+// Carol hangs up: Bob, on the other node, must stop seeing her as Alice
+// does, and B's trunk must have carried both of A's people.
+func TestFederationBrowsersLeave(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	s := startSharedTransportAgencies(t)
+	alice, carol, bob := s.a.hs.Register(t, "alice"), s.a.hs.Register(t, "carol"), s.b.hs.Register(t, "bob")
+	room := s.callRoom(t, alice, carol, bob)
+	s.joinCall(t, s.a, alice, room)
+	s.joinCall(t, s.a, carol, room)
+	s.joinCall(t, s.b, bob, room)
+
+	client := serveClientPage(t, env)
+	watch := s.watchTrunks(t)
+	res := runBrowserLeaving(t, env, []browserPage{
+		s.page(t, "alice", client, s.a, alice, room, true),
+		s.page(t, "carol", client, s.a, carol, room, false),
+		s.page(t, "bob", client, s.b, bob, room, false),
+	}, "carol")
+	pages := checkPages(t, res)
+	require.False(t, t.Failed(), "everyone decodes everyone")
+	aliceID, carolID, bobID := alice.ID+":"+alice.DeviceID, carol.ID+":"+carol.DeviceID, bob.ID+":"+bob.DeviceID
+	require.ElementsMatch(t, []string{aliceID, carolID}, pages["bob"].Remotes, "Bob, on B, sees both of A's people")
+	requireDecodesEveryone(t, pages)
+
+	l := res.Leave
+	require.NotNil(t, l, "Carol left")
+	t.Logf("Carol left: Alice saw %v then %v (gone after %d ms); Bob saw %v then %v (gone after %d ms)",
+		l.Before["alice"], l.After["alice"], l.GoneMs["alice"], l.Before["bob"], l.After["bob"], l.GoneMs["bob"])
+	require.Equal(t, carolID, l.Identity)
+	require.Contains(t, l.GoneMs, "alice", "Alice, on Carol's node, stops seeing her")
+	require.Contains(t, l.GoneMs, "bob", "Bob, on the other node, stops seeing her")
+	require.Equal(t, []string{bobID}, l.After["alice"], "Alice still sees Bob")
+	require.Equal(t, []string{aliceID}, l.After["bob"], "Bob still sees Alice")
+	require.Contains(t, s.b.Logs(), "remote participant left", "B removed Carol from its room")
+	s.requireOneTrunkEach(t, watch, 1, 2)
 }

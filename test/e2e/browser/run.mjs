@@ -9,6 +9,10 @@
 //   "userDataDir": "/tmp/...",            fresh and empty, removed by the caller
 //   "timeoutMs": 40000,                   whole run, including launch
 //   "screenshotDir": "",                  optional: one PNG per page at the end
+//   "leave": "label",                     optional: once every page has media, this
+//                                         page leaves its room; "leave" in the
+//                                         report says when the others stopped
+//                                         seeing it
 //   "pages": [
 //     {"label": "a", "kind": "client", "url": "http://.../client.html",
 //      "wsURL": "ws://...", "token": "...", "simulcast": true},
@@ -64,6 +68,13 @@ function monitor() {
         m.frames = await e.remoteVideoFramesDecoded();
         m.audio = await e.remoteAudioPacketsReceived();
         if (m.frames > 0) mark('firstDecodedFrame');
+        if (e.framesByIdentity) {
+          const by = await e.framesByIdentity();
+          m.firstFrom = m.firstFrom || {};
+          for (const [id, n] of Object.entries(by)) {
+            if (n > 0 && m.firstFrom[id] === undefined) m.firstFrom[id] = Math.round(performance.now());
+          }
+        }
         if (m.audio > 0) mark('firstAudioPacket');
       }
     } catch (err) { m.monitorError = String(err); }
@@ -136,17 +147,45 @@ async function poll({ page, r }) {
       state: e.state, joined: e.joined, error: e.error, identity: e.identity,
       remotes: e.remoteIdentities ? e.remoteIdentities() : [],
       tiles: e.participants ? e.participants() : undefined,
-      frames: m.frames || 0, audio: m.audio || 0, t: m.t, monitorError: m.monitorError,
+      frames: m.frames || 0, audio: m.audio || 0, t: m.t, monitorError: m.monitorError, firstFrom: m.firstFrom,
     };
   });
+  if (r.kind === 'client') r.framesBy = await page.evaluate(() => window.entente.framesByIdentity()).catch(() => r.framesBy);
   r.selectedPairs = await page.evaluate(() => window.__selectedPairs()).catch(() => r.selectedPairs);
   Object.assign(r, {
     state: s.state, joined: s.joined, error: s.error || null, identity: s.identity, remotes: s.remotes,
     tiles: s.tiles, framesDecoded: s.frames, audioPackets: s.audio, monitorError: s.monitorError,
   });
   Object.assign(r.t, s.t);
+  if (s.firstFrom) r.firstFrameFrom = s.firstFrom;
   r.ok = s.frames > 0 && s.audio > 0;
   return r.ok || s.state === 'error';
+}
+
+// leave makes the page labelled label leave its room, then waits until
+// no other page sees its identity among its remote participants.
+async function leave(pages, label) {
+  const gone = pages.find((p) => p.r.label === label);
+  const others = pages.filter((p) => p !== gone);
+  const ids = (p) => p.page.evaluate(() => window.entente.remoteIdentities());
+  const res = { label, identity: gone.r.identity, before: {}, after: {}, goneMs: {} };
+  for (const p of others) res.before[p.r.label] = await ids(p);
+  const t = Date.now();
+  await gone.page.evaluate(() => window.leave());
+  while (Date.now() < deadline) {
+    for (const p of others) {
+      if (res.goneMs[p.r.label] !== undefined) continue;
+      const now = await ids(p);
+      if (!now.includes(res.identity)) {
+        res.goneMs[p.r.label] = Date.now() - t;
+        res.after[p.r.label] = now;
+      }
+    }
+    if (others.every((p) => res.goneMs[p.r.label] !== undefined)) break;
+    await sleep(50);
+  }
+  for (const p of others) if (!res.after[p.r.label]) res.after[p.r.label] = await ids(p);
+  return res;
 }
 
 async function main() {
@@ -178,6 +217,7 @@ async function main() {
     }
     // A little longer, so that the numbers show media still flowing.
     if (!out.timedOut && cfg.holdMs) { await sleep(Math.min(cfg.holdMs, left())); await Promise.all(pages.map(poll)); }
+    if (!out.timedOut && cfg.leave) out.leave = await leave(pages, cfg.leave);
     if (cfg.screenshotDir) {
       for (const p of pages) await p.page.screenshot({ path: path.join(cfg.screenshotDir, `${p.r.label}.png`) });
     }
