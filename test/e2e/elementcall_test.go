@@ -60,6 +60,9 @@ type elementCallPerson struct {
 	// Args are extra Chromium flags for the person's browser process
 	// (e.g. --host-resolver-rules: their agency's DNS).
 	Args []string `json:"args,omitempty"`
+	// MinRemotes is how many remote video and audio streams the person
+	// must receive media on (default 1).
+	MinRemotes int `json:"minRemotes,omitempty"`
 }
 
 type elementCallLogin struct {
@@ -73,15 +76,19 @@ type elementCallResult struct {
 	TimedOut bool   `json:"timedOut"`
 	Error    string `json:"error"`
 	People   []struct {
-		Label       string           `json:"label"`
-		OK          bool             `json:"ok"`
-		T           map[string]int64 `json:"t"`
-		Frames      int              `json:"frames"`
-		Audio       int              `json:"audio"`
-		ErrorText   string           `json:"errorText"`
-		Screen      string           `json:"screen"`
-		TokenStatus []string         `json:"tokenStatus"`
-		Log         []string         `json:"log"`
+		Label  string           `json:"label"`
+		OK     bool             `json:"ok"`
+		T      map[string]int64 `json:"t"`
+		Frames int              `json:"frames"`
+		Audio  int              `json:"audio"`
+		// VideoStreams and AudioStreams count the inbound streams that
+		// decoded a frame, received a packet.
+		VideoStreams int      `json:"videoStreams"`
+		AudioStreams int      `json:"audioStreams"`
+		ErrorText    string   `json:"errorText"`
+		Screen       string   `json:"screen"`
+		TokenStatus  []string `json:"tokenStatus"`
+		Log          []string `json:"log"`
 		// Where the person's client went: websocket URLs, token calls
 		// ("POST http://…/sfu/get") and the remote end of each peer
 		// connection's selected ICE pair ("udp 127.0.0.1:P").

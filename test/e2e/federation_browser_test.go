@@ -407,10 +407,10 @@ func TestFederationBrowsersSharedTransport(t *testing.T) {
 // each agency, both agencies advertising the shared token service in
 // rtc/transports, each person's Chromium resolving its name to their own
 // agency's node. In a public encrypted room of A's (per-participant keys),
-// opened by link on each agency's app, Alice of A and Bob of B must see
-// and hear each other, and every websocket, token call and selected ICE
-// pair of each must go to their own node only; the nodes link with one
-// trunk.
+// opened by link on each agency's app, Alice and Carol of A and Bob of B
+// must each decode video from and receive audio of both others, and every
+// websocket, token call and selected ICE pair of each must go to their
+// own node only; the nodes link with one trunk.
 func TestFederationElementCallSharedTransport(t *testing.T) {
 	env := findBrowserEnv(t, false)
 	dist := elementCallApp(t, env, "0.26")
@@ -427,17 +427,21 @@ func TestFederationElementCallSharedTransport(t *testing.T) {
 	q := "room/#/?" + url.Values{"roomId": {room}, "perParticipantE2EE": {"true"}}.Encode()
 	watch := s.watchTrunks(t)
 	res := runElementCall(t, env, appA, []elementCallPerson{
-		{Label: "alice", Name: "Alice", URL: appA + q, Args: s.frontA.resolverArgs()},
-		{Label: "bob", Name: "Bob", URL: appB + q, Args: s.frontB.resolverArgs()},
+		{Label: "alice", Name: "Alice", URL: appA + q, Args: s.frontA.resolverArgs(), MinRemotes: 2},
+		{Label: "bob", Name: "Bob", URL: appB + q, Args: s.frontB.resolverArgs(), MinRemotes: 2},
+		{Label: "carol", Name: "Carol", URL: appA + q, Args: s.frontA.resolverArgs(), MinRemotes: 2},
 	})
 	for _, p := range res.People {
-		t.Logf("%s: websockets %v, token calls %v, selected ICE pairs %v", p.Label, withoutQuery(p.Websockets), p.TokenURLs, p.SelectedPairs)
+		t.Logf("%s: video from %d, audio from %d remote streams; websockets %v, token calls %v, selected ICE pairs %v",
+			p.Label, p.VideoStreams, p.AudioStreams, p.Websockets, p.TokenURLs, p.SelectedPairs)
 	}
 	requireCall(t, res)
 
-	own := map[string]*Node{"alice": s.a.Node, "bob": s.b.Node}
+	own := map[string]*matrixNode{"alice": s.a, "bob": s.b, "carol": s.a}
 	foreign := 0
 	for _, p := range res.People {
+		require.GreaterOrEqual(t, p.VideoStreams, 2, "%s decodes both others", p.Label)
+		require.GreaterOrEqual(t, p.AudioStreams, 2, "%s hears both others", p.Label)
 		var f []string
 		for _, c := range p.TokenURLs {
 			method, u, _ := strings.Cut(c, " ")
@@ -448,7 +452,7 @@ func TestFederationElementCallSharedTransport(t *testing.T) {
 		require.NotEmpty(t, p.TokenURLs, "%s asked for a token", p.Label)
 		require.NotEmpty(t, p.Websockets, "%s opened a websocket", p.Label)
 		require.NotEmpty(t, p.SelectedPairs, "%s has selected ICE pairs", p.Label)
-		f = append(f, foreignConnections(t, own[p.Label], p.Websockets, p.SelectedPairs)...)
+		f = append(f, foreignConnections(t, own[p.Label].Node, p.Websockets, p.SelectedPairs)...)
 		foreign += len(f)
 		for _, c := range f {
 			t.Errorf("%s: %s: %v", p.Label, c, errNotOwn)
@@ -459,36 +463,43 @@ func TestFederationElementCallSharedTransport(t *testing.T) {
 	for _, p := range res.People {
 		require.Equal(t, 1, signalConnections(p.Websockets), "%s: one signalling connection (one transport for everyone)", p.Label)
 	}
-	// The nodes' side: each node's clients are one person of its own
-	// agency (Element Call registers its own users: their IDs are read
-	// from the nodes' logs).
+	// The nodes' side: each node's clients are its own agency's people
+	// (Element Call registers its own users: their IDs are read from the
+	// nodes' logs).
 	for _, x := range []struct {
 		m    *matrixNode
 		name string
-	}{{s.a, "A"}, {s.b, "B"}} {
+		want int
+	}{{s.a, "A", 2}, {s.b, "B", 1}} {
 		ids := localParticipants(x.m.Node)
 		t.Logf("%s's clients: %v", x.name, ids)
-		require.Len(t, ids, 1, "one client on %s", x.name)
-		require.True(t, strings.HasSuffix(strings.TrimSuffix(ids[0], ":"+lastField(ids[0])), ":"+x.m.hs.ServerName),
-			"%s's client %s is a user of %s", x.name, ids[0], x.m.hs.ServerName)
+		require.Len(t, ids, x.want, "%s's clients", x.name)
+		for _, id := range ids {
+			require.True(t, strings.HasSuffix(strings.TrimSuffix(id, ":"+lastField(id)), ":"+x.m.hs.ServerName),
+				"%s's client %s is a user of %s", x.name, id, x.m.hs.ServerName)
+		}
 	}
-	// The shared name reached each agency's own node only: every token
-	// call through A's front was Alice's, through B's Bob's.
-	for label, front := range map[string]*agencyFront{"alice": s.frontA, "bob": s.frontB} {
-		var posts int
-		t.Logf("%s's front (%s) forwarded %v", label, front.ip, front.requests())
-		for _, r := range front.requests() {
+	// The shared name reached each agency's own node only: the token
+	// calls through A's front were Alice's and Carol's, through B's Bob's.
+	for _, x := range []struct {
+		front  *agencyFront
+		people []string
+	}{{s.frontA, []string{"alice", "carol"}}, {s.frontB, []string{"bob"}}} {
+		var posts, calls int
+		t.Logf("front %s forwarded %v", x.front.ip, x.front.requests())
+		for _, r := range x.front.requests() {
 			if r == "POST /sfu/get" || r == "POST /get_token" {
 				posts++
 			}
 		}
 		for _, p := range res.People {
-			if p.Label == label {
-				require.Equal(t, len(p.TokenURLs), posts, "%s's token calls all reached their own node", label)
+			if slices.Contains(x.people, p.Label) {
+				calls += len(p.TokenURLs)
 			}
 		}
+		require.Equal(t, calls, posts, "the token calls of %v all reached their own node", x.people)
 	}
-	s.requireOneTrunkEach(t, watch, 1, 1)
+	s.requireOneTrunkEach(t, watch, 1, 2)
 }
 
 // TestFederationBrowsersLeave: Alice and Carol of agency A, Bob of agency

@@ -17,6 +17,8 @@
 //     {"label": "dan", "name": "Dan", "app": "http://127.0.0.1:Q/"}  the first person's link, on
 //                                                                     another agency's Element Call
 //   ]
+// A person's "minRemotes" (default 1) is how many remote video and audio
+// streams they must receive media on before the run ends for them.
 // A person's "args" are extra Chromium flags for their browser process (e.g.
 // --host-resolver-rules: their agency's DNS).
 // A person with "gate": true waits in the lobby for the test (see gate).
@@ -75,6 +77,8 @@ function watchPeerConnections() {
     async remote() {
       let frames = 0;
       let audio = 0;
+      let videoStreams = 0; // inbound video streams with a decoded frame
+      let audioStreams = 0; // inbound audio streams with a packet
       for (const pc of pcs) {
         if (pc.connectionState === 'closed') continue;
         const stats = await pc.getStats();
@@ -82,9 +86,11 @@ function watchPeerConnections() {
           if (s.type !== 'inbound-rtp') return;
           if (s.kind === 'video') frames += s.framesDecoded || 0;
           if (s.kind === 'audio') audio += s.packetsReceived || 0;
+          if (s.kind === 'video' && s.framesDecoded > 0) videoStreams++;
+          if (s.kind === 'audio' && s.packetsReceived > 0) audioStreams++;
         });
       }
-      return { frames, audio, pcs: pcs.length };
+      return { frames, audio, videoStreams, audioStreams, pcs: pcs.length };
     },
     async selectedPairs() {
       const out = [];
@@ -105,10 +111,22 @@ function watchPeerConnections() {
 
 const keep = (s) => s.replace(/(access_token|password|jwt)=[^&\s'"]+/g, '$1=REDACTED').slice(0, 400);
 
+// wsURL is a websocket URL for the report: its token replaced by the
+// identity it carries (the JWT's sub), the rest of its query dropped.
+function wsURL(u) {
+  const url = new URL(u);
+  let sub = '?';
+  try {
+    const payload = url.searchParams.get('access_token').split('.')[1];
+    sub = JSON.parse(Buffer.from(payload, 'base64url').toString()).sub;
+  } catch { /* no readable token */ }
+  return `${url.origin}${url.pathname}?sub=${sub}`;
+}
+
 async function open(browserCtx, person, url) {
   const r = { label: person.label, ok: false, t: {}, log: [], frames: 0, audio: 0, websockets: [], tokenURLs: [] };
   const page = await browserCtx.newPage();
-  page.on('websocket', (ws) => r.websockets.push(keep(ws.url().replace(/access_token=[^&]+/, 'access_token=REDACTED'))));
+  page.on('websocket', (ws) => r.websockets.push(wsURL(ws.url())));
   page.on('request', (req) => {
     if (/\/(get_token|sfu\/get)$/.test(new URL(req.url()).pathname)) r.tokenURLs.push(`${req.method()} ${req.url()}`);
   });
@@ -206,12 +224,15 @@ async function poll(p) {
   if (s.pairs) r.selectedPairs = s.pairs;
   r.frames = s.media.frames;
   r.audio = s.media.audio;
+  r.videoStreams = s.media.videoStreams || 0;
+  r.audioStreams = s.media.audioStreams || 0;
   if (r.frames > 0 && r.t.firstRemoteFrame === undefined) r.t.firstRemoteFrame = Date.now() - p.t0;
   r.screen = s.text.slice(0, 600);
   if (/Something went wrong|contact your server admin|You have been removed/.test(s.text)) {
     r.errorText = s.text.slice(0, 600);
   }
-  r.ok = r.frames > 0 && r.audio > 0;
+  const n = p.person.minRemotes || 1;
+  r.ok = r.frames > 0 && r.audio > 0 && r.videoStreams >= n && r.audioStreams >= n;
   switch (p.expect) {
     case 'error': return !!r.errorText; // refused: done once the error screen shows
     case 'token': return (r.tokenStatus || []).some((x) => / 200 /.test(x)) || !!r.errorText; // alone in the call
