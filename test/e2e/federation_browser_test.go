@@ -132,6 +132,9 @@ type trunkWatch struct {
 	maxA, maxB         int
 	remotesA, remotesB int
 	peerA, peerB       string
+	// When (Unix ms) each node's trunk was first listed, first up, and
+	// first held its most remote participants.
+	seenA, seenB, upA, upB, fullA, fullB int64
 }
 
 func (s *sharedAgencies) watchTrunks(t *testing.T) *trunkWatch {
@@ -149,10 +152,20 @@ func (s *sharedAgencies) watchTrunks(t *testing.T) *trunkWatch {
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return out.Trunks
 	}
-	note := func(ts []trunkInfo, most, remotes *int, peer *string) {
+	note := func(ts []trunkInfo, most, remotes *int, peer *string, seen, up, full *int64) {
+		now := time.Now().UnixMilli()
 		*most = max(*most, len(ts))
+		if len(ts) > 0 && *seen == 0 {
+			*seen = now
+		}
 		for _, tr := range ts {
 			if tr.Up {
+				if *up == 0 {
+					*up = now
+				}
+				if tr.Remotes > *remotes {
+					*full = now
+				}
 				*remotes = max(*remotes, tr.Remotes)
 				*peer = tr.Peer
 			}
@@ -161,8 +174,8 @@ func (s *sharedAgencies) watchTrunks(t *testing.T) *trunkWatch {
 	go func() {
 		defer close(w.done)
 		for {
-			note(read(s.dbgA), &w.maxA, &w.remotesA, &w.peerA)
-			note(read(s.dbgB), &w.maxB, &w.remotesB, &w.peerB)
+			note(read(s.dbgA), &w.maxA, &w.remotesA, &w.peerA, &w.seenA, &w.upA, &w.fullA)
+			note(read(s.dbgB), &w.maxB, &w.remotesB, &w.peerB, &w.seenB, &w.upB, &w.fullB)
 			select {
 			case <-w.stop:
 				return
@@ -293,6 +306,18 @@ func withoutQuery(urls []string) []string {
 
 // lastField is what follows the last colon of s (a device ID).
 func lastField(s string) string { return s[strings.LastIndex(s, ":")+1:] }
+
+// logFederation logs node n's trunk and remote-participant events (a
+// timeline of the federation's side of a call).
+func logFederation(t *testing.T, name string, n *Node) {
+	t.Helper()
+	for _, line := range strings.Split(n.Logs(), "\n") {
+		if strings.Contains(line, "component=federation") && (strings.Contains(line, " INF ") || strings.Contains(line, " WRN ")) {
+			_, msg, _ := strings.Cut(line, "Z ")
+			t.Logf("%s: %.260s", name, msg)
+		}
+	}
+}
 
 // errNotOwn is why a client's connection is counted as foreign.
 var errNotOwn = errors.New("connection to another agency's node")
@@ -435,6 +460,45 @@ func TestFederationElementCallSharedTransport(t *testing.T) {
 		t.Logf("%s: video from %d, audio from %d remote streams; websockets %v, token calls %v, selected ICE pairs %v",
 			p.Label, p.VideoStreams, p.AudioStreams, p.Websockets, p.TokenURLs, p.SelectedPairs)
 	}
+	watch.end()
+	// Where the time went, on one clock (ms after the first "Join call"):
+	// each person's click, first remote frame and media from everyone, and
+	// the trunk listed, up and holding everyone on each node.
+	var first int64
+	for _, p := range res.People {
+		if j, ok := p.T["joinClicked"]; ok && (first == 0 || p.T0+j < first) {
+			first = p.T0 + j
+		}
+	}
+	at := func(abs int64) string {
+		if abs == 0 {
+			return "never"
+		}
+		return strconv.FormatInt(abs-first, 10)
+	}
+	for _, p := range res.People {
+		rel := func(k string) string {
+			if v, ok := p.T[k]; ok {
+				return at(p.T0 + v)
+			}
+			return "never"
+		}
+		t.Logf("%s: clicked Join call at %s ms, first remote frame at %s, media from everyone at %s", p.Label, rel("joinClicked"), rel("firstRemoteFrame"), rel("allRemotes"))
+		for ssrc, v := range p.Video {
+			abs := func(x *int64) string {
+				if x == nil {
+					return "never"
+				}
+				return at(p.T0 + *x)
+			}
+			t.Logf("  %s's video %s: first packet at %s ms, first frame at %s; %d packets, %d frames (%d key), %d dropped, %d PLI, %d NACK sent, %d px wide",
+				p.Label, ssrc, abs(v.FirstPacket), abs(v.FirstFrame), v.Packets, v.Frames, v.KeyFrames, v.Dropped, v.PLI, v.NACK, v.Width)
+		}
+	}
+	t.Logf("trunk on A: listed at %s ms, up at %s, full at %s; on B: listed at %s, up at %s, full at %s",
+		at(watch.seenA), at(watch.upA), at(watch.fullA), at(watch.seenB), at(watch.upB), at(watch.fullB))
+	logFederation(t, "A", s.a.Node)
+	logFederation(t, "B", s.b.Node)
 	requireCall(t, res)
 
 	own := map[string]*matrixNode{"alice": s.a, "bob": s.b, "carol": s.a}

@@ -77,6 +77,7 @@ function watchPeerConnections() {
     async remote() {
       let frames = 0;
       let audio = 0;
+      const streams = []; // each inbound video stream's counters
       let videoStreams = 0; // inbound video streams with a decoded frame
       let audioStreams = 0; // inbound audio streams with a packet
       for (const pc of pcs) {
@@ -88,9 +89,16 @@ function watchPeerConnections() {
           if (s.kind === 'audio') audio += s.packetsReceived || 0;
           if (s.kind === 'video' && s.framesDecoded > 0) videoStreams++;
           if (s.kind === 'audio' && s.packetsReceived > 0) audioStreams++;
+          if (s.kind === 'video') {
+            streams.push({
+              ssrc: s.ssrc, packets: s.packetsReceived || 0, frames: s.framesDecoded || 0,
+              keyFrames: s.keyFramesDecoded || 0, pli: s.pliCount || 0, nack: s.nackCount || 0,
+              width: s.frameWidth || 0, dropped: s.framesDropped || 0,
+            });
+          }
         });
       }
-      return { frames, audio, videoStreams, audioStreams, pcs: pcs.length };
+      return { frames, audio, videoStreams, audioStreams, streams, pcs: pcs.length };
     },
     async selectedPairs() {
       const out = [];
@@ -225,6 +233,17 @@ async function poll(p) {
   r.frames = s.media.frames;
   r.audio = s.media.audio;
   r.videoStreams = s.media.videoStreams || 0;
+  // Each inbound video stream: its counters now, and when (ms after the
+  // page opened) its first packet and first decoded frame came.
+  r.video = r.video || {};
+  for (const v of s.media.streams || []) {
+    const prev = r.video[v.ssrc] || {};
+    const now = Date.now() - p.t0;
+    r.video[v.ssrc] = {
+      ...v, firstPacket: prev.firstPacket ?? (v.packets > 0 ? now : undefined),
+      firstFrame: prev.firstFrame ?? (v.frames > 0 ? now : undefined),
+    };
+  }
   r.audioStreams = s.media.audioStreams || 0;
   if (r.frames > 0 && r.t.firstRemoteFrame === undefined) r.t.firstRemoteFrame = Date.now() - p.t0;
   r.screen = s.text.slice(0, 600);
@@ -233,6 +252,7 @@ async function poll(p) {
   }
   const n = p.person.minRemotes || 1;
   r.ok = r.frames > 0 && r.audio > 0 && r.videoStreams >= n && r.audioStreams >= n;
+  if (r.ok && r.t.allRemotes === undefined) r.t.allRemotes = Date.now() - p.t0;
   switch (p.expect) {
     case 'error': return !!r.errorText; // refused: done once the error screen shows
     case 'token': return (r.tokenStatus || []).some((x) => / 200 /.test(x)) || !!r.errorText; // alone in the call
