@@ -497,6 +497,29 @@ func TestFederationElementCallSharedTransport(t *testing.T) {
 	}
 	t.Logf("trunk on A: listed at %s ms, up at %s, full at %s; on B: listed at %s, up at %s, full at %s",
 		at(watch.seenA), at(watch.upA), at(watch.fullA), at(watch.seenB), at(watch.upB), at(watch.fullB))
+	// Frames that arrive before the sender's per-participant key cannot
+	// be decrypted (Element Call logs "missing key"): the keys travel as
+	// Olm to-device messages between the homeservers, not through the
+	// nodes, and most of the wait is theirs.
+	for _, p := range res.People {
+		var n int
+		var firstLog, lastLog string
+		for _, l := range p.Log {
+			if strings.Contains(strings.ToLower(l), "missing key") {
+				n++
+				if firstLog == "" {
+					firstLog = l
+				}
+				lastLog = l
+			}
+		}
+		if n > 0 {
+			firstAt, _, _ := strings.Cut(firstLog, " ")
+			lastAt, _, _ := strings.Cut(lastLog, " ")
+			t.Logf("%s: %d \"missing key\" console messages, from %s to %s after the page opened (Join call clicked at +%dms)",
+				p.Label, n, firstAt, lastAt, p.T["joinClicked"])
+		}
+	}
 	logFederation(t, "A", s.a.Node)
 	logFederation(t, "B", s.b.Node)
 	requireCall(t, res)

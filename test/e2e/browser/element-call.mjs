@@ -139,7 +139,7 @@ async function open(browserCtx, person, url) {
     if (/\/(get_token|sfu\/get)$/.test(new URL(req.url()).pathname)) r.tokenURLs.push(`${req.method()} ${req.url()}`);
   });
   page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') r.log.push(keep(`${m.type()}: ${m.text()}`));
+    if (m.type() === 'error' || m.type() === 'warning') r.log.push(keep(`+${Date.now() - r.t0}ms ${m.type()}: ${m.text()}`));
   });
   page.on('pageerror', (e) => r.log.push(keep(`pageerror: ${e.message}`)));
   // The token service's answers, as Element Call received them.
