@@ -197,7 +197,11 @@ func (r *Room) Join(ctx context.Context, jp JoinParams) (*Participant, *JoinInfo
 		return nil, nil, err
 	}
 	r.sfu.recordJoin(r, p)
-	p.log.Info().Msg("participant joined")
+	ev := p.log.Info()
+	if p.origin != "" {
+		ev = ev.Str("origin", p.origin) // a peer node's participant, not a client of this node
+	}
+	ev.Msg("participant joined")
 	return p, info, nil
 }
 

@@ -43,6 +43,15 @@ type browserPage struct {
 	// page's guest form gets Name and #join is clicked.
 	Fill  map[string]string `json:"fill,omitempty"`
 	Click string            `json:"click,omitempty"`
+	// TokenService and TokenRequest make a "client" page get its url and
+	// token itself: it POSTs TokenRequest to TokenService + "/sfu/get".
+	TokenService string `json:"tokenService,omitempty"`
+	TokenRequest any    `json:"tokenRequest,omitempty"`
+	// Browser names the Chromium process the page runs in (one per name,
+	// started with the Args of the first page naming it); empty is the
+	// run's default process.
+	Browser string   `json:"browser,omitempty"`
+	Args    []string `json:"args,omitempty"`
 }
 
 type browserConfig struct {
@@ -53,6 +62,8 @@ type browserConfig struct {
 	HoldMs        int64         `json:"holdMs"`
 	ScreenshotDir string        `json:"screenshotDir,omitempty"`
 	Pages         []browserPage `json:"pages"`
+	// Leave is the label of a page that leaves once every page has media.
+	Leave string `json:"leave,omitempty"`
 }
 
 type pageTile struct {
@@ -77,6 +88,17 @@ type pageResult struct {
 	Tiles         []pageTile         `json:"tiles"`
 	FramesDecoded int                `json:"framesDecoded"`
 	AudioPackets  int                `json:"audioPackets"`
+	// Websockets are the URLs of the websockets the page opened (tokens
+	// redacted); SelectedPairs the remote end of each of its peer
+	// connections' selected ICE candidate pair ("udp 127.0.0.1:P").
+	Websockets    []string `json:"websockets"`
+	SelectedPairs []string `json:"selectedPairs"`
+	// FramesBy is the video frames decoded from each remote identity
+	// ("client" pages).
+	FramesBy map[string]int `json:"framesBy"`
+	// FirstFrameFrom is when the page decoded its first video frame
+	// from each remote identity, in ms since its navigation start.
+	FirstFrameFrom map[string]float64 `json:"firstFrameFrom"`
 }
 
 type browserResult struct {
@@ -85,6 +107,18 @@ type browserResult struct {
 	TimedOut bool         `json:"timedOut"`
 	Error    string       `json:"error"`
 	Pages    []pageResult `json:"pages"`
+	Leave    *leaveResult `json:"leave"`
+}
+
+// leaveResult is what the other pages saw of the page that left: the
+// remote identities each saw before and after, and how long after the
+// page left each stopped seeing it (absent: it never did).
+type leaveResult struct {
+	Label    string              `json:"label"`
+	Identity string              `json:"identity"`
+	Before   map[string][]string `json:"before"`
+	After    map[string][]string `json:"after"`
+	GoneMs   map[string]int64    `json:"goneMs"`
 }
 
 // browserEnv is what the browser tests found installed.
@@ -152,10 +186,18 @@ func serveClientPage(t *testing.T, env browserEnv) string {
 // profile directory is killed by pid.
 func runBrowser(t *testing.T, env browserEnv, pages []browserPage) browserResult {
 	t.Helper()
+	return runBrowserLeaving(t, env, pages, "")
+}
+
+// runBrowserLeaving is runBrowser where, once every page has media, the
+// page labelled leave disconnects from its room and the run waits until
+// the other pages no longer see it (browserResult.Leave).
+func runBrowserLeaving(t *testing.T, env browserEnv, pages []browserPage, leave string) browserResult {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := browserConfig{
 		Modules: env.modules, Chromium: env.chromium, UserDataDir: filepath.Join(dir, "profile"),
-		TimeoutMs: browserRunTimeout.Milliseconds(), HoldMs: 1000, Pages: pages,
+		TimeoutMs: browserRunTimeout.Milliseconds(), HoldMs: 1000, Pages: pages, Leave: leave,
 	}
 	if d := os.Getenv("ENTENTE_E2E_SCREENSHOTS"); d != "" {
 		cfg.ScreenshotDir = d

@@ -57,6 +57,12 @@ type elementCallPerson struct {
 	// Gate holds the person in the lobby until the run's atLobby has
 	// returned for them.
 	Gate bool `json:"gate,omitempty"`
+	// Args are extra Chromium flags for the person's browser process
+	// (e.g. --host-resolver-rules: their agency's DNS).
+	Args []string `json:"args,omitempty"`
+	// MinRemotes is how many remote video and audio streams the person
+	// must receive media on (default 1).
+	MinRemotes int `json:"minRemotes,omitempty"`
 }
 
 type elementCallLogin struct {
@@ -70,15 +76,40 @@ type elementCallResult struct {
 	TimedOut bool   `json:"timedOut"`
 	Error    string `json:"error"`
 	People   []struct {
-		Label       string           `json:"label"`
-		OK          bool             `json:"ok"`
-		T           map[string]int64 `json:"t"`
-		Frames      int              `json:"frames"`
-		Audio       int              `json:"audio"`
-		ErrorText   string           `json:"errorText"`
-		Screen      string           `json:"screen"`
-		TokenStatus []string         `json:"tokenStatus"`
-		Log         []string         `json:"log"`
+		Label string `json:"label"`
+		OK    bool   `json:"ok"`
+		// T0 is when the person's page was opened (Unix ms); T's times
+		// are ms since then.
+		T0     int64            `json:"t0"`
+		T      map[string]int64 `json:"t"`
+		Frames int              `json:"frames"`
+		Audio  int              `json:"audio"`
+		// VideoStreams and AudioStreams count the inbound streams that
+		// decoded a frame, received a packet.
+		VideoStreams int `json:"videoStreams"`
+		AudioStreams int `json:"audioStreams"`
+		// Video is each inbound video stream's counters, by SSRC.
+		Video map[string]struct {
+			Packets     int    `json:"packets"`
+			Frames      int    `json:"frames"`
+			KeyFrames   int    `json:"keyFrames"`
+			PLI         int    `json:"pli"`
+			NACK        int    `json:"nack"`
+			Width       int    `json:"width"`
+			Dropped     int    `json:"dropped"`
+			FirstPacket *int64 `json:"firstPacket"`
+			FirstFrame  *int64 `json:"firstFrame"`
+		} `json:"video"`
+		ErrorText   string   `json:"errorText"`
+		Screen      string   `json:"screen"`
+		TokenStatus []string `json:"tokenStatus"`
+		Log         []string `json:"log"`
+		// Where the person's client went: websocket URLs, token calls
+		// ("POST http://…/sfu/get") and the remote end of each peer
+		// connection's selected ICE pair ("udp 127.0.0.1:P").
+		Websockets    []string `json:"websockets"`
+		TokenURLs     []string `json:"tokenURLs"`
+		SelectedPairs []string `json:"selectedPairs"`
 	} `json:"people"`
 }
 

@@ -17,6 +17,10 @@
 //     {"label": "dan", "name": "Dan", "app": "http://127.0.0.1:Q/"}  the first person's link, on
 //                                                                     another agency's Element Call
 //   ]
+// A person's "minRemotes" (default 1) is how many remote video and audio
+// streams they must receive media on before the run ends for them.
+// A person's "args" are extra Chromium flags for their browser process (e.g.
+// --host-resolver-rules: their agency's DNS).
 // A person with "gate": true waits in the lobby for the test (see gate).
 // A person with "login": {"user", "password"} signs in with that account on
 // Element Call's sign-in page before opening the link.
@@ -34,6 +38,11 @@
 // Remote video is counted from the pages' RTCPeerConnection statistics
 // (inbound-rtp framesDecoded), so a preview of the person's own camera does
 // not count.
+//
+// Where each person's client went is reported too: "websockets" (every
+// websocket URL the page opened, tokens redacted), "tokenURLs" (every token
+// call, method and URL) and "selectedPairs" (the remote end of each open
+// peer connection's selected ICE candidate pair, "udp 127.0.0.1:P").
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -68,6 +77,9 @@ function watchPeerConnections() {
     async remote() {
       let frames = 0;
       let audio = 0;
+      const streams = []; // each inbound video stream's counters
+      let videoStreams = 0; // inbound video streams with a decoded frame
+      let audioStreams = 0; // inbound audio streams with a packet
       for (const pc of pcs) {
         if (pc.connectionState === 'closed') continue;
         const stats = await pc.getStats();
@@ -75,20 +87,59 @@ function watchPeerConnections() {
           if (s.type !== 'inbound-rtp') return;
           if (s.kind === 'video') frames += s.framesDecoded || 0;
           if (s.kind === 'audio') audio += s.packetsReceived || 0;
+          if (s.kind === 'video' && s.framesDecoded > 0) videoStreams++;
+          if (s.kind === 'audio' && s.packetsReceived > 0) audioStreams++;
+          if (s.kind === 'video') {
+            streams.push({
+              ssrc: s.ssrc, packets: s.packetsReceived || 0, frames: s.framesDecoded || 0,
+              keyFrames: s.keyFramesDecoded || 0, pli: s.pliCount || 0, nack: s.nackCount || 0,
+              width: s.frameWidth || 0, dropped: s.framesDropped || 0,
+            });
+          }
         });
       }
-      return { frames, audio, pcs: pcs.length };
+      return { frames, audio, videoStreams, audioStreams, streams, pcs: pcs.length };
+    },
+    async selectedPairs() {
+      const out = [];
+      for (const pc of pcs) {
+        if (pc.connectionState === 'closed') continue;
+        const stats = await pc.getStats();
+        stats.forEach((s) => {
+          if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+          const pair = stats.get(s.selectedCandidatePairId);
+          const rc = pair && stats.get(pair.remoteCandidateId);
+          if (rc) out.push(`${rc.protocol} ${rc.address}:${rc.port}`);
+        });
+      }
+      return out;
     },
   };
 }
 
 const keep = (s) => s.replace(/(access_token|password|jwt)=[^&\s'"]+/g, '$1=REDACTED').slice(0, 400);
 
+// wsURL is a websocket URL for the report: its token replaced by the
+// identity it carries (the JWT's sub), the rest of its query dropped.
+function wsURL(u) {
+  const url = new URL(u);
+  let sub = '?';
+  try {
+    const payload = url.searchParams.get('access_token').split('.')[1];
+    sub = JSON.parse(Buffer.from(payload, 'base64url').toString()).sub;
+  } catch { /* no readable token */ }
+  return `${url.origin}${url.pathname}?sub=${sub}`;
+}
+
 async function open(browserCtx, person, url) {
-  const r = { label: person.label, ok: false, t: {}, log: [], frames: 0, audio: 0 };
+  const r = { label: person.label, ok: false, t: {}, log: [], frames: 0, audio: 0, websockets: [], tokenURLs: [] };
   const page = await browserCtx.newPage();
+  page.on('websocket', (ws) => r.websockets.push(wsURL(ws.url())));
+  page.on('request', (req) => {
+    if (/\/(get_token|sfu\/get)$/.test(new URL(req.url()).pathname)) r.tokenURLs.push(`${req.method()} ${req.url()}`);
+  });
   page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') r.log.push(keep(`${m.type()}: ${m.text()}`));
+    if (m.type() === 'error' || m.type() === 'warning') r.log.push(keep(`+${Date.now() - r.t0}ms ${m.type()}: ${m.text()}`));
   });
   page.on('pageerror', (e) => r.log.push(keep(`pageerror: ${e.message}`)));
   // The token service's answers, as Element Call received them.
@@ -174,17 +225,34 @@ async function poll(p) {
   // which innerText leaves out: their textContent is added.
   const s = await page.evaluate(async () => ({
     media: await window.__entente.remote(),
+    pairs: await window.__entente.selectedPairs(),
     text: (document.body ? document.body.innerText : '') + '\n' +
       [...document.querySelectorAll('details')].map((d) => d.textContent).join('\n'),
   })).catch((e) => ({ media: { frames: 0, audio: 0 }, text: '', err: String(e) }));
+  if (s.pairs) r.selectedPairs = s.pairs;
   r.frames = s.media.frames;
   r.audio = s.media.audio;
+  r.videoStreams = s.media.videoStreams || 0;
+  // Each inbound video stream: its counters now, and when (ms after the
+  // page opened) its first packet and first decoded frame came.
+  r.video = r.video || {};
+  for (const v of s.media.streams || []) {
+    const prev = r.video[v.ssrc] || {};
+    const now = Date.now() - p.t0;
+    r.video[v.ssrc] = {
+      ...v, firstPacket: prev.firstPacket ?? (v.packets > 0 ? now : undefined),
+      firstFrame: prev.firstFrame ?? (v.frames > 0 ? now : undefined),
+    };
+  }
+  r.audioStreams = s.media.audioStreams || 0;
   if (r.frames > 0 && r.t.firstRemoteFrame === undefined) r.t.firstRemoteFrame = Date.now() - p.t0;
   r.screen = s.text.slice(0, 600);
   if (/Something went wrong|contact your server admin|You have been removed/.test(s.text)) {
     r.errorText = s.text.slice(0, 600);
   }
-  r.ok = r.frames > 0 && r.audio > 0;
+  const n = p.person.minRemotes || 1;
+  r.ok = r.frames > 0 && r.audio > 0 && r.videoStreams >= n && r.audioStreams >= n;
+  if (r.ok && r.t.allRemotes === undefined) r.t.allRemotes = Date.now() - p.t0;
   switch (p.expect) {
     case 'error': return !!r.errorText; // refused: done once the error screen shows
     case 'token': return (r.tokenStatus || []).some((x) => / 200 /.test(x)) || !!r.errorText; // alone in the call
@@ -203,7 +271,7 @@ async function main() {
       const dir = path.join(cfg.userDataDir, person.label);
       fs.mkdirSync(dir, { recursive: true });
       const ctx = await chromium.launchPersistentContext(dir, {
-        executablePath: cfg.chromium || '/usr/bin/chromium', headless: true, args: FLAGS,
+        executablePath: cfg.chromium || '/usr/bin/chromium', headless: true, args: [...FLAGS, ...(person.args || [])],
         viewport: { width: 960, height: 600 }, timeout: left(),
       });
       browsers.push(ctx);

@@ -9,14 +9,30 @@
 //   "userDataDir": "/tmp/...",            fresh and empty, removed by the caller
 //   "timeoutMs": 40000,                   whole run, including launch
 //   "screenshotDir": "",                  optional: one PNG per page at the end
+//   "leave": "label",                     optional: once every page has media, this
+//                                         page leaves its room; "leave" in the
+//                                         report says when the others stopped
+//                                         seeing it
 //   "pages": [
 //     {"label": "a", "kind": "client", "url": "http://.../client.html",
 //      "wsURL": "ws://...", "token": "...", "simulcast": true},
+//     {"label": "f", "kind": "client", "url": "...", "tokenService": "http://rtc.example:P",
+//      "tokenRequest": {...}},                the page POSTs tokenRequest to
+//                                             tokenService/sfu/get and joins with the answer
 //     {"label": "b", "kind": "joinpage", "url": "http://node/?room=r", "name": "Bob"},
 //     {"label": "c", "kind": "joinpage", "url": "http://node/?matrix_room=!r",
 //      "fill": {"#mx-user": "carol", "#mx-password": "…"}, "click": "#mx-signin"}
 //   ]
 // }
+//
+// A page with "browser": NAME runs in a Chromium process of its own, one per
+// NAME (profile userDataDir/NAME), started with the extra flags "args" of the
+// group's first page (e.g. --host-resolver-rules, one agency's DNS per
+// process); pages without one share the default process.
+//
+// Each page reports the websocket URLs it opened ("websockets") and, for each
+// of its RTCPeerConnections, the remote address of the ICE candidate pair in
+// use ("selectedPairs": "udp 127.0.0.1:P").
 //
 // Both kinds of page expose window.entente with remoteVideoFramesDecoded() and
 // remoteAudioPacketsReceived(); times are ms since the page's navigation start.
@@ -52,6 +68,13 @@ function monitor() {
         m.frames = await e.remoteVideoFramesDecoded();
         m.audio = await e.remoteAudioPacketsReceived();
         if (m.frames > 0) mark('firstDecodedFrame');
+        if (e.framesByIdentity) {
+          const by = await e.framesByIdentity();
+          m.firstFrom = m.firstFrom || {};
+          for (const [id, n] of Object.entries(by)) {
+            if (n > 0 && m.firstFrom[id] === undefined) m.firstFrom[id] = Math.round(performance.now());
+          }
+        }
         if (m.audio > 0) mark('firstAudioPacket');
       }
     } catch (err) { m.monitorError = String(err); }
@@ -60,9 +83,38 @@ function monitor() {
   tick();
 }
 
+// watchPeerConnections runs in every page before its own scripts: it keeps
+// the page's RTCPeerConnections so that their selected ICE pairs can be read.
+function watchPeerConnections() {
+  const pcs = [];
+  const Orig = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Orig(...args);
+    pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Orig.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, Orig);
+  window.__selectedPairs = async () => {
+    const out = [];
+    for (const pc of pcs) {
+      if (pc.connectionState === 'closed') continue;
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+        const pair = stats.get(s.selectedCandidatePairId);
+        const rc = pair && stats.get(pair.remoteCandidateId);
+        if (rc) out.push(`${rc.protocol} ${rc.address}:${rc.port}`);
+      });
+    }
+    return out;
+  };
+}
+
 async function startPage(ctx, spec) {
-  const r = { label: spec.label, kind: spec.kind, ok: false, t: {}, log: [] };
+  const r = { label: spec.label, kind: spec.kind, ok: false, t: {}, log: [], websockets: [] };
   const page = await ctx.newPage();
+  page.on('websocket', (ws) => r.websockets.push(ws.url().replace(/access_token=[^&]+/, 'access_token=REDACTED')));
   // Keep tokens out of test logs (livekit-client puts them in the signal URL).
   const keep = (s) => s.replace(/access_token=[^&\s'"]+/g, 'access_token=REDACTED').slice(0, 400);
   page.on('console', (m) => {
@@ -72,7 +124,10 @@ async function startPage(ctx, spec) {
   await page.goto(spec.url, { timeout: left() });
   await page.evaluate(monitor);
   if (spec.kind === 'client') {
-    await page.evaluate((s) => window.start(s), { url: spec.wsURL, token: spec.token, simulcast: !!spec.simulcast });
+    await page.evaluate((s) => window.start(s), {
+      url: spec.wsURL, token: spec.token, simulcast: !!spec.simulcast,
+      tokenService: spec.tokenService, tokenRequest: spec.tokenRequest,
+    });
   } else {
     // "joinpage": type spec.name into the guest form; or fill the fields
     // spec.fill names (selector -> value) and click spec.click.
@@ -92,27 +147,67 @@ async function poll({ page, r }) {
       state: e.state, joined: e.joined, error: e.error, identity: e.identity,
       remotes: e.remoteIdentities ? e.remoteIdentities() : [],
       tiles: e.participants ? e.participants() : undefined,
-      frames: m.frames || 0, audio: m.audio || 0, t: m.t, monitorError: m.monitorError,
+      frames: m.frames || 0, audio: m.audio || 0, t: m.t, monitorError: m.monitorError, firstFrom: m.firstFrom,
     };
   });
+  if (r.kind === 'client') r.framesBy = await page.evaluate(() => window.entente.framesByIdentity()).catch(() => r.framesBy);
+  r.selectedPairs = await page.evaluate(() => window.__selectedPairs()).catch(() => r.selectedPairs);
   Object.assign(r, {
     state: s.state, joined: s.joined, error: s.error || null, identity: s.identity, remotes: s.remotes,
     tiles: s.tiles, framesDecoded: s.frames, audioPackets: s.audio, monitorError: s.monitorError,
   });
   Object.assign(r.t, s.t);
+  if (s.firstFrom) r.firstFrameFrom = s.firstFrom;
   r.ok = s.frames > 0 && s.audio > 0;
   return r.ok || s.state === 'error';
 }
 
+// leave makes the page labelled label leave its room, then waits until
+// no other page sees its identity among its remote participants.
+async function leave(pages, label) {
+  const gone = pages.find((p) => p.r.label === label);
+  const others = pages.filter((p) => p !== gone);
+  const ids = (p) => p.page.evaluate(() => window.entente.remoteIdentities());
+  const res = { label, identity: gone.r.identity, before: {}, after: {}, goneMs: {} };
+  for (const p of others) res.before[p.r.label] = await ids(p);
+  const t = Date.now();
+  await gone.page.evaluate(() => window.leave());
+  while (Date.now() < deadline) {
+    for (const p of others) {
+      if (res.goneMs[p.r.label] !== undefined) continue;
+      const now = await ids(p);
+      if (!now.includes(res.identity)) {
+        res.goneMs[p.r.label] = Date.now() - t;
+        res.after[p.r.label] = now;
+      }
+    }
+    if (others.every((p) => res.goneMs[p.r.label] !== undefined)) break;
+    await sleep(50);
+  }
+  for (const p of others) if (!res.after[p.r.label]) res.after[p.r.label] = await ids(p);
+  return res;
+}
+
 async function main() {
   const t0 = Date.now();
-  const ctx = await chromium.launchPersistentContext(cfg.userDataDir, {
-    executablePath: cfg.chromium || '/usr/bin/chromium', headless: true, args: FLAGS,
-    viewport: { width: 960, height: 600 }, timeout: left(),
-  });
-  const out = { launchMs: Date.now() - t0, pages: [], timedOut: false };
+  // One Chromium process per browser group.
+  const contexts = new Map();
+  const out = { pages: [], timedOut: false };
   try {
-    const pages = await Promise.all(cfg.pages.map((spec) => startPage(ctx, spec)));
+    for (const spec of cfg.pages) {
+      const name = spec.browser || '';
+      if (contexts.has(name)) continue;
+      const dir = name ? path.join(cfg.userDataDir, name) : cfg.userDataDir;
+      fs.mkdirSync(dir, { recursive: true });
+      const ctx = await chromium.launchPersistentContext(dir, {
+        executablePath: cfg.chromium || '/usr/bin/chromium', headless: true, args: [...FLAGS, ...(spec.args || [])],
+        viewport: { width: 960, height: 600 }, timeout: left(),
+      });
+      await ctx.addInitScript(watchPeerConnections);
+      contexts.set(name, ctx);
+    }
+    out.launchMs = Date.now() - t0;
+    const pages = await Promise.all(cfg.pages.map((spec) => startPage(contexts.get(spec.browser || ''), spec)));
     out.pages = pages.map((p) => p.r);
     for (;;) {
       const done = await Promise.all(pages.map(poll));
@@ -122,13 +217,14 @@ async function main() {
     }
     // A little longer, so that the numbers show media still flowing.
     if (!out.timedOut && cfg.holdMs) { await sleep(Math.min(cfg.holdMs, left())); await Promise.all(pages.map(poll)); }
+    if (!out.timedOut && cfg.leave) out.leave = await leave(pages, cfg.leave);
     if (cfg.screenshotDir) {
       for (const p of pages) await p.page.screenshot({ path: path.join(cfg.screenshotDir, `${p.r.label}.png`) });
     }
   } catch (e) {
     out.error = String(e && e.stack || e);
   } finally {
-    await ctx.close().catch(() => {});
+    await Promise.all([...contexts.values()].map((c) => c.close().catch(() => {})));
   }
   out.totalMs = Date.now() - t0;
   process.stdout.write(JSON.stringify(out) + '\n');
