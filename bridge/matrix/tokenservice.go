@@ -266,14 +266,6 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if who.unanswered != "" {
-		// Once served (or refused) here, say so with the user the
-		// homeserver vouched for.
-		defer func() {
-			log.Warn().Str("peer", who.unanswered).Str("matrix_room", who.roomID).Str("user_id", who.userID).
-				Bool("served", aerr == nil).Msg("the user's own node did not answer the forwarded token request: served by this node")
-		}()
-	}
 	switch r.URL.Path {
 	case PathGetToken:
 		resp, aerr = s.getToken(ctx, body, who)
@@ -281,6 +273,12 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 		resp, aerr = s.sfuGet(ctx, body, who)
 	default:
 		resp, aerr = s.serveLiveKitToken(ctx, r, body, who)
+	}
+	if who.unanswered != "" {
+		// Served (or refused) here: say so, with the user the homeserver
+		// vouched for.
+		log.Warn().Str("peer", who.unanswered).Str("matrix_room", who.roomID).Str("user_id", who.userID).
+			Bool("served", aerr == nil).Msg("the user's own node did not answer the forwarded token request: served by this node")
 	}
 	if aerr != nil {
 		// One line per refusal with the room and the user, as far as the

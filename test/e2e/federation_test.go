@@ -25,28 +25,49 @@ import (
 // federatedAgencies are two agencies, each with its Dendrite and its node,
 // the two homeservers federating and each node on the other's peer list.
 type federatedAgencies struct {
-	a, b     *matrixNode
-	dbgA     string // node A's debug listener
-	dbgB     string
-	roomID   string
-	alice    dendritetest.User // of A
-	bob      dendritetest.User // of B
-	serviceA string
+	a, b   *matrixNode
+	dbgA   string // node A's debug listener
+	dbgB   string
+	roomID string
+	alice  dendritetest.User // of A
+	bob    dendritetest.User // of B
+	// serviceA and serviceB are the transports (livekit_service_url) the
+	// agencies' members advertise: one shared URL, or each its own.
+	serviceA, serviceB string
 }
+
+// sharedServiceURL is the one transport of agencies sharing it.
+const sharedServiceURL = "https://rtc.federation.test"
 
 // startFederatedAgencies starts both agencies and makes a public room of
 // A's that Bob of B joins over federation; call memberships may be sent
-// by anyone in it.
+// by anyone in it. The agencies share one transport.
 func startFederatedAgencies(t *testing.T) *federatedAgencies {
+	t.Helper()
+	return startAgencies(t, false)
+}
+
+// startAgencies is startFederatedAgencies; with ownURLs each agency keeps
+// its own token service URL (matrix.token_service_url) and names the
+// other's in its peer entry (the redirect).
+func startAgencies(t *testing.T, ownURLs bool) *federatedAgencies {
 	t.Helper()
 	hsA, hsB := dendritetest.New(t), dendritetest.New(t)
 	dbgA, dbgB := fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")), fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp"))
-	fed := func(dbg, peer string) string {
-		return fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n", dbg, peer, "@entente:"+peer)
+	f := &federatedAgencies{dbgA: dbgA, dbgB: dbgB, serviceA: sharedServiceURL, serviceB: sharedServiceURL}
+	extraA, extraB := `allow = ["*"]`, `allow = ["*"]`
+	peerURLOfA, peerURLOfB := "", ""
+	if ownURLs {
+		f.serviceA, f.serviceB = "https://rtc-a.federation.test", "https://rtc-b.federation.test"
+		extraA += fmt.Sprintf("\ntoken_service_url = %q", f.serviceA)
+		extraB += fmt.Sprintf("\ntoken_service_url = %q", f.serviceB)
+		peerURLOfA, peerURLOfB = fmt.Sprintf("url = %q\n", f.serviceA), fmt.Sprintf("url = %q\n", f.serviceB)
 	}
-	f := &federatedAgencies{dbgA: dbgA, dbgB: dbgB}
-	f.a = startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: `allow = ["*"]`, extraTOML: fed(dbgA, hsB.ServerName)})
-	f.b = startMatrixNode(t, matrixNodeOptions{homeserver: hsB, extraMatrix: `allow = ["*"]`, extraTOML: fed(dbgB, hsA.ServerName)})
+	fed := func(dbg, peer, peerURL string) string {
+		return fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n%s", dbg, peer, "@entente:"+peer, peerURL)
+	}
+	f.a = startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: extraA, extraTOML: fed(dbgA, hsB.ServerName, peerURLOfB)})
+	f.b = startMatrixNode(t, matrixNodeOptions{homeserver: hsB, extraMatrix: extraB, extraTOML: fed(dbgB, hsA.ServerName, peerURLOfA)})
 	f.alice, f.bob = f.a.hs.Register(t, "alice"), f.b.hs.Register(t, "bob")
 	f.roomID = f.a.hs.CreateRoom(t, f.alice, map[string]any{
 		"preset": "public_chat", "name": "Inter-agency",
@@ -59,7 +80,7 @@ func startFederatedAgencies(t *testing.T) *federatedAgencies {
 
 // joinCall gets u a token from its own node (legacy /sfu/get, as Element
 // Call's own transport) and sends u's call membership, as Element Call
-// does on joining (the shared transport: both agencies advertise one URL).
+// does on joining, advertising its agency's transport.
 func (f *federatedAgencies) joinCall(t *testing.T, m *matrixNode, u dendritetest.User) tokenAnswer {
 	t.Helper()
 	var tok tokenAnswer
@@ -67,9 +88,13 @@ func (f *federatedAgencies) joinCall(t *testing.T, m *matrixNode, u dendritetest
 		tok = m.sfuGet(t, u, m.hs.OpenIDToken(t, u), f.roomID)
 		return tok.Status == http.StatusOK
 	}, 60*time.Second, 500*time.Millisecond, "%s gets a token from its own node", u.ID)
+	service := f.serviceA
+	if m == f.b {
+		service = f.serviceB
+	}
 	m.hs.SendState(t, u, f.roomID, "org.matrix.msc3401.call.member", "_"+u.ID+"_"+u.DeviceID, map[string]any{
 		"application": "m.call", "call_id": "", "scope": "m.room", "device_id": u.DeviceID, "expires": 3600000,
-		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": "https://rtc.federation.test", "livekit_alias": f.roomID}},
+		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": service, "livekit_alias": f.roomID}},
 		"focus_active":   map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
 	})
 	return tok
@@ -163,7 +188,7 @@ func TestFederationPeerOffTheList(t *testing.T) {
 		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation]\n", dbgA)})
 	c := startMatrixNode(t, matrixNodeOptions{homeserver: hsC, extraMatrix: `allow = ["*"]`,
 		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n", dbgC, hsA.ServerName, "@entente:"+hsA.ServerName)})
-	f := &federatedAgencies{a: a, b: c, dbgA: dbgA, dbgB: dbgC}
+	f := &federatedAgencies{a: a, b: c, dbgA: dbgA, dbgB: dbgC, serviceA: sharedServiceURL, serviceB: sharedServiceURL}
 	f.alice, f.bob = a.hs.Register(t, "alice"), c.hs.Register(t, "carol")
 	f.roomID = a.hs.CreateRoom(t, f.alice, map[string]any{
 		"preset": "public_chat", "name": "Off the list",
