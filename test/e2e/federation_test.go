@@ -171,11 +171,14 @@ func TestFederationTwoNodesSDK(t *testing.T) {
 	require.Contains(t, f.b.Logs(), "federation trunk up")
 }
 
-// TestFederationPeerOffTheList: agency C's node lists A as a peer, but A
-// does not list C. Alice of A and Carol of C are in one call; C's bot
-// sorts first, so C offers a trunk. A refuses it, says so in its log, and
-// answers nothing; no trunk exists on A and none comes up on C (whose
-// offer waits for an answer until it times out).
+// TestFederationPeerOffTheList: agency C's node lists A as a peer (with
+// A's own token service URL), but A does not list C. Alice of A and Carol
+// of C are in one call; C's bot sorts first, so C offers a trunk. A
+// refuses it, says so in its log, and answers nothing; no trunk exists on
+// A and none comes up on C (whose offer waits for an answer until it
+// times out). A never forwards a token request of Carol's to C; a token
+// request C forwards for Alice is refused and logged by A, and C serves
+// Alice itself.
 func TestFederationPeerOffTheList(t *testing.T) {
 	hsA := dendritetest.New(t)
 	hsC := dendritetest.New(t)
@@ -184,10 +187,12 @@ func TestFederationPeerOffTheList(t *testing.T) {
 		hsC = dendritetest.New(t)
 	}
 	dbgA, dbgC := fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")), fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp"))
-	a := startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: `allow = ["*"]`,
+	const serviceA = "https://rtc-a.federation.test"
+	a := startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: `allow = ["*"]` + "\ntoken_service_url = \"" + serviceA + "\"",
 		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation]\n", dbgA)})
 	c := startMatrixNode(t, matrixNodeOptions{homeserver: hsC, extraMatrix: `allow = ["*"]`,
-		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n", dbgC, hsA.ServerName, "@entente:"+hsA.ServerName)})
+		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\nurl = %q\n", dbgC, hsA.ServerName,
+			"@entente:"+hsA.ServerName, serviceA)})
 	f := &federatedAgencies{a: a, b: c, dbgA: dbgA, dbgB: dbgC, serviceA: sharedServiceURL, serviceB: sharedServiceURL}
 	f.alice, f.bob = a.hs.Register(t, "alice"), c.hs.Register(t, "carol")
 	f.roomID = a.hs.CreateRoom(t, f.alice, map[string]any{
@@ -209,6 +214,26 @@ func TestFederationPeerOffTheList(t *testing.T) {
 		require.False(t, tr.Up, "C's offer is never answered: its trunk never comes up")
 	}
 	require.NotContains(t, a.Logs(), "federation trunk offered", "A never offers to a server off its list")
+
+	// Carol asks A's token service: A serves her itself (its allow policy
+	// lets every server in), never forwarding to C.
+	ans := a.sfuGet(t, f.bob, c.hs.OpenIDToken(t, f.bob), f.roomID)
+	require.Equal(t, http.StatusOK, ans.Status, "%s: %s", ans.ErrCode, ans.Error)
+	require.Equal(t, a.WSURL, ans.URL)
+	require.NotContains(t, a.Logs(), "answered by the user's own node")
+	require.NotContains(t, a.Logs(), "not answered by the user's own node")
+	require.NotContains(t, c.Logs(), "forwarded token request")
+
+	// C forwards Alice's request to A, which refuses it, logs it, and
+	// answers nothing: C serves her itself.
+	ans = c.sfuGet(t, f.alice, a.hs.OpenIDToken(t, f.alice), f.roomID)
+	require.Equal(t, http.StatusOK, ans.Status, "%s: %s", ans.ErrCode, ans.Error)
+	require.Equal(t, c.WSURL, ans.URL, "C serves Alice itself")
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	require.True(t, a.WaitLog(ctx2, "type=org.entente.token.request"), "A logs the refused token request")
+	require.Contains(t, c.Logs(), "the user's own node did not answer the forwarded token request")
+	require.NotContains(t, a.Logs(), "forwarded token request answered")
 }
 
 // layerSubscriber is a Go SDK client on node B that records the layer of
