@@ -65,7 +65,6 @@ var errLinkBehind = errors.New("federation: link fell behind")
 
 // remote is a participant of the peer's node, present in this node's room.
 type remote struct {
-	side     *side
 	sid      string // at the peer
 	identity string
 	p        *media.Participant
@@ -184,8 +183,11 @@ func newLink(n *Node, peer string, call Call, callID string, offerer bool) *link
 	} else {
 		l.sides = []*side{{name: call.MediaRoom, locals: map[string]*media.ParticipantInfo{}}}
 	}
-	l.log = n.log.With().Str("peer", peer).Str("room_id", call.RoomID).Str("media_room", call.MediaRoom).
-		Str("mirror_room", l.info.MirrorRoom).Str("call_id", callID).Bool("offerer", offerer).Logger()
+	lc := n.log.With().Str("peer", peer).Str("room_id", call.RoomID).Str("media_room", call.MediaRoom)
+	if l.info.MirrorRoom != "" {
+		lc = lc.Str("mirror_room", l.info.MirrorRoom)
+	}
+	l.log = lc.Str("call_id", callID).Bool("offerer", offerer).Logger()
 	return l
 }
 
@@ -592,7 +594,7 @@ func (l *link) remoteChanged(pm *participantMessage) {
 			return
 		}
 		p.Connected() // its media comes on the trunk, which is up
-		r = &remote{side: s, sid: pm.Sid, identity: pm.Identity, p: p, tracks: map[string]*remoteTrack{}}
+		r = &remote{sid: pm.Sid, identity: pm.Identity, p: p, tracks: map[string]*remoteTrack{}}
 		l.remotes[pm.Sid] = r
 		l.setRemotes()
 		l.log.Info().Str("identity", pm.Identity).Str("room", s.name).Msg("remote participant joined")
