@@ -86,6 +86,40 @@ type tokenResponse struct {
 	Body   string `json:"body,omitempty"`
 }
 
+// parseTokenRequest decodes and bounds a peer's token request.
+func parseTokenRequest(raw []byte) (*tokenRequest, error) {
+	var r tokenRequest
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", EventTokenRequest, err)
+	}
+	switch {
+	case r.ReqID == "" || len(r.ReqID) > maxIDLength:
+		return nil, fmt.Errorf("%s: req_id missing or longer than %d bytes", EventTokenRequest, maxIDLength)
+	case len(r.Body) > maxTokenBody:
+		return nil, fmt.Errorf("%s: a body of %d bytes, more than %d", EventTokenRequest, len(r.Body), maxTokenBody)
+	case len(r.Endpoint) > maxIDLength || len(r.RoomID) > maxIDLength || len(r.MediaRoom) > maxIDLength || len(r.ServiceURL) > 2048:
+		return nil, fmt.Errorf("%s: a field over its bound", EventTokenRequest)
+	}
+	return &r, nil
+}
+
+// parseTokenResponse decodes and bounds a peer's token answer.
+func parseTokenResponse(raw []byte) (*tokenResponse, error) {
+	var r tokenResponse
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", EventTokenResponse, err)
+	}
+	switch {
+	case r.ReqID == "" || len(r.ReqID) > maxIDLength:
+		return nil, fmt.Errorf("%s: req_id missing or longer than %d bytes", EventTokenResponse, maxIDLength)
+	case len(r.Body) > maxTokenBody:
+		return nil, fmt.Errorf("%s: a body of %d bytes, more than %d", EventTokenResponse, len(r.Body), maxTokenBody)
+	case r.Status != 0 && (r.Status < 100 || r.Status > 599):
+		return nil, fmt.Errorf("%s: status %d", EventTokenResponse, r.Status)
+	}
+	return &r, nil
+}
+
 type tokenAnswer struct {
 	status int
 	body   []byte
@@ -168,9 +202,8 @@ type pendingToken struct {
 // tokenAnswered hands a peer's answer to the request waiting for it; an
 // answer to no request of this node to that peer is dropped.
 func (n *Node) tokenAnswered(peer string, raw json.RawMessage) {
-	var r tokenResponse
-	if err := json.Unmarshal(raw, &r); err != nil || r.ReqID == "" || len(r.Body) > maxTokenBody ||
-		r.Status < 0 || r.Status > 599 {
+	r, err := parseTokenResponse(raw)
+	if err != nil {
 		n.log.Warn().Err(err).Str("peer", peer).Msg("federation: bad token response dropped")
 		return
 	}
@@ -190,9 +223,8 @@ func (n *Node) tokenAnswered(peer string, raw json.RawMessage) {
 // tokenRequested answers a peer's forwarded token request, off the
 // node's goroutine (the issuer asks the homeserver).
 func (n *Node) tokenRequested(ctx context.Context, peer string, raw json.RawMessage) {
-	var r tokenRequest
-	if err := json.Unmarshal(raw, &r); err != nil || r.ReqID == "" || len(r.ReqID) > maxIDLength ||
-		len(r.Body) > maxTokenBody || len(r.RoomID) > maxIDLength {
+	r, err := parseTokenRequest(raw)
+	if err != nil {
 		n.log.Warn().Err(err).Str("peer", peer).Msg("federation: bad token request dropped")
 		return
 	}
