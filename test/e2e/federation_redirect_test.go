@@ -138,8 +138,8 @@ func TestFederationRedirectSDK(t *testing.T) {
 	})
 	require.Equal(t, f.b.WSURL, viaA.URL, "Bob is sent to his own node")
 	require.Equal(t, federation.MirrorRoom(mediaRoom, f.serviceA), jwtRoom(t, viaA.JWT), "into M(B<-A)")
-	require.Contains(t, f.b.Logs(), "token request answered by the user's own node")
-	require.Contains(t, f.a.Logs(), "forwarded token request answered")
+	requireLog(t, f.b.Node, "token request answered by the user's own node")
+	requireLog(t, f.a.Node, "forwarded token request answered")
 
 	// The subscribe-only connections for the other transport.
 	ca2 := connectClientWithToken(t, ctx, viaB.URL, viaB.JWT, aliceID)
@@ -191,7 +191,15 @@ func TestFederationRedirectHomeNodeDown(t *testing.T) {
 	require.Equal(t, matrix.RoomAlias(f.roomID, matrix.LegacySlotID), jwtRoom(t, ans.JWT))
 	require.Less(t, took, 15*time.Second)
 	t.Logf("B served Alice itself %v after she asked", took.Round(10*time.Millisecond))
-	logs := f.b.Logs()
-	require.Contains(t, logs, "the user's own node did not answer the forwarded token request: served by this node")
-	require.Contains(t, logs, f.alice.ID)
+	requireLog(t, f.b.Node, "the user's own node did not answer the forwarded token request: served by this node")
+	require.Contains(t, f.b.Logs(), "user_id="+f.alice.ID)
+}
+
+// requireLog waits for a line of the node's log: the node writes it
+// before answering, but the test reads the log through a pipe.
+func requireLog(t *testing.T, n *Node, s string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.True(t, n.WaitLog(ctx, s), "the node logs %q", s)
 }
