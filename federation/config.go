@@ -1,8 +1,12 @@
 package federation
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -28,6 +32,10 @@ type Config struct {
 	ServerName string
 	// Bot is this node's bot user; Device its device.
 	Bot, Device string
+	// ServiceURL is this node's own token service URL (its
+	// livekit_service_url). A peer whose URL is empty or this one shares
+	// the transport.
+	ServiceURL string
 	// Peers are the nodes this node may link with, by server name: the
 	// allow-list.
 	Peers map[string]Peer
@@ -54,6 +62,11 @@ func (c *Config) Validate() error {
 		if p.Bot == c.Bot {
 			return fmt.Errorf("%w: peer %q has this node's bot", ErrInvalidConfig, name)
 		}
+		if p.URL != "" {
+			if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("%w: peer %q: url %q is not an http(s) URL", ErrInvalidConfig, name, p.URL)
+			}
+		}
 		if p.Device == "" {
 			p.Device = DefaultBotDevice
 			c.Peers[name] = p
@@ -72,4 +85,25 @@ func serverOf(userID string) string {
 		return ""
 	}
 	return server
+}
+
+// Redirects reports whether peer is on the peer list with a token service
+// URL of its own: its users get their tokens from their own node, through
+// this node's token service when they ask it (the redirect), and calls with
+// it pair each transport's room with a mirror room.
+func (c *Config) Redirects(peer string) bool {
+	p, ok := c.Peers[peer]
+	return ok && p.URL != "" && strings.TrimSuffix(p.URL, "/") != strings.TrimSuffix(c.ServiceURL, "/")
+}
+
+// MirrorRoom names M(here<-transport): the room on this node standing for
+// another node's transport (its service URL) in the call whose media room
+// is mediaRoom (R, the same name on every node). It never equals a media
+// room's name: unpadded standard base64 of SHA-256 of the JSON array
+// ["org.entente.mirror", mediaRoom, serviceURL], the style of
+// bridge/matrix.RoomAlias.
+func MirrorRoom(mediaRoom, serviceURL string) string {
+	b, _ := json.Marshal([]string{"org.entente.mirror", mediaRoom, serviceURL}) // strings: cannot fail
+	sum := sha256.Sum256(b)
+	return base64.RawStdEncoding.EncodeToString(sum[:])
 }

@@ -22,7 +22,21 @@
 // ever sent on to any node (no echo, no transit: a federation is a full
 // mesh).
 //
+// A peer that keeps its own token service URL (Peer.URL) gets the
+// redirect (FEDERATION.md, "The redirect, exactly"): the link pairs two
+// rooms over its one trunk, this node's media room R with the peer's
+// mirror room of this transport, and this node's mirror room of the
+// peer's transport, M(here<-peer) (MirrorRoom), with the peer's R; each
+// participant message names its transport, and only publishers are
+// announced. A token request a peer's user makes to this node's token
+// service is forwarded to the peer's bot (org.entente.token.request,
+// token.go), whose node answers with a token for its own SFU's mirror
+// room; a request the peer forwards here is answered by the TokenIssuer.
+//
 // Trust: links are made only with servers in the peer list, only for
 // rooms both bots are joined to and whose call has members of both, and
-// only with the peer's configured bot (Config.Peers).
+// only with the peer's configured bot (Config.Peers); token requests and
+// answers likewise come only from a peer's configured bot.
+//
+// It imports media, never bridge/matrix: cmd adapts the token service.
 package federation

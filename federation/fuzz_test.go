@@ -43,3 +43,19 @@ func FuzzParseCall(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTokenMessages: a peer's token requests and answers are decoded
+// within their bounds, or refused, never with a panic.
+func FuzzTokenMessages(f *testing.F) {
+	f.Add([]byte(`{"req_id":"r1","endpoint":"/sfu/get","body":"{}","room_id":"!r:a","service_url":"https://b","media_room":"R"}`))
+	f.Add([]byte(`{"req_id":"r1","status":200,"body":"{\"url\":\"wss://a\",\"jwt\":\"x\"}"}`))
+	f.Add([]byte(`{"req_id":"r1","status":0}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if r, err := parseTokenRequest(b); err == nil && (r.ReqID == "" || len(r.Body) > maxTokenBody) {
+			t.Fatal("an unbounded token request passed")
+		}
+		if r, err := parseTokenResponse(b); err == nil && (r.ReqID == "" || len(r.Body) > maxTokenBody || r.Status > 599) {
+			t.Fatal("an unbounded token response passed")
+		}
+	})
+}

@@ -127,15 +127,18 @@ func (t *remoteTrack) mask(demand uint8) uint8 {
 
 // LinkInfo describes a link, for the debug listing and tests.
 type LinkInfo struct {
-	Peer      string    `json:"peer"`
-	RoomID    string    `json:"room_id"`
-	MediaRoom string    `json:"media_room"`
-	CallID    string    `json:"call_id"`
-	Offerer   bool      `json:"offerer"`
-	Up        bool      `json:"up"`
-	Since     time.Time `json:"since"`
-	Remotes   int       `json:"remote_participants"`
-	Exported  int       `json:"exported_tracks"`
+	Peer      string `json:"peer"`
+	RoomID    string `json:"room_id"`
+	MediaRoom string `json:"media_room"`
+	// MirrorRoom is the room standing here for the peer's transport
+	// (M(this<-peer)), empty on the shared transport.
+	MirrorRoom string    `json:"mirror_room,omitempty"`
+	CallID     string    `json:"call_id"`
+	Offerer    bool      `json:"offerer"`
+	Up         bool      `json:"up"`
+	Since      time.Time `json:"since"`
+	Remotes    int       `json:"remote_participants"`
+	Exported   int       `json:"exported_tracks"`
 	// Received are the peer's tracks arriving on the trunk.
 	Received []TrackStat `json:"received"`
 }
@@ -149,6 +152,28 @@ type TrackStat struct {
 	// Packets are the packets received, in all and per layer.
 	Packets      uint64    `json:"packets"`
 	LayerPackets [3]uint64 `json:"layer_packets"`
+}
+
+// side is one pair of rooms a link's trunk joins: the room standing here
+// for one transport (the call's service URL) and its counterpart at the
+// peer. On the shared transport a link has one side, the call's media
+// room on both nodes. When the peer keeps its own token service URL it
+// has two (FEDERATION.md, "The redirect, exactly"): this node's transport,
+// R here and the peer's mirror room M(peer<-this) there; and the peer's
+// transport, the mirror room M(this<-peer) here and R there. The link's
+// goroutine owns it.
+type side struct {
+	// key names the transport in participant messages: the server name of
+	// the node whose transport it is, "" on the shared transport.
+	key  string
+	name string // the room here
+	// publishersOnly: only participants who publish are announced (both
+	// sides of a redirect link: what lands at the peer, or here, is a
+	// mirror room, which holds publishers only).
+	publishersOnly bool
+	room           *media.Room
+	export         *media.Participant
+	locals         map[string]*media.ParticipantInfo // this node's participants, by sid
 }
 
 // link is one trunk: this node and one peer, for one call. Its goroutine
@@ -176,14 +201,12 @@ type link struct {
 	// The goroutine's own state.
 	peerSession string
 	conn        Conn
-	room        *media.Room
-	export      *media.Participant
+	sides       []*side // sides[0] is the call's media room here (R)
 	up          bool
-	locals      map[string]*media.ParticipantInfo // this node's participants, by sid
-	remotes     map[string]*remote                // by sid at the peer
-	tracks      map[string]*remoteTrack           // by track sid at the peer
-	wanted      map[string]uint8                  // local tracks the peer wants, by sid: the layers
-	speaking    map[string]float32                // local participants speaking now, by sid
+	remotes     map[string]*remote      // by sid at the peer
+	tracks      map[string]*remoteTrack // by track sid at the peer
+	wanted      map[string]uint8        // local tracks the peer wants, by sid: the layers
+	speaking    map[string]float32      // local participants speaking now, by sid
 	errors      int
 }
 
@@ -192,13 +215,38 @@ func newLink(n *Node, peer string, call Call, callID string, offerer bool) *link
 	l := &link{
 		n: n, peer: peer, cfg: n.cfg.Peers[peer], call: call, callID: callID, offerer: offerer, since: time.Now(),
 		wake: make(chan struct{}, 1), stop: make(chan error, 1), done: make(chan struct{}), ctx: ctx, cancel: cancel,
-		locals: map[string]*media.ParticipantInfo{}, remotes: map[string]*remote{}, tracks: map[string]*remoteTrack{},
+		remotes: map[string]*remote{}, tracks: map[string]*remoteTrack{},
 		wanted: map[string]uint8{}, speaking: map[string]float32{},
 	}
-	l.log = n.log.With().Str("peer", peer).Str("room_id", call.RoomID).Str("media_room", call.MediaRoom).
-		Str("call_id", callID).Bool("offerer", offerer).Logger()
 	l.info = LinkInfo{Peer: peer, RoomID: call.RoomID, MediaRoom: call.MediaRoom, CallID: callID, Offerer: offerer, Since: l.since}
+	if n.redirects(peer) {
+		mirror := MirrorRoom(call.MediaRoom, l.cfg.URL)
+		l.sides = []*side{
+			{key: n.cfg.ServerName, name: call.MediaRoom, publishersOnly: true, locals: map[string]*media.ParticipantInfo{}},
+			{key: peer, name: mirror, publishersOnly: true, locals: map[string]*media.ParticipantInfo{}},
+		}
+		l.info.MirrorRoom = mirror
+	} else {
+		l.sides = []*side{{name: call.MediaRoom, locals: map[string]*media.ParticipantInfo{}}}
+	}
+	lc := n.log.With().Str("peer", peer).Str("room_id", call.RoomID).Str("media_room", call.MediaRoom)
+	if l.info.MirrorRoom != "" {
+		lc = lc.Str("mirror_room", l.info.MirrorRoom)
+	}
+	l.log = lc.Str("call_id", callID).Bool("offerer", offerer).Logger()
 	return l
+}
+
+// sideFor returns the side a peer's participant message names: the one
+// with that key, else the call's media room (a peer on the shared
+// transport sends no key).
+func (l *link) sideFor(key string) *side {
+	for _, s := range l.sides {
+		if s.key == key {
+			return s
+		}
+	}
+	return l.sides[0]
 }
 
 // post queues f for the link's goroutine; it never blocks.
@@ -276,31 +324,40 @@ func (l *link) serve(first *callContent) error {
 	}
 }
 
-// open joins the export participant to the media room with the trunk as
-// its transport, and starts the negotiation.
+// open joins an export participant to each side's room, the first with
+// the trunk as its transport, the others through a sharedTrunk, and
+// starts the negotiation.
 func (l *link) open(first *callContent) error {
 	conn, err := l.n.newConn(l.offerer, (*connEvents)(l), l.log)
 	if err != nil {
 		return fmt.Errorf("trunk connection: %w", err)
 	}
 	l.conn = conn
-	room, err := l.n.sfu.CreateRoom(l.call.MediaRoom)
-	if err != nil {
-		conn.Close()
-		return fmt.Errorf("media room: %w", err)
-	}
-	l.room = room
-	export, _, err := room.Join(l.ctx, media.JoinParams{
-		Identity: "entente-trunk:" + l.peer + ":" + l.callID, Name: l.peer, Kind: media.ParticipantBridge,
-		Permissions: media.Permissions{CanSubscribe: true, Hidden: true},
-		Signaller:   (*exportSignaller)(l), Transport: conn,
-	})
-	if err != nil {
-		return fmt.Errorf("export participant: %w", err) // Join closed the connection
-	}
-	l.export = export
-	if err := export.Start(l.ctx); err != nil {
-		return fmt.Errorf("export participant: %w", err)
+	for i, s := range l.sides {
+		room, err := l.n.sfu.CreateRoom(s.name)
+		if err != nil {
+			if i == 0 {
+				conn.Close()
+			}
+			return fmt.Errorf("media room %s: %w", s.name, err)
+		}
+		s.room = room
+		var transport media.Transport = conn
+		if i > 0 {
+			transport = &sharedTrunk{conn: conn}
+		}
+		export, _, err := room.Join(l.ctx, media.JoinParams{
+			Identity: "entente-trunk:" + l.peer + ":" + l.callID, Name: l.peer, Kind: media.ParticipantBridge,
+			Permissions: media.Permissions{CanSubscribe: true, Hidden: true},
+			Signaller:   &exportSignaller{l: l, s: s}, Transport: transport,
+		})
+		if err != nil {
+			return fmt.Errorf("export participant: %w", err) // Join closed the connection
+		}
+		s.export = export
+		if err := export.Start(l.ctx); err != nil {
+			return fmt.Errorf("export participant: %w", err)
+		}
 	}
 	if l.offerer {
 		return conn.Start()
@@ -329,9 +386,14 @@ func (l *link) teardown(reason error) {
 	for _, r := range l.remotes {
 		r.p.Leave()
 	}
-	if l.export != nil {
-		l.export.Leave() // the room closes the connection
-	} else if l.conn != nil && l.room == nil {
+	for i := len(l.sides) - 1; i > 0; i-- {
+		if e := l.sides[i].export; e != nil {
+			e.Leave()
+		}
+	}
+	if e := l.sides[0].export; e != nil {
+		e.Leave() // the room closes the connection
+	} else if l.conn != nil && l.sides[0].room == nil {
 		l.conn.Close()
 	}
 	if !errors.Is(reason, errHungUp) {
@@ -380,9 +442,16 @@ func (l *link) becameUp() {
 	l.info.Up = true
 	l.mu.Unlock()
 	l.log.Info().Dur("set_up", time.Since(l.since)).Msg("federation trunk up")
+	for _, s := range l.sides[1:] {
+		if s.export != nil {
+			s.export.Connected() // the trunk connected the first side's itself
+		}
+	}
 	l.send(&message{T: msgHello, Versions: []int{protoVersion}, Server: l.n.cfg.ServerName})
-	for _, info := range l.locals {
-		l.send(&message{T: msgParticipant, Participant: l.participantMessage(info)})
+	for _, s := range l.sides {
+		for _, info := range s.locals {
+			l.send(&message{T: msgParticipant, Participant: l.participantMessage(s, info)})
+		}
 	}
 	if len(l.speaking) > 0 {
 		out := make([]speakerMessage, 0, len(l.speaking))
@@ -393,15 +462,15 @@ func (l *link) becameUp() {
 	}
 }
 
-// localChanged records a participant of this room as the room announced
-// it to the export participant, and tells the peer.
-func (l *link) localChanged(info *media.ParticipantInfo) {
-	if l.export == nil || info.Sid == l.export.SID() || info.Origin != "" || info.Permissions.Hidden {
+// localChanged records a participant of a side's room as the room
+// announced it to the export participant, and tells the peer.
+func (l *link) localChanged(s *side, info *media.ParticipantInfo) {
+	if s.export == nil || info.Sid == s.export.SID() || info.Origin != "" || info.Permissions.Hidden {
 		return // ourselves, a remote participant (never sent on), or hidden
 	}
 	if info.State == media.StateDisconnected {
-		if _, ok := l.locals[info.Sid]; ok {
-			delete(l.locals, info.Sid)
+		if _, ok := s.locals[info.Sid]; ok {
+			delete(s.locals, info.Sid)
 			delete(l.speaking, info.Sid)
 			for _, t := range info.Tracks {
 				delete(l.wanted, t.Sid)
@@ -410,17 +479,21 @@ func (l *link) localChanged(info *media.ParticipantInfo) {
 		}
 		return
 	}
-	if old, ok := l.locals[info.Sid]; ok && old.Version > info.Version {
+	old, known := s.locals[info.Sid]
+	if known && old.Version > info.Version {
 		return
 	}
-	l.locals[info.Sid] = info
-	l.send(&message{T: msgParticipant, Participant: l.participantMessage(info)})
+	if !known && s.publishersOnly && len(info.Tracks) == 0 {
+		return // a subscribe-only participant is never copied into a mirror room
+	}
+	s.locals[info.Sid] = info
+	l.send(&message{T: msgParticipant, Participant: l.participantMessage(s, info)})
 }
 
-func (l *link) participantMessage(info *media.ParticipantInfo) *participantMessage {
+func (l *link) participantMessage(s *side, info *media.ParticipantInfo) *participantMessage {
 	pm := &participantMessage{
 		Sid: info.Sid, Identity: info.Identity, Name: info.Name, Metadata: info.Metadata, Attributes: info.Attributes,
-		Kind: int32(info.Kind), JoinedAt: info.JoinedAt.UnixMilli(),
+		Kind: int32(info.Kind), JoinedAt: info.JoinedAt.UnixMilli(), Room: s.key,
 	}
 	for _, t := range info.Tracks {
 		tm := trackMessage{Sid: t.Sid, Kind: uint8(t.Kind), Source: int32(t.Source), Name: t.Name, Muted: t.Muted,
@@ -447,10 +520,10 @@ func (l *link) participantMessage(info *media.ParticipantInfo) *participantMessa
 // localSpeakers tells the peer who of this node's participants speaks
 // (the room sends changes only: the link keeps who speaks now, for when
 // the trunk comes up).
-func (l *link) localSpeakers(speakers []media.SpeakerInfo) {
+func (l *link) localSpeakers(sd *side, speakers []media.SpeakerInfo) {
 	var out []speakerMessage
 	for _, s := range speakers {
-		if _, ok := l.locals[s.Sid]; ok {
+		if _, ok := sd.locals[s.Sid]; ok {
 			level := s.Level
 			if !s.Active {
 				level = 0
@@ -508,7 +581,7 @@ func (l *link) handle(b []byte) {
 // admissible checks that a remote participant does not pass for someone
 // of this node's server (or of another peer's: each node speaks for its
 // own people) and does not take a local participant's place.
-func (l *link) admissible(pm *participantMessage) error {
+func (l *link) admissible(s *side, pm *participantMessage) error {
 	for _, user := range []string{pm.Attributes["matrix_user_id"], identityUser(pm.Identity)} {
 		if user == "" {
 			continue
@@ -521,7 +594,7 @@ func (l *link) admissible(pm *participantMessage) error {
 			return fmt.Errorf("identity %q claims a user of another peer, %s", pm.Identity, server)
 		}
 	}
-	if l.n.sfu.HasParticipant(l.call.MediaRoom, pm.Identity) {
+	if l.n.sfu.HasParticipant(s.name, pm.Identity) {
 		return fmt.Errorf("identity %q is already in the room", pm.Identity)
 	}
 	if len(l.remotes) >= maxRemoteParticipants {
@@ -548,11 +621,12 @@ func identityUser(identity string) string {
 func (l *link) remoteChanged(pm *participantMessage) {
 	r := l.remotes[pm.Sid]
 	if r == nil {
-		if err := l.admissible(pm); err != nil {
-			l.log.Warn().Err(err).Str("participant_sid", pm.Sid).Msg("remote participant refused")
+		s := l.sideFor(pm.Room)
+		if err := l.admissible(s, pm); err != nil {
+			l.log.Warn().Err(err).Str("participant_sid", pm.Sid).Str("room", s.name).Msg("remote participant refused")
 			return
 		}
-		p, _, err := l.room.Join(l.ctx, media.JoinParams{
+		p, _, err := s.room.Join(l.ctx, media.JoinParams{
 			Identity: pm.Identity, Name: pm.Name, Metadata: pm.Metadata, Attributes: pm.Attributes,
 			Kind: media.ParticipantKind(pm.Kind), Permissions: media.Permissions{CanPublish: true},
 			Signaller: nopSignaller{}, Transport: &remoteTransport{}, Origin: l.peer,
@@ -569,7 +643,7 @@ func (l *link) remoteChanged(pm *participantMessage) {
 		r = &remote{sid: pm.Sid, identity: pm.Identity, p: p, tracks: map[string]*remoteTrack{}}
 		l.remotes[pm.Sid] = r
 		l.setRemotes()
-		l.log.Info().Str("identity", pm.Identity).Msg("remote participant joined")
+		l.log.Info().Str("identity", pm.Identity).Str("room", s.name).Msg("remote participant joined")
 	} else if pm.Identity != r.identity {
 		l.log.Warn().Str("identity", pm.Identity).Msg("remote participant changed identity: ignored")
 		return
@@ -700,12 +774,13 @@ func (l *link) remoteTrackArrived(trackID string, s media.IncomingStream) {
 // back to layers.
 var simulcastRIDs = [...]string{"q", "h", "f"}
 
-// peerWants has the export participant send the layers of a local track
-// the peer asks for (Participant.SetLayers: one stream per simulcast
-// layer, the others paused). Only this node's own participants' tracks
-// are exported.
+// peerWants has the export participant of the track's room send the
+// layers of a local track the peer asks for (Participant.SetLayers: one
+// stream per simulcast layer, the others paused). Only this node's own
+// participants' tracks are exported.
 func (l *link) peerWants(sid string, mask uint8) {
-	if !l.isLocalTrack(sid) {
+	s := l.localTrackSide(sid)
+	if s == nil {
 		l.log.Debug().Str("track", sid).Msg("peer wants a track that is not ours")
 		return
 	}
@@ -713,7 +788,7 @@ func (l *link) peerWants(sid string, mask uint8) {
 		return
 	}
 	l.wanted[sid] = mask
-	if err := l.export.SetLayers(l.ctx, sid, mask); err != nil {
+	if err := s.export.SetLayers(l.ctx, sid, mask); err != nil {
 		l.log.Warn().Err(err).Str("track", sid).Msg("export subscription")
 	}
 	l.mu.Lock()
@@ -721,15 +796,19 @@ func (l *link) peerWants(sid string, mask uint8) {
 	l.mu.Unlock()
 }
 
-func (l *link) isLocalTrack(sid string) bool {
-	for _, info := range l.locals {
-		for _, t := range info.Tracks {
-			if t.Sid == sid {
-				return true
+// localTrackSide returns the side whose announced local participant
+// publishes the track, nil when none does.
+func (l *link) localTrackSide(sid string) *side {
+	for _, s := range l.sides {
+		for _, info := range s.locals {
+			for _, t := range info.Tracks {
+				if t.Sid == sid {
+					return s
+				}
 			}
 		}
 	}
-	return false
+	return nil
 }
 
 // connEvents is the link as its connection's ConnEvents: everything is
@@ -774,15 +853,17 @@ func (c *connEvents) Track(trackID string, s media.IncomingStream) {
 	l.post(func() { l.remoteTrackArrived(trackID, s) })
 }
 
-// exportSignaller is the link as its export participant's Signaller: what
-// the room says of its participants, posted to the link's goroutine.
-type exportSignaller link
+// exportSignaller is a side's export participant's Signaller: what the
+// room says of its participants, posted to the link's goroutine.
+type exportSignaller struct {
+	l *link
+	s *side
+}
 
 func (e *exportSignaller) SendParticipants(infos []*media.ParticipantInfo) {
-	l := (*link)(e)
-	l.post(func() {
+	e.l.post(func() {
 		for _, info := range infos {
-			l.localChanged(info)
+			e.l.localChanged(e.s, info)
 		}
 	})
 }
@@ -790,13 +871,26 @@ func (e *exportSignaller) SendParticipants(infos []*media.ParticipantInfo) {
 func (e *exportSignaller) SendTrackPublished(string, *media.TrackInfo) {}
 
 func (e *exportSignaller) SendSpeakers(speakers []media.SpeakerInfo) {
-	l := (*link)(e)
-	l.post(func() { l.localSpeakers(speakers) })
+	e.l.post(func() { e.l.localSpeakers(e.s, speakers) })
 }
 
 func (e *exportSignaller) SendLeave(reason media.DisconnectReason, _ media.LeaveAction) {
-	(*link)(e).end(fmt.Errorf("%w: removed from the room (%s)", errClosing, reason))
+	e.l.end(fmt.Errorf("%w: removed from the room %s (%s)", errClosing, e.s.name, reason))
 }
+
+// sharedTrunk is the export participant's Transport on a link's second
+// side: the same trunk carries its down tracks (track sids are unique
+// across rooms), and the first side's export participant owns the
+// connection, so closing this one closes nothing. The link calls
+// Connected on its participant when the trunk comes up.
+type sharedTrunk struct{ conn Conn }
+
+func (t *sharedTrunk) Attach(*media.Participant) error       { return nil }
+func (t *sharedTrunk) AddDownTrack(d *media.DownTrack) error { return t.conn.AddDownTrack(d) }
+func (t *sharedTrunk) RemoveDownTrack(d *media.DownTrack)    { t.conn.RemoveDownTrack(d) }
+func (t *sharedTrunk) Negotiate()                            { t.conn.Negotiate() }
+func (t *sharedTrunk) SendData(media.DataKind, []byte)       {}
+func (t *sharedTrunk) Close()                                {}
 
 // nopSignaller is a remote participant's Signaller: it subscribes to
 // nothing here, so the room has nothing to tell it.

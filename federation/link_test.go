@@ -107,6 +107,14 @@ type testNodes struct {
 
 func startNodes(t *testing.T) *testNodes {
 	t.Helper()
+	return startNodesWith(t, "", "")
+}
+
+// startNodesWith starts nodes A and B whose token service URLs are urlA
+// and urlB; each names the other's as its peer's URL (empty: the shared
+// transport).
+func startNodesWith(t *testing.T, urlA, urlB string) *testNodes {
+	t.Helper()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	cfg := media.Config{AutoCreate: true, EmptyTimeout: time.Minute, DepartureTimeout: time.Minute}
 	tn := &testNodes{sfuA: media.New(cfg, log, nil), sfuB: media.New(cfg, log, nil),
@@ -114,10 +122,12 @@ func startNodes(t *testing.T) *testNodes {
 		calls: &staticCalls{calls: []Call{{RoomID: "!r:a.test", MediaRoom: testRoom, Servers: []string{"a.test", "b.test"}}},
 			joined: map[string]bool{"!r:a.test|@entente:a.test": true, "!r:a.test|@entente:b.test": true}}}
 	var err error
-	tn.nodeA, err = New(Config{ServerName: "a.test", Bot: "@entente:a.test", Peers: map[string]Peer{"b.test": {Bot: "@entente:b.test"}}},
+	tn.nodeA, err = New(Config{ServerName: "a.test", Bot: "@entente:a.test", ServiceURL: urlA,
+		Peers: map[string]Peer{"b.test": {Bot: "@entente:b.test", URL: urlB}}},
 		tn.sfuA, tn.calls, fakeSignal{tn.net, "@entente:a.test"}, tn.net.newConn(0), nil, log.With().Str("node", "A").Logger())
 	require.NoError(t, err)
-	tn.nodeB, err = New(Config{ServerName: "b.test", Bot: "@entente:b.test", Peers: map[string]Peer{"a.test": {Bot: "@entente:a.test"}}},
+	tn.nodeB, err = New(Config{ServerName: "b.test", Bot: "@entente:b.test", ServiceURL: urlB,
+		Peers: map[string]Peer{"a.test": {Bot: "@entente:a.test", URL: urlA}}},
 		tn.sfuB, tn.calls, fakeSignal{tn.net, "@entente:b.test"}, tn.net.newConn(1), nil, log.With().Str("node", "B").Logger())
 	require.NoError(t, err)
 	tn.net.nodes["@entente:a.test"], tn.net.nodes["@entente:b.test"] = tn.nodeA, tn.nodeB
@@ -141,8 +151,14 @@ func startNodes(t *testing.T) *testNodes {
 // bytes per packet), fed until the test ends.
 func publisher(t *testing.T, sfu *media.SFU, identity string) (*media.Participant, *recorder) {
 	t.Helper()
+	return publisherIn(t, sfu, testRoom, identity)
+}
+
+// publisherIn is publisher in the named room.
+func publisherIn(t *testing.T, sfu *media.SFU, roomName, identity string) (*media.Participant, *recorder) {
+	t.Helper()
 	ctx := context.Background()
-	room, err := sfu.CreateRoom(testRoom)
+	room, err := sfu.CreateRoom(roomName)
 	require.NoError(t, err)
 	rec := newRecorder()
 	p, _, err := room.Join(ctx, media.JoinParams{Identity: identity, AutoSubscribe: true,
@@ -222,7 +238,13 @@ func (k keyframer) RequestKeyframe(uint32) { k.g.RequestKeyframe() }
 // subscriber joins sfu's room as a local participant receiving everything.
 func subscriber(t *testing.T, sfu *media.SFU, identity string) (*media.Participant, *endpoint, *recorder) {
 	t.Helper()
-	room, err := sfu.CreateRoom(testRoom)
+	return subscriberIn(t, sfu, testRoom, identity)
+}
+
+// subscriberIn is subscriber in the named room.
+func subscriberIn(t *testing.T, sfu *media.SFU, roomName, identity string) (*media.Participant, *endpoint, *recorder) {
+	t.Helper()
+	room, err := sfu.CreateRoom(roomName)
 	require.NoError(t, err)
 	e, rec := &endpoint{downs: map[string]*media.DownTrack{}}, newRecorder()
 	p, _, err := room.Join(context.Background(), media.JoinParams{Identity: identity, AutoSubscribe: true,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"entente.dev/entente/media"
 )
@@ -74,12 +75,18 @@ type Node struct {
 	log      zerolog.Logger
 	session  string
 	inbox    chan ToDevice
+	issuer   TokenIssuer
 
 	mu     sync.Mutex
 	links  map[string]*link     // by linkKey
 	failed map[string]time.Time // when a link last ended, by linkKey
 	gone   map[string]time.Time // since when a link's call no longer spans both nodes
-	wg     sync.WaitGroup
+	// pending are the token requests forwarded to peers, by req_id.
+	pending map[string]pendingToken
+	// outLimits and inLimits bound the token requests sent to and taken
+	// from each peer.
+	outLimits, inLimits map[string]*rate.Limiter
+	wg                  sync.WaitGroup
 }
 
 // New returns a node; Run serves it.
@@ -93,8 +100,13 @@ func New(cfg Config, sfu *media.SFU, calls Calls, signal Signal, newConn NewConn
 		cfg: cfg, sfu: sfu, calls: calls, signal: signal, newConn: newConn, frontEnd: frontEnd,
 		log: log.With().Str("component", "federation").Logger(), session: hex.EncodeToString(b[:]),
 		inbox: make(chan ToDevice, inboxSize), links: map[string]*link{}, failed: map[string]time.Time{}, gone: map[string]time.Time{},
+		pending: map[string]pendingToken{}, outLimits: map[string]*rate.Limiter{}, inLimits: map[string]*rate.Limiter{},
 	}, nil
 }
+
+// redirects reports whether links with peer carry two room pairs
+// (Config.Redirects).
+func (n *Node) redirects(peer string) bool { return n.cfg.Redirects(peer) }
 
 func linkKey(peer, mediaRoom string) string { return peer + "\x00" + mediaRoom }
 
@@ -272,7 +284,15 @@ func (n *Node) receive(ctx context.Context, m ToDevice) {
 	peer := serverOf(m.Sender)
 	cfg, ok := n.cfg.Peers[peer]
 	if !ok || cfg.Bot != m.Sender {
-		n.log.Warn().Str("sender", m.Sender).Str("type", m.Type).Msg("federation: call signalling from a server or user not on the peer list refused")
+		n.log.Warn().Str("sender", m.Sender).Str("type", m.Type).Msg("federation: message from a server or user not on the peer list refused")
+		return
+	}
+	switch m.Type {
+	case EventTokenRequest:
+		n.tokenRequested(ctx, peer, m.Content)
+		return
+	case EventTokenResponse:
+		n.tokenAnswered(peer, m.Content)
 		return
 	}
 	c, err := parseCall(m.Type, m.Content, time.Now())

@@ -59,6 +59,11 @@ type participantMessage struct {
 	Kind       int32             `json:"kind"`
 	JoinedAt   int64             `json:"joined_at"` // Unix milliseconds
 	Tracks     []trackMessage    `json:"tracks,omitempty"`
+	// Room names the transport whose room the participant is in at the
+	// sender, by the server name of the node that runs it; empty on the
+	// shared transport. The receiver puts the participant into its own
+	// room standing for that transport (link.sideFor).
+	Room string `json:"room,omitempty"`
 }
 
 type trackMessage struct {
@@ -132,7 +137,7 @@ func (p *participantMessage) check() error {
 		return fmt.Errorf("participant: sid missing or too long")
 	case p.Identity == "" || len(p.Identity) > maxIdentity || !utf8.ValidString(p.Identity):
 		return fmt.Errorf("participant %s: identity missing, too long or not UTF-8", p.Sid)
-	case len(p.Name) > maxName || len(p.Metadata) > maxMetadata:
+	case len(p.Name) > maxName || len(p.Metadata) > maxMetadata || len(p.Room) > maxIdentity:
 		return fmt.Errorf("participant %s: name or metadata too long", p.Sid)
 	case len(p.Attributes) > maxAttributes:
 		return fmt.Errorf("participant %s: %d attributes, more than %d", p.Sid, len(p.Attributes), maxAttributes)

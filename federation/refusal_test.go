@@ -137,7 +137,7 @@ func TestRemoteIdentityChecks(t *testing.T) {
 		{"@carol:c.test:DEV", nil, false},
 		{"@dave:d.test:X", nil, false},
 	} {
-		err := l.admissible(&participantMessage{Sid: "PA_x", Identity: c.identity, Attributes: c.attrs})
+		err := l.admissible(&side{name: "r"}, &participantMessage{Sid: "PA_x", Identity: c.identity, Attributes: c.attrs})
 		if c.ok {
 			require.NoError(t, err, c.identity)
 		} else {

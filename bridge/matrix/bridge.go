@@ -51,7 +51,10 @@ type Options struct {
 	// OnToDevice, when set, receives the to-device messages of the bot's
 	// device (BotSyncOptions.OnToDevice): federation trunk signalling.
 	OnToDevice func(ToDeviceEvent)
-	Log        zerolog.Logger
+	// TokenForwarder, when set, forwards the token requests of peer
+	// nodes' users to their nodes (TokenServiceOptions.Forwarder).
+	TokenForwarder TokenForwarder
+	Log            zerolog.Logger
 }
 
 // Bridge is the node's Matrix side assembled from its configuration: the
@@ -73,6 +76,7 @@ type Bridge struct {
 	joinPage   string
 	// meetingGuests is matrix.meeting_guests, for Admit.
 	meetingGuests bool
+	serviceURL    string
 	meets         chan MeetCommand
 	invites       chan string
 	log           zerolog.Logger
@@ -104,7 +108,7 @@ func New(opts Options) (*Bridge, error) {
 		joinPage = strings.TrimSuffix(opts.PublicURL, "/") + "/"
 	}
 	b := &Bridge{
-		cfg: c, reg: reg, members: members, store: opts.Store, joinPage: joinPage, meetingGuests: c.MeetingGuests,
+		cfg: c, reg: reg, members: members, store: opts.Store, joinPage: joinPage, meetingGuests: c.MeetingGuests, serviceURL: serviceURL,
 		meets: make(chan MeetCommand, 64), invites: make(chan string, 64), log: log,
 	}
 	b.guard = NewCallGuard(opts.SFU, opts.TokenTTL, log)
@@ -122,7 +126,7 @@ func New(opts Options) (*Bridge, error) {
 		SFU: opts.SFU, OpenID: b.openID, Membership: members,
 		ServerName: c.ServerName, Allow: c.Allow, URL: opts.SFUURL, TokenTTL: opts.TokenTTL,
 		OnIssued: b.guard.Issued, BotUserID: botID, Record: opts.Store, Users: users,
-		UnknownMembership: c.UnknownMembership, Log: log,
+		UnknownMembership: c.UnknownMembership, Forwarder: opts.TokenForwarder, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -212,6 +216,13 @@ func (b *Bridge) TokenService() *TokenService { return b.tokens }
 // BotSync returns the bot's own /sync, which also sends the bot device's
 // to-device messages (BotSync.SendToDevice). Run runs it.
 func (b *Bridge) BotSync() *BotSync { return b.botSync }
+
+// Tokens returns the token service.
+func (b *Bridge) Tokens() *TokenService { return b.tokens }
+
+// ServiceURL returns the token service's public URL, the
+// livekit_service_url the node advertises.
+func (b *Bridge) ServiceURL() string { return b.serviceURL }
 
 // AppService returns the application service handler.
 func (b *Bridge) AppService() *AppService { return b.appService }

@@ -99,8 +99,28 @@ type TokenServiceOptions struct {
 	// UnknownMembershipRefuse (the default when empty) or
 	// UnknownMembershipServeLocal.
 	UnknownMembership string
+	// Forwarder, when set, sends the token requests of users of peer
+	// nodes that keep their own token service URL to those nodes (the
+	// redirect, FEDERATION.md). Optional.
+	Forwarder TokenForwarder
 	// Log receives one line per request; nothing secret is logged.
 	Log zerolog.Logger
+}
+
+// TokenForwarder sends a token request to the node of the requesting
+// user's homeserver (federation.Node, wired by cmd): the redirect of
+// FEDERATION.md. The token service does not spend the user's OpenID token
+// (clients use it once): the user's own node verifies it.
+type TokenForwarder interface {
+	// Forwards reports whether the users of server are served by their
+	// own node.
+	Forwards(server string) bool
+	// Forward sends the request (the endpoint's path and the body,
+	// unchanged) and returns the node's answer, to give the user
+	// unchanged. roomID is the Matrix room and mediaRoom the call's
+	// media room here. An error means no answer: the token service then
+	// serves the user itself.
+	Forward(ctx context.Context, server, endpoint string, body []byte, roomID, mediaRoom string) (status int, answer []byte, err error)
 }
 
 // TokenService is the MatrixRTC token service (MSC4195), answering Element
@@ -124,6 +144,7 @@ type TokenService struct {
 	recordCatchUp time.Duration
 	unknown       string
 	users         UserAuthenticator
+	forwarder     TokenForwarder
 	log           zerolog.Logger
 }
 
@@ -185,6 +206,7 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 		recordCatchUp: catchUp,
 		unknown:       unknown,
 		users:         opts.Users,
+		forwarder:     opts.Forwarder,
 		log:           opts.Log.With().Str("component", "token_service").Logger(),
 	}, nil
 }
@@ -237,6 +259,13 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 	var resp *tokenResponse
 	var aerr *apiError
 	who := new(requester)
+	if r.URL.Path == PathGetToken || r.URL.Path == PathSFUGet {
+		if status, answer, ok := s.forward(ctx, r.URL.Path, body, who); ok {
+			w.WriteHeader(status)
+			_, _ = w.Write(answer)
+			return
+		}
+	}
 	switch r.URL.Path {
 	case PathGetToken:
 		resp, aerr = s.getToken(ctx, body, who)
@@ -244,6 +273,12 @@ func (s *TokenService) serveToken(w http.ResponseWriter, r *http.Request) {
 		resp, aerr = s.sfuGet(ctx, body, who)
 	default:
 		resp, aerr = s.serveLiveKitToken(ctx, r, body, who)
+	}
+	if who.unanswered != "" {
+		// Served (or refused) here: say so, with the user the homeserver
+		// vouched for.
+		log.Warn().Str("peer", who.unanswered).Str("matrix_room", who.roomID).Str("user_id", who.userID).
+			Bool("served", aerr == nil).Msg("the user's own node did not answer the forwarded token request: served by this node")
 	}
 	if aerr != nil {
 		// One line per refusal with the room and the user, as far as the
@@ -268,7 +303,112 @@ type tokenResponse struct {
 // requester is what a token request said about who asks for which room,
 // for the log line of a refusal: the user is the claimed one until the
 // homeserver has vouched for it.
-type requester struct{ roomID, userID string }
+// unanswered is the peer node a forwarded request got no answer from.
+type requester struct{ roomID, userID, unanswered string }
+
+// forward sends a request of a user of a peer node that keeps its own
+// token service URL to that node, and returns its answer (ok). A request
+// it cannot read, of a user of this node's homeserver or of any server
+// off the forwarder's peer list is not forwarded: the ordinary path
+// serves or refuses it, under the homeserver policy.
+func (s *TokenService) forward(ctx context.Context, endpoint string, body []byte, who *requester) (int, []byte, bool) {
+	if s.forwarder == nil {
+		return 0, nil, false
+	}
+	var server, roomID, slotID string
+	switch endpoint {
+	case PathGetToken:
+		req, aerr := parseGetToken(body)
+		if aerr != nil {
+			return 0, nil, false
+		}
+		server, roomID, slotID = req.OpenIDToken.MatrixServerName, req.RoomID, req.SlotID
+	case PathSFUGet:
+		req, aerr := parseSFUGet(body)
+		if aerr != nil {
+			return 0, nil, false
+		}
+		server, roomID, slotID = req.OpenIDToken.MatrixServerName, req.Room, LegacySlotID
+	default:
+		return 0, nil, false
+	}
+	if server == s.serverName || !s.forwarder.Forwards(server) {
+		return 0, nil, false
+	}
+	log := zerolog.Ctx(ctx).With().Str("peer", server).Str("matrix_room", roomID).Logger()
+	status, answer, err := s.forwarder.Forward(ctx, server, endpoint, body, roomID, RoomAlias(roomID, slotID))
+	if err != nil {
+		log.Warn().Err(err).Msg("token request not answered by the user's own node")
+		who.unanswered = server
+		return 0, nil, false
+	}
+	log.Info().Int("status", status).Msg("token request answered by the user's own node")
+	return status, answer, true
+}
+
+// IssueForwarded answers a token request that a peer node forwarded (the
+// redirect, FEDERATION.md): endpoint is PathSFUGet or PathGetToken, body
+// the client's, unchanged. Only this node's homeserver's users are
+// served: their OpenID token is verified with it, their membership checked
+// as for any request, and the token is for the mirror room that mirror
+// names from the call's media room (created here), with this node's SFU
+// url. It returns the status and the JSON body to answer the client.
+func (s *TokenService) IssueForwarded(ctx context.Context, endpoint string, body []byte, mirror func(mediaRoom string) string) (int, []byte) {
+	log := s.log.With().Str("endpoint", endpoint).Bool("forwarded", true).Logger()
+	ctx = log.WithContext(ctx)
+	var resp *tokenResponse
+	var aerr *apiError
+	who := new(requester)
+	switch endpoint {
+	case PathGetToken:
+		req, perr := parseGetToken(body)
+		if aerr = perr; aerr == nil {
+			resp, aerr = s.forwardedGetToken(ctx, req, who, mirror)
+		}
+	case PathSFUGet:
+		req, perr := parseSFUGet(body)
+		if aerr = perr; aerr == nil {
+			who.roomID = req.Room
+			if req.OpenIDToken.MatrixServerName != s.serverName {
+				aerr = &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "This node serves only its own homeserver's users"}
+				break
+			}
+			var userID string
+			if userID, aerr = s.authenticate(ctx, req.OpenIDToken); aerr == nil {
+				who.userID = userID
+				resp, aerr = s.issue(ctx, req.Room, mirror(RoomAlias(req.Room, LegacySlotID)), userID, req.DeviceID,
+					LegacyIdentity(userID, req.DeviceID), s.serverName)
+			}
+		}
+	default:
+		aerr = &apiError{Status: http.StatusNotFound, ErrCode: "M_UNRECOGNIZED", Message: "Unrecognized request"}
+	}
+	if aerr != nil {
+		log.Info().Str("matrix_room", who.roomID).Str("user_id", who.userID).Str("errcode", aerr.ErrCode).
+			Int("status", aerr.Status).Str("reason", aerr.Message).Msg("forwarded token refused")
+		return aerr.Status, errorBody(aerr)
+	}
+	b, _ := json.Marshal(resp) // two strings: cannot fail
+	return http.StatusOK, b
+}
+
+func (s *TokenService) forwardedGetToken(ctx context.Context, req getTokenRequest, who *requester, mirror func(string) string) (*tokenResponse, *apiError) {
+	who.roomID, who.userID = req.RoomID, req.Member.ClaimedUserID
+	if req.OpenIDToken.MatrixServerName != s.serverName || userIDServer(req.Member.ClaimedUserID) != s.serverName {
+		return nil, &apiError{Status: http.StatusForbidden, ErrCode: "M_FORBIDDEN", Message: "This node serves only its own homeserver's users"}
+	}
+	userID, aerr := s.authenticate(ctx, req.OpenIDToken)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if userID != req.Member.ClaimedUserID {
+		zerolog.Ctx(ctx).Warn().Str("user_id", userID).Str("claimed_user_id", req.Member.ClaimedUserID).
+			Msg("claimed user does not match openid subject")
+		return nil, unauthorized()
+	}
+	identity := Identity(userID, req.Member.ClaimedDeviceID, req.Member.ID)
+	return s.issue(ctx, req.RoomID, mirror(RoomAlias(req.RoomID, req.SlotID)), userID, req.Member.ClaimedDeviceID, identity, s.serverName)
+}
 
 func (s *TokenService) getToken(ctx context.Context, body []byte, who *requester) (*tokenResponse, *apiError) {
 	req, aerr := parseGetToken(body)
@@ -526,18 +666,25 @@ func internalError(msg string) *apiError {
 
 func writeError(w http.ResponseWriter, e *apiError) {
 	w.Header().Set("Content-Type", "application/json")
-	var retryMS int64
 	if e.RetryAfter > 0 {
 		// Spec: Client-Server API, "Rate limiting"; Retry-After in whole
 		// seconds, rounded up (RFC 9110 section 10.2.3).
-		retryMS = max(e.RetryAfter.Milliseconds(), 1)
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
+	}
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(errorBody(e))
+}
+
+// errorBody is a Matrix-style JSON error.
+func errorBody(e *apiError) []byte {
+	var retryMS int64
+	if e.RetryAfter > 0 {
+		retryMS = max(e.RetryAfter.Milliseconds(), 1)
 	}
 	b, _ := json.Marshal(struct {
 		ErrCode      string `json:"errcode"`
 		Error        string `json:"error"`
 		RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 	}{e.ErrCode, e.Message, retryMS})
-	w.WriteHeader(e.Status)
-	_, _ = w.Write(b)
+	return b
 }

@@ -27,16 +27,43 @@ func newFederation(cfg *config.Config, bridge *matrix.Bridge, st *store.Store, s
 	log zerolog.Logger,
 ) (*federation.Node, error) {
 	fc := federation.Config{ServerName: cfg.Matrix.ServerName, Bot: bridge.BotUserID(), Device: matrix.BotDeviceID,
-		Peers: map[string]federation.Peer{}}
+		ServiceURL: bridge.ServiceURL(), Peers: map[string]federation.Peer{}}
 	for name, p := range cfg.Federation.Peers {
-		fc.Peers[name] = federation.Peer{Bot: p.Bot, Device: p.Device}
+		fc.Peers[name] = federation.Peer{Bot: p.Bot, Device: p.Device, URL: p.URL}
 	}
 	newConn := func(offerer bool, ev federation.ConnEvents, log zerolog.Logger) (federation.Conn, error) {
 		return eng.NewTrunk(offerer, ev, log)
 	}
-	return federation.New(fc, sfu, federationCalls{st: st, bridge: bridge}, bridge.BotSync(), newConn,
+	node, err := federation.New(fc, sfu, federationCalls{st: st, bridge: bridge}, bridge.BotSync(), newConn,
 		livekit.FrontEndCodec{}, log.With().Str("component", "federation").Logger())
+	if err != nil {
+		return nil, err
+	}
+	// Peers' users asking this node's token service are forwarded to
+	// their nodes (tokenForwarder); peers forward this node's users here.
+	node.SetTokenIssuer(bridge.Tokens())
+	return node, nil
 }
+
+// tokenForwarder is the federation node as the token service's
+// TokenForwarder, once there is one (the bridge is made first).
+type tokenForwarder struct{ node **federation.Node }
+
+func (f tokenForwarder) Forwards(server string) bool {
+	n := *f.node
+	return n != nil && n.Forwards(server)
+}
+
+func (f tokenForwarder) Forward(ctx context.Context, server, endpoint string, body []byte, roomID, mediaRoom string) (int, []byte, error) {
+	n := *f.node
+	if n == nil {
+		return 0, nil, federation.ErrNotForwarded
+	}
+	return n.ForwardToken(ctx, server, endpoint, body, roomID, mediaRoom)
+}
+
+// The token service answers the peers' forwarded requests.
+var _ federation.TokenIssuer = (*matrix.TokenService)(nil)
 
 // toDeviceForFederation hands the bot's to-device messages to the
 // federation node once there is one.

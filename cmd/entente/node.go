@@ -129,7 +129,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// refused when used.
 	admit := guestAdmitter{webGuests: cfg.Web.Enabled && cfg.GuestsAllowed()}
 	if cfg.Matrix != nil {
-		if bridge, err = newBridge(cfg, ln, sfu, keys, st, guestLimiter, toDeviceForFederation(&fed), log); err != nil {
+		if bridge, err = newBridge(cfg, ln, sfu, keys, st, guestLimiter, toDeviceForFederation(&fed), tokenForwarder{&fed}, log); err != nil {
 			sfu.Close()
 			_ = ln.Close()
 			return err
@@ -210,7 +210,7 @@ var _ media.HistoryPruner = (*store.Store)(nil)
 
 // newBridge assembles the Matrix side from the [matrix] section.
 func newBridge(cfg *config.Config, ln net.Listener, sfu *media.SFU, keys livekit.Keys, st *store.Store,
-	guests *ratelimit.Limiter, onToDevice func(matrix.ToDeviceEvent), log zerolog.Logger,
+	guests *ratelimit.Limiter, onToDevice func(matrix.ToDeviceEvent), forwarder matrix.TokenForwarder, log zerolog.Logger,
 ) (*matrix.Bridge, error) {
 	pub := publicURL(cfg, ln)
 	sfuURL, err := matrix.SFUURL(pub)
@@ -220,7 +220,8 @@ func newBridge(cfg *config.Config, ln net.Listener, sfu *media.SFU, keys livekit
 	return matrix.New(matrix.Options{
 		Config: cfg.Matrix, PublicURL: pub, SFUURL: sfuURL,
 		SFU:   sfuForMatrix{sfu: sfu, minter: minter(cfg, keys)},
-		Store: st, GuestLimiter: guests, OnToDevice: onToDevice, Log: log.With().Str("component", "matrix").Logger(),
+		Store: st, GuestLimiter: guests, OnToDevice: onToDevice, TokenForwarder: forwarder,
+		Log: log.With().Str("component", "matrix").Logger(),
 	})
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -21,6 +22,11 @@ type FederationPeer struct {
 	// Device is the bot's device that receives call signalling; default "ENTENTE_NODE", the
 	// device every node's bot logs in with.
 	Device string `toml:"device"`
+	// URL is the peer's token service URL (its livekit_service_url, what its users' clients
+	// advertise) when it keeps its own: its users then get their tokens from their own node,
+	// also when they ask this one (the redirect, docs/federation-redirect.md). Empty, or this
+	// node's own token service URL: the agencies share one transport.
+	URL string `toml:"url"`
 }
 
 func (v *validator) federation(c *Config) {
@@ -46,6 +52,9 @@ func (v *validator) federation(c *Config) {
 			v.add("federation.peers.%q.bot %q: want a user of that server, e.g. \"@entente:%s\"", name, p.Bot, name)
 		case len(p.Device) > 255 || strings.ContainsAny(p.Device, "/ \t\n"):
 			v.add("federation.peers.%q.device %q is not a device ID", name, p.Device)
+		}
+		if p.URL != "" {
+			v.httpURL(fmt.Sprintf("federation.peers.%q.url", name), p.URL)
 		}
 	}
 }

@@ -17,12 +17,13 @@ bot = "@entente:partner.example"
 [federation.peers."127.0.0.1:8448"]
 bot = "@rtc:127.0.0.1:8448"
 device = "NODE2"
+url = "https://rtc.partner.example"
 `
 	c, err := config.Parse([]byte(doc), "t.toml")
 	require.NoError(t, err)
 	require.Equal(t, &config.Federation{Peers: map[string]config.FederationPeer{
 		"partner.example": {Bot: "@entente:partner.example"},
-		"127.0.0.1:8448":  {Bot: "@rtc:127.0.0.1:8448", Device: "NODE2"},
+		"127.0.0.1:8448":  {Bot: "@rtc:127.0.0.1:8448", Device: "NODE2", URL: "https://rtc.partner.example"},
 	}}, c.Federation)
 
 	c, err = config.Parse([]byte(matrixMinimal), "t.toml")
@@ -57,6 +58,11 @@ bot = "@Entente:b.example"
 bot = "@entente:b.example"
 device = "A B"
 `, "not a device ID"},
+		{matrixMinimal + `
+[federation.peers."b.example"]
+bot = "@entente:b.example"
+url = "wss://rtc.b.example"
+`, "federation.peers.\"b.example\".url \"wss://rtc.b.example\" is not an absolute http(s) URL"},
 	} {
 		_, err := config.Parse([]byte(c.doc), "t.toml")
 		require.Error(t, err, c.doc)

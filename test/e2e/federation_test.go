@@ -25,28 +25,49 @@ import (
 // federatedAgencies are two agencies, each with its Dendrite and its node,
 // the two homeservers federating and each node on the other's peer list.
 type federatedAgencies struct {
-	a, b     *matrixNode
-	dbgA     string // node A's debug listener
-	dbgB     string
-	roomID   string
-	alice    dendritetest.User // of A
-	bob      dendritetest.User // of B
-	serviceA string
+	a, b   *matrixNode
+	dbgA   string // node A's debug listener
+	dbgB   string
+	roomID string
+	alice  dendritetest.User // of A
+	bob    dendritetest.User // of B
+	// serviceA and serviceB are the transports (livekit_service_url) the
+	// agencies' members advertise: one shared URL, or each its own.
+	serviceA, serviceB string
 }
+
+// sharedServiceURL is the one transport of agencies sharing it.
+const sharedServiceURL = "https://rtc.federation.test"
 
 // startFederatedAgencies starts both agencies and makes a public room of
 // A's that Bob of B joins over federation; call memberships may be sent
-// by anyone in it.
+// by anyone in it. The agencies share one transport.
 func startFederatedAgencies(t *testing.T) *federatedAgencies {
+	t.Helper()
+	return startAgencies(t, false)
+}
+
+// startAgencies is startFederatedAgencies; with ownURLs each agency keeps
+// its own token service URL (matrix.token_service_url) and names the
+// other's in its peer entry (the redirect).
+func startAgencies(t *testing.T, ownURLs bool) *federatedAgencies {
 	t.Helper()
 	hsA, hsB := dendritetest.New(t), dendritetest.New(t)
 	dbgA, dbgB := fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")), fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp"))
-	fed := func(dbg, peer string) string {
-		return fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n", dbg, peer, "@entente:"+peer)
+	f := &federatedAgencies{dbgA: dbgA, dbgB: dbgB, serviceA: sharedServiceURL, serviceB: sharedServiceURL}
+	extraA, extraB := `allow = ["*"]`, `allow = ["*"]`
+	peerURLOfA, peerURLOfB := "", ""
+	if ownURLs {
+		f.serviceA, f.serviceB = "https://rtc-a.federation.test", "https://rtc-b.federation.test"
+		extraA += fmt.Sprintf("\ntoken_service_url = %q", f.serviceA)
+		extraB += fmt.Sprintf("\ntoken_service_url = %q", f.serviceB)
+		peerURLOfA, peerURLOfB = fmt.Sprintf("url = %q\n", f.serviceA), fmt.Sprintf("url = %q\n", f.serviceB)
 	}
-	f := &federatedAgencies{dbgA: dbgA, dbgB: dbgB}
-	f.a = startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: `allow = ["*"]`, extraTOML: fed(dbgA, hsB.ServerName)})
-	f.b = startMatrixNode(t, matrixNodeOptions{homeserver: hsB, extraMatrix: `allow = ["*"]`, extraTOML: fed(dbgB, hsA.ServerName)})
+	fed := func(dbg, peer, peerURL string) string {
+		return fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n%s", dbg, peer, "@entente:"+peer, peerURL)
+	}
+	f.a = startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: extraA, extraTOML: fed(dbgA, hsB.ServerName, peerURLOfB)})
+	f.b = startMatrixNode(t, matrixNodeOptions{homeserver: hsB, extraMatrix: extraB, extraTOML: fed(dbgB, hsA.ServerName, peerURLOfA)})
 	f.alice, f.bob = f.a.hs.Register(t, "alice"), f.b.hs.Register(t, "bob")
 	f.roomID = f.a.hs.CreateRoom(t, f.alice, map[string]any{
 		"preset": "public_chat", "name": "Inter-agency",
@@ -59,7 +80,7 @@ func startFederatedAgencies(t *testing.T) *federatedAgencies {
 
 // joinCall gets u a token from its own node (legacy /sfu/get, as Element
 // Call's own transport) and sends u's call membership, as Element Call
-// does on joining (the shared transport: both agencies advertise one URL).
+// does on joining, advertising its agency's transport.
 func (f *federatedAgencies) joinCall(t *testing.T, m *matrixNode, u dendritetest.User) tokenAnswer {
 	t.Helper()
 	var tok tokenAnswer
@@ -67,9 +88,13 @@ func (f *federatedAgencies) joinCall(t *testing.T, m *matrixNode, u dendritetest
 		tok = m.sfuGet(t, u, m.hs.OpenIDToken(t, u), f.roomID)
 		return tok.Status == http.StatusOK
 	}, 60*time.Second, 500*time.Millisecond, "%s gets a token from its own node", u.ID)
+	service := f.serviceA
+	if m == f.b {
+		service = f.serviceB
+	}
 	m.hs.SendState(t, u, f.roomID, "org.matrix.msc3401.call.member", "_"+u.ID+"_"+u.DeviceID, map[string]any{
 		"application": "m.call", "call_id": "", "scope": "m.room", "device_id": u.DeviceID, "expires": 3600000,
-		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": "https://rtc.federation.test", "livekit_alias": f.roomID}},
+		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": service, "livekit_alias": f.roomID}},
 		"focus_active":   map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
 	})
 	return tok
@@ -195,24 +220,30 @@ func connections(t *testing.T, debugAddr string) []connection {
 	return out.Connections
 }
 
-// TestFederationPeerOffTheList: agency C's node lists A as a peer, but A
-// does not list C. Alice of A and Carol of C are in one call; C's bot
-// sorts first, so C offers a trunk. A refuses it, says so in its log, and
-// answers nothing; no trunk exists on A and none comes up on C (whose
-// offer waits for an answer until it times out).
+// TestFederationPeerOffTheList: agency C's node lists A as a peer (with
+// A's own token service URL), but A does not list C. Alice of A and Carol
+// of C are in one call; C's bot sorts first, so C offers a trunk. A
+// refuses it, says so in its log, and answers nothing; no trunk exists on
+// A and none comes up on C (whose offer waits for an answer until it
+// times out). A never forwards a token request of Carol's to C; a token
+// request C forwards for Alice is refused and logged by A, and C serves
+// Alice itself.
 func TestFederationPeerOffTheList(t *testing.T) {
-	hsA := dendritetest.New(t)
-	hsC := dendritetest.New(t)
-	for i := 0; "@entente:"+hsC.ServerName >= "@entente:"+hsA.ServerName; i++ {
-		require.Less(t, i, 50, "no port order found")
-		hsC = dendritetest.New(t)
+	// C's bot must sort first: of two homeservers, C is the one whose
+	// server name (its port) sorts lower. (Drawing C again until it sorts
+	// below A failed when A drew a port at the bottom of the range.)
+	hsA, hsC := dendritetest.New(t), dendritetest.New(t)
+	if "@entente:"+hsC.ServerName > "@entente:"+hsA.ServerName {
+		hsA, hsC = hsC, hsA
 	}
 	dbgA, dbgC := fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")), fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp"))
-	a := startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: `allow = ["*"]`,
+	const serviceA = "https://rtc-a.federation.test"
+	a := startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: `allow = ["*"]` + "\ntoken_service_url = \"" + serviceA + "\"",
 		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation]\n", dbgA)})
 	c := startMatrixNode(t, matrixNodeOptions{homeserver: hsC, extraMatrix: `allow = ["*"]`,
-		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n", dbgC, hsA.ServerName, "@entente:"+hsA.ServerName)})
-	f := &federatedAgencies{a: a, b: c, dbgA: dbgA, dbgB: dbgC}
+		extraTOML: fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\nurl = %q\n", dbgC, hsA.ServerName,
+			"@entente:"+hsA.ServerName, serviceA)})
+	f := &federatedAgencies{a: a, b: c, dbgA: dbgA, dbgB: dbgC, serviceA: sharedServiceURL, serviceB: sharedServiceURL}
 	f.alice, f.bob = a.hs.Register(t, "alice"), c.hs.Register(t, "carol")
 	f.roomID = a.hs.CreateRoom(t, f.alice, map[string]any{
 		"preset": "public_chat", "name": "Off the list",
@@ -233,6 +264,26 @@ func TestFederationPeerOffTheList(t *testing.T) {
 		require.False(t, tr.Up, "C's offer is never answered: its trunk never comes up")
 	}
 	require.NotContains(t, a.Logs(), "federation trunk offered", "A never offers to a server off its list")
+
+	// Carol asks A's token service: A serves her itself (its allow policy
+	// lets every server in), never forwarding to C.
+	ans := a.sfuGet(t, f.bob, c.hs.OpenIDToken(t, f.bob), f.roomID)
+	require.Equal(t, http.StatusOK, ans.Status, "%s: %s", ans.ErrCode, ans.Error)
+	require.Equal(t, a.WSURL, ans.URL)
+	require.NotContains(t, a.Logs(), "answered by the user's own node")
+	require.NotContains(t, a.Logs(), "not answered by the user's own node")
+	require.NotContains(t, c.Logs(), "forwarded token request")
+
+	// C forwards Alice's request to A, which refuses it, logs it, and
+	// answers nothing: C serves her itself.
+	ans = c.sfuGet(t, f.alice, a.hs.OpenIDToken(t, f.alice), f.roomID)
+	require.Equal(t, http.StatusOK, ans.Status, "%s: %s", ans.ErrCode, ans.Error)
+	require.Equal(t, c.WSURL, ans.URL, "C serves Alice itself")
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	require.True(t, a.WaitLog(ctx2, "type=org.entente.token.request"), "A logs the refused token request")
+	requireLog(t, c.Node, "the user's own node did not answer the forwarded token request")
+	require.NotContains(t, a.Logs(), "forwarded token request answered")
 }
 
 // layerSubscriber is a Go SDK client on node B that records the layer of
