@@ -34,14 +34,21 @@ type federatedAgencies struct {
 // by anyone in it.
 func startFederatedAgencies(t *testing.T) *federatedAgencies {
 	t.Helper()
+	return startFederatedAgenciesLogging(t, "")
+}
+
+// startFederatedAgenciesLogging is startFederatedAgencies with the nodes
+// at the given log level ("debug" if empty).
+func startFederatedAgenciesLogging(t *testing.T, logLevel string) *federatedAgencies {
+	t.Helper()
 	hsA, hsB := dendritetest.New(t), dendritetest.New(t)
 	dbgA, dbgB := fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")), fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp"))
 	fed := func(dbg, peer string) string {
 		return fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n", dbg, peer, "@entente:"+peer)
 	}
 	f := &federatedAgencies{dbgA: dbgA, dbgB: dbgB}
-	f.a = startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: `allow = ["*"]`, extraTOML: fed(dbgA, hsB.ServerName)})
-	f.b = startMatrixNode(t, matrixNodeOptions{homeserver: hsB, extraMatrix: `allow = ["*"]`, extraTOML: fed(dbgB, hsA.ServerName)})
+	f.a = startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: `allow = ["*"]`, extraTOML: fed(dbgA, hsB.ServerName), logLevel: logLevel})
+	f.b = startMatrixNode(t, matrixNodeOptions{homeserver: hsB, extraMatrix: `allow = ["*"]`, extraTOML: fed(dbgB, hsA.ServerName), logLevel: logLevel})
 	f.alice, f.bob = f.a.hs.Register(t, "alice"), f.b.hs.Register(t, "bob")
 	f.roomID = f.a.hs.CreateRoom(t, f.alice, map[string]any{
 		"preset": "public_chat", "name": "Inter-agency",
@@ -71,10 +78,11 @@ func (f *federatedAgencies) joinCall(t *testing.T, m *matrixNode, u dendritetest
 }
 
 type trunkInfo struct {
-	Peer    string `json:"peer"`
-	Up      bool   `json:"up"`
-	Remotes int    `json:"remote_participants"`
-	Offerer bool   `json:"offerer"`
+	Peer      string `json:"peer"`
+	MediaRoom string `json:"media_room"`
+	Up        bool   `json:"up"`
+	Remotes   int    `json:"remote_participants"`
+	Offerer   bool   `json:"offerer"`
 }
 
 // trunks reads a node's trunks from its debug listener.
