@@ -15,7 +15,7 @@
 # (delays, join times) or remote / local (CPU per packet). A run during
 # which other work used more than BUSY_CORES of CPU is refused in the table.
 #
-# Usage: bench/federation.sh          (about 8 minutes on 2 cores)
+# Usage: bench/federation.sh          (about 5.5 minutes on 2 cores)
 # Environment: RUNS (3), WARMUP (3s), WINDOW (10s), BUSY_CORES (0.3),
 #   SETUPS (4), SCENARIOS (a subset of the names below), FORCE=1 to start
 #   on a busy machine, OUT (default .deps/bench/fed-<timestamp>).
