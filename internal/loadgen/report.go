@@ -70,6 +70,8 @@ type Report struct {
 	ForwardedPackets uint64 `json:"forwarded_packets"`
 	PacketsPerSecond Num    `json:"packets_per_second"`
 
+	// The server's (in two-node mode, the first node's) CPU over the
+	// window, and per packet the subscribers received.
 	ServerCPUSeconds   Num   `json:"server_cpu_seconds"`
 	ServerCPUCores     Num   `json:"server_cpu_cores"`
 	CPUMicrosPerPacket Num   `json:"cpu_us_per_packet"`
