@@ -5,6 +5,11 @@
 // and a steady-state window is bracketed by readings of the server's CPU time
 // and memory from /proc.
 //
+// In two-node mode (Config.URLB) the publishers join one node and the
+// subscribers another that federates with it, so that every packet the
+// subscribers receive crossed the nodes' trunk; FederationTable sets such
+// runs beside the same load on one node.
+//
 // It owns the participants it connects and every goroutine it starts; Run
 // returns only after they are stopped or a bounded teardown gave up on them.
 // It talks to servers only through the signal protocol and only on loopback.

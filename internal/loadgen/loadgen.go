@@ -30,6 +30,19 @@ type Config struct {
 	APISecret string
 	Room      string
 
+	// URLB, when set, is a second node federated with the first (two-node
+	// mode): publishers join URL, subscribers join URLB, in the same room
+	// name, which must be a call both nodes link with a trunk. Tokens for
+	// URLB are minted with APIKeyB and APISecretB.
+	URLB       string
+	APIKeyB    string
+	APISecretB string
+	// ServerPIDB is the second node's process, read like ServerPID.
+	ServerPIDB int
+	// IdentityPrefix starts every participant's identity, so that runs
+	// made back to back in one room never meet a predecessor's identity.
+	IdentityPrefix string
+
 	Publishers  int
 	Subscribers int
 	// PublishersSubscribe makes publishers subscribe to the others too.
@@ -56,6 +69,9 @@ type Config struct {
 
 	Log zerolog.Logger
 }
+
+// TwoNode reports whether subscribers join a second node.
+func (c *Config) TwoNode() bool { return c.URLB != "" }
 
 // Participants is the number of participants a run connects.
 func (c *Config) Participants() int { return c.Publishers + c.Subscribers }
@@ -116,8 +132,24 @@ func (c *Config) Validate() error {
 	if c.Warmup < 0 {
 		bad("warmup must not be negative")
 	}
-	if c.ServerPID < 0 {
+	if c.ServerPID < 0 || c.ServerPIDB < 0 {
 		bad("server pid must not be negative")
+	}
+	if c.TwoNode() {
+		if err := CheckLoopback(c.URLB); err != nil {
+			errs = append(errs, err)
+		}
+		if c.URLB == c.URL {
+			bad("the second node's URL is the first's")
+		}
+		if c.APIKeyB == "" || c.APISecretB == "" {
+			bad("the second node's API key and secret are required")
+		}
+		if c.Subscribers < 1 {
+			bad("two-node mode needs subscribers (they join the second node)")
+		}
+	} else if c.APIKeyB != "" || c.APISecretB != "" || c.ServerPIDB != 0 {
+		bad("a second node's key or pid without its URL")
 	}
 	return errors.Join(errs...)
 }
@@ -159,8 +191,12 @@ type participant struct {
 	publisher  bool
 	subscribes bool
 	room       *lksdk.Room
+	remote     bool         // joins the second node (two-node mode)
 	start      time.Time    // when its join started
 	firstMedia atomic.Int64 // Unix ns of its first media packet, 0 before
+	// firstFrame is the Unix ns of the first packet of the first video
+	// keyframe it received (where a decoder could show a picture), 0 before.
+	firstFrame atomic.Int64
 	ready      atomic.Int32 // tracks that delivered at least one packet
 
 	mu     sync.Mutex
@@ -206,6 +242,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
+	var baselineB procSample
+	if cfg.ServerPIDB > 0 {
+		var err error
+		if baselineB, err = readProc(strconv.Itoa(cfg.ServerPIDB)); err != nil {
+			return nil, err
+		}
+	}
 
 	setupCtx, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
 	defer cancel()
@@ -237,6 +280,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep := r.report(baseline, start, end, setup, allMedia)
+	rep.ServerBRSSBaseline = baselineB.rss
 	return rep, nil
 }
 
@@ -257,10 +301,10 @@ func sleep(ctx context.Context, d time.Duration) error {
 func (r *run) connectAll(ctx context.Context) {
 	var pubs, subs []*participant
 	for i := range r.cfg.Publishers {
-		pubs = append(pubs, &participant{identity: fmt.Sprintf("pub-%03d", i), publisher: true, subscribes: r.cfg.PublishersSubscribe})
+		pubs = append(pubs, &participant{identity: fmt.Sprintf("%spub-%03d", r.cfg.IdentityPrefix, i), publisher: true, subscribes: r.cfg.PublishersSubscribe})
 	}
 	for i := range r.cfg.Subscribers {
-		subs = append(subs, &participant{identity: fmt.Sprintf("sub-%03d", i), subscribes: true})
+		subs = append(subs, &participant{identity: fmt.Sprintf("%ssub-%03d", r.cfg.IdentityPrefix, i), subscribes: true, remote: r.cfg.TwoNode()})
 	}
 	for _, group := range [][]*participant{pubs, subs} {
 		sem := make(chan struct{}, r.cfg.ConnectConcurrency)
@@ -309,21 +353,30 @@ func (r *run) connected() []*participant {
 	return append([]*participant(nil), r.participants...)
 }
 
-func (r *run) token(identity string) (string, error) {
-	at := auth.NewAccessToken(r.cfg.APIKey, r.cfg.APISecret)
+// node returns the URL and API key pair of the node p joins.
+func (r *run) node(p *participant) (addr, key, secret string) {
+	if p.remote {
+		return r.cfg.URLB, r.cfg.APIKeyB, r.cfg.APISecretB
+	}
+	return r.cfg.URL, r.cfg.APIKey, r.cfg.APISecret
+}
+
+func (r *run) token(key, secret, identity string) (string, error) {
+	at := auth.NewAccessToken(key, secret)
 	at.SetIdentity(identity).SetName(identity).SetValidFor(time.Hour).
 		SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: r.cfg.Room})
 	return at.ToJWT()
 }
 
 func (r *run) connect(ctx context.Context, p *participant, index int) error {
-	tok, err := r.token(p.identity)
+	addr, key, secret := r.node(p)
+	tok, err := r.token(key, secret, p.identity)
 	if err != nil {
 		return err
 	}
 	cb := &lksdk.RoomCallback{}
 	if p.subscribes {
-		cb.ParticipantCallback.OnTrackSubscribed = func(tr *webrtc.TrackRemote, _ *lksdk.RemoteTrackPublication, _ *lksdk.RemoteParticipant) {
+		cb.ParticipantCallback.OnTrackSubscribed = func(tr *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, _ *lksdk.RemoteParticipant) {
 			// Under mu, so that no reader is added once teardown waits for them.
 			r.mu.Lock()
 			defer r.mu.Unlock()
@@ -331,14 +384,14 @@ func (r *run) connect(ctx context.Context, p *participant, index int) error {
 				return
 			}
 			r.readers.Add(1)
-			go r.read(p, tr)
+			go r.read(p, tr, pub.SID())
 		}
 	}
 	room := lksdk.NewRoom(cb)
 	joinCtx, cancel := context.WithTimeout(ctx, r.cfg.ConnectTimeout)
 	defer cancel()
 	p.start = time.Now()
-	err = room.JoinWithContextAndToken(joinCtx, r.cfg.URL, tok,
+	err = room.JoinWithContextAndToken(joinCtx, addr, tok,
 		lksdk.WithAutoSubscribe(p.subscribes),
 		lksdk.WithConnectTimeout(r.cfg.ConnectTimeout),
 		lksdk.WithLogger(protologger.GetDiscardLogger()),
@@ -362,9 +415,9 @@ func (r *run) connect(ctx context.Context, p *participant, index int) error {
 // read is the one reader of a subscribed track. Per packet it parses the
 // RTP header in place and, inside the window, records sequence and delay:
 // no allocation, one uncontended lock.
-func (r *run) read(p *participant, tr *webrtc.TrackRemote) {
+func (r *run) read(p *participant, tr *webrtc.TrackRemote, trackSID string) {
 	defer r.readers.Done()
-	st := &trackStats{video: tr.Kind() == webrtc.RTPCodecTypeVideo}
+	st := &trackStats{video: tr.Kind() == webrtc.RTPCodecTypeVideo, track: trackSID}
 	p.mu.Lock()
 	p.tracks = append(p.tracks, st)
 	p.mu.Unlock()
@@ -383,6 +436,9 @@ func (r *run) read(p *participant, tr *webrtc.TrackRemote) {
 			first = false
 			p.firstMedia.CompareAndSwap(0, time.Now().UnixNano())
 			p.ready.Add(1)
+		}
+		if st.video && ok && p.firstFrame.Load() == 0 && rtpgen.IsVP8Keyframe(payload) {
+			p.firstFrame.CompareAndSwap(0, time.Now().UnixNano())
 		}
 		if r.phase.Load() != phaseWindow || !ok {
 			continue
@@ -590,6 +646,7 @@ func (r *run) withMedia() int {
 type snap struct {
 	at      time.Time
 	server  procSample
+	serverB procSample
 	self    procSample
 	machine machineSample
 }
@@ -599,6 +656,11 @@ func (r *run) snapshot() (snap, error) {
 	var err error
 	if r.cfg.ServerPID > 0 {
 		if s.server, err = readProc(strconv.Itoa(r.cfg.ServerPID)); err != nil {
+			return s, err
+		}
+	}
+	if r.cfg.ServerPIDB > 0 {
+		if s.serverB, err = readProc(strconv.Itoa(r.cfg.ServerPIDB)); err != nil {
 			return s, err
 		}
 	}

@@ -46,10 +46,12 @@ type Report struct {
 	// Label names the server (e.g. "entente") and Scenario the load; the
 	// caller sets both for Compare. Run numbers the runs of a scenario, so
 	// that Compare can pair the two servers' runs made back to back.
-	Label       string `json:"label,omitempty"`
-	Scenario    string `json:"scenario,omitempty"`
-	Run         int    `json:"run,omitempty"`
-	URL         string `json:"url"`
+	Label    string `json:"label,omitempty"`
+	Scenario string `json:"scenario,omitempty"`
+	Run      int    `json:"run,omitempty"`
+	URL      string `json:"url"`
+	// URLB is the second node in two-node mode (subscribers joined it).
+	URLB        string `json:"url_b,omitempty"`
 	Publishers  int    `json:"publishers"`
 	Subscribers int    `json:"subscribers"`
 	Audio       bool   `json:"audio"`
@@ -68,6 +70,8 @@ type Report struct {
 	ForwardedPackets uint64 `json:"forwarded_packets"`
 	PacketsPerSecond Num    `json:"packets_per_second"`
 
+	// The server's (in two-node mode, the first node's) CPU over the
+	// window, and per packet the subscribers received.
 	ServerCPUSeconds   Num   `json:"server_cpu_seconds"`
 	ServerCPUCores     Num   `json:"server_cpu_cores"`
 	CPUMicrosPerPacket Num   `json:"cpu_us_per_packet"`
@@ -81,6 +85,29 @@ type Report struct {
 	JoinSamples int `json:"join_samples"`
 	JoinP50Ms   Num `json:"join_p50_ms"`
 	JoinP99Ms   Num `json:"join_p99_ms"`
+	// FrameSamples subscribers received a video keyframe's first packet;
+	// FrameP50Ms and FrameP99Ms are the times from their join to it.
+	FrameSamples int `json:"frame_samples"`
+	FrameP50Ms   Num `json:"frame_p50_ms"`
+	FrameP99Ms   Num `json:"frame_p99_ms"`
+
+	// SourcePackets counts each publication's packets once: per track, the
+	// most any subscriber received in the window. In two-node mode that is
+	// what crossed the trunk (one copy per track, at the layer the
+	// subscribers watch); on one node, what the publishers' tracks carried
+	// to the subscribers.
+	SourcePackets uint64 `json:"source_packets"`
+	// CPUMicrosPerSourcePacket is the first node's CPU per source packet:
+	// in two-node mode, per packet it forwarded over the trunk.
+	CPUMicrosPerSourcePacket Num `json:"cpu_us_per_source_packet"`
+	// The second node's figures (two-node mode): CPU per packet it
+	// delivered to its subscribers, and both nodes' CPU per delivered packet.
+	ServerBCPUSeconds      Num   `json:"server_b_cpu_seconds"`
+	ServerBCPUCores        Num   `json:"server_b_cpu_cores"`
+	CPUMicrosPerPacketB    Num   `json:"cpu_us_per_packet_b"`
+	CPUMicrosPerPacketBoth Num   `json:"cpu_us_per_packet_both"`
+	ServerBRSSBaseline     int64 `json:"server_b_rss_baseline_bytes,omitempty"`
+	ServerBRSS             int64 `json:"server_b_rss_bytes,omitempty"`
 
 	Tracks          int    `json:"tracks"`
 	ExpectedPackets uint64 `json:"expected_packets"`
@@ -115,26 +142,32 @@ func (r *run) report(baseline procSample, start, end snap, setup time.Duration, 
 	c := r.cfg
 	window := end.at.Sub(start.at).Seconds()
 	rep := &Report{
-		URL: c.URL, Publishers: c.Publishers, Subscribers: c.Subscribers,
+		URL: c.URL, URLB: c.URLB, Publishers: c.Publishers, Subscribers: c.Subscribers,
 		Audio: c.Audio, Video: c.Video, Simulcast: c.Simulcast,
 		Participants: c.Participants(), AllMedia: allMedia,
 		SetupSeconds: Num(setup.Seconds()), WindowSeconds: Num(window),
 		ServerCPUSeconds: nan(), ServerCPUCores: nan(), CPUMicrosPerPacket: nan(),
 		RSSPerParticipant: nan(), RSSDeltaPerParticipant: nan(),
+		CPUMicrosPerSourcePacket: nan(), ServerBCPUSeconds: nan(), ServerBCPUCores: nan(),
+		CPUMicrosPerPacketB: nan(), CPUMicrosPerPacketBoth: nan(),
 		Cores: numCPU(),
 	}
 	r.mu.Lock()
 	rep.ConnectFailures = append(rep.ConnectFailures, r.failures[:min(len(r.failures), 10)]...)
 	r.mu.Unlock()
 
-	var joins []time.Duration
+	var joins, frames []time.Duration
 	var delay histogram
+	perTrack := map[string]uint64{} // the most packets any subscriber got of a track
 	anyPure := c.Subscribers > 0
 	ps := r.connected()
 	rep.Connected = len(ps)
 	for _, p := range ps {
 		if first := p.firstMedia.Load(); first != 0 && p.subscribes && (!anyPure || !p.publisher) {
 			joins = append(joins, time.Unix(0, first).Sub(p.start))
+		}
+		if first := p.firstFrame.Load(); first != 0 && p.subscribes && (!anyPure || !p.publisher) {
+			frames = append(frames, time.Unix(0, first).Sub(p.start))
 		}
 		p.mu.Lock()
 		tracks := append([]*trackStats(nil), p.tracks...)
@@ -151,6 +184,7 @@ func (r *run) report(baseline procSample, start, end snap, setup time.Duration, 
 				rep.LostPackets += exp - got
 			}
 			rep.BadStamps += t.badStamp
+			perTrack[t.track] = max(perTrack[t.track], t.packets)
 			delay.merge(&t.delay)
 			t.mu.Unlock()
 		}
@@ -158,6 +192,12 @@ func (r *run) report(baseline procSample, start, end snap, setup time.Duration, 
 	rep.JoinSamples = len(joins)
 	p50, p99 := percentiles(joins)
 	rep.JoinP50Ms, rep.JoinP99Ms = Num(p50), Num(p99)
+	rep.FrameSamples = len(frames)
+	p50, p99 = percentiles(frames)
+	rep.FrameP50Ms, rep.FrameP99Ms = Num(p50), Num(p99)
+	for _, n := range perTrack {
+		rep.SourcePackets += n
+	}
 	rep.DelaySamples = delay.n
 	rep.DelayP50Ms, rep.DelayP99Ms = Num(delay.quantile(0.50)), Num(delay.quantile(0.99))
 	rep.LossPercent = nan()
@@ -179,10 +219,25 @@ func (r *run) report(baseline procSample, start, end snap, setup time.Duration, 
 		if rep.ForwardedPackets > 0 {
 			rep.CPUMicrosPerPacket = Num(srv * 1e6 / float64(rep.ForwardedPackets))
 		}
+		if rep.SourcePackets > 0 {
+			rep.CPUMicrosPerSourcePacket = Num(srv * 1e6 / float64(rep.SourcePackets))
+		}
 		rep.ServerRSSBaseline, rep.ServerRSS = baseline.rss, end.server.rss
 		rep.RSSPerParticipant = Num(float64(end.server.rss) / float64(rep.Participants))
 		rep.RSSDeltaPerParticipant = Num(float64(end.server.rss-baseline.rss) / float64(rep.Participants))
 		other -= srv
+	}
+	if c.ServerPIDB > 0 {
+		srvB := (end.serverB.cpu - start.serverB.cpu).Seconds()
+		rep.ServerBCPUSeconds, rep.ServerBCPUCores = Num(srvB), Num(srvB/window)
+		rep.ServerBRSS = end.serverB.rss
+		if rep.ForwardedPackets > 0 {
+			rep.CPUMicrosPerPacketB = Num(srvB * 1e6 / float64(rep.ForwardedPackets))
+			if c.ServerPID > 0 {
+				rep.CPUMicrosPerPacketBoth = Num((srvB + float64(rep.ServerCPUSeconds)) * 1e6 / float64(rep.ForwardedPackets))
+			}
+		}
+		other -= srvB
 	}
 	rep.OtherCPUCores = Num(max(other, 0) / window)
 	return rep
@@ -220,10 +275,18 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Sprintf("server CPU:         %s s (%s cores), %s us per forwarded packet", f(rep.ServerCPUSeconds, 2), f(rep.ServerCPUCores, 2), f(rep.CPUMicrosPerPacket, 2)),
 		fmt.Sprintf("server RSS:         %s (%s before joins), %s per participant (%s above baseline)", mb(Num(rep.ServerRSS)), mb(Num(rep.ServerRSSBaseline)), mb(rep.RSSPerParticipant), mb(rep.RSSDeltaPerParticipant)),
 		fmt.Sprintf("join to 1st media:  p50 %s ms, p99 %s ms (%d subscribers)", f(rep.JoinP50Ms, 0), f(rep.JoinP99Ms, 0), rep.JoinSamples),
+		fmt.Sprintf("join to 1st frame:  p50 %s ms, p99 %s ms (%d subscribers, first video keyframe)", f(rep.FrameP50Ms, 0), f(rep.FrameP99Ms, 0), rep.FrameSamples),
 		fmt.Sprintf("loss:               %s %% (%d of %d)", f(rep.LossPercent, 3), rep.LostPackets, rep.ExpectedPackets),
 		fmt.Sprintf("one-way delay:      p50 %s ms, p99 %s ms (%d samples, %d unreadable)", f(rep.DelayP50Ms, 2), f(rep.DelayP99Ms, 2), rep.DelaySamples, rep.BadStamps),
 		fmt.Sprintf("generator CPU:      %s s (%s cores)%s", f(rep.GeneratorCPUSeconds, 2), f(rep.GeneratorCPUCores, 2), flag(rep.GeneratorLimited, " GENERATOR-LIMITED")),
 		fmt.Sprintf("machine:            %s of %d cores busy, %s used by others%s", f(rep.MachineCPUCores, 2), rep.Cores, f(rep.OtherCPUCores, 2), flag(rep.Saturated, " SATURATED")),
+	}
+	if rep.URLB != "" {
+		lines = append(lines,
+			fmt.Sprintf("two nodes:          publishers on %s, subscribers on %s", rep.URL, rep.URLB),
+			fmt.Sprintf("node A (trunk out): %s us per packet sent on the trunk (%d packets)", f(rep.CPUMicrosPerSourcePacket, 2), rep.SourcePackets),
+			fmt.Sprintf("node B (trunk in):  %s s (%s cores), %s us per delivered packet", f(rep.ServerBCPUSeconds, 2), f(rep.ServerBCPUCores, 2), f(rep.CPUMicrosPerPacketB, 2)),
+			fmt.Sprintf("both nodes:         %s us per delivered packet", f(rep.CPUMicrosPerPacketBoth, 2)))
 	}
 	for _, l := range lines {
 		if _, err := fmt.Fprintln(w, l); err != nil {

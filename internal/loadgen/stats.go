@@ -80,6 +80,7 @@ func (h *histogram) quantile(q float64) float64 {
 type trackStats struct {
 	mu       sync.Mutex
 	video    bool
+	track    string // the publication's track SID: the same for every subscriber of it
 	packets  uint64 // packets received in the window
 	started  bool   // a packet of the window was seen
 	base     uint64 // extended sequence number of the window's first packet

@@ -44,13 +44,26 @@ const sharedServiceURL = "https://rtc.federation.test"
 // by anyone in it. The agencies share one transport.
 func startFederatedAgencies(t *testing.T) *federatedAgencies {
 	t.Helper()
-	return startAgencies(t, false)
+	return startAgenciesAt(t, false, "")
+}
+
+// startFederatedAgenciesLogging is startFederatedAgencies with the nodes
+// at the given log level ("debug" if empty).
+func startFederatedAgenciesLogging(t *testing.T, logLevel string) *federatedAgencies {
+	t.Helper()
+	return startAgenciesAt(t, false, logLevel)
 }
 
 // startAgencies is startFederatedAgencies; with ownURLs each agency keeps
 // its own token service URL (matrix.token_service_url) and names the
 // other's in its peer entry (the redirect).
 func startAgencies(t *testing.T, ownURLs bool) *federatedAgencies {
+	t.Helper()
+	return startAgenciesAt(t, ownURLs, "")
+}
+
+// startAgenciesAt is startAgencies with the nodes at the given log level.
+func startAgenciesAt(t *testing.T, ownURLs bool, logLevel string) *federatedAgencies {
 	t.Helper()
 	hsA, hsB := dendritetest.New(t), dendritetest.New(t)
 	dbgA, dbgB := fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")), fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp"))
@@ -66,8 +79,8 @@ func startAgencies(t *testing.T, ownURLs bool) *federatedAgencies {
 	fed := func(dbg, peer, peerURL string) string {
 		return fmt.Sprintf("\n[debug]\npprof_listen = %q\n\n[federation.peers.%q]\nbot = %q\n%s", dbg, peer, "@entente:"+peer, peerURL)
 	}
-	f.a = startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: extraA, extraTOML: fed(dbgA, hsB.ServerName, peerURLOfB)})
-	f.b = startMatrixNode(t, matrixNodeOptions{homeserver: hsB, extraMatrix: extraB, extraTOML: fed(dbgB, hsA.ServerName, peerURLOfA)})
+	f.a = startMatrixNode(t, matrixNodeOptions{homeserver: hsA, extraMatrix: extraA, extraTOML: fed(dbgA, hsB.ServerName, peerURLOfB), logLevel: logLevel})
+	f.b = startMatrixNode(t, matrixNodeOptions{homeserver: hsB, extraMatrix: extraB, extraTOML: fed(dbgB, hsA.ServerName, peerURLOfA), logLevel: logLevel})
 	f.alice, f.bob = f.a.hs.Register(t, "alice"), f.b.hs.Register(t, "bob")
 	f.roomID = f.a.hs.CreateRoom(t, f.alice, map[string]any{
 		"preset": "public_chat", "name": "Inter-agency",
@@ -101,10 +114,11 @@ func (f *federatedAgencies) joinCall(t *testing.T, m *matrixNode, u dendritetest
 }
 
 type trunkInfo struct {
-	Peer    string `json:"peer"`
-	Up      bool   `json:"up"`
-	Remotes int    `json:"remote_participants"`
-	Offerer bool   `json:"offerer"`
+	Peer      string `json:"peer"`
+	MediaRoom string `json:"media_room"`
+	Up        bool   `json:"up"`
+	Remotes   int    `json:"remote_participants"`
+	Offerer   bool   `json:"offerer"`
 }
 
 // debugJSON reads one of a node's debug pages into out.

@@ -63,6 +63,8 @@ type matrixNodeOptions struct {
 	// not started yet (its server name was needed before the node's
 	// configuration was written); startMatrixNode starts it.
 	homeserver *dendritetest.Homeserver
+	// logLevel is the node's log level ("debug" if empty).
+	logLevel string
 }
 
 // startMatrixNode writes the registration with `entente register`, starts
@@ -106,7 +108,7 @@ insecure_skip_verify = true
 	require.Equal(t, proxy, m.reg.URL, "the registration points the homeserver at appservice_url")
 	m.bot = matrix.BotUserID(m.reg.SenderLocalpart, serverName)
 
-	m.Node = StartNode(t, NodeOptions{ExtraTOML: section + opts.extraTOML})
+	m.Node = StartNode(t, NodeOptions{ExtraTOML: section + opts.extraTOML, LogLevel: opts.logLevel})
 	if hs != nil {
 		hs.Start(t, dendritetest.Options{AppServices: []string{regPath}, OpenIDTokenLifetime: opts.openIDLifetime})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -27,6 +27,8 @@ import (
 type NodeOptions struct {
 	// ExtraTOML is appended to the generated configuration.
 	ExtraTOML string
+	// LogLevel is the node's log level ("debug" if empty).
+	LogLevel string
 }
 
 // Node is a running entente process.
@@ -117,13 +119,17 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 		APIKey: "e2e-key", APISecret: "e2e-secret-0123456789-abcdefghijklmnop",
 		DataDir: filepath.Join(dir, "data"), UDPPort: udpPort, logs: &lockedBuffer{},
 	}
+	level := opts.LogLevel
+	if level == "" {
+		level = "debug"
+	}
 	cfg := fmt.Sprintf(`data_dir = %q
 
 [server]
 listen = "127.0.0.1:%d"
 
 [log]
-level = "debug"
+level = %q
 format = "console"
 
 [rtc]
@@ -137,7 +143,7 @@ departure_timeout = "2s"
 [livekit]
 keys = { %s = %q }
 %s
-`, n.DataDir, httpPort, udpPort, n.APIKey, n.APISecret, opts.ExtraTOML)
+`, n.DataDir, httpPort, level, udpPort, n.APIKey, n.APISecret, opts.ExtraTOML)
 	cfgPath := filepath.Join(dir, "entente.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
