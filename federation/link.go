@@ -50,7 +50,7 @@ type FrontEndCodec interface {
 const (
 	// demandEvery is how often a link compares what its node's
 	// subscribers want of remote tracks with what it asked for.
-	demandEvery = 300 * time.Millisecond
+	demandEvery = 100 * time.Millisecond
 	// setUpTimeout ends a link that is not up by then.
 	setUpTimeout = 30 * time.Second
 	// maxQueued bounds what waits for a link's goroutine; a link that
