@@ -344,9 +344,19 @@ func (d *DownTrack) targetLayer() int8 {
 // subscriber gets (after a PLI or FIR from it, or when it connects).
 func (d *DownTrack) RequestKeyframe() {
 	d.mu.Lock()
+	if d.paused {
+		// Nothing is sent: a keyframe now would be dropped, and would
+		// spend the publisher's request budget (keyframeInterval) that the
+		// resume needs.
+		d.mu.Unlock()
+		return
+	}
 	l := d.current
 	if l < 0 {
 		l = d.switchTo
+	}
+	if d.pinned >= 0 {
+		l = d.pinned
 	}
 	d.mu.Unlock()
 	if l < 0 {

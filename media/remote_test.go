@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,9 +93,10 @@ func TestPinnedLayers(t *testing.T) {
 	require.NoError(t, pub.AddTrack(ctx, &AddTrackRequest{Cid: "cam", Kind: KindVideo,
 		Layers: []VideoLayer{{Quality: QualityLow}, {Quality: QualityMedium}, {Quality: QualityHigh}}}))
 	layers := make(chan *Layer, 3)
+	plis := &countingSource{}
 	for i, rid := range []string{"q", "h", "f"} {
 		pub.Receive(IncomingStream{TrackID: "cam", Codec: Codec{MimeType: "video/VP8", ClockRate: 90000}, RID: rid, SSRC: uint32(10 + i),
-			Start: func(l *Layer) { layers <- l }})
+			Source: plis, Start: func(l *Layer) { layers <- l }})
 	}
 	var ls [3]*Layer
 	for range 3 {
@@ -151,6 +153,15 @@ func TestPinnedLayers(t *testing.T) {
 	require.Len(t, bt.downs, 2, "and kept")
 	bt.mu.Unlock()
 	require.Zero(t, up.DemandMask(), "pinned streams are not this node's subscribers")
+	bt.mu.Lock()
+	high, low := bt.downs[PinnedID(up.SID(), QualityHigh)], bt.downs[PinnedID(up.SID(), QualityLow)]
+	bt.mu.Unlock()
+	time.Sleep(keyframeInterval) // past the pacing of the requests made so far
+	highBefore, lowBefore := plis.count(12), plis.count(10)
+	high.RequestKeyframe()
+	require.Equal(t, highBefore, plis.count(12), "a paused stream asks for no keyframe: it would spend the publisher's budget for nothing")
+	low.RequestKeyframe()
+	require.Equal(t, lowBefore+1, plis.count(10), "a pinned stream asks for its own layer's keyframe")
 
 	sub, _, err := r.Join(ctx, JoinParams{Identity: "sub", Permissions: allowAll(), Signaller: newRecordingSignaller(), Transport: newFakeTransport(nil)})
 	require.NoError(t, err)
@@ -173,4 +184,25 @@ func keysOf[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// countingSource counts keyframe requests per SSRC.
+type countingSource struct {
+	mu sync.Mutex
+	n  map[uint32]int
+}
+
+func (c *countingSource) RequestKeyframe(ssrc uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[uint32]int{}
+	}
+	c.n[ssrc]++
+}
+
+func (c *countingSource) count(ssrc uint32) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[ssrc]
 }
