@@ -547,8 +547,16 @@ func TestFederationElementCallSharedTransport(t *testing.T) {
 	}
 	t.Logf("foreign connections: %d", foreign)
 	require.Zero(t, foreign)
+	// One transport for everyone: one signalling connection each, to the
+	// own node. Element Call 0.26.1 sometimes also connects with the
+	// identity of a /get_token answer it asked for first, as it does with
+	// one agency alone (seen in CI): a second connection, to the same
+	// node, counted above among the own node's.
 	for _, p := range res.People {
-		require.Equal(t, 1, signalConnections(p.Websockets), "%s: one signalling connection (one transport for everyone)", p.Label)
+		n := signalConnections(p.Websockets)
+		t.Logf("%s: %d signalling connection(s)", p.Label, n)
+		require.True(t, n == 1 || n == 2 && slices.ContainsFunc(p.TokenURLs, func(u string) bool { return strings.HasSuffix(u, "/get_token") }),
+			"%s: one signalling connection (one transport for everyone), or two when it also used a /get_token answer: %v", p.Label, p.Websockets)
 	}
 	// The nodes' side: each node's clients are its own agency's people
 	// (Element Call registers its own users: their IDs are read from the
@@ -558,8 +566,15 @@ func TestFederationElementCallSharedTransport(t *testing.T) {
 		name string
 		want int
 	}{{s.a, "A", 2}, {s.b, "B", 1}} {
-		ids := localParticipants(x.m.Node)
-		t.Logf("%s's clients: %v", x.name, ids)
+		var ids, hashed []string
+		for _, id := range localParticipants(x.m.Node) {
+			if strings.HasPrefix(id, "@") {
+				ids = append(ids, id)
+			} else {
+				hashed = append(hashed, id) // a /get_token identity: no server in it
+			}
+		}
+		t.Logf("%s's clients: %v, and by /get_token identity %v", x.name, ids, hashed)
 		require.Len(t, ids, x.want, "%s's clients", x.name)
 		for _, id := range ids {
 			require.True(t, strings.HasSuffix(strings.TrimSuffix(id, ":"+lastField(id)), ":"+x.m.hs.ServerName),
