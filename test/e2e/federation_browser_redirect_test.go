@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"entente.dev/entente/bridge/matrix"
+	"entente.dev/entente/federation"
 	"entente.dev/entente/internal/dendritetest"
 )
 
@@ -270,4 +272,168 @@ func TestFederationElementCallRedirect(t *testing.T) {
 	t.Logf("clients of the other agency in the nodes' connection lists: %d", foreignClients)
 	require.Zero(t, foreignClients)
 	s.requireOneTrunkEach(t, watch, 1, 2)
+}
+
+// services returns m's agency's own token service and the other agency's.
+func (s *redirectAgencies) services(m *matrixNode) (own, other string) {
+	if m == s.b {
+		return s.serviceB, s.serviceA
+	}
+	return s.serviceA, s.serviceB
+}
+
+// joinCall waits until u's own node m serves u in room and sends u's call
+// membership naming u's own agency's transport, as Element Call does.
+func (s *redirectAgencies) joinCall(t *testing.T, m *matrixNode, u dendritetest.User, room string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return m.sfuGet(t, u, m.hs.OpenIDToken(t, u), room).Status == http.StatusOK
+	}, 60*time.Second, 500*time.Millisecond, "%s gets a token from its own node", u.ID)
+	own, _ := s.services(m)
+	m.hs.SendState(t, u, room, "org.matrix.msc3401.call.member", "_"+u.ID+"_"+u.DeviceID, map[string]any{
+		"application": "m.call", "call_id": "", "scope": "m.room", "device_id": u.DeviceID, "expires": 3600000,
+		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": own, "livekit_alias": room}},
+		"focus_active":   map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
+	})
+}
+
+// page is a livekit-client page for u of agency m, in that agency's
+// Chromium process, doing what Element Call's compatibility mode does:
+// it asks its own agency's token service (/sfu/get) for its own
+// transport, joins and publishes there, then asks the other agency's
+// token service (/get_token, with another OpenID token of u's
+// homeserver) for the other transport and opens a subscribe-only
+// connection with the answer.
+func (s *redirectAgencies) page(t *testing.T, label, client string, m *matrixNode, u dendritetest.User, room string, simulcast bool) browserPage {
+	t.Helper()
+	browser := "agency-a"
+	if m == s.b {
+		browser = "agency-b"
+	}
+	own, other := s.services(m)
+	return browserPage{
+		Label: label, Kind: "client", URL: client, Simulcast: simulcast, Browser: browser,
+		TokenService: own,
+		TokenRequest: map[string]any{"room": room, "openid_token": m.hs.OpenIDToken(t, u), "device_id": u.DeviceID},
+		Subscribe: &pageSubscribe{TokenService: other, TokenEndpoint: "/get_token", TokenRequest: map[string]any{
+			"room_id": room, "slot_id": matrix.LegacySlotID, "openid_token": m.hs.OpenIDToken(t, u),
+			"member": map[string]any{"id": memberID(u), "claimed_user_id": u.ID, "claimed_device_id": u.DeviceID},
+		}},
+	}
+}
+
+// tokenField reads "key=value" from a page's token answer line.
+func tokenField(line, key string) string {
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestFederationBrowsersRedirect: Alice of agency A and Bob of agency B,
+// each agency advertising its own token service URL and each node naming
+// the other's in its peer entry, in livekit-client pages of their
+// agency's own Chromium process. Each page asks its own agency's token
+// service for its own transport and publishes there (Alice with
+// simulcast), then, as Element Call's compatibility mode does for the
+// other member's transport, asks the other agency's token service
+// (/get_token) and opens a subscribe-only connection with the answer: the
+// redirect must send it to its own node's mirror room of that transport.
+// Each must decode the other; every websocket and selected ICE pair of
+// each page must go to its own node only; each node's connection list
+// must hold, as connected clients, its own agency's people only; the
+// nodes link with exactly one trunk.
+func TestFederationBrowsersRedirect(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	s := startRedirectAgencies(t)
+	alice, bob := s.a.hs.Register(t, "alice"), s.b.hs.Register(t, "bob")
+	room := s.callRoom(t, alice, bob)
+	s.joinCall(t, s.a, alice, room)
+	s.joinCall(t, s.b, bob, room)
+	aFrontBefore, bFrontBefore := len(s.frontA.requests()), len(s.frontB.requests())
+
+	client := serveClientPage(t, env)
+	watch := s.watchTrunks(t)
+	conns := s.watchConnections(t)
+	res := runBrowser(t, env, []browserPage{
+		s.page(t, "alice", client, s.a, alice, room, true),
+		s.page(t, "bob", client, s.b, bob, room, false),
+	})
+	conns.end()
+	pages := checkPages(t, res)
+	for _, node := range []string{"A", "B"} {
+		for _, c := range conns.clients(node) {
+			t.Logf("%s's client: room %s identity %s remote %s", node, c.Room, c.Identity, c.Remote)
+		}
+	}
+	require.False(t, t.Failed(), "both pages decode each other")
+	requireDecodesEveryone(t, pages)
+	aliceID, bobID := alice.ID+":"+alice.DeviceID, bob.ID+":"+bob.DeviceID
+	require.Equal(t, aliceID, pages["alice"].Identity)
+	require.Equal(t, bobID, pages["bob"].Identity)
+
+	// Each page's token calls: its own service, then the other agency's,
+	// whose answer (its own node's, forwarded) sends it to its own node's
+	// mirror room of the other transport.
+	mediaRoom := matrix.RoomAlias(room, matrix.LegacySlotID)
+	for _, x := range []struct {
+		label string
+		m     *matrixNode
+	}{{"alice", s.a}, {"bob", s.b}} {
+		own, other := s.services(x.m)
+		tokens := pages[x.label].Tokens
+		t.Logf("%s's token answers: %v", x.label, tokens)
+		require.Len(t, tokens, 2, "%s asked two token services", x.label)
+		require.True(t, strings.HasPrefix(tokens[0], own+"/sfu/get "))
+		require.Equal(t, x.m.WSURL, tokenField(tokens[0], "url"))
+		require.Equal(t, mediaRoom, tokenField(tokens[0], "room"))
+		require.True(t, strings.HasPrefix(tokens[1], other+"/get_token "), "%s asked the other agency's token service", x.label)
+		require.Equal(t, x.m.WSURL, tokenField(tokens[1], "url"), "%s is sent to their own node", x.label)
+		require.Equal(t, federation.MirrorRoom(mediaRoom, other), tokenField(tokens[1], "room"), "%s is sent to the mirror room of the other transport", x.label)
+	}
+	t.Logf("front A forwarded %v", s.frontA.requests()[aFrontBefore:])
+	t.Logf("front B forwarded %v", s.frontB.requests()[bFrontBefore:])
+	requireLog(t, s.a.Node, "token request answered by the user's own node")
+	requireLog(t, s.b.Node, "token request answered by the user's own node")
+	requireLog(t, s.a.Node, "forwarded token request answered")
+	requireLog(t, s.b.Node, "forwarded token request answered")
+
+	foreign := 0
+	for label, own := range map[string]*Node{"alice": s.a.Node, "bob": s.b.Node} {
+		p := pages[label]
+		t.Logf("%s: websockets %v, selected ICE pairs %v (own node: %s, udp %d)", label, withoutQuery(p.Websockets), p.SelectedPairs, own.HTTPURL, own.UDPPort)
+		require.NotEmpty(t, p.SelectedPairs, "%s has selected ICE pairs", label)
+		f := foreignConnections(t, own, p.Websockets, p.SelectedPairs)
+		foreign += len(f)
+		for _, c := range f {
+			t.Errorf("%s: %s: %v", label, c, errNotOwn)
+		}
+		require.Equal(t, 2, signalConnections(p.Websockets), "%s: one signalling connection per transport", label)
+	}
+	t.Logf("foreign connections: %d", foreign)
+	require.Zero(t, foreign)
+
+	// The nodes' side: A's clients are Alice's two connections (R(A) as
+	// @alice:A:DEVICE, M(A<-B) under her /get_token identity), B's Bob's.
+	for _, x := range []struct {
+		node, label string
+		m           *matrixNode
+		mirror      string
+	}{{"A", "alice", s.a, federation.MirrorRoom(mediaRoom, s.serviceB)}, {"B", "bob", s.b, federation.MirrorRoom(mediaRoom, s.serviceA)}} {
+		p := pages[x.label]
+		want := []connection{
+			{Room: x.mirror, Identity: tokenField(p.Tokens[1], "sub")},
+			{Room: mediaRoom, Identity: p.Identity},
+		}
+		var got []connection
+		for _, c := range conns.clients(x.node) {
+			require.NotEmpty(t, c.Remote, "%s's client %s has a media address", x.node, c.Identity)
+			got = append(got, connection{Room: c.Room, Identity: c.Identity})
+		}
+		require.ElementsMatch(t, want, got, "%s's clients are %s's two connections only", x.node, x.label)
+	}
+	t.Logf("clients of the other agency in the nodes' connection lists: 0")
+	s.requireOneTrunkEach(t, watch, 1, 1)
 }
