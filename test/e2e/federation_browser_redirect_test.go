@@ -271,6 +271,20 @@ func TestFederationElementCallRedirect(t *testing.T) {
 	}
 	t.Logf("clients of the other agency in the nodes' connection lists: %d", foreignClients)
 	require.Zero(t, foreignClients)
+	// And exactly one connection per person and transport: A holds Alice
+	// and Carol in R(A) and in M(A<-B), B holds Bob in R(B) and M(B<-A).
+	mediaRoom := matrix.RoomAlias(room, matrix.LegacySlotID)
+	for _, x := range []struct {
+		node   string
+		mirror string
+		people int
+	}{{"A", federation.MirrorRoom(mediaRoom, s.serviceB), 2}, {"B", federation.MirrorRoom(mediaRoom, s.serviceA), 1}} {
+		in := map[string]int{}
+		for _, c := range conns.clients(x.node) {
+			in[c.Room]++
+		}
+		require.Equal(t, map[string]int{mediaRoom: x.people, x.mirror: x.people}, in, "%s's clients by room", x.node)
+	}
 	s.requireOneTrunkEach(t, watch, 1, 2)
 }
 
