@@ -47,11 +47,24 @@ type browserPage struct {
 	// token itself: it POSTs TokenRequest to TokenService + "/sfu/get".
 	TokenService string `json:"tokenService,omitempty"`
 	TokenRequest any    `json:"tokenRequest,omitempty"`
+	// TokenEndpoint replaces "/sfu/get" (e.g. "/get_token").
+	TokenEndpoint string `json:"tokenEndpoint,omitempty"`
+	// Subscribe, when set, makes the page open a second, subscribe-only
+	// connection with a token it asks there (Element Call's compatibility
+	// mode, for another member's transport).
+	Subscribe *pageSubscribe `json:"subscribe,omitempty"`
 	// Browser names the Chromium process the page runs in (one per name,
 	// started with the Args of the first page naming it); empty is the
 	// run's default process.
 	Browser string   `json:"browser,omitempty"`
 	Args    []string `json:"args,omitempty"`
+}
+
+// pageSubscribe is the token call of a page's subscribe-only connection.
+type pageSubscribe struct {
+	TokenService  string `json:"tokenService"`
+	TokenEndpoint string `json:"tokenEndpoint"`
+	TokenRequest  any    `json:"tokenRequest"`
 }
 
 type browserConfig struct {
@@ -99,6 +112,9 @@ type pageResult struct {
 	// FirstFrameFrom is when the page decoded its first video frame
 	// from each remote identity, in ms since its navigation start.
 	FirstFrameFrom map[string]float64 `json:"firstFrameFrom"`
+	// Tokens are the token answers a "client" page got: "<service><endpoint>
+	// url=<SFU url> sub=<identity> room=<media room>".
+	Tokens []string `json:"tokens"`
 }
 
 type browserResult struct {

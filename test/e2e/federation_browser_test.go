@@ -461,65 +461,7 @@ func TestFederationElementCallSharedTransport(t *testing.T) {
 			p.Label, p.VideoStreams, p.AudioStreams, p.Websockets, p.TokenURLs, p.SelectedPairs)
 	}
 	watch.end()
-	// Where the time went, on one clock (ms after the first "Join call"):
-	// each person's click, first remote frame and media from everyone, and
-	// the trunk listed, up and holding everyone on each node.
-	var first int64
-	for _, p := range res.People {
-		if j, ok := p.T["joinClicked"]; ok && (first == 0 || p.T0+j < first) {
-			first = p.T0 + j
-		}
-	}
-	at := func(abs int64) string {
-		if abs == 0 {
-			return "never"
-		}
-		return strconv.FormatInt(abs-first, 10)
-	}
-	for _, p := range res.People {
-		rel := func(k string) string {
-			if v, ok := p.T[k]; ok {
-				return at(p.T0 + v)
-			}
-			return "never"
-		}
-		t.Logf("%s: clicked Join call at %s ms, first remote frame at %s, media from everyone at %s", p.Label, rel("joinClicked"), rel("firstRemoteFrame"), rel("allRemotes"))
-		for ssrc, v := range p.Video {
-			abs := func(x *int64) string {
-				if x == nil {
-					return "never"
-				}
-				return at(p.T0 + *x)
-			}
-			t.Logf("  %s's video %s: first packet at %s ms, first frame at %s; %d packets, %d frames (%d key), %d dropped, %d PLI, %d NACK sent, %d px wide",
-				p.Label, ssrc, abs(v.FirstPacket), abs(v.FirstFrame), v.Packets, v.Frames, v.KeyFrames, v.Dropped, v.PLI, v.NACK, v.Width)
-		}
-	}
-	t.Logf("trunk on A: listed at %s ms, up at %s, full at %s; on B: listed at %s, up at %s, full at %s",
-		at(watch.seenA), at(watch.upA), at(watch.fullA), at(watch.seenB), at(watch.upB), at(watch.fullB))
-	// Frames that arrive before the sender's per-participant key cannot
-	// be decrypted (Element Call logs "missing key"): the keys travel as
-	// Olm to-device messages between the homeservers, not through the
-	// nodes, and most of the wait is theirs.
-	for _, p := range res.People {
-		var n int
-		var firstLog, lastLog string
-		for _, l := range p.Log {
-			if strings.Contains(strings.ToLower(l), "missing key") {
-				n++
-				if firstLog == "" {
-					firstLog = l
-				}
-				lastLog = l
-			}
-		}
-		if n > 0 {
-			firstAt, _, _ := strings.Cut(firstLog, " ")
-			lastAt, _, _ := strings.Cut(lastLog, " ")
-			t.Logf("%s: %d \"missing key\" console messages, from %s to %s after the page opened (Join call clicked at +%dms)",
-				p.Label, n, firstAt, lastAt, p.T["joinClicked"])
-		}
-	}
+	logElementCallTimeline(t, res, watch)
 	logFederation(t, "A", s.a.Node)
 	logFederation(t, "B", s.b.Node)
 	requireCall(t, res)
@@ -642,4 +584,71 @@ func TestFederationBrowsersLeave(t *testing.T) {
 	require.Equal(t, []string{aliceID}, l.After["bob"], "Bob still sees Alice")
 	require.Contains(t, s.b.Logs(), "remote participant left", "B removed Carol from its room")
 	s.requireOneTrunkEach(t, watch, 1, 2)
+}
+
+// logElementCallTimeline logs, on one clock (ms after the first "Join call"),
+// each person's click, first remote frame and media from everyone, each
+// inbound video stream's first packet and frame, the trunks' progress, and
+// the "missing key" messages of Element Call's console.
+func logElementCallTimeline(t *testing.T, res elementCallResult, watch *trunkWatch) {
+	t.Helper()
+	// Where the time went, on one clock (ms after the first "Join call"):
+	// each person's click, first remote frame and media from everyone, and
+	// the trunk listed, up and holding everyone on each node.
+	var first int64
+	for _, p := range res.People {
+		if j, ok := p.T["joinClicked"]; ok && (first == 0 || p.T0+j < first) {
+			first = p.T0 + j
+		}
+	}
+	at := func(abs int64) string {
+		if abs == 0 {
+			return "never"
+		}
+		return strconv.FormatInt(abs-first, 10)
+	}
+	for _, p := range res.People {
+		rel := func(k string) string {
+			if v, ok := p.T[k]; ok {
+				return at(p.T0 + v)
+			}
+			return "never"
+		}
+		t.Logf("%s: clicked Join call at %s ms, first remote frame at %s, media from everyone at %s", p.Label, rel("joinClicked"), rel("firstRemoteFrame"), rel("allRemotes"))
+		for ssrc, v := range p.Video {
+			abs := func(x *int64) string {
+				if x == nil {
+					return "never"
+				}
+				return at(p.T0 + *x)
+			}
+			t.Logf("  %s's video %s: first packet at %s ms, first frame at %s; %d packets, %d frames (%d key), %d dropped, %d PLI, %d NACK sent, %d px wide",
+				p.Label, ssrc, abs(v.FirstPacket), abs(v.FirstFrame), v.Packets, v.Frames, v.KeyFrames, v.Dropped, v.PLI, v.NACK, v.Width)
+		}
+	}
+	t.Logf("trunk on A: listed at %s ms, up at %s, full at %s; on B: listed at %s, up at %s, full at %s",
+		at(watch.seenA), at(watch.upA), at(watch.fullA), at(watch.seenB), at(watch.upB), at(watch.fullB))
+	// Frames that arrive before the sender's per-participant key cannot
+	// be decrypted (Element Call logs "missing key"): the keys travel as
+	// Olm to-device messages between the homeservers, not through the
+	// nodes, and most of the wait is theirs.
+	for _, p := range res.People {
+		var n int
+		var firstLog, lastLog string
+		for _, l := range p.Log {
+			if strings.Contains(strings.ToLower(l), "missing key") {
+				n++
+				if firstLog == "" {
+					firstLog = l
+				}
+				lastLog = l
+			}
+		}
+		if n > 0 {
+			firstAt, _, _ := strings.Cut(firstLog, " ")
+			lastAt, _, _ := strings.Cut(lastLog, " ")
+			t.Logf("%s: %d \"missing key\" console messages, from %s to %s after the page opened (Join call clicked at +%dms)",
+				p.Label, n, firstAt, lastAt, p.T["joinClicked"])
+		}
+	}
 }

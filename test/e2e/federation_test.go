@@ -217,6 +217,7 @@ func TestFederationTwoNodesSDK(t *testing.T) {
 }
 
 type connection struct {
+	Room     string `json:"room"`
 	Identity string `json:"identity"`
 	Kind     int    `json:"kind"`
 	Hidden   bool   `json:"hidden"`

@@ -149,7 +149,17 @@ async function open(browserCtx, person, url) {
     r.tokenStatus = r.tokenStatus || [];
     let body = '';
     if (resp.status() !== 200) body = keep(await resp.text().catch(() => ''));
-    r.tokenStatus.push(`${new URL(u).pathname} ${resp.status()} ${body}`);
+    else {
+      // Where the answer sends the client: its SFU url and the token's
+      // subject and room (the signature is left out).
+      try {
+        const a = JSON.parse(await resp.text());
+        const c = JSON.parse(Buffer.from(a.jwt.split('.')[1], 'base64url').toString());
+        body = `url=${a.url} sub=${c.sub} room=${c.video && c.video.room}`;
+      } catch { /* not a token answer */ }
+    }
+    const at = new URL(u);
+    r.tokenStatus.push(`${at.origin}${at.pathname} ${resp.status()} ${body}`);
   });
   const t0 = Date.now();
   r.t0 = t0;

@@ -19,6 +19,9 @@
 //     {"label": "f", "kind": "client", "url": "...", "tokenService": "http://rtc.example:P",
 //      "tokenRequest": {...}},                the page POSTs tokenRequest to
 //                                             tokenService/sfu/get and joins with the answer
+//                                             ("tokenEndpoint" replaces /sfu/get; "subscribe":
+//                                             {tokenService, tokenEndpoint, tokenRequest} adds a
+//                                             subscribe-only connection; "tokens" reports the answers)
 //     {"label": "b", "kind": "joinpage", "url": "http://node/?room=r", "name": "Bob"},
 //     {"label": "c", "kind": "joinpage", "url": "http://node/?matrix_room=!r",
 //      "fill": {"#mx-user": "carol", "#mx-password": "…"}, "click": "#mx-signin"}
@@ -126,7 +129,8 @@ async function startPage(ctx, spec) {
   if (spec.kind === 'client') {
     await page.evaluate((s) => window.start(s), {
       url: spec.wsURL, token: spec.token, simulcast: !!spec.simulcast,
-      tokenService: spec.tokenService, tokenRequest: spec.tokenRequest,
+      tokenService: spec.tokenService, tokenEndpoint: spec.tokenEndpoint, tokenRequest: spec.tokenRequest,
+      subscribe: spec.subscribe,
     });
   } else {
     // "joinpage": type spec.name into the guest form; or fill the fields
@@ -144,7 +148,7 @@ async function poll({ page, r }) {
     const e = window.entente;
     const m = window.__e2e;
     return {
-      state: e.state, joined: e.joined, error: e.error, identity: e.identity,
+      state: e.state, joined: e.joined, error: e.error, identity: e.identity, tokens: e.tokens,
       remotes: e.remoteIdentities ? e.remoteIdentities() : [],
       tiles: e.participants ? e.participants() : undefined,
       frames: m.frames || 0, audio: m.audio || 0, t: m.t, monitorError: m.monitorError, firstFrom: m.firstFrom,
@@ -153,7 +157,7 @@ async function poll({ page, r }) {
   if (r.kind === 'client') r.framesBy = await page.evaluate(() => window.entente.framesByIdentity()).catch(() => r.framesBy);
   r.selectedPairs = await page.evaluate(() => window.__selectedPairs()).catch(() => r.selectedPairs);
   Object.assign(r, {
-    state: s.state, joined: s.joined, error: s.error || null, identity: s.identity, remotes: s.remotes,
+    state: s.state, joined: s.joined, error: s.error || null, identity: s.identity, remotes: s.remotes, tokens: s.tokens,
     tiles: s.tiles, framesDecoded: s.frames, audioPackets: s.audio, monitorError: s.monitorError,
   });
   Object.assign(r.t, s.t);
