@@ -12,10 +12,14 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte(`{"v":1,"t":"participant","participant":{"sid":"PA_1","identity":"@b:b.test:D","tracks":[{"sid":"TR_1","kind":2,"layers":[{"q":0},{"q":2}],"front_end":"CAE="}]}}`))
 	f.Add([]byte(`{"v":1,"t":"want","sid":"TR_1","layers":5}`))
 	f.Add([]byte(`{"v":1,"t":"speakers","speakers":[{"sid":"PA_1","level":0.5}]}`))
+	f.Add([]byte(`{"v":1,"t":"data","sid":"PA_1","kind":1,"dests":["@b:b.test:D"],"data":"aGk="}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b)
 		if err != nil {
 			return
+		}
+		if m.T == msgData && (len(m.Data) > maxData || len(m.Dests) > maxDests) {
+			t.Fatalf("data bounds not enforced: %d bytes, %d destinations", len(m.Data), len(m.Dests))
 		}
 		if m.Participant != nil && m.T == msgParticipant {
 			if len(m.Participant.Tracks) > maxTracksPerRemote || len(m.Participant.Identity) > maxIdentity {

@@ -269,6 +269,15 @@ func (l *link) post(f func()) {
 	}
 }
 
+// backedUp reports whether the link's queue is half full: data packets,
+// which a participant may send at will, are dropped then rather than
+// fill it (a full queue ends the link).
+func (l *link) backedUp() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue) > maxQueued/2
+}
+
 // end asks the link's goroutine to end it, for the reason given.
 func (l *link) end(reason error) {
 	select {
@@ -575,6 +584,12 @@ func (l *link) handle(b []byte) {
 		}
 	case msgBye:
 		l.end(fmt.Errorf("%w: %s", errHungUp, m.Reason))
+	case msgData:
+		// The peer's node checked that its participant may send data;
+		// the room here delivers to the destinations among its own.
+		if r := l.remotes[m.Sid]; r != nil {
+			r.p.RelayData(m.Kind, m.Data, m.Dests)
+		}
 	}
 }
 
@@ -628,7 +643,7 @@ func (l *link) remoteChanged(pm *participantMessage) {
 		}
 		p, _, err := s.room.Join(l.ctx, media.JoinParams{
 			Identity: pm.Identity, Name: pm.Name, Metadata: pm.Metadata, Attributes: pm.Attributes,
-			Kind: media.ParticipantKind(pm.Kind), Permissions: media.Permissions{CanPublish: true},
+			Kind: media.ParticipantKind(pm.Kind), Permissions: media.Permissions{CanPublish: true, CanPublishData: true},
 			Signaller: nopSignaller{}, Transport: &remoteTransport{}, Origin: l.peer,
 		})
 		if err != nil {
@@ -872,6 +887,32 @@ func (e *exportSignaller) SendTrackPublished(string, *media.TrackInfo) {}
 
 func (e *exportSignaller) SendSpeakers(speakers []media.SpeakerInfo) {
 	e.l.post(func() { e.l.localSpeakers(e.s, speakers) })
+}
+
+// ObserveData carries a data packet of one of this node's participants in
+// the room to the peer (media.DataObserver), whatever its destinations: the
+// peer's room delivers it to those among its participants. Packets of
+// remote participants are never sent on, and a packet that does not fit a
+// control message, or meets a backed-up channel, is dropped.
+func (e *exportSignaller) ObserveData(from *media.Participant, kind media.DataKind, data []byte, dests []string) {
+	if from.Origin() != "" || len(data) > maxData || e.l.backedUp() {
+		return
+	}
+	sid := from.SID()
+	m := &message{T: msgData, Sid: sid, Kind: kind, Data: append([]byte(nil), data...), Dests: append([]string(nil), dests...)}
+	l, side := e.l, e.s
+	l.post(func() {
+		if _, announced := side.locals[sid]; !announced || !l.up {
+			return
+		}
+		b, err := encodeMessage(m)
+		if err == nil {
+			err = l.conn.Send(b)
+		}
+		if err != nil {
+			l.log.Debug().Err(err).Msg("data packet not carried to the peer")
+		}
+	})
 }
 
 func (e *exportSignaller) SendLeave(reason media.DisconnectReason, _ media.LeaveAction) {

@@ -2,6 +2,7 @@ package federation
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -63,6 +64,7 @@ func (r *recorder) speaks(sid string) bool {
 type endpoint struct {
 	mu      sync.Mutex
 	downs   map[string]*media.DownTrack
+	data    []string
 	packets atomic.Uint64
 }
 
@@ -79,9 +81,19 @@ func (e *endpoint) RemoveDownTrack(d *media.DownTrack) {
 	delete(e.downs, d.ID())
 	e.mu.Unlock()
 }
-func (e *endpoint) Negotiate()                      {}
-func (e *endpoint) SendData(media.DataKind, []byte) {}
-func (e *endpoint) Close()                          {}
+func (e *endpoint) Negotiate() {}
+func (e *endpoint) SendData(_ media.DataKind, b []byte) {
+	e.mu.Lock()
+	e.data = append(e.data, string(b))
+	e.mu.Unlock()
+}
+
+func (e *endpoint) received() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.data...)
+}
+func (e *endpoint) Close() {}
 func (e *endpoint) WriteRTP(*rtp.Header, []byte, uint32, *media.Fanout) error {
 	e.packets.Add(1)
 	return nil
@@ -162,7 +174,7 @@ func publisherIn(t *testing.T, sfu *media.SFU, roomName, identity string) (*medi
 	require.NoError(t, err)
 	rec := newRecorder()
 	p, _, err := room.Join(ctx, media.JoinParams{Identity: identity, AutoSubscribe: true,
-		Permissions: media.Permissions{CanPublish: true, CanSubscribe: true},
+		Permissions: media.Permissions{CanPublish: true, CanSubscribe: true, CanPublishData: true},
 		Signaller:   rec, Transport: &endpoint{downs: map[string]*media.DownTrack{}}})
 	require.NoError(t, err)
 	require.NoError(t, p.Start(ctx))
@@ -386,6 +398,23 @@ func TestTrunkCarriesACall(t *testing.T) {
 		}
 		return false
 	}, 10*time.Second, 50*time.Millisecond, "B sees alice's camera muted")
+
+	// Data: a broadcast reaches everyone on B, a packet for one only them.
+	alice.RelayData(media.DataReliable, []byte("to all"), nil)
+	alice.RelayData(media.DataReliable, []byte("to s2"), []string{"@s2:b.test:DEV"})
+	require.Eventually(t, func() bool {
+		for _, e := range ends {
+			if !slices.Contains(e.received(), "to all") {
+				return false
+			}
+		}
+		return slices.Contains(ends[1].received(), "to s2")
+	}, 10*time.Second, 20*time.Millisecond, "alice's data reaches B")
+	for i, e := range ends {
+		if i != 1 {
+			require.NotContains(t, e.received(), "to s2", "a packet for one person reaches only them")
+		}
+	}
 
 	carol, _ := publisher2(t, tn.sfuA, "@carol:a.test:DEV")
 	require.Eventually(t, func() bool { return tn.sfuB.HasParticipant(testRoom, "@carol:a.test:DEV") }, 10*time.Second, 20*time.Millisecond,

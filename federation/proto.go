@@ -20,6 +20,7 @@ const (
 	msgWant        = "want"        // the receiver of a track asks for its layers (or none)
 	msgSpeakers    = "speakers"    // speaking levels of the sender's participants changed
 	msgBye         = "bye"         // the sender ends the trunk
+	msgData        = "data"        // a data packet of one of the sender's participants
 )
 
 // Bounds on what a peer may announce.
@@ -35,6 +36,10 @@ const (
 	maxAttribute          = 1 << 10
 	maxFrontEnd           = 8 << 10
 	maxSpeakers           = maxRemoteParticipants
+	// maxData bounds a data packet that crosses: with base64 it must fit
+	// in one control message.
+	maxData  = 44 << 10
+	maxDests = 64
 )
 
 type message struct {
@@ -47,7 +52,10 @@ type message struct {
 	Sid         string              `json:"sid,omitempty"`         // leave: the participant; want: the track
 	Layers      *uint8              `json:"layers,omitempty"`      // want: bit i for layer i, 0 none
 	Speakers    []speakerMessage    `json:"speakers,omitempty"`    // speakers
-	Reason      string              `json:"reason,omitempty"`      // bye
+	Reason      string              `json:"reason,omitempty"`
+	Kind        media.DataKind      `json:"kind,omitempty"`  // data: reliable or lossy
+	Dests       []string            `json:"dests,omitempty"` // data: identities, none for everyone
+	Data        []byte              `json:"data,omitempty"`  // data: the packet, as the sender's node stamped it      // bye
 }
 
 type participantMessage struct {
@@ -126,6 +134,16 @@ func decodeMessage(b []byte) (*message, error) {
 	case msgSpeakers:
 		if len(m.Speakers) > maxSpeakers {
 			return nil, fmt.Errorf("speakers: %d, more than %d", len(m.Speakers), maxSpeakers)
+		}
+	case msgData:
+		if m.Sid == "" || len(m.Data) == 0 || len(m.Data) > maxData || len(m.Dests) > maxDests ||
+			(m.Kind != media.DataReliable && m.Kind != media.DataLossy) {
+			return nil, fmt.Errorf("data: no sender, no packet, a packet over %d bytes, more than %d destinations or an unknown kind", maxData, maxDests)
+		}
+		for _, d := range m.Dests {
+			if d == "" || len(d) > maxIdentity {
+				return nil, fmt.Errorf("data: a destination missing or too long")
+			}
 		}
 	}
 	return &m, nil

@@ -363,7 +363,14 @@ func (r *Room) relayData(from *Participant, kind DataKind, data []byte, dests []
 		return
 	}
 	for _, q := range r.members() {
-		if q == from || !q.Started() || (len(dests) > 0 && !contains(dests, q.identity)) {
+		if q == from || !q.Started() {
+			continue
+		}
+		if o, ok := q.sig.(DataObserver); ok {
+			o.ObserveData(from, kind, data, dests)
+			continue
+		}
+		if len(dests) > 0 && !contains(dests, q.identity) {
 			continue
 		}
 		q.transport.SendData(kind, data)

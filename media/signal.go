@@ -21,6 +21,17 @@ type Signaller interface {
 	SendLeave(reason DisconnectReason, action LeaveAction)
 }
 
+// DataObserver is what a Signaller may also be: told of every data packet
+// relayed in its room, with its sender and destinations, whoever they are
+// addressed to, instead of its transport being sent those addressed to
+// it. A federation trunk's export participant is one: it carries its
+// node's participants' packets to the other node, which delivers them to
+// the destinations there. ObserveData is called on the sender's
+// transport's goroutine; it must return at once and not keep data.
+type DataObserver interface {
+	ObserveData(from *Participant, kind DataKind, data []byte, dests []string)
+}
+
 // JoinParams describe a participant about to join a room.
 type JoinParams struct {
 	Identity string

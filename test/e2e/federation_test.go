@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -175,6 +176,21 @@ func TestFederationTwoNodesSDK(t *testing.T) {
 		defer cb.mu.Unlock()
 		return cb.speakers[aliceID]
 	})
+
+	// Data packets cross with their sender's identity: a broadcast, and
+	// one addressed to the other agency's person.
+	require.NoError(t, ca.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("hello from A")), lksdk.WithDataPublishReliable(true)))
+	require.NoError(t, cb.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("for alice")),
+		lksdk.WithDataPublishReliable(true), lksdk.WithDataPublishDestination([]string{aliceID})))
+	hasData := func(c *sdkClient, want string) func() bool {
+		return func() bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return slices.Contains(c.data, want)
+		}
+	}
+	eventually(t, 20*time.Second, "Bob gets Alice's broadcast", hasData(cb, aliceID+":hello from A"))
+	eventually(t, 20*time.Second, "Alice gets Bob's packet for her", hasData(ca, bobID+":for alice"))
 
 	ta, tb := trunks(t, f.dbgA), trunks(t, f.dbgB)
 	require.Len(t, ta, 1, "one trunk on A")
