@@ -45,6 +45,22 @@ type Homeserver struct {
 
 	cmd    *exec.Cmd
 	client *http.Client
+	net    Net
+	opts   Options
+	exited chan struct{}
+	logf   *os.File
+}
+
+// Net places a homeserver in a network of the test's own (a namespace of
+// internal/netnstest) instead of on loopback.
+type Net struct {
+	// Host is the address it listens on and names itself by: the server
+	// name is Host:8448, the client API http://Host:8008.
+	Host string
+	// Command makes a command run in that network.
+	Command func(name string, args ...string) *exec.Cmd
+	// Dial dials from inside it (the test's own client API calls).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // User is a registered account.
@@ -148,6 +164,30 @@ func New(t testing.TB) *Homeserver {
 	}
 }
 
+// NewIn is New for a homeserver in the network n.
+func NewIn(t testing.TB, n Net) *Homeserver {
+	t.Helper()
+	Require(t)
+	return &Homeserver{
+		ServerName: n.Host + ":8448",
+		ClientURL:  "http://" + n.Host + ":8008",
+		Dir:        t.TempDir(),
+		net:        n,
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			DialContext:     n.Dial,
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test server
+		}},
+	}
+}
+
+// command is exec.Command in the homeserver's network.
+func (hs *Homeserver) command(name string, args ...string) *exec.Cmd {
+	if hs.net.Command != nil {
+		return hs.net.Command(name, args...)
+	}
+	return exec.Command(name, args...)
+}
+
 // Start launches the Dendrite and waits until both its client and federation
 // listeners answer. It is stopped (SIGTERM, then SIGKILL) when t ends; its
 // log is printed if t failed.
@@ -181,33 +221,11 @@ func (hs *Homeserver) Start(t testing.TB, opts Options) {
 	if err := os.WriteFile(filepath.Join(dir, "dendrite.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "dendrite.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Both bind flags always: the defaults listen on every interface.
-	hs.cmd = exec.Command(filepath.Join(bin, "dendrite"),
-		"-config", filepath.Join(dir, "dendrite.yaml"),
-		"-http-bind-address", strings.TrimPrefix(hs.ClientURL, "http://"),
-		"-https-bind-address", hs.ServerName,
-		"-tls-cert", filepath.Join(dir, "server.crt"),
-		"-tls-key", filepath.Join(dir, "server.key"),
-		"-really-enable-open-registration")
-	hs.cmd.Dir, hs.cmd.Stdout, hs.cmd.Stderr = dir, logf, logf
-	if err := hs.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = hs.cmd.Wait(); close(exited) }()
+	hs.opts = opts
+	hs.launch(t)
 	t.Cleanup(func() {
-		_ = hs.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = hs.cmd.Process.Kill()
-			<-exited
-		}
-		_ = logf.Close()
+		hs.stop()
+		_ = hs.logf.Close()
 		hs.client.CloseIdleConnections()
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "dendrite.log"))
@@ -217,11 +235,58 @@ func (hs *Homeserver) Start(t testing.TB, opts Options) {
 			t.Logf("--- dendrite %s log tail:\n%s", hs.ServerName, b)
 		}
 	})
+	hs.waitReady(t)
+}
+
+// launch starts the process (its log appended to dendrite.log).
+func (hs *Homeserver) launch(t testing.TB) {
+	t.Helper()
+	bin, dir := BinDir(), hs.Dir
+	logf, err := os.OpenFile(filepath.Join(dir, "dendrite.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs.logf != nil {
+		_ = hs.logf.Close()
+	}
+	hs.logf = logf
+	// Both bind flags always: the defaults listen on every interface.
+	hs.cmd = hs.command(filepath.Join(bin, "dendrite"),
+		"-config", filepath.Join(dir, "dendrite.yaml"),
+		"-http-bind-address", strings.TrimPrefix(hs.ClientURL, "http://"),
+		"-https-bind-address", hs.ServerName,
+		"-tls-cert", filepath.Join(dir, "server.crt"),
+		"-tls-key", filepath.Join(dir, "server.key"),
+		"-really-enable-open-registration")
+	hs.cmd.Dir, hs.cmd.Stdout, hs.cmd.Stderr = dir, logf, logf
+	hs.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := hs.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited, cmd := make(chan struct{}), hs.cmd
+	hs.exited = exited
+	go func() { _ = cmd.Wait(); close(exited) }()
+}
+
+// stop ends the process: SIGTERM, then SIGKILL after 10 s.
+func (hs *Homeserver) stop() {
+	_ = hs.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-hs.exited:
+	case <-time.After(10 * time.Second):
+		_ = hs.cmd.Process.Kill()
+		<-hs.exited
+	}
+}
+
+// waitReady waits until both listeners answer.
+func (hs *Homeserver) waitReady(t testing.TB) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !hs.ready() {
 		select {
-		case <-exited:
-			b, _ := os.ReadFile(filepath.Join(dir, "dendrite.log"))
+		case <-hs.exited:
+			b, _ := os.ReadFile(filepath.Join(hs.Dir, "dendrite.log"))
 			t.Fatalf("dendrite exited during start-up:\n%s", b)
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -229,6 +294,16 @@ func (hs *Homeserver) Start(t testing.TB, opts Options) {
 			t.Fatalf("dendrite %s not ready after 60s", hs.ServerName)
 		}
 	}
+}
+
+// Restart stops the homeserver (SIGTERM; its databases stay) and starts it
+// again, waiting until it answers.
+func (hs *Homeserver) Restart(t testing.TB) {
+	t.Helper()
+	hs.stop()
+	hs.client.CloseIdleConnections()
+	hs.launch(t)
+	hs.waitReady(t)
 }
 
 func (hs *Homeserver) ready() bool {
