@@ -182,4 +182,3 @@ func hostPort(t *testing.T, s string) hp {
 	require.NoError(t, err, s)
 	return hp{host: h, port: n}
 }
-

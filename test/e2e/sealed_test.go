@@ -232,7 +232,9 @@ func (a *sealedAgency) waitNode(t *testing.T) {
 	}
 }
 
-func (a *sealedAgency) nodeURL() string { return fmt.Sprintf("http://%s:%d", a.ns.Addr, sealedHTTPPort) }
+func (a *sealedAgency) nodeURL() string {
+	return fmt.Sprintf("http://%s:%d", a.ns.Addr, sealedHTTPPort)
+}
 
 // debugJSON reads one of the node's debug pages.
 func (a *sealedAgency) debugJSON(t *testing.T, path string, out any) {
