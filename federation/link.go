@@ -33,6 +33,8 @@ type ConnEvents interface {
 	SendCandidate(candidate, sdpMid string, sdpMLineIndex uint16)
 	Up()
 	Down(err error)
+	Interrupted()
+	Resumed()
 	Message(b []byte)
 	Track(trackID string, s media.IncomingStream)
 }
@@ -136,6 +138,9 @@ type LinkInfo struct {
 	CallID     string    `json:"call_id"`
 	Offerer    bool      `json:"offerer"`
 	Up         bool      `json:"up"`
+	// Interrupted: nothing arrives from the peer (a cut link, a dead
+	// node); its participants are hidden until it resumes.
+	Interrupted bool `json:"interrupted,omitempty"`
 	Since      time.Time `json:"since"`
 	Remotes    int       `json:"remote_participants"`
 	Exported   int       `json:"exported_tracks"`
@@ -203,7 +208,15 @@ type link struct {
 	conn        Conn
 	sides       []*side // sides[0] is the call's media room here (R)
 	up          bool
+	interrupted bool
+	// reoffer: the link ended because the peer asked for a new one; the
+	// offerer offers again without waiting retryAfter.
+	reoffer bool
 	remotes     map[string]*remote      // by sid at the peer
+	// streams are the peer's streams the trunk delivered, by track sid at
+	// the peer: kept so that a track announced again (after an
+	// interruption) gets them again.
+	streams map[string][]peerStream
 	tracks      map[string]*remoteTrack // by track sid at the peer
 	wanted      map[string]uint8        // local tracks the peer wants, by sid: the layers
 	speaking    map[string]float32      // local participants speaking now, by sid
@@ -215,7 +228,7 @@ func newLink(n *Node, peer string, call Call, callID string, offerer bool) *link
 	l := &link{
 		n: n, peer: peer, cfg: n.cfg.Peers[peer], call: call, callID: callID, offerer: offerer, since: time.Now(),
 		wake: make(chan struct{}, 1), stop: make(chan error, 1), done: make(chan struct{}), ctx: ctx, cancel: cancel,
-		remotes: map[string]*remote{}, tracks: map[string]*remoteTrack{},
+		remotes: map[string]*remote{}, tracks: map[string]*remoteTrack{}, streams: map[string][]peerStream{},
 		wanted: map[string]uint8{}, speaking: map[string]float32{},
 	}
 	l.info = LinkInfo{Peer: peer, RoomID: call.RoomID, MediaRoom: call.MediaRoom, CallID: callID, Offerer: offerer, Since: l.since}
@@ -456,6 +469,45 @@ func (l *link) becameUp() {
 			s.export.Connected() // the trunk connected the first side's itself
 		}
 	}
+	l.announce()
+}
+
+// interrupt hides the peer's participants while nothing arrives from it:
+// to this node's people they leave, as they would if the peer's node had
+// gone (they can no longer be seen or heard). The trunk, its tracks and
+// what the peer asked for stay, for when it resumes.
+func (l *link) interrupt() {
+	if l.interrupted {
+		return
+	}
+	l.interrupted = true
+	l.mu.Lock()
+	l.info.Interrupted = true
+	l.mu.Unlock()
+	l.log.Warn().Int("remote_participants", len(l.remotes)).Msg("federation trunk interrupted: the peer's participants are hidden")
+	for _, r := range l.remotes {
+		l.removeRemote(r)
+	}
+}
+
+// resume announces this node's participants again once the peer's packets
+// arrive again; the peer, which hid them too, brings them back, and does
+// the same for its own here.
+func (l *link) resume() {
+	if !l.interrupted {
+		return
+	}
+	l.interrupted = false
+	l.mu.Lock()
+	l.info.Interrupted = false
+	l.mu.Unlock()
+	l.log.Info().Msg("federation trunk resumed")
+	l.announce()
+}
+
+// announce tells the peer who this node's participants are, and who of
+// them speaks.
+func (l *link) announce() {
 	l.send(&message{T: msgHello, Versions: []int{protoVersion}, Server: l.n.cfg.ServerName})
 	for _, s := range l.sides {
 		for _, info := range s.locals {
@@ -572,6 +624,9 @@ func (l *link) handle(b []byte) {
 		l.remoteChanged(m.Participant)
 	case msgLeave:
 		if r := l.remotes[m.Sid]; r != nil {
+			for sid := range r.tracks {
+				delete(l.streams, sid) // gone for good: never announced again
+			}
 			l.removeRemote(r)
 		}
 	case msgWant:
@@ -693,6 +748,9 @@ func (l *link) remoteChanged(pm *participantMessage) {
 			}
 			r.tracks[tm.Sid] = t
 			l.tracks[tm.Sid] = t
+			for _, ps := range l.streams[tm.Sid] {
+				l.bindStream(t, ps) // the track came back after an interruption
+			}
 			// Until its media arrives nobody here can subscribe to it, so
 			// it is asked for at its lowest layer; demand rules after that.
 			l.ask(tm.Sid, t, t.mask(1))
@@ -757,7 +815,18 @@ func (l *link) updateDemand() {
 	}
 }
 
-// remoteTrackArrived hands the peer's stream of a track to its participant.
+// peerStream is one of the peer's streams as the trunk delivered it.
+type peerStream struct {
+	layer int
+	s     media.IncomingStream
+}
+
+// maxStreams bounds the streams a link keeps (the trunk's transceivers
+// are bounded too).
+const maxStreams = 512
+
+// remoteTrackArrived hands the peer's stream of a track to its participant,
+// and keeps it for the track's next participant (after an interruption).
 func (l *link) remoteTrackArrived(trackID string, s media.IncomingStream) {
 	layer := 0
 	if sid, q, ok := media.ParsePinnedID(trackID); ok {
@@ -765,15 +834,27 @@ func (l *link) remoteTrackArrived(trackID string, s media.IncomingStream) {
 		trackID, layer = sid, int(q)
 		s.RID = simulcastRIDs[q]
 	}
+	s.TrackID = trackID
+	ps := peerStream{layer: layer, s: s}
+	if n := len(l.streams); n < maxStreams {
+		l.streams[trackID] = append(l.streams[trackID], ps)
+	}
 	t := l.tracks[trackID]
 	if t == nil {
 		l.log.Debug().Str("track", trackID).Msg("stream of an unannounced track")
 		return
 	}
-	start := s.Start
-	s.TrackID = trackID
+	l.bindStream(t, ps)
+}
+
+// bindStream makes ps the stream of one layer of t.
+func (l *link) bindStream(t *remoteTrack, ps peerStream) {
+	s, start, layer := ps.s, ps.s.Start, ps.layer
 	s.Start = func(stream *media.Layer) {
 		l.post(func() {
+			if l.tracks[s.TrackID] != t {
+				return // hidden meanwhile
+			}
 			t.up, t.streams[layer] = stream.Track(), stream
 			if t.muted {
 				_ = t.owner.p.SetMuted(l.ctx, t.up.SID(), true)
@@ -860,6 +941,10 @@ func (c *connEvents) SendCandidate(cand, sdpMid string, sdpMLineIndex uint16) {
 func (c *connEvents) Up() { l := (*link)(c); l.post(l.becameUp) }
 
 func (c *connEvents) Down(err error) { (*link)(c).end(fmt.Errorf("trunk down: %w", err)) }
+
+func (c *connEvents) Interrupted() { l := (*link)(c); l.post(l.interrupt) }
+
+func (c *connEvents) Resumed() { l := (*link)(c); l.post(l.resume) }
 
 func (c *connEvents) Message(b []byte) { l := (*link)(c); l.post(func() { l.handle(b) }) }
 

@@ -56,6 +56,9 @@ const (
 	lingerFor = 10 * time.Second
 	// retryAfter is how long the offerer waits after a link failed.
 	retryAfter = 3 * time.Second
+	// requestAfter is how long the answering node waits for an offer
+	// before asking for one (EventTrunkRequest), and then between asks.
+	requestAfter = 2 * time.Second
 	// inboxSize bounds the to-device messages waiting for the node.
 	inboxSize = 256
 	// sendTimeout bounds one to-device send.
@@ -81,6 +84,10 @@ type Node struct {
 	links  map[string]*link     // by linkKey
 	failed map[string]time.Time // when a link last ended, by linkKey
 	gone   map[string]time.Time // since when a link's call no longer spans both nodes
+	// unlinked is since when a call that spans this node and a peer that
+	// offers to it has had no link, and asked when this node last asked
+	// for one, by linkKey.
+	unlinked, asked map[string]time.Time
 	// pending are the token requests forwarded to peers, by req_id.
 	pending map[string]pendingToken
 	// outLimits and inLimits bound the token requests sent to and taken
@@ -100,6 +107,7 @@ func New(cfg Config, sfu *media.SFU, calls Calls, signal Signal, newConn NewConn
 		cfg: cfg, sfu: sfu, calls: calls, signal: signal, newConn: newConn, frontEnd: frontEnd,
 		log: log.With().Str("component", "federation").Logger(), session: hex.EncodeToString(b[:]),
 		inbox: make(chan ToDevice, inboxSize), links: map[string]*link{}, failed: map[string]time.Time{}, gone: map[string]time.Time{},
+		unlinked: map[string]time.Time{}, asked: map[string]time.Time{},
 		pending: map[string]pendingToken{}, outLimits: map[string]*rate.Limiter{}, inLimits: map[string]*rate.Limiter{},
 	}, nil
 }
@@ -194,7 +202,9 @@ func (n *Node) start(l *link, first *callContent) {
 		n.mu.Lock()
 		if n.links[key] == l {
 			delete(n.links, key)
-			n.failed[key] = time.Now()
+			if !l.reoffer {
+				n.failed[key] = time.Now()
+			}
 		}
 		n.mu.Unlock()
 	}()
@@ -221,6 +231,7 @@ func (n *Node) reconcile(ctx context.Context) {
 			key := linkKey(peer, c.MediaRoom)
 			spans[key] = true
 			if !n.offers(peer) {
+				n.maybeAsk(ctx, peer, c, key, now)
 				continue
 			}
 			n.mu.Lock()
@@ -244,6 +255,12 @@ func (n *Node) reconcile(ctx context.Context) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	for key := range n.unlinked {
+		if !spans[key] {
+			delete(n.unlinked, key)
+			delete(n.asked, key)
+		}
+	}
 	for key, l := range n.links {
 		if spans[key] {
 			delete(n.gone, key)
@@ -257,6 +274,67 @@ func (n *Node) reconcile(ctx context.Context) {
 			delete(n.gone, key)
 		}
 	}
+}
+
+// maybeAsk asks peer, which offers to this node, for a trunk for call c
+// when none has come for requestAfter (this node started, or restarted
+// while the peer's old trunk still waits for it; the peer's trunk ended;
+// the invite was lost), and again every requestAfter until one comes.
+func (n *Node) maybeAsk(ctx context.Context, peer string, c Call, key string, now time.Time) {
+	n.mu.Lock()
+	if _, linked := n.links[key]; linked {
+		delete(n.unlinked, key)
+		n.mu.Unlock()
+		return
+	}
+	since, ok := n.unlinked[key]
+	if !ok {
+		n.unlinked[key] = now
+		n.mu.Unlock()
+		return
+	}
+	due := now.Sub(since) >= requestAfter && now.Sub(n.asked[key]) >= requestAfter
+	if due {
+		n.asked[key] = now
+	}
+	n.mu.Unlock()
+	if !due {
+		return
+	}
+	if err := n.bothJoined(ctx, c.RoomID, peer); err != nil {
+		return
+	}
+	n.log.Info().Str("peer", peer).Str("room_id", c.RoomID).Str("media_room", c.MediaRoom).Msg("federation: asking the peer for a trunk")
+	n.send(ctx, peer, EventTrunkRequest, &callContent{CallID: newCallID(), ConfID: c.MediaRoom,
+		Trunk: &trunkInfo{Version: 1, RoomID: c.RoomID, TS: now.UnixMilli()}})
+}
+
+// trunkRequested takes a peer's request for a trunk (EventTrunkRequest):
+// a link of this node's for that call with another session of the peer's,
+// or not up, is replaced at once; none waits for the next reconcile.
+func (n *Node) trunkRequested(peer string, c *callContent) {
+	if !n.offers(peer) {
+		n.log.Debug().Str("peer", peer).Msg("federation: trunk request from a peer this node does not offer to")
+		return
+	}
+	key := linkKey(peer, c.ConfID)
+	n.mu.Lock()
+	l := n.links[key]
+	delete(n.failed, key)
+	n.mu.Unlock()
+	if l == nil {
+		return // the next reconcile offers, if the call spans both nodes
+	}
+	l.post(func() {
+		switch {
+		case l.up && !l.interrupted && l.peerSession == c.SenderSessionID:
+			return // a request that crossed our invite
+		case !l.up && time.Since(l.since) < setUpTimeout/3:
+			return // being set up: the request crossed the invite
+		}
+		l.reoffer = true
+		l.end(fmt.Errorf("%w: the peer asked for a new trunk (session %s)", errReplaced, c.SenderSessionID))
+	})
 }
 
 // bothJoined checks that both bots are in the room.
@@ -300,8 +378,12 @@ func (n *Node) receive(ctx context.Context, m ToDevice) {
 		n.log.Warn().Err(err).Str("peer", peer).Msg("federation: bad call signalling")
 		return
 	}
-	if m.Type == EventInvite {
+	switch m.Type {
+	case EventInvite:
 		n.invited(ctx, peer, c)
+		return
+	case EventTrunkRequest:
+		n.trunkRequested(peer, c)
 		return
 	}
 	n.mu.Lock()

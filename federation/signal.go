@@ -17,6 +17,12 @@ const (
 	EventAnswer     = "m.call.answer"
 	EventCandidates = "m.call.candidates"
 	EventHangup     = "m.call.hangup"
+	// EventTrunkRequest is Entente's own: the node that answers asks the
+	// node that offers for a trunk for a call that spans both and has
+	// none here (it has just started, or restarted, or its trunk ended),
+	// rather than waiting for the offerer to notice. It carries conf_id
+	// and org.entente.trunk like an invite, without an offer.
+	EventTrunkRequest = "org.entente.trunk.request"
 )
 
 // Hang-up reasons this node sends; the first three are the spec's.
@@ -101,12 +107,12 @@ func parseCall(eventType string, raw []byte, now time.Time) (*callContent, error
 		if c.Offer == nil || c.Offer.Type != "offer" || c.Offer.SDP == "" || len(c.Offer.SDP) > maxSDP {
 			return nil, fmt.Errorf("%s: no offer, or one longer than %d bytes", eventType, maxSDP)
 		}
-		if c.Trunk == nil || c.Trunk.Version != 1 || c.Trunk.RoomID == "" || len(c.Trunk.RoomID) > maxIDLength {
-			return nil, fmt.Errorf("%s: no org.entente.trunk of version 1 naming the room", eventType)
+		if err := checkTrunkInfo(eventType, c.Trunk, now); err != nil {
+			return nil, err
 		}
-		at := time.UnixMilli(c.Trunk.TS)
-		if at.Before(now.Add(-inviteLifetime)) || at.After(now.Add(inviteLifetime)) {
-			return nil, fmt.Errorf("%s: made at %s, not within %s of now", eventType, at.UTC().Format(time.RFC3339), inviteLifetime)
+	case EventTrunkRequest:
+		if err := checkTrunkInfo(eventType, c.Trunk, now); err != nil {
+			return nil, err
 		}
 	case EventAnswer:
 		if c.Answer == nil || c.Answer.Type != "answer" || c.Answer.SDP == "" || len(c.Answer.SDP) > maxSDP {
@@ -126,4 +132,18 @@ func parseCall(eventType string, raw []byte, now time.Time) (*callContent, error
 		return nil, fmt.Errorf("%s: not a call event", eventType)
 	}
 	return &c, nil
+}
+
+// checkTrunkInfo checks an invite's or trunk request's org.entente.trunk:
+// version 1, naming the room, made within inviteLifetime of now (an older
+// one is a message replayed to a restarted node).
+func checkTrunkInfo(eventType string, t *trunkInfo, now time.Time) error {
+	if t == nil || t.Version != 1 || t.RoomID == "" || len(t.RoomID) > maxIDLength {
+		return fmt.Errorf("%s: no org.entente.trunk of version 1 naming the room", eventType)
+	}
+	at := time.UnixMilli(t.TS)
+	if at.Before(now.Add(-inviteLifetime)) || at.After(now.Add(inviteLifetime)) {
+		return fmt.Errorf("%s: made at %s, not within %s of now", eventType, at.UTC().Format(time.RFC3339), inviteLifetime)
+	}
+	return nil
 }

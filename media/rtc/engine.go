@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
@@ -225,6 +226,14 @@ func (e *Engine) newSubscriber() (*webrtc.PeerConnection, *dtlsSecrets, error) {
 	return pc, secrets, nil
 }
 
+// A trunk's liveness (newTrunkConnection).
+const (
+	trunkDisconnectedAfter = 3 * time.Second
+	trunkFailedAfter       = 40 * time.Second
+	trunkKeepalive         = time.Second
+	trunkSCTPRTOMax        = time.Second
+)
+
 // newTrunkConnection makes a federation trunk's peer connection, on the
 // node's one UDP port like every other. Both ends are full ICE agents,
 // whatever the clients' settings: two lite agents cannot connect (RFC 8445
@@ -241,6 +250,16 @@ func (e *Engine) newTrunkConnection() (*webrtc.API, *webrtc.PeerConnection, *dtl
 	}
 	se.SetDTLSKeyLogWriter(secrets)
 	se.SetDTLSServerHelloMessageHook(secrets.serverHello)
+	// A trunk outlives a cut link: interrupted after a few quiet seconds
+	// (the owner hides the far node's participants), resumed as soon as
+	// packets come back, failed only after trunkFailedAfter more. Both ends
+	// send media all along, so the first packets through a healed path
+	// resume it; consent checks go every second besides. The control
+	// channel's retransmissions back off to a second at most, so that what
+	// waited during the cut crosses within a second of the path healing
+	// (pion's default ceiling is 60 s).
+	se.SetICETimeouts(trunkDisconnectedAfter, trunkFailedAfter, trunkKeepalive)
+	se.SetSCTPRTOMax(trunkSCTPRTOMax)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(e.trunkME), webrtc.WithInterceptorRegistry(e.trunkIR), webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{RTPHeaderEncryptionPolicy: webrtc.RTPHeaderEncryptionPolicyDisable})
 	if err != nil {

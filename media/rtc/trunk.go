@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/datachannel"
@@ -43,12 +44,23 @@ type TrunkEvents interface {
 	// disconnected too long, DTLS failed, a renegotiation failed) or the
 	// far node closed it; never after Close.
 	Down(err error)
+	// Interrupted is called when nothing has arrived from the far node for
+	// trunkDisconnectedAfter (a cut link, a dead node), Resumed when its
+	// packets arrive again; Down follows an interruption that lasts
+	// trunkFailedAfter more. The connection, its tracks and its channels
+	// stay through an interruption.
+	Interrupted()
+	Resumed()
 	// Message is one message from the far node's control channel.
 	Message(b []byte)
 	// Track is called when the far node starts sending the track whose
 	// sender-side id (msid track id) is trackID. s has everything but the
 	// TrackID filled in; the owner sets it and calls
-	// media.Participant.Receive with it.
+	// media.Participant.Receive with it. Unlike other transports' streams,
+	// a trunk's may be started again (s.Start called anew, with a new
+	// layer) once the participant it fed is gone: its packets go to the
+	// newest layer from then on (the owner brings a far node's participant
+	// back after an interruption).
 	Track(trackID string, s media.IncomingStream)
 }
 
@@ -122,6 +134,7 @@ type Trunk struct {
 	done      chan struct{} // closed by Close
 	p         *media.Participant
 	connected bool // ICE and DTLS
+	stalled   bool // Interrupted reported, Resumed not yet
 	ctrlOpen  bool
 	up        bool // Up reported
 	down      bool // Down reported
@@ -763,6 +776,14 @@ func (t *Trunk) onState(s webrtc.PeerConnectionState) {
 		t.connected = true
 		t.mu.Unlock()
 		if !first {
+			t.mu.Lock()
+			resumed := t.stalled && !t.closed && !t.down
+			t.stalled = false
+			t.mu.Unlock()
+			if resumed {
+				t.log.Info().Msg("trunk resumed")
+				t.ev.Resumed()
+			}
 			return
 		}
 		// Before the first packet is forwarded (Up lets them through), so
@@ -774,6 +795,15 @@ func (t *Trunk) onState(s webrtc.PeerConnectionState) {
 			t.log.Debug().Err(err).Msg("trunk media goes through pion's write path")
 		}
 		t.maybeUp()
+	case webrtc.PeerConnectionStateDisconnected:
+		t.mu.Lock()
+		interrupted := t.connected && !t.stalled && !t.closed && !t.down
+		t.stalled = t.stalled || interrupted
+		t.mu.Unlock()
+		if interrupted {
+			t.log.Info().Msg("trunk interrupted: nothing from the far node")
+			t.ev.Interrupted()
+		}
 	case webrtc.PeerConnectionStateFailed:
 		t.fail(fmt.Errorf("%w: ice or dtls", ErrTrunkFailed))
 	case webrtc.PeerConnectionStateClosed:
@@ -824,6 +854,7 @@ func (t *Trunk) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver
 			levelID = uint8(x.ID)
 		}
 	}
+	var target atomic.Pointer[media.Layer]
 	t.ev.Track(remote.ID(), media.IncomingStream{
 		TrackID: remote.ID(),
 		Codec: media.Codec{
@@ -833,11 +864,33 @@ func (t *Trunk) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver
 		Mid:    receiverMid(t.pc, receiver),
 		Source: t,
 		Start: func(l *media.Layer) {
-			if !t.goRun(func() { readLayer(&t.log, remote, l) }) {
+			if target.Swap(l) != nil {
+				return // the reader runs: it feeds l from now on
+			}
+			if !t.goRun(func() { readLayers(&t.log, remote, &target) }) {
 				l.End()
 			}
 		},
 	})
+}
+
+// readLayers is readLayer for a trunk's stream, whose layer may be
+// replaced while it runs (TrunkEvents.Track): each packet goes to the
+// newest, which is ended when the stream ends.
+func readLayers(log *zerolog.Logger, remote *webrtc.TrackRemote, target *atomic.Pointer[media.Layer]) {
+	buf := make([]byte, receiveMTU)
+	for {
+		n, _, err := remote.Read(buf)
+		if err != nil {
+			l := target.Load()
+			if !errors.Is(err, io.EOF) {
+				log.Debug().Err(err).Uint32("ssrc", l.SSRC()).Msg("trunk track read ended")
+			}
+			l.End()
+			return
+		}
+		target.Load().WriteRTP(buf[:n], time.Now().UnixNano())
+	}
 }
 
 // RequestKeyframe implements media.TrackSource: a PLI to the far node,

@@ -38,6 +38,8 @@ type trunkPump struct {
 	msgs    chan []byte
 	tracks  chan trunkTrack
 	errs    chan error
+	// interrupts and resumes count Interrupted and Resumed.
+	interrupts, resumes atomic.Int64
 }
 
 type trunkTrack struct {
@@ -104,6 +106,10 @@ func (p *trunkPump) SendCandidate(candidate, mid string, index uint16) {
 func (p *trunkPump) Up() { p.upOnce.Do(func() { close(p.up) }) }
 
 func (p *trunkPump) Down(err error) { p.downs <- err }
+
+func (p *trunkPump) Interrupted() { p.interrupts.Add(1) }
+
+func (p *trunkPump) Resumed() { p.resumes.Add(1) }
 
 func (p *trunkPump) Message(b []byte) { p.msgs <- b }
 
