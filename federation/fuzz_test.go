@@ -37,10 +37,14 @@ func FuzzParseCall(f *testing.F) {
 	f.Add(EventAnswer, []byte(`{"call_id":"c","conf_id":"r","sender_session_id":"s","answer":{"type":"answer","sdp":"v=0"}}`))
 	f.Add(EventCandidates, []byte(`{"call_id":"c","conf_id":"r","sender_session_id":"s","candidates":[{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0"}]}`))
 	f.Add(EventHangup, []byte(`{"call_id":"c","conf_id":"r","sender_session_id":"s","reason":"user_hangup"}`))
+	f.Add(EventTrunkRequest, []byte(`{"call_id":"c","conf_id":"r","sender_session_id":"s","org.entente.trunk":{"v":1,"room_id":"!r:a","ts":1800000000000}}`))
 	f.Fuzz(func(t *testing.T, typ string, b []byte) {
 		c, err := parseCall(typ, b, now)
 		if err != nil {
 			return
+		}
+		if typ == EventTrunkRequest && c.Trunk == nil {
+			t.Fatal("a trunk request without its room passed")
 		}
 		if typ == EventInvite && (c.Offer == nil || len(c.Offer.SDP) > maxSDP || c.Trunk == nil) {
 			t.Fatal("an invite without a bounded offer passed")

@@ -448,3 +448,84 @@ func (tn *testNodes) aliceTracks(p *media.Participant) []*media.TrackInfo {
 func publisher2(t *testing.T, sfu *media.SFU, identity string) (*media.Participant, *recorder) {
 	return publisher(t, sfu, identity)
 }
+
+// TestTrunkInterruptedAndResumed: while the trunk hears nothing from the
+// far node, each side's remote participants leave its room; when it
+// resumes they come back, with their media flowing again through the
+// streams the trunk delivered at first (a trunk's streams are never
+// delivered twice), without a new trunk.
+func TestTrunkInterruptedAndResumed(t *testing.T) {
+	tn := startNodes(t)
+	publisher(t, tn.sfuA, "@alice:a.test:DEV")
+	_, end, _ := subscriber(t, tn.sfuB, "@bob:b.test:DEV")
+	require.Eventually(t, func() bool { return end.packets.Load() > 20 }, 10*time.Second, 20*time.Millisecond, "bob receives alice")
+	require.Eventually(t, func() bool { l := tn.nodeA.Links(); return len(l) == 1 && l[0].Remotes == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	tn.net.mu.Lock()
+	conns := tn.net.wires["call"].conns
+	tn.net.mu.Unlock()
+	for _, c := range conns {
+		c.ev.Interrupted()
+	}
+	require.Eventually(t, func() bool {
+		return !tn.sfuB.HasParticipant(testRoom, "@alice:a.test:DEV") && !tn.sfuA.HasParticipant(testRoom, "@bob:b.test:DEV")
+	}, 5*time.Second, 20*time.Millisecond, "each side's remote participants leave while the trunk is interrupted")
+	for _, n := range []*Node{tn.nodeA, tn.nodeB} {
+		l := n.Links()
+		require.Len(t, l, 1, "the trunk stays")
+		require.True(t, l[0].Interrupted)
+		require.Zero(t, l[0].Remotes)
+	}
+
+	before := end.packets.Load()
+	for _, c := range conns {
+		c.ev.Resumed()
+	}
+	require.Eventually(t, func() bool {
+		return tn.sfuB.HasParticipant(testRoom, "@alice:a.test:DEV") && tn.sfuA.HasParticipant(testRoom, "@bob:b.test:DEV")
+	}, 5*time.Second, 20*time.Millisecond, "the remote participants come back when the trunk resumes")
+	require.Eventually(t, func() bool { return end.packets.Load() > before+20 }, 10*time.Second, 20*time.Millisecond,
+		"bob receives alice again, through the streams the trunk delivered at first")
+	for _, n := range []*Node{tn.nodeA, tn.nodeB} {
+		l := n.Links()
+		require.Len(t, l, 1)
+		require.False(t, l[0].Interrupted)
+		require.Equal(t, 1, l[0].Remotes)
+	}
+}
+
+// TestTrunkRequestAfterRestart: the answering node, restarted, has no
+// trunk for a call the offerer still holds one for (to its previous
+// session): it asks for one, and the offerer replaces its trunk at once.
+// A node that has its trunk never asks (the trunk stays).
+func TestTrunkRequestAfterRestart(t *testing.T) {
+	tn := startNodes(t)
+	publisher(t, tn.sfuA, "@alice:a.test:DEV")
+	require.Eventually(t, func() bool { l := tn.nodeA.Links(); return len(l) == 1 && l[0].Up && l[0].Remotes == 0 }, 10*time.Second, 20*time.Millisecond)
+	first := tn.nodeA.Links()[0].CallID
+	time.Sleep(3 * requestAfter)
+	require.Equal(t, first, tn.nodeA.Links()[0].CallID, "a linked answerer asks for nothing: the trunk stays")
+
+	// B restarts: a new node (new session, empty SFU) in its place.
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	sfuB2 := media.New(media.Config{AutoCreate: true, EmptyTimeout: time.Minute, DepartureTimeout: time.Minute}, log, nil)
+	b2, err := New(Config{ServerName: "b.test", Bot: "@entente:b.test", Peers: map[string]Peer{"a.test": {Bot: "@entente:a.test"}}},
+		sfuB2, tn.calls, fakeSignal{tn.net, "@entente:b.test"}, tn.net.newConn(1), nil, log.With().Str("node", "B2").Logger())
+	require.NoError(t, err)
+	tn.net.mu.Lock()
+	tn.net.nodes["@entente:b.test"] = b2
+	tn.net.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = b2.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; sfuB2.Close() })
+	restarted := time.Now()
+
+	require.Eventually(t, func() bool {
+		la, lb := tn.nodeA.Links(), b2.Links()
+		return len(la) == 1 && la[0].CallID != first && la[0].Up && len(lb) == 1 && lb[0].Up && lb[0].CallID == la[0].CallID
+	}, 10*time.Second, 20*time.Millisecond, "A replaces its trunk with one to the restarted B")
+	require.Eventually(t, func() bool { return sfuB2.HasParticipant(testRoom, "@alice:a.test:DEV") }, 5*time.Second, 20*time.Millisecond,
+		"alice is in the restarted B's room")
+	t.Logf("a new trunk with the restarted node %v after it started (asks after %v)", time.Since(restarted).Round(time.Millisecond), requestAfter)
+}

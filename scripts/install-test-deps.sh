@@ -9,7 +9,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-apt_packages=(chromium nodejs npm)
+# iproute2, nftables, conntrack and tcpdump: the sealed-agency tests
+# (internal/netnstest: network namespaces, cuts, connection tracking,
+# the router's capture).
+apt_packages=(chromium nodejs npm iproute2 nftables conntrack tcpdump)
 missing=()
 for p in "${apt_packages[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
