@@ -134,16 +134,16 @@ type LinkInfo struct {
 	MediaRoom string `json:"media_room"`
 	// MirrorRoom is the room standing here for the peer's transport
 	// (M(this<-peer)), empty on the shared transport.
-	MirrorRoom string    `json:"mirror_room,omitempty"`
-	CallID     string    `json:"call_id"`
-	Offerer    bool      `json:"offerer"`
-	Up         bool      `json:"up"`
+	MirrorRoom string `json:"mirror_room,omitempty"`
+	CallID     string `json:"call_id"`
+	Offerer    bool   `json:"offerer"`
+	Up         bool   `json:"up"`
 	// Interrupted: nothing arrives from the peer (a cut link, a dead
 	// node); its participants are hidden until it resumes.
-	Interrupted bool `json:"interrupted,omitempty"`
-	Since      time.Time `json:"since"`
-	Remotes    int       `json:"remote_participants"`
-	Exported   int       `json:"exported_tracks"`
+	Interrupted bool      `json:"interrupted,omitempty"`
+	Since       time.Time `json:"since"`
+	Remotes     int       `json:"remote_participants"`
+	Exported    int       `json:"exported_tracks"`
 	// Received are the peer's tracks arriving on the trunk.
 	Received []TrackStat `json:"received"`
 }
@@ -212,15 +212,15 @@ type link struct {
 	// reoffer: the link ended because the peer asked for a new one; the
 	// offerer offers again without waiting retryAfter.
 	reoffer bool
-	remotes     map[string]*remote      // by sid at the peer
+	remotes map[string]*remote // by sid at the peer
 	// streams are the peer's streams the trunk delivered, by track sid at
 	// the peer: kept so that a track announced again (after an
 	// interruption) gets them again.
-	streams map[string][]peerStream
-	tracks      map[string]*remoteTrack // by track sid at the peer
-	wanted      map[string]uint8        // local tracks the peer wants, by sid: the layers
-	speaking    map[string]float32      // local participants speaking now, by sid
-	errors      int
+	streams  map[string][]peerStream
+	tracks   map[string]*remoteTrack // by track sid at the peer
+	wanted   map[string]uint8        // local tracks the peer wants, by sid: the layers
+	speaking map[string]float32      // local participants speaking now, by sid
+	errors   int
 }
 
 func newLink(n *Node, peer string, call Call, callID string, offerer bool) *link {
