@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -320,47 +321,52 @@ func (c *Capture) stop() {
 	})
 }
 
-// Flow is one direction of traffic the router forwarded, with its packet
-// count.
+// Flow is one direction of traffic the router received, with its packets
+// and their bytes (UDP payload or IP length, as tcpdump gives it).
 type Flow struct {
 	Proto   string // "UDP", "TCP", "ICMP", …
 	Src     string // address:port
 	Dst     string
 	Packets int
+	Bytes   int
 }
 
-// Flows stops the capture and returns what crossed the router, by
-// protocol, source and destination. Each packet is seen twice by a capture
-// on "any" (in on one veth, out on another); Packets counts both.
+// Flows stops the capture and returns what reached the router, by
+// protocol, source and destination. A capture on "any" sees a forwarded
+// packet twice (in on one veth, out on another): only its way in counts.
 func (c *Capture) Flows() []Flow {
 	c.stop()
-	counts := map[Flow]int{}
-	var order []Flow
+	type key struct{ proto, src, dst string }
+	counts := map[key]*Flow{}
+	var order []key
 	for _, line := range strings.Split(c.out.String(), "\n") {
-		f, ok := parseTcpdumpLine(line)
-		if !ok {
+		f, in, ok := parseTcpdumpLine(line)
+		if !ok || !in {
 			continue
 		}
-		if counts[f] == 0 {
-			order = append(order, f)
+		k := key{f.Proto, f.Src, f.Dst}
+		if counts[k] == nil {
+			counts[k] = &Flow{Proto: f.Proto, Src: f.Src, Dst: f.Dst}
+			order = append(order, k)
 		}
-		counts[f]++
+		counts[k].Packets++
+		counts[k].Bytes += f.Bytes
 	}
 	out := make([]Flow, 0, len(order))
-	for _, f := range order {
-		f.Packets = counts[f]
-		out = append(out, f)
+	for _, k := range order {
+		out = append(out, *counts[k])
 	}
 	return out
 }
 
-// parseTcpdumpLine reads `tcpdump -n -q -tt` lines such as
+// parseTcpdumpLine reads `tcpdump -i any -n -q -tt` lines such as
 //
 //	1733250000.123456 veth0 In  IP 10.77.1.2.7882 > 10.77.2.2.7882: UDP, length 120
 //	1733250000.123456 veth0 Out IP 10.77.1.2.45678 > 10.77.2.2.8448: tcp 0
 //
-// into a flow (packet count zero).
-func parseTcpdumpLine(line string) (Flow, bool) {
+// into one packet's flow (Packets 1, Bytes its length) and whether it was
+// on its way in.
+func parseTcpdumpLine(line string) (f Flow, in, ok bool) {
 	fields := strings.Fields(line)
 	ip := -1
 	for i, f := range fields {
@@ -370,11 +376,17 @@ func parseTcpdumpLine(line string) (Flow, bool) {
 		}
 	}
 	if ip < 0 || len(fields) < ip+5 || fields[ip+2] != ">" {
-		return Flow{}, false
+		return Flow{}, false, false
 	}
 	src, dst := fields[ip+1], strings.TrimSuffix(fields[ip+3], ":")
 	proto := strings.TrimSuffix(fields[ip+4], ",")
-	return Flow{Proto: strings.ToUpper(proto), Src: dotPort(src), Dst: dotPort(dst)}, true
+	f = Flow{Proto: strings.ToUpper(proto), Src: dotPort(src), Dst: dotPort(dst), Packets: 1}
+	// The length is the last number: "UDP, length 120", "tcp 0", "ICMP
+	// echo request, id 1, seq 1, length 64".
+	if n, err := strconv.Atoi(fields[len(fields)-1]); err == nil {
+		f.Bytes = n
+	}
+	return f, ip > 0 && fields[ip-1] == "In", true
 }
 
 // dotPort turns tcpdump's "10.77.1.2.7882" into "10.77.1.2:7882"; an

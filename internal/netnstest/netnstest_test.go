@@ -103,23 +103,23 @@ func TestTopology(t *testing.T) {
 
 func TestParseTcpdumpLine(t *testing.T) {
 	for _, tc := range []struct {
-		line string
-		want Flow
-		ok   bool
+		line   string
+		want   Flow
+		in, ok bool
 	}{
 		{"1733250000.123456 e1r0 In  IP 10.77.1.2.7882 > 10.77.2.2.7882: UDP, length 120",
-			Flow{Proto: "UDP", Src: "10.77.1.2:7882", Dst: "10.77.2.2:7882"}, true},
+			Flow{Proto: "UDP", Src: "10.77.1.2:7882", Dst: "10.77.2.2:7882", Packets: 1, Bytes: 120}, true, true},
 		{"1733250000.123456 e1r1 Out IP 10.77.1.2.45678 > 10.77.2.2.8448: tcp 0",
-			Flow{Proto: "TCP", Src: "10.77.1.2:45678", Dst: "10.77.2.2:8448"}, true},
+			Flow{Proto: "TCP", Src: "10.77.1.2:45678", Dst: "10.77.2.2:8448", Packets: 1}, false, true},
 		{"1733250000.1 e1r0 In  IP 10.77.1.2 > 10.77.2.2: ICMP echo request, id 1, seq 1, length 64",
-			Flow{Proto: "ICMP", Src: "10.77.1.2", Dst: "10.77.2.2"}, true},
-		{"tcpdump: listening on any", Flow{}, false},
-		{"", Flow{}, false},
-		{"1.0 x In IP", Flow{}, false},
+			Flow{Proto: "ICMP", Src: "10.77.1.2", Dst: "10.77.2.2", Packets: 1, Bytes: 64}, true, true},
+		{"tcpdump: listening on any", Flow{}, false, false},
+		{"", Flow{}, false, false},
+		{"1.0 x In IP", Flow{}, false, false},
 	} {
-		got, ok := parseTcpdumpLine(tc.line)
-		if ok != tc.ok || got != tc.want {
-			t.Errorf("%q: got %+v %v, want %+v %v", tc.line, got, ok, tc.want, tc.ok)
+		got, in, ok := parseTcpdumpLine(tc.line)
+		if ok != tc.ok || in != tc.in || got != tc.want {
+			t.Errorf("%q: got %+v %v %v, want %+v %v %v", tc.line, got, in, ok, tc.want, tc.in, tc.ok)
 		}
 	}
 }

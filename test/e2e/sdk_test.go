@@ -30,6 +30,7 @@ type sdkClient struct {
 
 	mu       sync.Mutex
 	got      map[string]int // "identity/audio|video" -> packets
+	bytes    map[string]int // "identity/audio|video" -> RTP bytes (header and payload)
 	firstKey map[string]bool
 	firstAt  map[string]time.Time
 	subAt    map[string]time.Time
@@ -53,7 +54,7 @@ func connectClient(t *testing.T, ctx context.Context, n *Node, room, identity st
 func connectClientWithToken(t *testing.T, ctx context.Context, wsURL, jwt, identity string) *sdkClient {
 	t.Helper()
 	c := &sdkClient{
-		identity: identity, got: map[string]int{}, firstKey: map[string]bool{}, firstAt: map[string]time.Time{},
+		identity: identity, got: map[string]int{}, bytes: map[string]int{}, firstKey: map[string]bool{}, firstAt: map[string]time.Time{},
 		subAt: map[string]time.Time{}, muted: map[string]bool{}, gone: map[string]bool{}, speakers: map[string]bool{},
 	}
 	cb := &lksdk.RoomCallback{
@@ -113,12 +114,44 @@ func (c *sdkClient) count1(tr *webrtc.TrackRemote, k string, p *rtp.Packet) {
 		c.firstKey[k] = tr.Kind() == webrtc.RTPCodecTypeAudio || rtpgen.IsVP8Keyframe(p.Payload)
 	}
 	c.got[k]++
+	c.bytes[k] += p.MarshalSize()
 }
 
 func (c *sdkClient) count(k string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.got[k]
+}
+
+// sendOpus feeds audio generated Opus, loud enough to count as speech,
+// until ctx ends.
+func sendOpus(ctx context.Context, wg *sync.WaitGroup, audio *lksdk.LocalTrack) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g := &rtpgen.Opus{Bytes: 90}
+		level := uint8(20)
+		tick := time.NewTicker(g.Interval())
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				_ = audio.WriteRTP(g.Next(now), &lksdk.SampleWriteOptions{AudioLevel: &level})
+			}
+		}
+	}()
+}
+
+// publishMicrophone publishes a microphone fed by sendOpus.
+func (c *sdkClient) publishMicrophone(t *testing.T, ctx context.Context, wg *sync.WaitGroup) {
+	t.Helper()
+	audio, err := lksdk.NewLocalTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2})
+	require.NoError(t, err)
+	c.audioPub, err = c.room.LocalParticipant.PublishTrack(audio, &lksdk.TrackPublicationOptions{Name: "mic", Source: livekit.TrackSource_MICROPHONE})
+	require.NoError(t, err)
+	sendOpus(ctx, wg, audio)
 }
 
 // publish starts generated Opus (50 packets/s) and VP8 (30 fps, a
@@ -141,22 +174,8 @@ func (c *sdkClient) publish(t *testing.T, ctx context.Context, wg *sync.WaitGrou
 	require.NoError(t, err)
 	_, err = c.room.LocalParticipant.PublishTrack(video, &lksdk.TrackPublicationOptions{Name: "camera", Source: livekit.TrackSource_CAMERA, VideoWidth: 640, VideoHeight: 360})
 	require.NoError(t, err)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		g := &rtpgen.Opus{Bytes: 90}
-		level := uint8(20) // loud enough to count as speech
-		tick := time.NewTicker(g.Interval())
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				_ = audio.WriteRTP(g.Next(now), &lksdk.SampleWriteOptions{AudioLevel: &level})
-			}
-		}
-	}()
+	sendOpus(ctx, wg, audio)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		tick := time.NewTicker(c.vp8.Interval())

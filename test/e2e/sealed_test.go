@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix/appservice"
 
@@ -196,6 +198,14 @@ func (n *sealedNode) kill() {
 	<-exited
 }
 
+// pid is the current run's process id (`ip netns exec` execs the node
+// in its own process).
+func (n *sealedNode) pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd.Process.Pid
+}
+
 // waitLog waits until the current run's log contains s.
 func (n *sealedNode) waitLog(ctx context.Context, s string) bool {
 	for {
@@ -313,6 +323,7 @@ type sealedClientState struct {
 	At      int64          `json:"at"` // Unix ms
 	Remotes []string       `json:"remotes"`
 	Got     map[string]int `json:"got"`
+	Bytes   map[string]int `json:"bytes"`
 }
 
 // sealedClient is a client process running in an agency.
@@ -332,11 +343,21 @@ type sealedClient struct {
 // reports what it receives.
 func startSealedClient(t *testing.T, a *sealedAgency, wsURL, jwt, identity string) *sealedClient {
 	t.Helper()
+	return startSealedClientAs(t, a, wsURL, jwt, identity)
+}
+
+// startSealedClientAs is startSealedClient with options for the client:
+// "SEALED_SIMULCAST=1" publishes a three-layer camera (simLayers),
+// "SEALED_SUBSCRIBE_ONLY=1" publishes nothing, "SEALED_QUALITY=low|medium|high"
+// asks for that layer of every camera.
+func startSealedClientAs(t *testing.T, a *sealedAgency, wsURL, jwt, identity string, opts ...string) *sealedClient {
+	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	c := &sealedClient{identity: identity, done: make(chan struct{})}
 	c.cmd = a.ns.Command(exe, "-test.run", "^TestSealedClientProcess$", "-test.timeout", "20m")
 	c.cmd.Env = append(os.Environ(), sealedClientEnv+"=1", "SEALED_URL="+wsURL, "SEALED_JWT="+jwt, "SEALED_IDENTITY="+identity)
+	c.cmd.Env = append(c.cmd.Env, opts...)
 	stdout, err := c.cmd.StdoutPipe()
 	require.NoError(t, err)
 	stderr := &lockedBuffer{}
@@ -425,7 +446,18 @@ func TestSealedClientProcess(t *testing.T) {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	c := connectClientWithToken(t, ctx, os.Getenv("SEALED_URL"), os.Getenv("SEALED_JWT"), os.Getenv("SEALED_IDENTITY"))
-	c.publish(t, ctx, &wg)
+	switch {
+	case os.Getenv("SEALED_SUBSCRIBE_ONLY") == "1":
+	case os.Getenv("SEALED_SIMULCAST") == "1":
+		c.publishMicrophone(t, ctx, &wg)
+		publishSimulcast(t, ctx, c.room, &wg)
+	default:
+		c.publish(t, ctx, &wg)
+	}
+	quality, asked := livekit.VideoQuality(-1), map[string]bool{}
+	if q, ok := livekit.VideoQuality_value[strings.ToUpper(os.Getenv("SEALED_QUALITY"))]; ok {
+		quality = livekit.VideoQuality(q)
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	tick := time.NewTicker(200 * time.Millisecond)
@@ -436,14 +468,22 @@ func TestSealedClientProcess(t *testing.T) {
 		case <-sig:
 			return
 		case now := <-tick.C:
-			s := sealedClientState{At: now.UnixMilli(), Got: map[string]int{}}
+			s := sealedClientState{At: now.UnixMilli(), Got: map[string]int{}, Bytes: map[string]int{}}
 			for _, p := range c.room.GetRemoteParticipants() {
 				s.Remotes = append(s.Remotes, p.Identity())
+				for _, pub := range p.TrackPublications() {
+					if rp, ok := pub.(*lksdk.RemoteTrackPublication); ok && quality >= 0 && pub.Kind() == lksdk.TrackKindVideo && !asked[pub.SID()] {
+						asked[pub.SID()] = rp.SetVideoQuality(quality) == nil
+					}
+				}
 			}
 			sort.Strings(s.Remotes)
 			c.mu.Lock()
 			for k, v := range c.got {
 				s.Got[k] = v
+			}
+			for k, v := range c.bytes {
+				s.Bytes[k] = v
 			}
 			c.mu.Unlock()
 			if err := enc.Encode(s); err != nil {
