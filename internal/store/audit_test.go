@@ -1,10 +1,13 @@
 package store
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -121,4 +124,48 @@ func TestEndOpenAudit(t *testing.T) {
 	require.Equal(t, uint64(20), byID[open].BytesReceived)
 	require.Equal(t, "ok", byID[closed].Outcome, "a closed record is untouched")
 	require.Equal(t, t0.Add(time.Second), byID[closed].End)
+}
+
+// TestOpenReadOnly: a reader beside the node sees its records, writes nothing, creates nothing
+// and refuses a schema it would have to upgrade.
+func TestOpenReadOnly(t *testing.T) {
+	s, path := openTemp(t)
+	ctx := t.Context()
+	_, err := s.OpenAudit(ctx, AuditRecord{Kind: AuditTrunk, Role: "offerer", Peer: "b.example", Start: t0})
+	require.NoError(t, err)
+
+	ro, err := OpenReadOnly(ctx, path, zerolog.Nop())
+	require.NoError(t, err)
+	recs, err := ro.AuditRecords(ctx, AuditFilter{})
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	_, err = ro.OpenAudit(ctx, AuditRecord{Kind: AuditTrunk, Start: t0})
+	require.Error(t, err, "read-only")
+	// The node keeps writing while the reader is open.
+	_, err = s.OpenAudit(ctx, AuditRecord{Kind: AuditToken, Role: "answered", Peer: "b.example", Start: t0})
+	require.NoError(t, err)
+	recs, err = ro.AuditRecords(ctx, AuditFilter{})
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	require.NoError(t, ro.Close())
+
+	missing := filepath.Join(t.TempDir(), "none.db")
+	_, err = OpenReadOnly(ctx, missing, zerolog.Nop())
+	require.ErrorIs(t, err, os.ErrNotExist)
+	_, err = os.Stat(missing)
+	require.ErrorIs(t, err, os.ErrNotExist, "nothing created")
+
+	old := filepath.Join(t.TempDir(), "old.db")
+	db := rawDB(t, old)
+	_, err = db.ExecContext(ctx, schemaV1)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	_, err = OpenReadOnly(ctx, old, zerolog.Nop())
+	require.ErrorIs(t, err, ErrSchemaOlder)
+	db = rawDB(t, old)
+	_, err = db.ExecContext(ctx, `UPDATE schema_version SET version = 99`)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	_, err = OpenReadOnly(ctx, old, zerolog.Nop())
+	require.ErrorIs(t, err, ErrSchemaTooNew)
 }
