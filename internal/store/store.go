@@ -101,10 +101,6 @@ func open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) 
 	return &Store{w: w, r: r, log: log}, nil
 }
 
-// ErrSchemaOlder is returned by OpenReadOnly for a database whose schema this binary would
-// upgrade: only the node (Open) upgrades a database.
-var ErrSchemaOlder = errors.New("database schema is older than this binary's")
-
 // OpenReadOnly opens the existing database at path for reading only, e.g. for a command that
 // prints what a running node records: it never creates the file nor changes its schema (every
 // write fails), and SQLite's WAL lets it read while the node writes. The schema must be the one
