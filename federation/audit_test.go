@@ -65,7 +65,8 @@ func (m *memAudit) of(kind string) []memRecord {
 
 // TestTrunkAudited: each node records the trunk (peer, room, call, its
 // role), writes its byte counts while it runs, which are what crossed the
-// wire (one side's sent is the other's received), and closes the record
+// wire (one side's sent is the other's received, but for what crosses
+// while the two close), and closes the record
 // with the final counts and why it ended.
 func TestTrunkAudited(t *testing.T) {
 	tn := startNodes(t)
@@ -90,8 +91,15 @@ func TestTrunkAudited(t *testing.T) {
 	a, b = tn.auditA.of(AuditTrunk)[0], tn.auditB.of(AuditTrunk)[0]
 	require.True(t, a.closed && b.closed)
 	require.True(t, strings.HasPrefix(a.outcome, "ok: "), a.outcome)
-	require.Equal(t, a.sent, b.received, "A's sent is what B received")
-	require.Equal(t, a.received, b.sent)
+	// The nodes close one after the other: what A sends between B's final
+	// reading and its own is counted by A only.
+	near := func(x, y uint64, what string) {
+		t.Helper()
+		diff := max(x, y) - min(x, y)
+		require.LessOrEqual(t, diff, 8192+max(x, y)/20, "%s: %d and %d", what, x, y)
+	}
+	near(a.sent, b.received, "A's sent is what B received")
+	near(a.received, b.sent, "B's sent is what A received")
 	require.Greater(t, a.sent, uint64(50*200), "at least the media bob got")
 	require.Greater(t, a.received, uint64(0), "B's control messages")
 }
