@@ -937,12 +937,12 @@ func (t *Trunk) SendSenderReports(now time.Time) {
 
 // Bytes returns the bytes the trunk sent to the far node and received
 // from it, counted as UDP payloads (SRTP, SRTCP, DTLS and SCTP packets;
-// not the ICE checks, a few bytes a second): pion's counters on its ICE
-// candidate pairs, which see everything its write path sends (the
-// answerer's media, RTCP and the data channels) and everything received,
-// plus the media the offerer sends on the direct path (direct.go), which
-// pion never sees. A packet queued in a send batch is counted when queued.
-// After Close it returns the counts Close found.
+// not the ICE checks, a few bytes a second): the counters of pion's ICE
+// connection, which see everything its write path sends (the answerer's
+// media, RTCP and the data channels) and everything received, plus the
+// media the offerer sends on the direct path (direct.go), which pion never
+// sees. A packet queued in a send batch is counted when queued. After
+// Close it returns the counts Close found.
 func (t *Trunk) Bytes() (sent, received uint64) {
 	t.mu.Lock()
 	closed, final := t.closed, t.finalBytes
@@ -953,11 +953,14 @@ func (t *Trunk) Bytes() (sent, received uint64) {
 	return t.countBytes()
 }
 
+// countBytes reads the ICE transport's counters (atomics of its
+// connection; not PeerConnection.GetStats, which reads fields pion's own
+// close writes unlocked, and walks every stream) and the direct path's.
 func (t *Trunk) countBytes() (sent, received uint64) {
-	for _, s := range t.pc.GetStats() {
-		if p, ok := s.(webrtc.ICECandidatePairStats); ok {
-			sent += p.BytesSent
-			received += p.BytesReceived
+	if dtls := t.pc.SCTP().Transport(); dtls != nil {
+		if ice := dtls.ICETransport(); ice != nil {
+			st := ice.Stats()
+			sent, received = st.BytesSent, st.BytesReceived
 		}
 	}
 	if d := t.direct.Load(); d != nil {
@@ -975,7 +978,7 @@ func (t *Trunk) Close() {
 	t.mu.Unlock()
 	var final [2]uint64
 	if first {
-		final[0], final[1] = t.countBytes() // pion's counters go with its ICE agent
+		final[0], final[1] = t.countBytes() // pion's counters go with its ICE connection
 	}
 	t.mu.Lock()
 	if !t.closed {
