@@ -38,5 +38,12 @@
 // only with the peer's configured bot (Config.Peers); token requests and
 // answers likewise come only from a peer's configured bot.
 //
-// It imports media, never bridge/matrix: cmd adapts the token service.
+// Audit (audit.go): every trunk, every refused invite and every forwarded
+// token request, each way, is recorded through the AuditLog cmd wires to
+// the store: peer, rooms, call (or req_id), times, bytes each way on the
+// wire (Conn.Bytes) or of the request and answer, and the outcome; never
+// a token or a secret.
+//
+// It imports media, never bridge/matrix or internal/store: cmd adapts the
+// token service and the audit log.
 package federation

@@ -35,7 +35,13 @@ type fakeConn struct {
 	started bool
 	sinks   map[*media.DownTrack]*fakeSink
 	p       *media.Participant
+
+	// sent and received count what crossed the fake wire: control
+	// messages and marshalled RTP packets.
+	sent, received atomic.Uint64
 }
+
+func (c *fakeConn) Bytes() (sent, received uint64) { return c.sent.Load(), c.received.Load() }
 
 func (c *fakeConn) far() *fakeConn {
 	c.wire.mu.Lock()
@@ -88,13 +94,15 @@ func (c *fakeConn) Send(b []byte) error {
 	closed := f.closed
 	f.mu.Unlock()
 	if !closed {
+		c.sent.Add(uint64(len(b)))
+		f.received.Add(uint64(len(b)))
 		f.ev.Message(append([]byte(nil), b...))
 	}
 	return nil
 }
 
 func (c *fakeConn) AddDownTrack(d *media.DownTrack) error {
-	s := &fakeSink{d: d, ssrc: uint32(len(d.ID())) + 1000}
+	s := &fakeSink{d: d, ssrc: uint32(len(d.ID())) + 1000, conn: c}
 	c.mu.Lock()
 	c.sinks[d] = s
 	c.mu.Unlock()
@@ -140,6 +148,7 @@ func (c *fakeConn) Close() {
 // the largest payload it carried (the tests' layers differ in size).
 type fakeSink struct {
 	d       *media.DownTrack
+	conn    *fakeConn
 	ssrc    uint32
 	layer   atomic.Pointer[media.Layer]
 	packets atomic.Uint64
@@ -159,6 +168,10 @@ func (s *fakeSink) WriteRTP(h *rtp.Header, payload []byte, _ uint32, _ *media.Fa
 		return err
 	}
 	s.packets.Add(1)
+	s.conn.sent.Add(uint64(len(b)))
+	if f := s.conn.far(); f != nil {
+		f.received.Add(uint64(len(b)))
+	}
 	if n := int64(len(payload)); n > s.largest.Load() {
 		s.largest.Store(n)
 	}

@@ -25,6 +25,10 @@ type Conn interface {
 	HandleCandidate(candidate, sdpMid string, sdpMLineIndex uint16) error
 	// Send sends one control message.
 	Send(b []byte) error
+	// Bytes returns the bytes sent to the far node and received from it
+	// on the wire so far (after Close, the final counts), for the audit
+	// log; safe to call from any goroutine.
+	Bytes() (sent, received uint64)
 }
 
 // ConnEvents is what a Conn reports to its link (media/rtc.TrunkEvents).
@@ -221,6 +225,7 @@ type link struct {
 	wanted   map[string]uint8        // local tracks the peer wants, by sid: the layers
 	speaking map[string]float32      // local participants speaking now, by sid
 	errors   int
+	audit    *trunkAudit
 }
 
 func newLink(n *Node, peer string, call Call, callID string, offerer bool) *link {
@@ -312,8 +317,29 @@ func (l *link) snapshot() LinkInfo {
 func (l *link) run(first *callContent) {
 	defer close(l.done)
 	defer l.cancel()
+	role := RoleAnswerer
+	if l.offerer {
+		role = RoleOfferer
+	}
+	l.audit = &trunkAudit{rec: l.n.openAudit(l.ctx, AuditEntry{Kind: AuditTrunk, Role: role, Peer: l.peer,
+		RoomID: l.call.RoomID, MediaRoom: l.call.MediaRoom, CallID: l.callID}, l.log)}
 	reason := l.serve(first)
 	l.teardown(reason)
+	l.audit.close(l.ctx, trunkOutcome(l.up, reason))
+}
+
+// trunkOutcome is how a trunk's audit record says it ended: "ok" for the
+// ends of a call (hung up, the call no longer spanning both nodes, the
+// node closing, a new trunk replacing it), "down" for a trunk that failed
+// once up, "failed" for one that never came up.
+func trunkOutcome(up bool, reason error) string {
+	switch {
+	case !up:
+		return fmt.Sprintf("failed: %v", reason)
+	case errors.Is(reason, errHungUp), errors.Is(reason, errClosing), errors.Is(reason, errGone), errors.Is(reason, errReplaced):
+		return fmt.Sprintf("ok: %v", reason)
+	}
+	return fmt.Sprintf("down: %v", reason)
 }
 
 func (l *link) serve(first *callContent) error {
@@ -324,6 +350,8 @@ func (l *link) serve(first *callContent) error {
 	defer setUp.Stop()
 	demand := time.NewTicker(demandEvery)
 	defer demand.Stop()
+	audit := time.NewTicker(l.n.auditEvery)
+	defer audit.Stop()
 	for {
 		select {
 		case err := <-l.stop:
@@ -342,6 +370,8 @@ func (l *link) serve(first *callContent) error {
 			}
 		case <-demand.C:
 			l.updateDemand()
+		case <-audit.C:
+			l.audit.tick(l.ctx)
 		}
 	}
 }
@@ -355,6 +385,7 @@ func (l *link) open(first *callContent) error {
 		return fmt.Errorf("trunk connection: %w", err)
 	}
 	l.conn = conn
+	l.audit.conn = conn
 	for i, s := range l.sides {
 		room, err := l.n.sfu.CreateRoom(s.name)
 		if err != nil {

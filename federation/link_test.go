@@ -111,10 +111,14 @@ func (e *endpoint) video(kind media.Kind) string {
 }
 
 type testNodes struct {
-	sfuA, sfuB   *media.SFU
-	nodeA, nodeB *Node
-	net          *fakeNet
-	calls        *staticCalls
+	sfuA, sfuB     *media.SFU
+	nodeA, nodeB   *Node
+	net            *fakeNet
+	calls          *staticCalls
+	auditA, auditB *memAudit
+	// stop stops both nodes (closing their trunks) and their SFUs; the
+	// test's cleanup calls it too.
+	stop func()
 }
 
 func startNodes(t *testing.T) *testNodes {
@@ -143,18 +147,26 @@ func startNodesWith(t *testing.T, urlA, urlB string) *testNodes {
 		tn.sfuB, tn.calls, fakeSignal{tn.net, "@entente:b.test"}, tn.net.newConn(1), nil, log.With().Str("node", "B").Logger())
 	require.NoError(t, err)
 	tn.net.nodes["@entente:a.test"], tn.net.nodes["@entente:b.test"] = tn.nodeA, tn.nodeB
+	tn.auditA, tn.auditB = &memAudit{}, &memAudit{}
+	tn.nodeA.SetAuditLog(tn.auditA)
+	tn.nodeB.SetAuditLog(tn.auditB)
+	tn.nodeA.auditEvery, tn.nodeB.auditEvery = 50*time.Millisecond, 50*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, n := range []*Node{tn.nodeA, tn.nodeB} {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = n.Run(ctx) }()
 	}
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		tn.sfuA.Close()
-		tn.sfuB.Close()
-	})
+	var once sync.Once
+	tn.stop = func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			tn.sfuA.Close()
+			tn.sfuB.Close()
+		})
+	}
+	t.Cleanup(tn.stop)
 	return tn
 }
 

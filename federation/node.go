@@ -79,6 +79,10 @@ type Node struct {
 	session  string
 	inbox    chan ToDevice
 	issuer   TokenIssuer
+	audit    AuditLog
+	// auditEvery is how often a trunk's audit record gets its counts
+	// (auditEvery the constant; tests shorten it).
+	auditEvery time.Duration
 
 	mu     sync.Mutex
 	links  map[string]*link     // by linkKey
@@ -109,6 +113,7 @@ func New(cfg Config, sfu *media.SFU, calls Calls, signal Signal, newConn NewConn
 		inbox: make(chan ToDevice, inboxSize), links: map[string]*link{}, failed: map[string]time.Time{}, gone: map[string]time.Time{},
 		unlinked: map[string]time.Time{}, asked: map[string]time.Time{},
 		pending: map[string]pendingToken{}, outLimits: map[string]*rate.Limiter{}, inLimits: map[string]*rate.Limiter{},
+		auditEvery: auditEvery,
 	}, nil
 }
 
@@ -421,8 +426,11 @@ func (n *Node) receive(ctx context.Context, m ToDevice) {
 // both bots are in its room; otherwise it refuses it, and says why.
 func (n *Node) invited(ctx context.Context, peer string, c *callContent) {
 	refuse := func(why error) {
-		n.log.Warn().Err(why).Str("peer", peer).Str("room_id", c.Trunk.RoomID).Str("media_room", c.ConfID).
-			Msg("federation trunk refused")
+		log := n.log.With().Str("peer", peer).Str("room_id", c.Trunk.RoomID).Str("media_room", c.ConfID).Logger()
+		log.Warn().Err(why).Msg("federation trunk refused")
+		rec := n.openAudit(ctx, AuditEntry{Kind: AuditTrunk, Role: RoleAnswerer, Peer: peer, RoomID: c.Trunk.RoomID,
+			MediaRoom: c.ConfID, CallID: c.CallID}, log)
+		rec.close(ctx, 0, 0, "refused: "+why.Error())
 		n.reply(ctx, peer, c, EventHangup, &callContent{Reason: reasonRefused})
 	}
 	if n.offers(peer) {

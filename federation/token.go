@@ -176,19 +176,28 @@ func (n *Node) ForwardToken(ctx context.Context, server, endpoint string, body [
 		delete(n.pending, req.ReqID)
 		n.mu.Unlock()
 	}()
+	// The record holds the sizes of the request and the answer, never
+	// their bodies: they carry an OpenID token and a LiveKit token.
+	log := n.log.With().Str("peer", server).Str("room_id", roomID).Str("req_id", req.ReqID).Logger()
+	rec := n.openAudit(ctx, AuditEntry{Kind: AuditToken, Role: RoleForwarded, Peer: server, RoomID: roomID,
+		MediaRoom: mediaRoom, CallID: req.ReqID}, log)
 	ctx, cancel := context.WithTimeout(ctx, forwardWait)
 	defer cancel()
 	peer := n.cfg.Peers[server]
 	if err := n.signal.SendToDevice(ctx, peer.Bot, peer.Device, EventTokenRequest, &req); err != nil {
+		rec.close(ctx, 0, 0, "no answer: the request was not sent")
 		return 0, nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	select {
 	case a := <-ch:
 		if a.status == 0 {
+			rec.close(ctx, uint64(len(body)), uint64(len(a.body)), "declined by the peer")
 			return 0, nil, fmt.Errorf("%w: the peer declined", ErrNoAnswer)
 		}
+		rec.close(ctx, uint64(len(body)), uint64(len(a.body)), tokenOutcome(a.status))
 		return a.status, a.body, nil
 	case <-ctx.Done():
+		rec.close(ctx, uint64(len(body)), 0, "no answer: "+ctx.Err().Error())
 		return 0, nil, fmt.Errorf("%w: %w", ErrNoAnswer, ctx.Err())
 	}
 }
@@ -228,9 +237,20 @@ func (n *Node) tokenRequested(ctx context.Context, peer string, raw json.RawMess
 		n.log.Warn().Err(err).Str("peer", peer).Msg("federation: bad token request dropped")
 		return
 	}
-	log := n.log.With().Str("peer", peer).Str("room_id", r.RoomID).Str("endpoint", r.Endpoint).Logger()
+	log := n.log.With().Str("peer", peer).Str("room_id", r.RoomID).Str("endpoint", r.Endpoint).Str("req_id", r.ReqID).Logger()
+	if !n.limiter(n.inLimits, peer).Allow() {
+		// Logged, not recorded: the limit also bounds the audit log.
+		log.Warn().Msg("federation: forwarded token request declined: too many requests from that peer")
+		n.sendToken(ctx, peer, &tokenResponse{ReqID: r.ReqID})
+		return
+	}
+	// The record holds the sizes of the request and the answer, never
+	// their bodies: they carry an OpenID token and a LiveKit token.
+	rec := n.openAudit(ctx, AuditEntry{Kind: AuditToken, Role: RoleAnswered, Peer: peer, RoomID: r.RoomID,
+		MediaRoom: r.MediaRoom, CallID: r.ReqID}, log)
 	decline := func(why string) {
 		log.Warn().Msg("federation: forwarded token request declined: " + why)
+		rec.close(ctx, 0, uint64(len(r.Body)), "declined: "+why)
 		n.sendToken(ctx, peer, &tokenResponse{ReqID: r.ReqID})
 	}
 	switch {
@@ -242,9 +262,6 @@ func (n *Node) tokenRequested(ctx context.Context, peer string, raw json.RawMess
 		return
 	case n.issuer == nil:
 		decline("this node issues no tokens")
-		return
-	case !n.limiter(n.inLimits, peer).Allow():
-		decline("too many requests from that peer")
 		return
 	}
 	if r.ServiceURL != n.cfg.Peers[peer].URL {
@@ -265,7 +282,22 @@ func (n *Node) tokenRequested(ctx context.Context, peer string, raw json.RawMess
 		}
 		log.Info().Int("status", status).Msg("federation: forwarded token request answered")
 		n.sendToken(ctx, peer, &tokenResponse{ReqID: r.ReqID, Status: status, Body: string(body)})
+		outcome := tokenOutcome(status)
+		if status == 0 {
+			outcome = "declined: answer too long"
+		}
+		rec.close(ctx, uint64(len(body)), uint64(len(r.Body)), outcome)
 	}()
+}
+
+// tokenOutcome is how a token request's audit record says it was
+// answered: "ok" with a token, "refused" when the token service said no
+// (the user unknown, not in the room…).
+func tokenOutcome(status int) string {
+	if status >= 200 && status < 300 {
+		return fmt.Sprintf("ok: status %d", status)
+	}
+	return fmt.Sprintf("refused: status %d", status)
 }
 
 func (n *Node) sendToken(ctx context.Context, peer string, content *tokenResponse) {

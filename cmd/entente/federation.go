@@ -42,6 +42,7 @@ func newFederation(cfg *config.Config, bridge *matrix.Bridge, st *store.Store, s
 	// Peers' users asking this node's token service are forwarded to
 	// their nodes (tokenForwarder); peers forward this node's users here.
 	node.SetTokenIssuer(bridge.Tokens())
+	node.SetAuditLog(auditLog{st: st})
 	return node, nil
 }
 

@@ -4,6 +4,8 @@
 //	entente [--config FILE]                 run the node
 //	entente token --room R --identity I     mint an access token
 //	entente register [--out FILE]           write the Matrix appservice registration
+//	entente audit [--since D] [--peer P] [--kind K] [--json]
+//	                                        print the federation audit log
 //	entente version                         print the version
 package main
 
@@ -45,10 +47,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runToken(ctx, args, stdout, stderr)
 	case "register":
 		return runRegister(args, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "entente", version)
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q (commands: run, token, register, version)", cmd)
+		return fmt.Errorf("unknown command %q (commands: run, token, register, audit, version)", cmd)
 	}
 }

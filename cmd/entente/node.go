@@ -71,6 +71,13 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := st.EndOpenSessions(ctx, time.Now()); err != nil {
 		return fmt.Errorf("close rooms left open: %w", err)
 	}
+	auditCtx, stopAudit := context.WithCancel(ctx)
+	waitAudit, err := startAudit(auditCtx, cfg, st, log)
+	if err != nil {
+		stopAudit()
+		return fmt.Errorf("federation audit log: %w", err)
+	}
+	defer func() { stopAudit(); waitAudit() }() // before the store closes
 	keys, err := apiKeys(ctx, cfg, st, stdout)
 	if err != nil {
 		return err

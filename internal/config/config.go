@@ -3,17 +3,31 @@ package config
 import (
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"time"
 )
 
-// Duration is a time.Duration written in TOML as a Go duration string ("30s", "5m", "6h").
+// Duration is a time.Duration written in TOML as a Go duration string ("30s", "5m", "6h"), or a
+// whole number of days ("90d"), the unit retention periods are thought in.
 type Duration struct{ time.Duration }
 
-// UnmarshalText parses a Go duration string.
+// maxDays keeps a number of days within time.Duration (about 106 751 days).
+const maxDays = 100_000
+
+// UnmarshalText parses a Go duration string or a whole number of days.
 func (d *Duration) UnmarshalText(text []byte) error {
+	if days, ok := strings.CutSuffix(string(text), "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > maxDays {
+			return fmt.Errorf("duration %q: want a whole number of days up to %d, e.g. \"90d\"", text, maxDays)
+		}
+		d.Duration = time.Duration(n) * 24 * time.Hour
+		return nil
+	}
 	v, err := time.ParseDuration(string(text))
 	if err != nil {
-		return fmt.Errorf("duration %q: want a number with a unit, e.g. \"30s\" or \"5m\"", text)
+		return fmt.Errorf("duration %q: want a number with a unit, e.g. \"30s\", \"5m\" or \"90d\"", text)
 	}
 	d.Duration = v
 	return nil
@@ -35,6 +49,7 @@ type Config struct {
 	LiveKit LiveKit `toml:"livekit"`
 	Web     Web     `toml:"web"`
 	Debug   Debug   `toml:"debug"`
+	Audit   Audit   `toml:"audit"`
 	// Matrix is nil when the [matrix] section is absent: the node runs without the Matrix bridge.
 	Matrix *Matrix `toml:"matrix"`
 	// Federation is nil when the [federation] section is absent: no links with other nodes.
@@ -137,6 +152,14 @@ type Debug struct {
 	PprofListen string `toml:"pprof_listen"`
 }
 
+// Audit is the federation audit log: every trunk and every forwarded token request, kept in the
+// node's database and printed by `entente audit` (docs/federation.md, "Audit log").
+type Audit struct {
+	// Retention is how long a record is kept after it ended; 0 keeps every record forever.
+	// Records still open are never deleted.
+	Retention Duration `toml:"retention"`
+}
+
 // Default returns the configuration used when no file is given; every call returns a fresh
 // value, so callers may modify it.
 func Default() *Config {
@@ -160,6 +183,7 @@ func Default() *Config {
 			Keys:     map[string]string{},
 			TokenTTL: Duration{6 * time.Hour},
 		},
-		Web: Web{Enabled: true, GuestRate: 10, GuestBurst: 10},
+		Web:   Web{Enabled: true, GuestRate: 10, GuestBurst: 10},
+		Audit: Audit{Retention: Duration{365 * 24 * time.Hour}},
 	}
 }

@@ -144,6 +144,7 @@ registration = "/etc/entente/registration.yaml"
 		},
 		LiveKit: config.LiveKit{Keys: map[string]string{"prod": goodSecret}, TokenTTL: config.Duration{time.Hour}},
 		Web:     config.Web{Guests: new(false), GuestRate: 10, GuestBurst: 10},
+		Audit:   config.Audit{Retention: config.Duration{365 * 24 * time.Hour}},
 		Matrix: &config.Matrix{
 			HomeserverURL: "http://127.0.0.1:8008", ServerName: "agency.example",
 			Registration: "/etc/entente/registration.yaml",
@@ -374,6 +375,29 @@ func TestDurationText(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "1m30s", string(b))
 	require.Error(t, d.UnmarshalText([]byte("soon")))
+
+	require.NoError(t, d.UnmarshalText([]byte("90d")))
+	require.Equal(t, 90*24*time.Hour, d.Duration)
+	require.NoError(t, d.UnmarshalText([]byte("0d")))
+	require.Zero(t, d.Duration)
+	for _, bad := range []string{"d", "1.5d", "-1d", "100001d", "9999999999999999999d", "1h2d"} {
+		require.Error(t, d.UnmarshalText([]byte(bad)), bad)
+	}
+}
+
+func TestAuditRetention(t *testing.T) {
+	c, err := config.Parse([]byte("[audit]\nretention = \"90d\"\n"), "t.toml")
+	require.NoError(t, err)
+	require.Equal(t, 90*24*time.Hour, c.Audit.Retention.Duration)
+	c, err = config.Parse([]byte("[audit]\nretention = \"0\"\n"), "t.toml")
+	require.NoError(t, err)
+	require.Zero(t, c.Audit.Retention.Duration, "0 keeps the audit log forever")
+	_, err = config.Parse([]byte("[audit]\nretention = \"a year\"\n"), "t.toml")
+	require.ErrorContains(t, err, "audit.retention")
+	_, err = config.Parse([]byte("[audit]\nretention = \"-5d\"\n"), "t.toml")
+	require.ErrorContains(t, err, "audit.retention")
+	_, err = config.Parse([]byte("[audit]\nretention = \"-1h\"\n"), "t.toml")
+	require.ErrorContains(t, err, "audit.retention")
 }
 
 func FuzzParse(f *testing.F) {
@@ -460,6 +484,7 @@ func TestLimitOptions(t *testing.T) {
 	d := config.Default()
 	require.Equal(t, 100, d.Room.MaxParticipants, "rooms are capped by default")
 	require.Equal(t, 90*24*time.Hour, d.Room.HistoryRetention.Duration)
+	require.Equal(t, 365*24*time.Hour, d.Audit.Retention.Duration, "the audit log is kept a year by default")
 	require.Equal(t, 10.0, d.Web.GuestRate)
 	require.Equal(t, 10, d.Web.GuestBurst)
 	require.Empty(t, d.Server.TrustedProxies)
@@ -471,6 +496,8 @@ func TestLimitOptions(t *testing.T) {
 	}{
 		{"keep history forever", func(c *config.Config) { c.Room.HistoryRetention.Duration = 0 }, ""},
 		{"negative retention", func(c *config.Config) { c.Room.HistoryRetention.Duration = -time.Hour }, "room.history_retention"},
+		{"keep the audit log forever", func(c *config.Config) { c.Audit.Retention.Duration = 0 }, ""},
+		{"negative audit retention", func(c *config.Config) { c.Audit.Retention.Duration = -time.Hour }, "audit.retention"},
 		{"no guest limit", func(c *config.Config) { c.Web.GuestRate, c.Web.GuestBurst = 0, 0 }, ""},
 		{"negative guest rate", func(c *config.Config) { c.Web.GuestRate = -1 }, "web.guest_rate"},
 		{"rate without burst", func(c *config.Config) { c.Web.GuestBurst = 0 }, "web.guest_burst"},

@@ -67,6 +67,9 @@ func (c *Config) Validate() error {
 	if c.Room.HistoryRetention.Duration < 0 {
 		v.add("room.history_retention %s must be 0 (keep forever) or more", c.Room.HistoryRetention)
 	}
+	if c.Audit.Retention.Duration < 0 {
+		v.add("audit.retention %s must be 0 (keep forever) or more", c.Audit.Retention)
+	}
 	if c.Web.GuestRate < 0 {
 		v.add("web.guest_rate %g must be 0 (no limit) or more", c.Web.GuestRate)
 	}

@@ -1,6 +1,6 @@
 // Package store owns the node's SQLite database: opening it (WAL, synchronous=FULL, foreign
 // keys, busy timeout), its schema and the upgrades between schema versions, and the SQL for each
-// table (one file per table: keys.go, rooms.go, calls.go).
+// table (one file per table: keys.go, rooms.go, calls.go, audit.go).
 //
 // # Schema versions
 //

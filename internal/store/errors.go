@@ -11,6 +11,9 @@ var (
 	// ErrNotFound is returned when a row an update refers to does not exist (or is already
 	// closed), e.g. RoomClosed for an unknown room SID.
 	ErrNotFound = errors.New("not found")
+	// ErrSchemaOlder is returned by OpenReadOnly for a database whose schema this binary would
+	// upgrade: only the node (Open) upgrades a database.
+	ErrSchemaOlder = errors.New("database schema is older than this binary's")
 )
 
 // SchemaTooNewError is returned by Open for a database written by a newer Entente.

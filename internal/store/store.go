@@ -101,6 +101,58 @@ func open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) 
 	return &Store{w: w, r: r, log: log}, nil
 }
 
+// OpenReadOnly opens the existing database at path for reading only, e.g. for a command that
+// prints what a running node records: it never creates the file nor changes its schema (every
+// write fails), and SQLite's WAL lets it read while the node writes. The schema must be the one
+// this binary knows: an older one is refused with ErrSchemaOlder (the node upgrades it when it
+// starts), a newer one with a *SchemaTooNewError.
+func OpenReadOnly(ctx context.Context, path string, log zerolog.Logger) (*Store, error) {
+	s, err := openReadOnly(ctx, path, log)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s read-only: %w", path, err)
+	}
+	return s, nil
+}
+
+func openReadOnly(ctx context.Context, path string, log zerolog.Logger) (*Store, error) {
+	sch, err := loadSchema(upgradeFiles, "upgrades")
+	if err != nil {
+		return nil, fmt.Errorf("embedded schema: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, err // no database yet: nothing is created
+	}
+	r, err := sql.Open("sqlite3", dsn(abs, url.Values{
+		"mode":          {"ro"},
+		"_foreign_keys": {"on"},
+		"_busy_timeout": {fmt.Sprint(busyTimeout.Milliseconds())},
+	}))
+	if err != nil {
+		return nil, err
+	}
+	r.SetMaxOpenConns(maxReaders)
+	var found int
+	if err := r.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&found); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("schema version: %w", err)
+	}
+	switch {
+	case found > sch.latest():
+		_ = r.Close()
+		return nil, &SchemaTooNewError{Path: abs, Have: found, Supported: sch.latest()}
+	case found < sch.latest():
+		_ = r.Close()
+		return nil, fmt.Errorf("%w: v%d, this binary reads v%d: start the node (entente run) once to upgrade it", ErrSchemaOlder, found, sch.latest())
+	}
+	log = log.With().Str("component", "store").Logger()
+	// The writer is the read-only pool too: a write fails instead of finding no pool.
+	return &Store{w: r, r: r, log: log}, nil
+}
+
 // fileMode is the mode of the database and its -wal and -shm files: they hold the API secrets and
 // who called whom, for the node's user only.
 const fileMode = 0o600
@@ -135,6 +187,9 @@ func dsn(path string, params url.Values) string {
 
 // Close closes both connection pools. Statements still running finish first.
 func (s *Store) Close() error {
+	if s.w == s.r {
+		return s.r.Close() // OpenReadOnly
+	}
 	return errors.Join(s.w.Close(), s.r.Close())
 }
 

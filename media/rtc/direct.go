@@ -35,6 +35,9 @@ type directPath struct {
 	// addr is the peer's address on the selected candidate pair; nil while
 	// the pair is not one on our UDP socket, when pion's path is used.
 	addr atomic.Pointer[netip.AddrPort]
+	// sent counts the bytes (UDP payloads: SRTP packets) sent on this path, which pion's
+	// candidate-pair counters never see (Trunk.Bytes).
+	sent atomic.Uint64
 }
 
 // errDirectUnusable means a connection keeps pion's write path.

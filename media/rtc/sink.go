@@ -231,7 +231,8 @@ func (s *sink) sendDirect(h *rtp.Header, payload []byte, roc uint32, f *media.Fa
 		if err != nil {
 			return err
 		}
-		_, err = conn.WriteToAddrPort(sealed, *a)
+		n, err := conn.WriteToAddrPort(sealed, *a)
+		s.path.sent.Add(uint64(n))
 		return err
 	}
 	b, _ := f.Batch(conn).(*udpBatch)
@@ -248,6 +249,7 @@ func (s *sink) sendDirect(h *rtp.Header, payload []byte, roc uint32, f *media.Fa
 		return err
 	}
 	b.put(i, sealed, *a)
+	s.path.sent.Add(uint64(len(sealed)))
 	return nil
 }
 

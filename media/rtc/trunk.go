@@ -141,6 +141,8 @@ type Trunk struct {
 	descSent  bool // the first local description went to the owner
 	tracks    map[*media.DownTrack]*localTrack
 	readers   sync.WaitGroup
+	// finalBytes are the byte counts when Close began, which Bytes returns from then on.
+	finalBytes [2]uint64
 
 	// negMu serialises negotiation: every change to the connection's
 	// descriptions and transceivers.
@@ -986,13 +988,55 @@ func (t *Trunk) SendSenderReports(now time.Time) {
 	writeSenderReports(t.pc, tracks, now)
 }
 
+// Bytes returns the bytes the trunk sent to the far node and received
+// from it, counted as UDP payloads (SRTP, SRTCP, DTLS and SCTP packets;
+// not the ICE checks, a few bytes a second): the counters of pion's ICE
+// connection, which see everything its write path sends (the answerer's
+// media, RTCP and the data channels) and everything received, plus the
+// media the offerer sends on the direct path (direct.go), which pion never
+// sees. A packet queued in a send batch is counted when queued. After
+// Close it returns the counts Close found.
+func (t *Trunk) Bytes() (sent, received uint64) {
+	t.mu.Lock()
+	closed, final := t.closed, t.finalBytes
+	t.mu.Unlock()
+	if closed {
+		return final[0], final[1]
+	}
+	return t.countBytes()
+}
+
+// countBytes reads the ICE transport's counters (atomics of its
+// connection; not PeerConnection.GetStats, which reads fields pion's own
+// close writes unlocked, and walks every stream) and the direct path's.
+func (t *Trunk) countBytes() (sent, received uint64) {
+	if dtls := t.pc.SCTP().Transport(); dtls != nil {
+		if ice := dtls.ICETransport(); ice != nil {
+			st := ice.Stats()
+			sent, received = st.BytesSent, st.BytesReceived
+		}
+	}
+	if d := t.direct.Load(); d != nil {
+		sent += d.sent.Load()
+	}
+	return sent, received
+}
+
 // Close implements media.Transport: the connection closes, and Close
 // returns once every goroutine the trunk started has stopped. Down is not
 // reported.
 func (t *Trunk) Close() {
 	t.mu.Lock()
+	first := !t.closed
+	t.mu.Unlock()
+	var final [2]uint64
+	if first {
+		final[0], final[1] = t.countBytes() // pion's counters go with its ICE connection
+	}
+	t.mu.Lock()
 	if !t.closed {
 		t.closed = true
+		t.finalBytes = final
 		close(t.done)
 	}
 	t.mu.Unlock()

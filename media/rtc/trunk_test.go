@@ -550,9 +550,43 @@ func TestTrunk(t *testing.T) {
 	default:
 	}
 
-	// (6) Closing: the answerer sees the offerer go, the offerer reports
-	// nothing after its own Close, and nothing is left running.
+	// (6) The byte counts: what each side counts as sent (the offerer's
+	// media on the direct path, which pion never sees, plus pion's pair
+	// counters) is what the other counts as received on its own, and at
+	// least the media payloads its viewer got. The feeder stops first, so
+	// that little is in flight between the two readings.
+	f.close()
+	time.Sleep(300 * time.Millisecond)
+	sentA, recvA := a.trunk.Bytes()
+	sentB, recvB := b.trunk.Bytes()
+	t.Logf("a sent %d (%d directly), received %d; b sent %d, received %d",
+		sentA, a.trunk.direct.Load().sent.Load(), recvA, sentB, recvB)
+	requireClose := func(what string, x, y uint64) {
+		t.Helper()
+		diff := max(x, y) - min(x, y)
+		require.LessOrEqual(t, diff, 4096+max(x, y)/50, "%s: %d and %d", what, x, y)
+	}
+	requireClose("a sent, b received", sentA, recvB)
+	requireClose("b sent, a received", sentB, recvA)
+	videoA := 0
+	for _, tag := range []byte{0xa1, 0xa2} {
+		n, _ := b.viewer.count(tag)
+		videoA += n
+	}
+	require.Greater(t, a.trunk.direct.Load().sent.Load(), uint64(videoA*(200+12)), "the offerer's media counted on the direct path")
+	videoB := 0
+	for _, tag := range []byte{0xb2, 0xb3} {
+		n, _ := a.viewer.count(tag)
+		videoB += n
+	}
+	require.Greater(t, sentB, uint64(videoB*(200+12)), "the answerer's media counted by pion")
+
+	// (7) Closing: the answerer sees the offerer go, the offerer reports
+	// nothing after its own Close, and nothing is left running. Bytes then
+	// keeps the counts Close found.
 	a.trunk.Close()
+	finalA, _ := a.trunk.Bytes()
+	require.GreaterOrEqual(t, finalA, sentA, "the counts survive Close")
 	select {
 	case err := <-b.pump.downs:
 		require.ErrorIs(t, err, ErrTrunkPeerClosed)
@@ -562,7 +596,6 @@ func TestTrunk(t *testing.T) {
 	b.trunk.Close()
 	require.Empty(t, a.pump.downs)
 	require.ErrorIs(t, a.trunk.Send([]byte("late")), ErrTrunkClosed)
-	f.close()
 	for _, n := range []*trunkNode{a, b} {
 		n.sfu.Close()
 		_ = n.eng.Close() // the mux closed the socket already

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -165,6 +166,39 @@ func TestFederationRedirectSDK(t *testing.T) {
 	require.True(t, ta[0].Up && tb[0].Up)
 	require.Equal(t, 1, ta[0].Remotes, "A holds Bob only (in M(A<-B)); Alice's subscribe-only connection was not copied")
 	require.Equal(t, 1, tb[0].Remotes, "B holds Alice only (in M(B<-A))")
+
+	// The audit logs: A forwarded Bob's request to B and answered Alice's
+	// that B forwarded; B's records of the same requests carry the same
+	// req_id. Sizes only: never a body.
+	find := func(recs []auditRecord, role string) *auditRecord {
+		for i := range recs {
+			if recs[i].Role == role && recs[i].Outcome == "ok: status 200" {
+				return &recs[i]
+			}
+		}
+		return nil
+	}
+	var recsA, recsB []auditRecord
+	eventually(t, 10*time.Second, "both nodes recorded both forwarded token requests", func() bool {
+		recsA, recsB = auditRecords(t, f.a.ConfigPath, "--kind", "token"), auditRecords(t, f.b.ConfigPath, "--kind", "token")
+		return find(recsA, "forwarded") != nil && find(recsA, "answered") != nil &&
+			find(recsB, "forwarded") != nil && find(recsB, "answered") != nil
+	})
+	for _, c := range []struct {
+		recs  []auditRecord
+		other []auditRecord
+		peer  string
+	}{{recsA, recsB, f.b.hs.ServerName}, {recsB, recsA, f.a.hs.ServerName}} {
+		fw := find(c.recs, "forwarded")
+		require.Equal(t, c.peer, fw.Peer)
+		require.Equal(t, f.roomID, fw.RoomID)
+		require.Equal(t, mediaRoom, fw.MediaRoom)
+		require.NotNil(t, fw.End)
+		require.Positive(t, fw.BytesSent, "the request's size")
+		require.Positive(t, fw.BytesReceived, "the answer's size")
+		require.True(t, slices.ContainsFunc(c.other, func(r auditRecord) bool { return r.Role == "answered" && r.CallID == fw.CallID }),
+			"the peer's record of the same request, by req_id %s", fw.CallID)
+	}
 }
 
 // TestFederationRedirectHomeNodeDown: with A's node stopped, B's token

@@ -3,9 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"slices"
 	"sort"
 	"strings"
@@ -230,6 +232,68 @@ func TestFederationTwoNodesSDK(t *testing.T) {
 		}
 		require.Equal(t, []int{1, 1, 1}, []int{own, other, trunk}, "own client, remote participant, trunk")
 	}
+
+	// The audit log, read by `entente audit` beside the running node: A's
+	// record of the trunk, open, with the bytes each way that the node
+	// writes every 15 s while the trunk runs.
+	role := "answerer"
+	if ta[0].Offerer {
+		role = "offerer"
+	}
+	var rec auditRecord
+	eventually(t, 40*time.Second, "A's audit log has the trunk with bytes both ways", func() bool {
+		recs := auditRecords(t, f.a.ConfigPath, "--kind", "trunk")
+		if len(recs) != 1 {
+			return false
+		}
+		rec = recs[0]
+		return rec.BytesSent > 0 && rec.BytesReceived > 0
+	})
+	require.Equal(t, f.b.hs.ServerName, rec.Peer)
+	require.Equal(t, f.roomID, rec.RoomID)
+	require.Equal(t, ta[0].MediaRoom, rec.MediaRoom)
+	require.Equal(t, role, rec.Role)
+	require.NotEmpty(t, rec.CallID)
+	require.Nil(t, rec.End, "open while the trunk runs")
+	// Alice's camera and microphone crossed, and Bob's came back.
+	require.Greater(t, rec.BytesSent, uint64(20_000))
+	require.Greater(t, rec.BytesReceived, uint64(20_000))
+}
+
+// auditRecord is one line of `entente audit --json`.
+type auditRecord struct {
+	Kind          string     `json:"kind"`
+	Role          string     `json:"role"`
+	Peer          string     `json:"peer"`
+	RoomID        string     `json:"room_id"`
+	MediaRoom     string     `json:"media_room"`
+	CallID        string     `json:"call_id"`
+	End           *time.Time `json:"end"`
+	BytesSent     uint64     `json:"bytes_sent"`
+	BytesReceived uint64     `json:"bytes_received"`
+	Outcome       string     `json:"outcome"`
+}
+
+// auditRecords runs the built binary's `audit --json` on a node's
+// configuration.
+func auditRecords(t *testing.T, configPath string, args ...string) []auditRecord {
+	t.Helper()
+	out, err := exec.Command(ententeBinary(t), append([]string{"audit", "--config", configPath, "--json"}, args...)...).Output()
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
+		t.Fatalf("entente audit: %v\n%s", err, exitErr.Stderr)
+	}
+	require.NoError(t, err)
+	var recs []auditRecord
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line == "" {
+			continue
+		}
+		var r auditRecord
+		require.NoError(t, json.Unmarshal([]byte(line), &r), line)
+		recs = append(recs, r)
+	}
+	return recs
 }
 
 type connection struct {

@@ -1,4 +1,4 @@
--- v0 -> v5: fresh install
+-- v0 -> v6: fresh install
 -- Times are Unix milliseconds (UTC).
 
 CREATE TABLE api_keys (
@@ -79,3 +79,25 @@ CREATE TABLE unverified_tokens (
     expires_at     INTEGER NOT NULL,
     PRIMARY KEY (room_name, identity)
 ) STRICT;
+
+-- The federation audit log (package federation, through cmd/entente): every trunk and every
+-- forwarded token request. ended_at is NULL while the record is open; role is "offerer" or
+-- "answerer" for a trunk, "forwarded" or "answered" for a token request.
+CREATE TABLE federation_audit (
+    id             INTEGER PRIMARY KEY,
+    kind           TEXT    NOT NULL CHECK (kind IN ('trunk', 'token')),
+    role           TEXT    NOT NULL,
+    peer           TEXT    NOT NULL,
+    room_id        TEXT    NOT NULL,
+    media_room     TEXT    NOT NULL,
+    call_id        TEXT    NOT NULL,
+    started_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    ended_at       INTEGER,
+    bytes_sent     INTEGER NOT NULL DEFAULT 0,
+    bytes_received INTEGER NOT NULL DEFAULT 0,
+    outcome        TEXT    NOT NULL DEFAULT ''
+) STRICT;
+
+CREATE INDEX federation_audit_started_idx ON federation_audit (started_at);
+CREATE INDEX federation_audit_open_idx ON federation_audit (id) WHERE ended_at IS NULL;
