@@ -195,6 +195,17 @@ func TestSealedFailures(t *testing.T) {
 		require.Less(t, stall, 2*time.Second, "A's local call goes on while B's node restarts")
 		require.Less(t, max(toA, toC), recoverWithin, "B's person is back within 10 s of the node")
 		c.recovery["node restart"] = append(c.recovery["node restart"], max(toA, toC, fromB))
+
+		// The audit log of B's node tells of the trunks its killed run
+		// held: ended "interrupted" at their last record, by the restart.
+		var interrupted []string
+		for _, r := range auditRecords(t, ag[1].node.cfgPath, "--kind", "trunk") {
+			if r.Outcome == "interrupted" && r.End != nil {
+				interrupted = append(interrupted, r.Peer)
+			}
+		}
+		require.Subset(t, interrupted, []string{ag[0].hs.ServerName, ag[2].hs.ServerName},
+			"B's audit log holds its killed run's trunks with A and C, ended as interrupted")
 	}
 
 	// A's Dendrite restarted: the call goes on, and a new person of B's
