@@ -20,11 +20,12 @@ import (
 // three-layer VP8 camera, simLayers), so A's node carries three trunks.
 // B has three subscribers (low, low, high), C one (medium), D one (low).
 // Over each window of ENTENTE_SEALED_WINDOW (10 s) it prints, per trunk,
-// what crossed the router from A's node to the agency's (UDP payload bytes:
-// SRTP) against what the agency's subscribers watch, counted once per
-// distinct layer (the RTP bytes one subscriber of each watched layer
-// received, plus the microphone), and A's node's CPU (user and system
-// time over the window) and memory (VmRSS, VmHWM). No figure is asserted.
+// what crossed the router from A's node to the agency's (packets, and UDP
+// payload bytes: SRTP and RTCP) against what the agency's subscribers
+// watch, counted once per distinct layer (the packets and RTP bytes one
+// subscriber of each watched layer received, plus the microphone once),
+// and A's node's CPU (user and system time over the window) and memory
+// (VmRSS, VmHWM). No figure is asserted.
 func TestSealedTrunkBench(t *testing.T) {
 	windows, _ := strconv.Atoi(os.Getenv("ENTENTE_SEALED_BENCH"))
 	if windows <= 0 {
@@ -91,20 +92,22 @@ func TestSealedTrunkBench(t *testing.T) {
 		var rows []string
 		for x := 1; x < 4; x++ {
 			// What one subscriber of each distinct watched layer received,
-			// and the microphone once.
-			var watched int
+			// and the microphone once: bytes and packets.
+			var watched, watchedPackets int
 			seen := map[string]bool{}
 			for _, s := range subs {
 				if s.agency != x {
 					continue
 				}
 				now, was := s.c.state(), before[s.id]
+				if len(seen) == 0 {
+					watched += now.Bytes[aliceID+"/audio"] - was.Bytes[aliceID+"/audio"]
+					watchedPackets += now.Got[aliceID+"/audio"] - was.Got[aliceID+"/audio"]
+				}
 				if !seen[s.quality] {
 					seen[s.quality] = true
 					watched += now.Bytes[aliceID+"/video"] - was.Bytes[aliceID+"/video"]
-				}
-				if len(seen) == 1 {
-					watched += now.Bytes[aliceID+"/audio"] - was.Bytes[aliceID+"/audio"]
+					watchedPackets += now.Got[aliceID+"/video"] - was.Got[aliceID+"/video"]
 				}
 			}
 			var crossed, packets int
@@ -121,8 +124,9 @@ func TestSealedTrunkBench(t *testing.T) {
 					}
 				}
 			})
-			rows = append(rows, fmt.Sprintf("A->%c watched %s: trunk %.1f kbit/s (%d packets), watched %.1f kbit/s, trunk/watched %.3f",
-				'A'+x, strings.Join(layers, "+"), kbps(crossed, elapsed), packets, kbps(watched, elapsed), float64(crossed)/float64(max(watched, 1))))
+			rows = append(rows, fmt.Sprintf("A->%c watched %s: trunk %d packets, %.1f kbit/s (SRTP); watched %d packets, %.1f kbit/s (RTP as the subscribers get it); trunk/watched packets %.3f, bytes %.3f",
+				'A'+x, strings.Join(layers, "+"), packets, kbps(crossed, elapsed), watchedPackets, kbps(watched, elapsed),
+				float64(packets)/float64(max(watchedPackets, 1)), float64(crossed)/float64(max(watched, 1))))
 		}
 		t.Logf("window %d (%v): node A with three trunks: CPU %.3f cores, VmRSS %d KiB, VmHWM %d KiB\n  %s",
 			w, elapsed.Round(time.Millisecond), (cpu1-cpu0)/elapsed.Seconds(), rss, hwm, strings.Join(rows, "\n  "))
