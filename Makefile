@@ -27,8 +27,8 @@ run: build
 # a node built with it (a race the node reports fails the test).
 test: web
 	$(GO) test -count=1 -timeout 30m ./...
-	$(GO) test -race -count=1 -timeout 15m ./media/... ./bridge/matrix/... ./federation/...
-	ENTENTE_E2E_RACE=1 $(GO) test -count=1 -timeout 15m -run 'TestSDK|TestMatrixCall$$|TestBrowserTwoPages|TestFederationTwoNodesSDK|TestFederationFanout' ./test/e2e
+	$(GO) test -race -count=1 -timeout 15m ./media/... ./bridge/matrix/... ./federation/... ./internal/netnstest/...
+	ENTENTE_E2E_RACE=1 $(GO) test -count=1 -timeout 15m -run 'TestSDK|TestMatrixCall$$|TestBrowserTwoPages|TestFederationTwoNodesSDK|TestFederationFanout|TestSealedFailures' ./test/e2e
 
 clean:
 	rm -rf bin

@@ -147,6 +147,9 @@ pprof_listen = "127.0.0.1:%d"
 	a.node.launch(t)
 	t.Cleanup(func() {
 		a.node.stop(t)
+		if strings.Contains(a.node.all.String(), "WARNING: DATA RACE") {
+			t.Errorf("the node in %s reported a data race (built with ENTENTE_E2E_RACE)", a.ns.Name)
+		}
 		if t.Failed() {
 			t.Logf("agency %s node log:\n%s", a.ns.Name, a.node.all.tail(150))
 		}
