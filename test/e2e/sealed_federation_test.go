@@ -182,3 +182,30 @@ func hostPort(t *testing.T, s string) hp {
 	require.NoError(t, err, s)
 	return hp{host: h, port: n}
 }
+
+// TestSealedForeignCounting: the count of foreign connections flags a
+// client's flow to another agency's node (signal or media) and to
+// anywhere outside, and lets the node's trunk media, homeserver
+// federation, the agency's own addresses and link-local multicast pass.
+func TestSealedForeignCounting(t *testing.T) {
+	a := &netnstest.Agency{Addr: "10.77.1.2"}
+	for _, c := range []struct {
+		conn    netnstest.Conn
+		foreign bool
+	}{
+		{netnstest.Conn{Proto: "tcp", Src: "10.77.1.2:40000", Dst: "10.77.1.2:7880"}, false},
+		{netnstest.Conn{Proto: "udp", Src: "10.77.1.2:50000", Dst: "10.77.1.2:7882"}, false},
+		{netnstest.Conn{Proto: "tcp", Src: "127.0.0.1:40000", Dst: "127.0.0.1:6060"}, false},
+		{netnstest.Conn{Proto: "udp", Src: "10.77.1.2:7882", Dst: "10.77.2.2:7882"}, false},
+		{netnstest.Conn{Proto: "tcp", Src: "10.77.1.2:41000", Dst: "10.77.2.2:8448"}, false},
+		{netnstest.Conn{Proto: "unknown", Src: "10.77.1.2", Dst: "224.0.0.22"}, false},
+		{netnstest.Conn{Proto: "tcp", Src: "10.77.1.2:40000", Dst: "10.77.2.2:7880"}, true},
+		{netnstest.Conn{Proto: "udp", Src: "10.77.1.2:50000", Dst: "10.77.2.2:7882"}, true},
+		{netnstest.Conn{Proto: "udp", Src: "10.77.1.2:7882", Dst: "10.77.2.2:50000"}, true},
+		{netnstest.Conn{Proto: "tcp", Src: "10.77.1.2:40000", Dst: "10.77.2.2:8008"}, true},
+		{netnstest.Conn{Proto: "tcp", Src: "10.77.1.2:40000", Dst: "192.0.2.1:443"}, true},
+		{netnstest.Conn{Proto: "icmp", Src: "10.77.1.2", Dst: "10.77.2.2"}, true},
+	} {
+		require.Equal(t, c.foreign, sealedForeign(c.conn, a, nil), "%+v", c.conn)
+	}
+}
