@@ -270,22 +270,25 @@ func (top *Topology) nft(t testing.TB, cmd string) {
 
 // Capture is a packet capture in the router namespace.
 type Capture struct {
+	t       testing.TB
 	cmd     *exec.Cmd
-	out     bytes.Buffer
+	file    string
+	errb    *syncBuffer
 	done    chan error
 	stopped sync.Once
 }
 
-// Capture starts tcpdump on every interface of the router (headers only,
-// no names resolved); Flows stops it.
+// Capture starts tcpdump on every interface of the router, writing the
+// packets' first 128 bytes to a file as they come (cheap enough to keep
+// up with a call on a loaded machine, with a 16 MiB buffer; immediate
+// mode, or the kernel's last block is lost when it stops); Flows stops it
+// and reads the file.
 func (top *Topology) Capture(t testing.TB) *Capture {
 	t.Helper()
 	Require(t, "tcpdump")
-	c := &Capture{done: make(chan error, 1)}
-	c.cmd = exec.Command("ip", "netns", "exec", top.Router, "tcpdump", "-i", "any", "--immediate-mode", "-n", "-q", "-l", "-tt", "ip")
-	c.cmd.Stdout = &c.out
-	var errb syncBuffer
-	c.cmd.Stderr = &errb
+	c := &Capture{t: t, done: make(chan error, 1), file: filepath.Join(t.TempDir(), "router.pcap"), errb: &syncBuffer{}}
+	c.cmd = exec.Command("ip", "netns", "exec", top.Router, "tcpdump", "-i", "any", "--immediate-mode", "-n", "-s", "128", "-B", "16384", "-w", c.file, "ip")
+	c.cmd.Stderr = c.errb
 	if err := c.cmd.Start(); err != nil {
 		t.Fatalf("tcpdump: %v", err)
 	}
@@ -293,16 +296,16 @@ func (top *Topology) Capture(t testing.TB) *Capture {
 	t.Cleanup(func() { c.stop() })
 	// tcpdump says "listening on" once it captures.
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(errb.String(), "listening on") {
+	for !strings.Contains(c.errb.String(), "listening on") {
 		select {
 		case err := <-c.done:
 			c.done <- err
 			c.stopped.Do(func() {})
-			t.Fatalf("tcpdump exited: %v\n%s", err, errb.String())
+			t.Fatalf("tcpdump exited: %v\n%s", err, c.errb.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("tcpdump did not start: %s", errb.String())
+			t.Fatalf("tcpdump did not start: %s", c.errb.String())
 		}
 	}
 	return c
@@ -321,6 +324,19 @@ func (c *Capture) stop() {
 	})
 }
 
+// Dropped is how many packets the kernel dropped before tcpdump read
+// them, as tcpdump reported when it stopped (after Flows).
+func (c *Capture) Dropped() int {
+	for _, line := range strings.Split(c.errb.String(), "\n") {
+		if n, rest, ok := strings.Cut(strings.TrimSpace(line), " packets dropped by kernel"); ok && rest == "" {
+			if v, err := strconv.Atoi(n); err == nil {
+				return v
+			}
+		}
+	}
+	return 0
+}
+
 // Flow is one direction of traffic the router received, with its packets
 // and their bytes (UDP payload or IP length, as tcpdump gives it).
 type Flow struct {
@@ -335,11 +351,16 @@ type Flow struct {
 // protocol, source and destination. A capture on "any" sees a forwarded
 // packet twice (in on one veth, out on another): only its way in counts.
 func (c *Capture) Flows() []Flow {
+	c.t.Helper()
 	c.stop()
+	out, err := exec.Command("tcpdump", "-r", c.file, "-n", "-q", "-tt").Output()
+	if err != nil {
+		c.t.Fatalf("tcpdump -r %s: %v", c.file, err)
+	}
 	type key struct{ proto, src, dst string }
 	counts := map[key]*Flow{}
 	var order []key
-	for _, line := range strings.Split(c.out.String(), "\n") {
+	for _, line := range strings.Split(string(out), "\n") {
 		f, in, ok := parseTcpdumpLine(line)
 		if !ok || !in {
 			continue
@@ -352,11 +373,11 @@ func (c *Capture) Flows() []Flow {
 		counts[k].Packets++
 		counts[k].Bytes += f.Bytes
 	}
-	out := make([]Flow, 0, len(order))
+	flows := make([]Flow, 0, len(order))
 	for _, k := range order {
-		out = append(out, *counts[k])
+		flows = append(flows, *counts[k])
 	}
-	return out
+	return flows
 }
 
 // parseTcpdumpLine reads `tcpdump -i any -n -q -tt` lines such as

@@ -128,8 +128,8 @@ func TestSealedTrunkBench(t *testing.T) {
 				'A'+x, strings.Join(layers, "+"), packets, kbps(crossed, elapsed), watchedPackets, kbps(watched, elapsed),
 				float64(packets)/float64(max(watchedPackets, 1)), float64(crossed)/float64(max(watched, 1))))
 		}
-		t.Logf("window %d (%v): node A with three trunks: CPU %.3f cores, VmRSS %d KiB, VmHWM %d KiB\n  %s",
-			w, elapsed.Round(time.Millisecond), (cpu1-cpu0)/elapsed.Seconds(), rss, hwm, strings.Join(rows, "\n  "))
+		t.Logf("window %d (%v): node A with three trunks: CPU %.3f cores, VmRSS %d KiB, VmHWM %d KiB; capture dropped %d packets\n  %s",
+			w, elapsed.Round(time.Millisecond), (cpu1-cpu0)/elapsed.Seconds(), rss, hwm, capture.Dropped(), strings.Join(rows, "\n  "))
 	}
 }
 
