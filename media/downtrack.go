@@ -1,6 +1,7 @@
 package media
 
 import (
+	"math/bits"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -62,6 +63,10 @@ type DownTrack struct {
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
+	// nacked counts the packets the subscriber reported lost, resent those
+	// answered (SFU.Stats).
+	nacked atomic.Uint64
+	resent atomic.Uint64
 }
 
 func newDownTrack(up *UpTrack, sub *Participant) *DownTrack {
@@ -413,6 +418,11 @@ func (d *DownTrack) refillRtx(now int64) {
 // rtxMaxPerPacket times, and within the budget above. It does not
 // allocate. Its transport calls it from one goroutine per down track.
 func (d *DownTrack) AnswerNack(pairs []rtcp.NackPair, now int64) {
+	var lost uint64
+	for _, pair := range pairs {
+		lost += 1 + uint64(bits.OnesCount16(uint16(pair.LostPackets)))
+	}
+	d.nacked.Add(lost)
 	bufs := &d.sub.room.sfu.rtxBufs
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
@@ -459,7 +469,9 @@ func (d *DownTrack) AnswerNack(pairs []rtcp.NackPair, now int64) {
 			// Extensions are not marshalled without the flag; keeping the
 			// slice lets the next Unmarshal reuse it rather than allocate.
 			h.Extension, h.ExtensionProfile = false, 0
-			_ = d.sink.WriteRTP(h, (*bp)[hl:n], roc, nil)
+			if d.sink.WriteRTP(h, (*bp)[hl:n], roc, nil) == nil {
+				d.resent.Add(1)
+			}
 			d.mu.Unlock()
 		}
 	}

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -161,6 +162,17 @@ func TestNackAmplificationIsBounded(t *testing.T) {
 	}
 	require.Zero(t, w.changed)
 	require.LessOrEqual(t, resent(), rtxBurst+10*rtxFloorRate)
+	// The counters the metrics read: every sequence number asked for,
+	// every packet resent; the SFU keeps them when the track ends.
+	require.Equal(t, uint64((repeats+101)*nackPairs*17), d.nacked.Load())
+	require.Equal(t, uint64(len(w.order)-sent), d.resent.Load())
+	require.Equal(t, uint64(last), d.packets.Load())
+	sfu := d.sub.room.sfu
+	sfu.retire(d)
+	st := sfu.Stats(context.Background())
+	require.Equal(t, uint64(last), st.ForwardedPackets)
+	require.Equal(t, d.nacked.Load(), st.NackedPackets)
+	require.Equal(t, d.resent.Load(), st.Retransmitted)
 	t.Logf("%d NACKs of %d bytes: %d bytes resent (%.1f per NACK byte), %d forwarded",
 		repeats+101, len(raw), resent(), float64(resent())/float64((repeats+101)*len(raw)), forwarded)
 }

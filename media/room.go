@@ -245,7 +245,15 @@ func (r *Room) remove(p *Participant, reason DisconnectReason, sendLeave bool) {
 		return
 	}
 	if sendLeave {
-		p.sig.SendLeave(reason, LeaveDisconnect)
+		action := LeaveDisconnect
+		if reason == ReasonServerShutdown {
+			// The node is stopping (a restart, an upgrade): the client
+			// should join again, which it does once the node is back
+			// (LiveKit's LeaveRequest.can_reconnect: "server-restart,
+			// clients should attempt full-reconnect sequence").
+			action = LeaveReconnect
+		}
+		p.sig.SendLeave(reason, action)
 	}
 	r.broadcast(p, false)
 	r.closers.Add(1)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -193,4 +194,28 @@ func TestRoomRelaysData(t *testing.T) {
 	require.Equal(t, []string{"all"}, got(tb))
 	require.Equal(t, []string{"all", "to c"}, got(tc))
 	require.Empty(t, got(tw), "sent before the participant started")
+}
+
+// TestShutdownAsksToReconnect: when the node stops, each participant is
+// told to join again (a restart), while one removed from a room is not.
+func TestShutdownAsksToReconnect(t *testing.T) {
+	s := New(testConfig(), zerolog.Nop(), nil)
+	room, err := s.CreateRoom("r")
+	require.NoError(t, err)
+	recs := map[string]*recordingSignaller{}
+	for _, id := range []string{"alice", "bob"} {
+		recs[id] = newRecordingSignaller()
+		p, _, err := room.Join(context.Background(), JoinParams{Identity: id, Signaller: recs[id], Transport: newFakeTransport(nil),
+			Permissions: Permissions{CanSubscribe: true}})
+		require.NoError(t, err)
+		require.NoError(t, p.Start(context.Background()))
+	}
+	require.True(t, s.RemoveParticipant("r", "bob", ReasonParticipantRemoved))
+	s.Close()
+	alice, bob := recs["alice"].of("leave"), recs["bob"].of("leave")
+	require.Len(t, alice, 1)
+	require.Equal(t, ReasonServerShutdown, alice[0].reason)
+	require.Equal(t, LeaveReconnect, alice[0].action, "a node that stops asks its clients to join again")
+	require.Len(t, bob, 1)
+	require.Equal(t, LeaveDisconnect, bob[0].action, "a removed participant is not asked back")
 }

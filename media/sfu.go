@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -45,6 +46,9 @@ type SFU struct {
 	mu     sync.Mutex
 	rooms  map[string]*Room
 	closed bool
+
+	// retired holds the counts of down tracks that have ended (Stats).
+	retired struct{ packets, bytes, nacked, resent atomic.Uint64 }
 }
 
 // New makes an SFU with no rooms. Call Run to start its housekeeping,

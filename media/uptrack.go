@@ -278,6 +278,9 @@ func (u *UpTrack) removeDown(d *DownTrack) {
 		}
 	}
 	u.downs.Store(&next)
+	if len(next) < len(old) {
+		u.pub.room.sfu.retire(d)
+	}
 }
 
 // downTracks returns the current subscribers.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -157,6 +158,32 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		admit.next = matrixAdmitter{bridge}
 	}
 	livekit.NewServer(sfu, eng, keys, log.With().Str("component", "signal").Logger(), livekit.WithAdmitter(admit)).Register(mux)
+	// Ready from the moment the listener serves until the node shuts
+	// down (a load balancer stops sending new joins then).
+	var ready atomic.Bool
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if !ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready"))
+			return
+		}
+		_, _ = w.Write([]byte("ready"))
+	})
+	if cfg.Metrics.Listen != "" {
+		src := metricsSource{sfu: sfu}
+		if fed != nil {
+			src.links = fed.Links
+		}
+		stop, err := serveMetrics(ctx, cfg.Metrics.Listen, src, log)
+		if err != nil {
+			sfu.Close()
+			_ = ln.Close()
+			return err
+		}
+		defer stop()
+	}
 	srv := httpsrv.New(withCORS(mux), httpsrv.Node())
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	if cfg.Web.Enabled && cfg.Web.Guests == nil && !cfg.GuestsAllowed() {
@@ -185,6 +212,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
+	ready.Store(true)
 
 	var bridgeErr error
 	bridgeStopped := false
@@ -196,6 +224,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		log.Error().Err(bridgeErr).Msg("matrix bridge stopped")
 	}
 	log.Info().Msg("shutting down")
+	ready.Store(false)
 	cancel()
 	<-fedDone // ends every trunk and removes the remote participants
 	<-sfuDone // closes every room, which ends every signal connection

@@ -49,6 +49,7 @@ type Config struct {
 	LiveKit LiveKit `toml:"livekit"`
 	Web     Web     `toml:"web"`
 	Debug   Debug   `toml:"debug"`
+	Metrics Metrics `toml:"metrics"`
 	Audit   Audit   `toml:"audit"`
 	// Matrix is nil when the [matrix] section is absent: the node runs without the Matrix bridge.
 	Matrix *Matrix `toml:"matrix"`
@@ -143,6 +144,14 @@ func (c *Config) GuestsAllowed() bool {
 	}
 	host, _, err := net.SplitHostPort(c.Server.Listen)
 	return err == nil && isLoopback(host)
+}
+
+// Metrics serves the node's metrics for Prometheus.
+type Metrics struct {
+	// Listen, when set, serves GET /metrics (Prometheus text format) on this host:port, for
+	// the agency's monitoring. The counts are not secret but say who is busy: keep it off the
+	// public network. Empty: off.
+	Listen string `toml:"listen"`
 }
 
 // Debug holds options for developers; all are off by default.

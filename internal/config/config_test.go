@@ -290,7 +290,7 @@ func TestUnknownKeyNamesKeyAndLine(t *testing.T) {
 	}{
 		{"top level", "data_dir = \"x\"\ndatadir = \"y\"\n", "datadir", 2},
 		{"in section", "[server]\nlisten = \"127.0.0.1:1\"\n\nlisen = \":2\"\n", "server.lisen", 4},
-		{"unknown section", "[log]\nlevel = \"info\"\n[metrics]\nport = 9000\n", "metrics", 3},
+		{"unknown section", "[log]\nlevel = \"info\"\n[telemetry]\nport = 9000\n", "telemetry", 3},
 		{"dotted key", "rtc.udp_portt = 1\n", "rtc.udp_portt", 1},
 		{"inline table", "room = { auto_create = true, max = 3 }\n", "room.max", 1},
 		{"wrong case section", "\n[Server]\nlisten = \":1\"\n", "Server", 2},

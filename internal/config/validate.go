@@ -24,6 +24,9 @@ func (c *Config) Validate() error {
 		v.add("data_dir must not be empty")
 	}
 	v.listen("server.listen", c.Server.Listen)
+	if c.Metrics.Listen != "" {
+		v.listen("metrics.listen", c.Metrics.Listen)
+	}
 	if c.Debug.PprofListen != "" {
 		v.listen("debug.pprof_listen", c.Debug.PprofListen)
 		if host, _, err := net.SplitHostPort(c.Debug.PprofListen); err == nil && !isLoopback(host) {
