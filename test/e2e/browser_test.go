@@ -58,6 +58,10 @@ type browserPage struct {
 	// run's default process.
 	Browser string   `json:"browser,omitempty"`
 	Args    []string `json:"args,omitempty"`
+	// ExpectFrom makes the page wait for audio packets from each identity
+	// named and, from each, decoded video frames ("frames") or video
+	// packets ("packets", for a Go SDK client's synthetic VP8).
+	ExpectFrom map[string]string `json:"expectFrom,omitempty"`
 }
 
 // pageSubscribe is the token call of a page's subscribe-only connection.
@@ -115,6 +119,18 @@ type pageResult struct {
 	// Tokens are the token answers a "client" page got: "<service><endpoint>
 	// url=<SFU url> sub=<identity> room=<media room>".
 	Tokens []string `json:"tokens"`
+	// InboundBy is, for a page with ExpectFrom, what it received of each
+	// remote identity; FirstMediaFrom when (ms since navigation start) it
+	// had each expected identity's audio and video.
+	InboundBy      map[string]inboundCounts `json:"inboundBy"`
+	FirstMediaFrom map[string]float64       `json:"firstMediaFrom"`
+}
+
+// inboundCounts is what a page received of one remote participant.
+type inboundCounts struct {
+	Frames       int `json:"frames"`
+	VideoPackets int `json:"videoPackets"`
+	AudioPackets int `json:"audioPackets"`
 }
 
 type browserResult struct {
@@ -186,14 +202,19 @@ func findBrowserEnv(t *testing.T, needJoinPage bool) browserEnv {
 // LiveKit app would be).
 func serveClientPage(t *testing.T, env browserEnv) string {
 	t.Helper()
+	srv := httptest.NewServer(clientPageHandler(env))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/client.html"
+}
+
+// clientPageHandler serves /client.html and the livekit-client UMD bundle.
+func clientPageHandler(env browserEnv) http.Handler {
 	page := filepath.Join(env.repo, "test", "e2e", "browser", "client.html")
 	umd := filepath.Join(env.modules, "livekit-client", "dist", "livekit-client.umd.js")
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /client.html", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, page) })
 	mux.HandleFunc("GET /livekit-client.umd.js", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, umd) })
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv.URL + "/client.html"
+	return mux
 }
 
 // runBrowser runs run.mjs with pages and returns its report. It never takes

@@ -131,12 +131,23 @@ func elementCallApp(t *testing.T, env browserEnv, v string) string {
 // everything else to the homeserver.
 func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 	t.Helper()
+	srv := httptest.NewServer(homeserverProxyHandler(t, homeserverURL, nodeURL, nil))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// homeserverProxyHandler is homeserverProxy's handler; transport, when not
+// nil, makes its connections to the homeserver and the node (e.g. from
+// inside an agency's network namespace).
+func homeserverProxyHandler(t *testing.T, homeserverURL, nodeURL string, transport http.RoundTripper) http.Handler {
+	t.Helper()
 	hs, err := url.Parse(homeserverURL)
 	require.NoError(t, err)
 	node, err := url.Parse(nodeURL)
 	require.NoError(t, err)
 	toHS, toNode := httputil.NewSingleHostReverseProxy(hs), httputil.NewSingleHostReverseProxy(node)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	toHS.Transport, toNode.Transport = transport, transport
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case matrix.PathRTCTransports, matrix.PathRTCTransportsV1, matrix.PathWellKnownClient,
 			matrix.PathLiveKitGetToken, matrix.PathLiveKitGetTokenUnstable:
@@ -144,9 +155,7 @@ func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 			return
 		}
 		toHS.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
+	})
 }
 
 // serveElementCall serves Element Call's dist/ from an origin of its own
@@ -160,6 +169,14 @@ func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 // advertises no transport (a homeserver without its own node).
 func serveElementCall(t *testing.T, dist, homeserverURL, serverName, serviceURL string) string {
 	t.Helper()
+	srv := httptest.NewServer(elementCallHandler(t, dist, homeserverURL, serverName, serviceURL))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/"
+}
+
+// elementCallHandler is serveElementCall's handler.
+func elementCallHandler(t *testing.T, dist, homeserverURL, serverName, serviceURL string) http.Handler {
+	t.Helper()
 	cfg := map[string]any{
 		"default_server_config": map[string]any{
 			"m.homeserver": map[string]any{"base_url": homeserverURL, "server_name": serverName},
@@ -171,7 +188,7 @@ func serveElementCall(t *testing.T, dist, homeserverURL, serverName, serviceURL 
 	}
 	config, err := json.Marshal(cfg)
 	require.NoError(t, err)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		switch {
 		case strings.HasSuffix(p, "/config.json"):
@@ -187,9 +204,7 @@ func serveElementCall(t *testing.T, dist, homeserverURL, serverName, serviceURL 
 			}
 			http.ServeFile(w, r, filepath.Join(dist, "index.html"))
 		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL + "/"
+	})
 }
 
 // runElementCall runs element-call.mjs for people against the app and

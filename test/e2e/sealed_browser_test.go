@@ -1,0 +1,423 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"entente.dev/entente/internal/netnstest"
+)
+
+// Browsers in sealed agencies: each agency's Chromium runs inside the
+// agency's network namespace (run.mjs or element-call.mjs started there
+// with Agency.Command; playwright drives Chromium over a pipe, so nothing
+// of the driver crosses namespaces), and the pages and Element Call's
+// files are served from listeners made inside the namespace
+// (Agency.Listen), at the agency's own address. Chromium resolves the
+// shared name through the agency's hosts file (`ip netns exec` lays
+// /etc/netns/NAME/hosts over /etc/hosts): no --host-resolver-rules.
+
+// Ports of the test's own servers inside each agency.
+const (
+	sealedPagePort   = 8081 // livekit-client page and bundle
+	sealedAppPort    = 8082 // Element Call's files and config.json
+	sealedHSProxPort = 8009 // the agency's reverse proxy in front of Dendrite and the node
+)
+
+const (
+	// sealedScriptTimeout bounds each script's own run (launch, join,
+	// media, waiting for the other agencies' runs).
+	sealedScriptTimeout = 100 * time.Second
+	// sealedScriptKillAfter is when the test gives up on a script.
+	sealedScriptKillAfter = 120 * time.Second
+)
+
+// serveIn serves h at host:port inside the agency's namespace (host is
+// the agency's address or its own loopback), from a listener made there,
+// and returns its base URL.
+func serveIn(t *testing.T, a *sealedAgency, host string, port int, h http.Handler) string {
+	t.Helper()
+	ln, err := a.ns.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	require.NoError(t, err)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return fmt.Sprintf("http://%s:%d/", host, port)
+}
+
+// agencyScript is one run of a browser script (run.mjs or
+// element-call.mjs) inside an agency's namespace. Runs of several
+// agencies hold their pages in the call until all are ready (the
+// scripts' readyFile and releaseFile).
+type agencyScript struct {
+	label            string
+	cmd              *exec.Cmd
+	profiles         string
+	ready, release   string
+	stdout           bytes.Buffer
+	stderr           lockedBuffer
+	exited           chan struct{}
+	err              error
+	started, stopped time.Time
+}
+
+// startAgencyScript starts node script with cfg (to which it adds the
+// modules, Chromium, profile directory and ready/release files) inside
+// agency a. The script's process group gets SIGTERM, then SIGKILL, on
+// cleanup, and any Chromium left using its profiles is killed.
+func startAgencyScript(t *testing.T, env browserEnv, a *sealedAgency, label, script string, cfg map[string]any) *agencyScript {
+	t.Helper()
+	dir := t.TempDir()
+	s := &agencyScript{
+		label: label, profiles: filepath.Join(dir, "profiles"), exited: make(chan struct{}),
+		ready: filepath.Join(dir, "ready"), release: filepath.Join(dir, "release"),
+	}
+	require.NoError(t, os.Mkdir(s.profiles, 0o700))
+	cfg["modules"], cfg["chromium"], cfg["userDataDir"] = env.modules, env.chromium, s.profiles
+	cfg["timeoutMs"] = sealedScriptTimeout.Milliseconds()
+	cfg["readyFile"], cfg["releaseFile"] = s.ready, s.release
+	raw, err := json.Marshal(cfg)
+	require.NoError(t, err)
+	cfgPath := filepath.Join(dir, "config.json")
+	require.NoError(t, os.WriteFile(cfgPath, raw, 0o600))
+	s.cmd = a.ns.Command("node", filepath.Join(env.repo, "test", "e2e", "browser", script), cfgPath)
+	// Its own process group (stopped as one), killed if the test dies.
+	// Playwright starts Chromium detached (a group of its own):
+	// killProfileProcesses finds what is left of it by its profile.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
+	s.started = time.Now()
+	require.NoError(t, s.cmd.Start())
+	go func() {
+		s.err = s.cmd.Wait()
+		s.stopped = time.Now()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		s.stop(t)
+		killProfileProcesses(t, s.profiles)
+	})
+	return s
+}
+
+func (s *agencyScript) isReady() bool {
+	_, err := os.Stat(s.ready)
+	return err == nil
+}
+
+func (s *agencyScript) done() bool {
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends the script's process group: SIGTERM, SIGKILL after 10 s.
+func (s *agencyScript) stop(t *testing.T) {
+	if s.done() {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		t.Logf("%s: script did not stop within 10 s of SIGTERM", s.label)
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+	}
+}
+
+// report decodes the script's JSON report into out.
+func (s *agencyScript) report(t *testing.T, out any) {
+	t.Helper()
+	if err := json.Unmarshal(bytes.TrimSpace(s.stdout.Bytes()), out); err != nil {
+		t.Fatalf("%s: %v (%v)\nstdout: %s\nstderr: %s", s.label, s.err, err, s.stdout.String(), s.stderr.tail(40))
+	}
+}
+
+// runTogether waits until every script is ready (its pages have all they
+// wait for, or it gave up) or has exited, calls whileIn with everyone
+// still in the call, then releases them all and waits until they exit.
+// It returns how long the scripts took to be ready.
+func runTogether(t *testing.T, scripts []*agencyScript, whileIn func()) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(sealedScriptKillAfter)
+	for {
+		all := true
+		for _, s := range scripts {
+			if !s.isReady() && !s.done() {
+				all = false
+			}
+		}
+		if all {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, s := range scripts {
+				s.stop(t)
+			}
+			t.Fatalf("the browser scripts were not ready within %s", sealedScriptKillAfter)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	readyAfter := time.Since(start)
+	released := false
+	release := func() {
+		if released {
+			return
+		}
+		released = true
+		for _, s := range scripts {
+			_ = os.WriteFile(s.release, nil, 0o600)
+		}
+		for _, s := range scripts {
+			select {
+			case <-s.exited:
+			case <-time.After(30 * time.Second):
+				t.Errorf("%s: script did not end within 30 s of its release", s.label)
+				s.stop(t)
+			}
+		}
+	}
+	defer release() // also when whileIn fails the test
+	for _, s := range scripts {
+		if s.done() {
+			t.Errorf("%s: script ended before the others were ready: %v\nstderr: %s", s.label, s.err, s.stderr.tail(40))
+		}
+	}
+	if !t.Failed() && whileIn != nil {
+		whileIn()
+	}
+	release()
+	return readyAfter
+}
+
+// TestSealedFederationBrowsers: three agencies in sealed networks, each
+// listing the other two, each with its clients inside its own namespace.
+//
+// First call: Alice in a livekit-client page in agency A, Bob in one in
+// B, Carol with a Go SDK client in C, in a room of A's. The pages ask
+// the shared token service, http://rtc.federation.test:7880, which each
+// agency's hosts file resolves to its own node, with an OpenID token of
+// their own homeserver, and join with the answer; Carol's client joins
+// with a token of her node. Everyone receives everyone: each page decodes
+// the other page's video and receives its audio, and receives Carol's
+// audio and video packets (her synthetic VP8 cannot be decoded); Carol
+// receives both pages' audio and video.
+//
+// Second call: stock Element Call 0.26.1 in each of the three agencies
+// (each agency's app served in its namespace, against its own homeserver
+// behind its reverse proxy, which sends rtc/transports to its node), in a
+// public encrypted room of A's opened by link with per-participant keys:
+// each person decodes video from and receives audio of both others.
+//
+// During each call, from the outside of the clients: no foreign
+// connection in any agency (connection tracking and sockets), three
+// trunks in all, each node holding two, up. At the end the router's
+// capture, started before the rooms were made, holds only node-to-node
+// media and homeserver federation.
+func TestSealedFederationBrowsers(t *testing.T) {
+	env := findBrowserEnv(t, false)
+	dist := elementCallApp(t, env, "0.26")
+	t0 := time.Now()
+	top, ag := startSealedAgencies(t, 3, func(i int) []int {
+		var p []int
+		for j := range 3 {
+			if j != i {
+				p = append(p, j)
+			}
+		}
+		return p
+	})
+	for _, a := range ag {
+		a.ns.TrackConnections(t)
+	}
+	capture := top.Capture(t)
+	t.Logf("three agencies up in %v", time.Since(t0).Round(time.Millisecond))
+
+	pageURLs := make([]string, len(ag))
+	appURLs := make([]string, len(ag))
+	for i, a := range ag {
+		// The pages and Element Call are served on the agency's own
+		// loopback: getUserMedia and WebCrypto (Element Call's E2EE) exist
+		// only in secure contexts, which http://127.0.0.1 is and
+		// http://10.77.x.2 is not. What they call (the shared name, the
+		// homeserver) is at the agency's address.
+		pageURLs[i] = serveIn(t, a, "127.0.0.1", sealedPagePort, clientPageHandler(env)) + "client.html"
+		// The agency's reverse proxy (docs/matrix.md): the client API to
+		// its Dendrite (http://<addr>:8008), rtc/transports to its node,
+		// dialled from inside the agency.
+		proxy := serveIn(t, a, a.ns.Addr, sealedHSProxPort, homeserverProxyHandler(t, a.hs.ClientURL, a.nodeURL(),
+			&http.Transport{DialContext: a.ns.DialContext}))
+		appURLs[i] = serveIn(t, a, "127.0.0.1", sealedAppPort, elementCallHandler(t, dist, strings.TrimSuffix(proxy, "/"), a.hs.ServerName, ""))
+	}
+
+	t.Run("livekit-client and SDK", func(t *testing.T) { sealedPagesCall(t, env, top, ag, pageURLs) })
+	if t.Failed() {
+		return
+	}
+	t.Run("Element Call", func(t *testing.T) { sealedElementCall(t, env, top, ag, appURLs) })
+	if t.Failed() {
+		return
+	}
+	requireSealedRouterFlows(t, capture, nil)
+	t.Logf("whole test: %v", time.Since(t0).Round(time.Millisecond))
+}
+
+// sealedPagesCall is TestSealedFederationBrowsers' first call.
+func sealedPagesCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag []*sealedAgency, pageURLs []string) {
+	room, users := sealedRoom(t, ag, []string{"alice", "bob", "carol"})
+	ids := make([]string, len(ag))
+	for i, u := range users {
+		ids[i] = u.ID + ":" + u.DeviceID
+	}
+	toks := make([]tokenAnswer, len(ag))
+	for i, a := range ag {
+		// The node serves the user (its bot joined the room), and the
+		// user's membership names the shared transport.
+		toks[i] = a.joinCall(t, users[i], room)
+	}
+	start := time.Now()
+	carol := startSealedClient(t, ag[2], toks[2].URL, toks[2].JWT, ids[2])
+	scripts := make([]*agencyScript, 2)
+	for i := range 2 {
+		other := ids[1-i]
+		p := browserPage{
+			Label: strings.Split(ids[i][1:], ":")[0], Kind: "client", URL: pageURLs[i], Simulcast: i == 0,
+			TokenService: sealedSharedRTCURL,
+			TokenRequest: map[string]any{"room": room, "openid_token": ag[i].hs.OpenIDToken(t, users[i]), "device_id": users[i].DeviceID},
+			ExpectFrom:   map[string]string{other: "frames", ids[2]: "packets"},
+		}
+		scripts[i] = startAgencyScript(t, env, ag[i], p.Label, "run.mjs", map[string]any{"pages": []browserPage{p}, "holdMs": 500})
+	}
+	var carolSaw bool
+	readyAfter := runTogether(t, scripts, func() {
+		// Checked while the pages are still in the call; failures are
+		// reported after the pages' own reports.
+		carolSaw = assertEventually(30*time.Second, func() bool { return carol.sees(ids[0], 20) && carol.sees(ids[1], 20) })
+		t.Logf("Carol (Go SDK, agency C) receives both pages: %v, %v after the clients started", carolSaw, time.Since(start).Round(time.Millisecond))
+		requireSealedTrunks(t, ag, nil)
+		require.Zero(t, countSealedForeign(t, top, ag), "foreign connections")
+	})
+	t.Logf("both pages had everyone's media %v after the clients started", readyAfter.Round(time.Millisecond))
+
+	results := make([]browserResult, len(scripts))
+	for i, s := range scripts {
+		s.report(t, &results[i])
+		res := results[i]
+		for _, p := range res.Pages {
+			t.Logf("%s (agency %s): Chromium launched in %d ms; state %q, error %v; joined at %s ms after page load, first remote frame at %s, everyone's media (by identity) at %v; received %v; tokens %v",
+				p.Label, ag[i].ns.Addr, res.LaunchMs, p.State, deref(p.Error), ms(p.T, "joined"), ms(p.T, "firstDecodedFrame"), p.FirstMediaFrom, p.InboundBy, p.Tokens)
+			if !p.OK {
+				t.Logf("%s console:\n  %s", p.Label, strings.Join(p.Log, "\n  "))
+			}
+		}
+	}
+	require.True(t, carolSaw, "Carol receives both pages' audio and video: %+v", carol.state())
+	for i, s := range scripts {
+		res := results[i]
+		require.Empty(t, res.Error, "%s: run.mjs", s.label)
+		require.False(t, res.TimedOut, "%s: media from everyone within %s", s.label, sealedScriptTimeout)
+		require.Len(t, res.Pages, 1)
+		p := res.Pages[0]
+		require.True(t, p.OK, "%s has everyone's media: %+v", p.Label, p.InboundBy)
+		require.Equal(t, ids[i], p.Identity)
+		require.ElementsMatch(t, []string{ids[1-i], ids[2]}, p.Remotes, "%s sees the two others", p.Label)
+		require.Positive(t, p.InboundBy[ids[1-i]].Frames, "%s decodes the other page", p.Label)
+		require.Positive(t, p.InboundBy[ids[1-i]].AudioPackets, "%s hears the other page", p.Label)
+		require.Positive(t, p.InboundBy[ids[2]].VideoPackets, "%s receives Carol's video", p.Label)
+		require.Positive(t, p.InboundBy[ids[2]].AudioPackets, "%s hears Carol", p.Label)
+		// The page's token call went to the shared name, which Chromium
+		// resolved through the agency's hosts file (nothing else routes
+		// there), and the answer sent it to its own node.
+		require.Len(t, p.Tokens, 1)
+		require.True(t, strings.HasPrefix(p.Tokens[0], sealedSharedRTCURL+"/sfu/get url=ws://"+ag[i].ns.Addr+":"),
+			"%s's token came from the shared name and names its own node: %s", p.Label, p.Tokens[0])
+		for _, w := range p.Websockets {
+			u, err := url.Parse(w)
+			require.NoError(t, err)
+			require.Equal(t, ag[i].ns.Addr, u.Hostname(), "%s's websocket goes to its own node", p.Label)
+		}
+		for _, pair := range p.SelectedPairs {
+			require.Equal(t, "udp "+net.JoinHostPort(ag[i].ns.Addr, strconv.Itoa(sealedUDPPort)), pair, "%s's media goes to its own node", p.Label)
+		}
+		require.NotEmpty(t, p.SelectedPairs, "%s has a selected ICE pair", p.Label)
+	}
+}
+
+// sealedElementCall is TestSealedFederationBrowsers' second call.
+func sealedElementCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag []*sealedAgency, appURLs []string) {
+	organiser := ag[0].hs.Register(t, "organiser")
+	room := ag[0].hs.CreateRoom(t, organiser, map[string]any{
+		"preset": "public_chat", "name": "Sealed agencies, Element Call",
+		"initial_state": []any{map[string]any{
+			"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"},
+		}},
+	})
+	q := "room/#/?" + url.Values{"roomId": {room}, "perParticipantE2EE": {"true"}}.Encode()
+	names := []string{"Ada", "Bea", "Cyd"}
+	scripts := make([]*agencyScript, len(ag))
+	for i, a := range ag {
+		label := strings.ToLower(names[i])
+		scripts[i] = startAgencyScript(t, env, a, label, "element-call.mjs", map[string]any{
+			"app": appURLs[i], "people": []elementCallPerson{{Label: label, Name: names[i], URL: appURLs[i] + q, MinRemotes: 2}},
+		})
+	}
+	readyAfter := runTogether(t, scripts, func() {
+		requireSealedTrunks(t, ag, nil)
+		require.Zero(t, countSealedForeign(t, top, ag), "foreign connections")
+	})
+	t.Logf("the three Element Call pages had everyone's media %v after their scripts started", readyAfter.Round(time.Millisecond))
+	for i, s := range scripts {
+		var res elementCallResult
+		s.report(t, &res)
+		for _, p := range res.People {
+			t.Logf("%s (agency %s): page ready in %d ms; clicked Join call at %d ms, first remote frame at %d ms, media from both others at %d ms after the page opened; video from %d, audio from %d remote streams; websockets %v, token calls %v, selected ICE pairs %v",
+				p.Label, ag[i].ns.Addr, res.LaunchMs, p.T["joinClicked"], p.T["firstRemoteFrame"], p.T["allRemotes"],
+				p.VideoStreams, p.AudioStreams, p.Websockets, p.TokenURLs, p.SelectedPairs)
+		}
+		requireCall(t, res)
+		require.Len(t, res.People, 1)
+		p := res.People[0]
+		require.GreaterOrEqual(t, p.VideoStreams, 2, "%s decodes both others", p.Label)
+		require.GreaterOrEqual(t, p.AudioStreams, 2, "%s hears both others", p.Label)
+		require.NotEmpty(t, p.TokenURLs)
+		for _, c := range p.TokenURLs {
+			require.True(t, strings.HasPrefix(c, "POST "+sealedSharedRTCURL+"/"), "%s asks the shared name for tokens: %s", p.Label, c)
+		}
+		require.NotEmpty(t, p.Websockets)
+		for _, w := range p.Websockets {
+			u, err := url.Parse(w)
+			require.NoError(t, err)
+			require.Equal(t, ag[i].ns.Addr, u.Hostname(), "%s's websocket goes to its own node", p.Label)
+		}
+		require.NotEmpty(t, p.SelectedPairs)
+		for _, pair := range p.SelectedPairs {
+			require.Equal(t, "udp "+net.JoinHostPort(ag[i].ns.Addr, strconv.Itoa(sealedUDPPort)), pair, "%s's media goes to its own node", p.Label)
+		}
+	}
+}
+
+// deref is *s, or "" for nil.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
