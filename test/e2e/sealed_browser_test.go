@@ -18,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"entente.dev/entente/bridge/matrix"
 	"entente.dev/entente/internal/netnstest"
 )
 
@@ -312,7 +313,7 @@ func sealedPagesCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag [
 		// reported after the pages' own reports.
 		carolSaw = assertEventually(30*time.Second, func() bool { return carol.sees(ids[0], 20) && carol.sees(ids[1], 20) })
 		t.Logf("Carol (Go SDK, agency C) receives both pages: %v, %v after the clients started", carolSaw, time.Since(start).Round(time.Millisecond))
-		requireSealedTrunks(t, ag, nil)
+		requireSealedTrunks(t, matrix.RoomAlias(room, matrix.LegacySlotID), ag, nil)
 		require.Zero(t, countSealedForeign(t, top, ag), "foreign connections")
 	})
 	t.Logf("both pages had everyone's media %v after the clients started", readyAfter.Round(time.Millisecond))
@@ -380,7 +381,7 @@ func sealedElementCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag
 		})
 	}
 	readyAfter := runTogether(t, scripts, func() {
-		requireSealedTrunks(t, ag, nil)
+		requireSealedTrunks(t, matrix.RoomAlias(room, matrix.LegacySlotID), ag, nil)
 		require.Zero(t, countSealedForeign(t, top, ag), "foreign connections")
 	})
 	t.Logf("the three Element Call pages had everyone's media %v after their scripts started", readyAfter.Round(time.Millisecond))

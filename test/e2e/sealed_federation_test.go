@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"entente.dev/entente/bridge/matrix"
 	"entente.dev/entente/internal/netnstest"
 )
 
@@ -68,23 +69,33 @@ func TestSealedFederation(t *testing.T) {
 		require.NotContains(t, clients[i].state().Remotes, ids[3], "%s does not see D's person", ids[i])
 	}
 
-	requireSealedTrunks(t, ag[:3], ag[3:])
+	requireSealedTrunks(t, matrix.RoomAlias(room, matrix.LegacySlotID), ag[:3], ag[3:])
 	require.Zero(t, countSealedForeign(t, top, ag), "foreign connections")
 	requireSealedRouterFlows(t, capture, ag[3:])
 }
 
-// requireSealedTrunks checks that each listed agency's node holds one
+// requireSealedTrunks checks that, for the call in mediaRoom (a node
+// makes one trunk per peer and call), each listed agency's node holds one
 // trunk, up, to each other listed agency, and that no node holds one with
 // an agency of off (which nobody lists); it logs the trunks in all.
-func requireSealedTrunks(t *testing.T, listed, off []*sealedAgency) {
+func requireSealedTrunks(t *testing.T, mediaRoom string, listed, off []*sealedAgency) {
 	t.Helper()
+	ofCall := func(a *sealedAgency) []trunkInfo {
+		var out []trunkInfo
+		for _, x := range a.trunks(t) {
+			if x.MediaRoom == mediaRoom {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
 	offNames := map[string]bool{}
 	for _, a := range off {
 		offNames[a.hs.ServerName] = true
 	}
 	pairs := map[string]bool{}
 	for i, a := range listed {
-		tr := a.trunks(t)
+		tr := ofCall(a)
 		require.Len(t, tr, len(listed)-1, "agency %s holds one trunk per other listed agency: %+v", a.ns.Addr, tr)
 		for _, x := range tr {
 			require.True(t, x.Up, "agency %d's trunk to %s is up", i, x.Peer)
@@ -98,7 +109,7 @@ func requireSealedTrunks(t *testing.T, listed, off []*sealedAgency) {
 	for _, a := range off {
 		require.Empty(t, a.trunks(t), "%s's node makes no trunk: nobody lists it", a.ns.Addr)
 	}
-	t.Logf("trunks: %d in all, each up (%v)", len(pairs), slices.Sorted(maps.Keys(pairs)))
+	t.Logf("trunks of the call: %d in all, each up (%v)", len(pairs), slices.Sorted(maps.Keys(pairs)))
 }
 
 // countSealedForeign counts, from the outside of each agency's clients,
