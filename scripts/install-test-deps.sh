@@ -9,7 +9,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-apt_packages=(chromium nodejs npm)
+# iproute2 (ip, ss), nftables, conntrack and tcpdump: the sealed-network tests (internal/netnstest).
+apt_packages=(chromium nodejs npm iproute2 nftables conntrack tcpdump)
 missing=()
 for p in "${apt_packages[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

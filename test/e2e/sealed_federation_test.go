@@ -136,7 +136,11 @@ func countSealedForeign(t *testing.T, top *netnstest.Topology, ag []*sealedAgenc
 			if s.Program == "entente" || s.Program == "dendrite" || s.Peer == "*:*" || strings.HasSuffix(s.Peer, ":*") {
 				continue
 			}
-			programs[s.Program]++
+			if s.Program == "" {
+				programs["(closing, no process)"]++
+			} else {
+				programs[s.Program]++
+			}
 			host, _, err := net.SplitHostPort(s.Peer)
 			require.NoError(t, err, s.Peer)
 			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() && !ip.Equal(net.ParseIP(a.ns.Addr)) {
