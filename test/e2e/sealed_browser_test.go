@@ -27,7 +27,7 @@ import (
 // with Agency.Command; playwright drives Chromium over a pipe, so nothing
 // of the driver crosses namespaces), and the pages and Element Call's
 // files are served from listeners made inside the namespace
-// (Agency.Listen), at the agency's own address. Chromium resolves the
+// (Agency.Listen), on its own loopback. Chromium resolves the
 // shared name through the agency's hosts file (`ip netns exec` lays
 // /etc/netns/NAME/hosts over /etc/hosts): no --host-resolver-rules.
 
@@ -213,14 +213,16 @@ func runTogether(t *testing.T, scripts []*agencyScript, whileIn func()) time.Dur
 // listing the other two, each with its clients inside its own namespace.
 //
 // First call: Alice in a livekit-client page in agency A, Bob in one in
-// B, Carol with a Go SDK client in C, in a room of A's. The pages ask
+// B, Carol with a Go SDK client in C and Dan with one in A, in a room of
+// A's. The pages ask
 // the shared token service, http://rtc.federation.test:7880, which each
 // agency's hosts file resolves to its own node, with an OpenID token of
 // their own homeserver, and join with the answer; Carol's client joins
-// with a token of her node. Everyone receives everyone: each page decodes
-// the other page's video and receives its audio, and receives Carol's
-// audio and video packets (her synthetic VP8 cannot be decoded); Carol
-// receives both pages' audio and video.
+// and Dan's with a token of their nodes. Everyone receives everyone: each
+// page decodes the other page's video and receives its audio, and
+// receives Carol's and Dan's audio and video packets (their synthetic VP8
+// cannot be decoded); Carol and Dan receive the three others' audio and
+// video.
 //
 // Second call: stock Element Call 0.26.1 in each of the three agencies
 // (each agency's app served in its namespace, against its own homeserver
@@ -284,35 +286,48 @@ func TestSealedFederationBrowsers(t *testing.T) {
 // sealedPagesCall is TestSealedFederationBrowsers' first call.
 func sealedPagesCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag []*sealedAgency, pageURLs []string) {
 	room, users := sealedRoom(t, ag, []string{"alice", "bob", "carol"})
-	ids := make([]string, len(ag))
+	// Dan, of agency A: a second client of A's node, besides Alice's page.
+	users = append(users, ag[0].hs.Register(t, "dan"))
+	ag[0].hs.Join(t, users[3], room)
+	home := []*sealedAgency{ag[0], ag[1], ag[2], ag[0]}
+	ids := make([]string, len(users))
+	toks := make([]tokenAnswer, len(users))
 	for i, u := range users {
 		ids[i] = u.ID + ":" + u.DeviceID
-	}
-	toks := make([]tokenAnswer, len(ag))
-	for i, a := range ag {
 		// The node serves the user (its bot joined the room), and the
 		// user's membership names the shared transport.
-		toks[i] = a.joinCall(t, users[i], room)
+		toks[i] = home[i].joinCall(t, u, room)
 	}
 	start := time.Now()
-	carol := startSealedClient(t, ag[2], toks[2].URL, toks[2].JWT, ids[2])
+	sdk := map[string]*sealedClient{}
+	for _, i := range []int{2, 3} {
+		sdk[ids[i]] = startSealedClient(t, home[i], toks[i].URL, toks[i].JWT, ids[i])
+	}
 	scripts := make([]*agencyScript, 2)
 	for i := range 2 {
-		other := ids[1-i]
 		p := browserPage{
 			Label: strings.Split(ids[i][1:], ":")[0], Kind: "client", URL: pageURLs[i], Simulcast: i == 0,
 			TokenService: sealedSharedRTCURL,
 			TokenRequest: map[string]any{"room": room, "openid_token": ag[i].hs.OpenIDToken(t, users[i]), "device_id": users[i].DeviceID},
-			ExpectFrom:   map[string]string{other: "frames", ids[2]: "packets"},
+			ExpectFrom:   map[string]string{ids[1-i]: "frames", ids[2]: "packets", ids[3]: "packets"},
 		}
 		scripts[i] = startAgencyScript(t, env, ag[i], p.Label, "run.mjs", map[string]any{"pages": []browserPage{p}, "holdMs": 500})
 	}
-	var carolSaw bool
+	var sdkSaw bool
 	readyAfter := runTogether(t, scripts, func() {
 		// Checked while the pages are still in the call; failures are
 		// reported after the pages' own reports.
-		carolSaw = assertEventually(30*time.Second, func() bool { return carol.sees(ids[0], 20) && carol.sees(ids[1], 20) })
-		t.Logf("Carol (Go SDK, agency C) receives both pages: %v, %v after the clients started", carolSaw, time.Since(start).Round(time.Millisecond))
+		sdkSaw = assertEventually(30*time.Second, func() bool {
+			for id, c := range sdk {
+				for _, other := range ids {
+					if other != id && !c.sees(other, 20) {
+						return false
+					}
+				}
+			}
+			return true
+		})
+		t.Logf("Carol and Dan (Go SDK, agencies C and A) receive the three others: %v, %v after the clients started", sdkSaw, time.Since(start).Round(time.Millisecond))
 		requireSealedTrunks(t, matrix.RoomAlias(room, matrix.LegacySlotID), ag, nil)
 		require.Zero(t, countSealedForeign(t, top, ag), "foreign connections")
 	})
@@ -330,7 +345,9 @@ func sealedPagesCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag [
 			}
 		}
 	}
-	require.True(t, carolSaw, "Carol receives both pages' audio and video: %+v", carol.state())
+	for id, c := range sdk {
+		require.True(t, sdkSaw, "%s receives the three others' audio and video: %+v", id, c.state())
+	}
 	for i, s := range scripts {
 		res := results[i]
 		require.Empty(t, res.Error, "%s: run.mjs", s.label)
@@ -339,11 +356,13 @@ func sealedPagesCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag [
 		p := res.Pages[0]
 		require.True(t, p.OK, "%s has everyone's media: %+v", p.Label, p.InboundBy)
 		require.Equal(t, ids[i], p.Identity)
-		require.ElementsMatch(t, []string{ids[1-i], ids[2]}, p.Remotes, "%s sees the two others", p.Label)
+		require.ElementsMatch(t, []string{ids[1-i], ids[2], ids[3]}, p.Remotes, "%s sees the three others", p.Label)
 		require.Positive(t, p.InboundBy[ids[1-i]].Frames, "%s decodes the other page", p.Label)
 		require.Positive(t, p.InboundBy[ids[1-i]].AudioPackets, "%s hears the other page", p.Label)
-		require.Positive(t, p.InboundBy[ids[2]].VideoPackets, "%s receives Carol's video", p.Label)
-		require.Positive(t, p.InboundBy[ids[2]].AudioPackets, "%s hears Carol", p.Label)
+		for _, id := range ids[2:] {
+			require.Positive(t, p.InboundBy[id].VideoPackets, "%s receives %s's video", p.Label, id)
+			require.Positive(t, p.InboundBy[id].AudioPackets, "%s hears %s", p.Label, id)
+		}
 		// The page's token call went to the shared name, which Chromium
 		// resolved through the agency's hosts file (nothing else routes
 		// there), and the answer sent it to its own node.

@@ -102,7 +102,7 @@ func requireSealedTrunks(t *testing.T, mediaRoom string, listed, off []*sealedAg
 			require.False(t, offNames[x.Peer], "no trunk with an agency nobody lists (%s)", x.Peer)
 			pair := []string{a.hs.ServerName, x.Peer}
 			slices.Sort(pair)
-			pairs[pair[0]+" "+pair[1]] = true
+			pairs[pair[0]+"<->"+pair[1]] = true
 		}
 	}
 	require.Len(t, pairs, len(listed)*(len(listed)-1)/2, "one trunk per pair of listed agencies: %v", pairs)
