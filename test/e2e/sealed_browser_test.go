@@ -412,6 +412,21 @@ func sealedElementCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag
 				p.Label, ag[i].ns.Addr, res.LaunchMs, p.T["joinClicked"], p.T["firstRemoteFrame"], p.T["allRemotes"],
 				p.VideoStreams, p.AudioStreams, p.Websockets, p.TokenURLs, p.SelectedPairs)
 		}
+		for _, p := range res.People {
+			// When each inbound video stream's first packet and first
+			// decoded frame came (ms after the page opened): the gap is the
+			// wait for the sender's key.
+			for ssrc, v := range p.Video {
+				at := func(x *int64) string {
+					if x == nil {
+						return "never"
+					}
+					return strconv.FormatInt(*x, 10)
+				}
+				t.Logf("  %s's video %s: first packet at %s ms, first frame at %s ms; %d frames", p.Label, ssrc, at(v.FirstPacket), at(v.FirstFrame), v.Frames)
+			}
+		}
+		logMissingKeys(t, res)
 		requireCall(t, res)
 		require.Len(t, res.People, 1)
 		p := res.People[0]
