@@ -1,18 +1,13 @@
 package e2e
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +19,7 @@ import (
 
 // Browsers in sealed agencies: each agency's Chromium runs inside the
 // agency's network namespace (run.mjs or element-call.mjs started there
-// with Agency.Command; playwright drives Chromium over a pipe, so nothing
+// by startBrowserScript with Agency.Command; playwright drives Chromium over a pipe, so nothing
 // of the driver crosses namespaces), and the pages and Element Call's
 // files are served from listeners made inside the namespace
 // (Agency.Listen), on its own loopback. Chromium resolves the
@@ -59,103 +54,11 @@ func serveIn(t *testing.T, a *sealedAgency, host string, port int, h http.Handle
 	return fmt.Sprintf("http://%s:%d/", host, port)
 }
 
-// agencyScript is one run of a browser script (run.mjs or
-// element-call.mjs) inside an agency's namespace. Runs of several
-// agencies hold their pages in the call until all are ready (the
-// scripts' readyFile and releaseFile).
-type agencyScript struct {
-	label            string
-	cmd              *exec.Cmd
-	profiles         string
-	ready, release   string
-	stdout           bytes.Buffer
-	stderr           lockedBuffer
-	exited           chan struct{}
-	err              error
-	started, stopped time.Time
-}
-
-// startAgencyScript starts node script with cfg (to which it adds the
-// modules, Chromium, profile directory and ready/release files) inside
-// agency a. The script's process group gets SIGTERM, then SIGKILL, on
-// cleanup, and any Chromium left using its profiles is killed.
-func startAgencyScript(t *testing.T, env browserEnv, a *sealedAgency, label, script string, cfg map[string]any) *agencyScript {
-	t.Helper()
-	dir := t.TempDir()
-	s := &agencyScript{
-		label: label, profiles: filepath.Join(dir, "profiles"), exited: make(chan struct{}),
-		ready: filepath.Join(dir, "ready"), release: filepath.Join(dir, "release"),
-	}
-	require.NoError(t, os.Mkdir(s.profiles, 0o700))
-	cfg["modules"], cfg["chromium"], cfg["userDataDir"] = env.modules, env.chromium, s.profiles
-	cfg["timeoutMs"] = sealedScriptTimeout.Milliseconds()
-	cfg["readyFile"], cfg["releaseFile"] = s.ready, s.release
-	raw, err := json.Marshal(cfg)
-	require.NoError(t, err)
-	cfgPath := filepath.Join(dir, "config.json")
-	require.NoError(t, os.WriteFile(cfgPath, raw, 0o600))
-	s.cmd = a.ns.Command("node", filepath.Join(env.repo, "test", "e2e", "browser", script), cfgPath)
-	// Its own process group (stopped as one), killed if the test dies.
-	// Playwright starts Chromium detached (a group of its own):
-	// killProfileProcesses finds what is left of it by its profile.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
-	s.started = time.Now()
-	require.NoError(t, s.cmd.Start())
-	go func() {
-		s.err = s.cmd.Wait()
-		s.stopped = time.Now()
-		close(s.exited)
-	}()
-	t.Cleanup(func() {
-		s.stop(t)
-		killProfileProcesses(t, s.profiles)
-	})
-	return s
-}
-
-func (s *agencyScript) isReady() bool {
-	_, err := os.Stat(s.ready)
-	return err == nil
-}
-
-func (s *agencyScript) done() bool {
-	select {
-	case <-s.exited:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop ends the script's process group: SIGTERM, SIGKILL after 10 s.
-func (s *agencyScript) stop(t *testing.T) {
-	if s.done() {
-		return
-	}
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(10 * time.Second):
-		t.Logf("%s: script did not stop within 10 s of SIGTERM", s.label)
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.exited
-	}
-}
-
-// report decodes the script's JSON report into out.
-func (s *agencyScript) report(t *testing.T, out any) {
-	t.Helper()
-	if err := json.Unmarshal(bytes.TrimSpace(s.stdout.Bytes()), out); err != nil {
-		t.Fatalf("%s: %v (%v)\nstdout: %s\nstderr: %s", s.label, s.err, err, s.stdout.String(), s.stderr.tail(40))
-	}
-}
-
-// runTogether waits until every script is ready (its pages have all they
-// wait for, or it gave up) or has exited, calls whileIn with everyone
+// runTogether waits until every script (started with together) is ready
+// (its pages have all they wait for, or it gave up) or has exited, calls whileIn with everyone
 // still in the call, then releases them all and waits until they exit.
 // It returns how long the scripts took to be ready.
-func runTogether(t *testing.T, scripts []*agencyScript, whileIn func()) time.Duration {
+func runTogether(t *testing.T, scripts []*browserScript, whileIn func()) time.Duration {
 	t.Helper()
 	start := time.Now()
 	deadline := start.Add(sealedScriptKillAfter)
@@ -303,7 +206,7 @@ func sealedPagesCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag [
 	for _, i := range []int{2, 3} {
 		sdk[ids[i]] = startSealedClient(t, home[i], toks[i].URL, toks[i].JWT, ids[i])
 	}
-	scripts := make([]*agencyScript, 2)
+	scripts := make([]*browserScript, 2)
 	for i := range 2 {
 		p := browserPage{
 			Label: strings.Split(ids[i][1:], ":")[0], Kind: "client", URL: pageURLs[i], Simulcast: i == 0,
@@ -311,7 +214,9 @@ func sealedPagesCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag [
 			TokenRequest: map[string]any{"room": room, "openid_token": ag[i].hs.OpenIDToken(t, users[i]), "device_id": users[i].DeviceID},
 			ExpectFrom:   map[string]string{ids[1-i]: "frames", ids[2]: "packets", ids[3]: "packets"},
 		}
-		scripts[i] = startAgencyScript(t, env, ag[i], p.Label, "run.mjs", map[string]any{"pages": []browserPage{p}, "holdMs": 500})
+		scripts[i] = startBrowserScript(t, env, p.Label, "run.mjs", map[string]any{
+			"pages": []browserPage{p}, "holdMs": 500, "timeoutMs": sealedScriptTimeout.Milliseconds(),
+		}, ag[i].ns.Command, true)
 	}
 	var sdkSaw bool
 	readyAfter := runTogether(t, scripts, func() {
@@ -392,12 +297,13 @@ func sealedElementCall(t *testing.T, env browserEnv, top *netnstest.Topology, ag
 	})
 	q := "room/#/?" + url.Values{"roomId": {room}, "perParticipantE2EE": {"true"}}.Encode()
 	names := []string{"Ada", "Bea", "Cyd"}
-	scripts := make([]*agencyScript, len(ag))
+	scripts := make([]*browserScript, len(ag))
 	for i, a := range ag {
 		label := strings.ToLower(names[i])
-		scripts[i] = startAgencyScript(t, env, a, label, "element-call.mjs", map[string]any{
+		scripts[i] = startBrowserScript(t, env, label, "element-call.mjs", map[string]any{
 			"app": appURLs[i], "people": []elementCallPerson{{Label: label, Name: names[i], URL: appURLs[i] + q, MinRemotes: 2}},
-		})
+			"timeoutMs": sealedScriptTimeout.Milliseconds(),
+		}, a.ns.Command, true)
 	}
 	readyAfter := runTogether(t, scripts, func() {
 		requireSealedTrunks(t, matrix.RoomAlias(room, matrix.LegacySlotID), ag, nil)
