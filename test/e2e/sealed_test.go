@@ -320,10 +320,11 @@ type sealedClient struct {
 	identity string
 	cmd      *exec.Cmd
 
-	mu      sync.Mutex
-	last    sealedClientState
-	history []sealedClientState
-	done    chan struct{}
+	mu       sync.Mutex
+	last     sealedClientState
+	history  []sealedClientState
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
 // startSealedClient runs the test binary as a Go SDK client inside the
@@ -358,6 +359,18 @@ func startSealedClient(t *testing.T, a *sealedAgency, wsURL, jwt, identity strin
 		}
 	}()
 	t.Cleanup(func() {
+		c.stop()
+		if t.Failed() {
+			t.Logf("client %s stderr:\n%s", identity, stderr.tail(40))
+		}
+	})
+	return c
+}
+
+// stop ends the client (SIGTERM, SIGKILL after 10 s) and waits for it; it
+// may be called more than once.
+func (c *sealedClient) stop() {
+	c.stopOnce.Do(func() {
 		_ = c.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-c.done:
@@ -366,11 +379,7 @@ func startSealedClient(t *testing.T, a *sealedAgency, wsURL, jwt, identity strin
 			<-c.done
 		}
 		_ = c.cmd.Wait()
-		if t.Failed() {
-			t.Logf("client %s stderr:\n%s", identity, stderr.tail(40))
-		}
 	})
-	return c
 }
 
 func (c *sealedClient) state() sealedClientState {
