@@ -183,10 +183,10 @@ func TestSealedFederationBrowsers(t *testing.T) {
 	}
 	// Element Call in two agencies by default: with one person in each of
 	// the three, a person's per-participant key sometimes never reaches
-	// one of the others on this 2-core machine (3 of 12 runs: "key ...
-	// marked as invalid", then no frame of that stream for 100 s, while
-	// every other stream decodes). ENTENTE_SEALED_EC_AGENCIES=3 runs the
-	// three.
+	// one of the others on this 2-core machine (3 of 15 runs, 1 of 6 since
+	// everyone waits in the lobby: "key ... marked as invalid", then no
+	// frame of that stream for 100 s, while every other stream decodes).
+	// ENTENTE_SEALED_EC_AGENCIES=3 runs the three.
 	nEC := 2
 	if v, err := strconv.Atoi(os.Getenv("ENTENTE_SEALED_EC_AGENCIES")); err == nil && v >= 2 && v <= len(ag) {
 		nEC = v
