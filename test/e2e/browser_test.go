@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,6 +58,10 @@ type browserPage struct {
 	// run's default process.
 	Browser string   `json:"browser,omitempty"`
 	Args    []string `json:"args,omitempty"`
+	// ExpectFrom makes the page wait for audio packets from each identity
+	// named and, from each, decoded video frames ("frames") or video
+	// packets ("packets", for a Go SDK client's synthetic VP8).
+	ExpectFrom map[string]string `json:"expectFrom,omitempty"`
 }
 
 // pageSubscribe is the token call of a page's subscribe-only connection.
@@ -65,18 +69,6 @@ type pageSubscribe struct {
 	TokenService  string `json:"tokenService"`
 	TokenEndpoint string `json:"tokenEndpoint"`
 	TokenRequest  any    `json:"tokenRequest"`
-}
-
-type browserConfig struct {
-	Modules       string        `json:"modules"`
-	Chromium      string        `json:"chromium"`
-	UserDataDir   string        `json:"userDataDir"`
-	TimeoutMs     int64         `json:"timeoutMs"`
-	HoldMs        int64         `json:"holdMs"`
-	ScreenshotDir string        `json:"screenshotDir,omitempty"`
-	Pages         []browserPage `json:"pages"`
-	// Leave is the label of a page that leaves once every page has media.
-	Leave string `json:"leave,omitempty"`
 }
 
 type pageTile struct {
@@ -115,6 +107,18 @@ type pageResult struct {
 	// Tokens are the token answers a "client" page got: "<service><endpoint>
 	// url=<SFU url> sub=<identity> room=<media room>".
 	Tokens []string `json:"tokens"`
+	// InboundBy is, for a page with ExpectFrom, what it received of each
+	// remote identity; FirstMediaFrom when (ms since navigation start) it
+	// had each expected identity's audio and video.
+	InboundBy      map[string]inboundCounts `json:"inboundBy"`
+	FirstMediaFrom map[string]float64       `json:"firstMediaFrom"`
+}
+
+// inboundCounts is what a page received of one remote participant.
+type inboundCounts struct {
+	Frames       int `json:"frames"`
+	VideoPackets int `json:"videoPackets"`
+	AudioPackets int `json:"audioPackets"`
 }
 
 type browserResult struct {
@@ -186,20 +190,25 @@ func findBrowserEnv(t *testing.T, needJoinPage bool) browserEnv {
 // LiveKit app would be).
 func serveClientPage(t *testing.T, env browserEnv) string {
 	t.Helper()
+	srv := httptest.NewServer(clientPageHandler(env))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/client.html"
+}
+
+// clientPageHandler serves /client.html and the livekit-client UMD bundle.
+func clientPageHandler(env browserEnv) http.Handler {
 	page := filepath.Join(env.repo, "test", "e2e", "browser", "client.html")
 	umd := filepath.Join(env.modules, "livekit-client", "dist", "livekit-client.umd.js")
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /client.html", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, page) })
 	mux.HandleFunc("GET /livekit-client.umd.js", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, umd) })
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv.URL + "/client.html"
+	return mux
 }
 
 // runBrowser runs run.mjs with pages and returns its report. It never takes
-// longer than browserKillAfter: on its deadline the script gets SIGTERM (it
-// closes Chromium), then SIGKILL, and any Chromium left using this run's
-// profile directory is killed by pid.
+// longer than browserKillAfter: on its deadline the script's process group
+// gets SIGTERM (it closes Chromium), then SIGKILL, and any Chromium left
+// using this run's profile directory is killed by pid.
 func runBrowser(t *testing.T, env browserEnv, pages []browserPage) browserResult {
 	t.Helper()
 	return runBrowserLeaving(t, env, pages, "")
@@ -210,18 +219,64 @@ func runBrowser(t *testing.T, env browserEnv, pages []browserPage) browserResult
 // the other pages no longer see it (browserResult.Leave).
 func runBrowserLeaving(t *testing.T, env browserEnv, pages []browserPage, leave string) browserResult {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := browserConfig{
-		Modules: env.modules, Chromium: env.chromium, UserDataDir: filepath.Join(dir, "profile"),
-		TimeoutMs: browserRunTimeout.Milliseconds(), HoldMs: 1000, Pages: pages, Leave: leave,
-	}
+	cfg := map[string]any{"timeoutMs": browserRunTimeout.Milliseconds(), "holdMs": 1000, "pages": pages, "leave": leave}
 	if d := os.Getenv("ENTENTE_E2E_SCREENSHOTS"); d != "" {
-		cfg.ScreenshotDir = d
+		cfg["screenshotDir"] = d
 	}
-	if err := os.Mkdir(cfg.UserDataDir, 0o700); err != nil {
+	s := startBrowserScript(t, env, "run.mjs", "run.mjs", cfg, exec.Command, false)
+	defer s.end(t)
+	if !s.wait(browserKillAfter) {
+		s.stop(t)
+		t.Fatalf("browser run killed after %s\nstdout: %s\nstderr: %s", browserKillAfter, s.stdout.String(), s.stderr.String())
+	}
+	var res browserResult
+	s.report(t, &res)
+	if s.err != nil {
+		var ee *exec.ExitError
+		if !errors.As(s.err, &ee) {
+			t.Fatalf("run.mjs: %v\nstderr: %s", s.err, s.stderr.String())
+		}
+		t.Logf("run.mjs exited %d\nstderr: %s", ee.ExitCode(), s.stderr.String())
+	}
+	return res
+}
+
+// browserScript is one run of a browser script of test/e2e/browser
+// (run.mjs, element-call.mjs) in a process group of its own.
+type browserScript struct {
+	label            string
+	cmd              *exec.Cmd
+	profiles         string // the script's userDataDir
+	ready, release   string // its readyFile and releaseFile (together)
+	stdout           bytes.Buffer
+	stderr           lockedBuffer
+	exited           chan struct{}
+	err              error // Wait's, once exited is closed
+	endOnce          sync.Once
+	started, stopped time.Time
+}
+
+// startBrowserScript starts `node script CONFIG` with command (exec.Command,
+// or an agency's Command to run it in the agency's network namespace). To
+// cfg it adds the modules, Chromium and a fresh profile directory, and with
+// together a readyFile and a releaseFile (runTogether). The script runs in
+// a process group of its own, killed if the test process dies; on cleanup
+// (or end) the group gets SIGTERM, then SIGKILL, and any Chromium left
+// using its profiles is killed (playwright starts Chromium in a group of
+// its own).
+func startBrowserScript(t *testing.T, env browserEnv, label, script string, cfg map[string]any,
+	command func(name string, args ...string) *exec.Cmd, together bool) *browserScript {
+	t.Helper()
+	dir := t.TempDir()
+	s := &browserScript{label: label, profiles: filepath.Join(dir, "profiles"), exited: make(chan struct{})}
+	if err := os.Mkdir(s.profiles, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	defer killProfileProcesses(t, cfg.UserDataDir)
+	cfg["modules"], cfg["chromium"], cfg["userDataDir"] = env.modules, env.chromium, s.profiles
+	if together {
+		s.ready, s.release = filepath.Join(dir, "ready"), filepath.Join(dir, "release")
+		cfg["readyFile"], cfg["releaseFile"] = s.ready, s.release
+	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -230,35 +285,81 @@ func runBrowserLeaving(t *testing.T, env browserEnv, pages []browserPage, leave 
 	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	s.cmd = command("node", filepath.Join(env.repo, "test", "e2e", "browser", script), cfgPath)
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
+	s.started = time.Now()
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", script, err)
+	}
+	go func() {
+		s.err = s.cmd.Wait()
+		s.stopped = time.Now()
+		close(s.exited)
+	}()
+	t.Cleanup(func() { s.end(t) })
+	return s
+}
 
-	ctx, cancel := context.WithTimeout(t.Context(), browserKillAfter)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(env.repo, "test", "e2e", "browser", "run.mjs"), cfgPath)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	runErr := cmd.Run()
-	if cmd.Process != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // stragglers of the group
+// isReady reports whether the script wrote its readyFile.
+func (s *browserScript) isReady() bool {
+	if s.ready == "" {
+		return false
 	}
-	if ctx.Err() != nil {
-		t.Fatalf("browser run killed after %s\nstdout: %s\nstderr: %s", time.Since(start).Round(time.Second), stdout.String(), stderr.String())
+	_, err := os.Stat(s.ready)
+	return err == nil
+}
+
+// done reports whether the script has exited.
+func (s *browserScript) done() bool {
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
 	}
-	var res browserResult
-	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &res); err != nil {
-		t.Fatalf("run.mjs: %v (%v)\nstdout: %s\nstderr: %s", runErr, err, stdout.String(), stderr.String())
+}
+
+// wait waits up to d for the script to exit and reports whether it did.
+func (s *browserScript) wait(d time.Duration) bool {
+	select {
+	case <-s.exited:
+		return true
+	case <-time.After(d):
+		return false
 	}
-	if runErr != nil {
-		var ee *exec.ExitError
-		if !errors.As(runErr, &ee) {
-			t.Fatalf("run.mjs: %v\nstderr: %s", runErr, stderr.String())
-		}
-		t.Logf("run.mjs exited %d\nstderr: %s", ee.ExitCode(), stderr.String())
+}
+
+// stop ends the script's process group: SIGTERM (the scripts close
+// Chromium on it), SIGKILL after 10 s.
+func (s *browserScript) stop(t *testing.T) {
+	if s.done() {
+		return
 	}
-	return res
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	if !s.wait(10 * time.Second) {
+		t.Logf("%s: script did not stop within 10 s of SIGTERM", s.label)
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+	}
+}
+
+// end stops the script, kills what is left of its group and of its
+// Chromium processes.
+func (s *browserScript) end(t *testing.T) {
+	s.endOnce.Do(func() {
+		s.stop(t)
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL) // stragglers of the group
+		killProfileProcesses(t, s.profiles)
+	})
+}
+
+// report decodes the script's JSON report into out.
+func (s *browserScript) report(t *testing.T, out any) {
+	t.Helper()
+	if err := json.Unmarshal(bytes.TrimSpace(s.stdout.Bytes()), out); err != nil {
+		t.Fatalf("%s: %v (%v)\nstdout: %s\nstderr: %s", s.label, s.err, err, s.stdout.String(), s.stderr.tail(40))
+	}
 }
 
 // killProfileProcesses kills processes whose command line names profile (a

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,12 +130,23 @@ func elementCallApp(t *testing.T, env browserEnv, v string) string {
 // everything else to the homeserver.
 func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 	t.Helper()
+	srv := httptest.NewServer(homeserverProxyHandler(t, homeserverURL, nodeURL, nil))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// homeserverProxyHandler is homeserverProxy's handler; transport, when not
+// nil, makes its connections to the homeserver and the node (e.g. from
+// inside an agency's network namespace).
+func homeserverProxyHandler(t *testing.T, homeserverURL, nodeURL string, transport http.RoundTripper) http.Handler {
+	t.Helper()
 	hs, err := url.Parse(homeserverURL)
 	require.NoError(t, err)
 	node, err := url.Parse(nodeURL)
 	require.NoError(t, err)
 	toHS, toNode := httputil.NewSingleHostReverseProxy(hs), httputil.NewSingleHostReverseProxy(node)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	toHS.Transport, toNode.Transport = transport, transport
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case matrix.PathRTCTransports, matrix.PathRTCTransportsV1, matrix.PathWellKnownClient,
 			matrix.PathLiveKitGetToken, matrix.PathLiveKitGetTokenUnstable:
@@ -144,9 +154,7 @@ func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 			return
 		}
 		toHS.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
+	})
 }
 
 // serveElementCall serves Element Call's dist/ from an origin of its own
@@ -160,6 +168,14 @@ func homeserverProxy(t *testing.T, homeserverURL, nodeURL string) string {
 // advertises no transport (a homeserver without its own node).
 func serveElementCall(t *testing.T, dist, homeserverURL, serverName, serviceURL string) string {
 	t.Helper()
+	srv := httptest.NewServer(elementCallHandler(t, dist, homeserverURL, serverName, serviceURL))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/"
+}
+
+// elementCallHandler is serveElementCall's handler.
+func elementCallHandler(t *testing.T, dist, homeserverURL, serverName, serviceURL string) http.Handler {
+	t.Helper()
 	cfg := map[string]any{
 		"default_server_config": map[string]any{
 			"m.homeserver": map[string]any{"base_url": homeserverURL, "server_name": serverName},
@@ -171,7 +187,7 @@ func serveElementCall(t *testing.T, dist, homeserverURL, serverName, serviceURL 
 	}
 	config, err := json.Marshal(cfg)
 	require.NoError(t, err)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		switch {
 		case strings.HasSuffix(p, "/config.json"):
@@ -187,9 +203,7 @@ func serveElementCall(t *testing.T, dist, homeserverURL, serverName, serviceURL 
 			}
 			http.ServeFile(w, r, filepath.Join(dist, "index.html"))
 		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL + "/"
+	})
 }
 
 // runElementCall runs element-call.mjs for people against the app and
@@ -204,67 +218,38 @@ func runElementCall(t *testing.T, env browserEnv, app string, people []elementCa
 // clicks "Join call" once it has returned.
 func runElementCallWith(t *testing.T, env browserEnv, app string, people []elementCallPerson, atLobby func(label string)) elementCallResult {
 	t.Helper()
-	dir := t.TempDir()
-	profiles := filepath.Join(dir, "profiles")
-	require.NoError(t, os.Mkdir(profiles, 0o700))
-	defer killProfileProcesses(t, profiles)
-	raw, err := json.Marshal(map[string]any{
-		"modules": env.modules, "chromium": env.chromium, "userDataDir": profiles,
+	sc := startBrowserScript(t, env, "element-call.mjs", "element-call.mjs", map[string]any{
 		"timeoutMs": elementCallRunTimeout.Milliseconds(), "app": app, "people": people,
-	})
-	require.NoError(t, err)
-	cfgPath := filepath.Join(dir, "config.json")
-	require.NoError(t, os.WriteFile(cfgPath, raw, 0o600))
-
-	ctx, cancel := context.WithTimeout(t.Context(), elementCallKillAfter)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(env.repo, "test", "e2e", "browser", "element-call.mjs"), cfgPath)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	}, exec.Command, false)
+	defer sc.end(t)
 	// The gates are watched here, on the test's goroutine, so that
 	// atLobby may fail the test.
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	var runErr error
+	deadline := time.Now().Add(elementCallKillAfter)
 	opened := map[string]bool{}
-wait:
-	for {
-		select {
-		case runErr = <-exited:
-			break wait
-		case <-time.After(100 * time.Millisecond):
+	for !sc.wait(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			sc.stop(t)
+			t.Fatalf("element-call.mjs killed\nstdout: %s\nstderr: %s", sc.stdout.String(), sc.stderr.String())
 		}
 		for _, p := range people {
 			if !p.Gate || opened[p.Label] {
 				continue
 			}
-			if _, err := os.Stat(filepath.Join(profiles, p.Label+".lobby")); err != nil {
+			if _, err := os.Stat(filepath.Join(sc.profiles, p.Label+".lobby")); err != nil {
 				continue
 			}
 			opened[p.Label] = true
 			if atLobby != nil {
 				atLobby(p.Label)
 			}
-			require.NoError(t, os.WriteFile(filepath.Join(profiles, p.Label+".go"), nil, 0o600))
+			require.NoError(t, os.WriteFile(filepath.Join(sc.profiles, p.Label+".go"), nil, 0o600))
 		}
 	}
-	if cmd.Process != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("element-call.mjs killed\nstdout: %s\nstderr: %s", stdout.String(), stderr.String())
-	}
 	var res elementCallResult
-	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &res); err != nil {
-		t.Fatalf("element-call.mjs: %v (%v)\nstdout: %s\nstderr: %s", runErr, err, stdout.String(), stderr.String())
-	}
+	sc.report(t, &res)
 	var ee *exec.ExitError
-	if runErr != nil && !errors.As(runErr, &ee) {
-		t.Fatalf("element-call.mjs: %v\nstderr: %s", runErr, stderr.String())
+	if sc.err != nil && !errors.As(sc.err, &ee) {
+		t.Fatalf("element-call.mjs: %v\nstderr: %s", sc.err, sc.stderr.String())
 	}
 	return res
 }

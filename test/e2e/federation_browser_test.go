@@ -628,10 +628,15 @@ func logElementCallTimeline(t *testing.T, res elementCallResult, watch *trunkWat
 	}
 	t.Logf("trunk on A: listed at %s ms, up at %s, full at %s; on B: listed at %s, up at %s, full at %s",
 		at(watch.seenA), at(watch.upA), at(watch.fullA), at(watch.seenB), at(watch.upB), at(watch.fullB))
-	// Frames that arrive before the sender's per-participant key cannot
-	// be decrypted (Element Call logs "missing key"): the keys travel as
-	// Olm to-device messages between the homeservers, not through the
-	// nodes, and most of the wait is theirs.
+	logMissingKeys(t, res)
+}
+
+// logMissingKeys logs, for each person, Element Call's "missing key"
+// console messages: frames that arrive before the sender's per-participant
+// key cannot be decrypted, and the keys travel as Olm to-device messages
+// between the homeservers, not through the nodes.
+func logMissingKeys(t *testing.T, res elementCallResult) {
+	t.Helper()
 	for _, p := range res.People {
 		var n int
 		var firstLog, lastLog string

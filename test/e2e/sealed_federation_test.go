@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"entente.dev/entente/bridge/matrix"
 	"entente.dev/entente/internal/netnstest"
 )
 
@@ -66,59 +69,107 @@ func TestSealedFederation(t *testing.T) {
 		require.NotContains(t, clients[i].state().Remotes, ids[3], "%s does not see D's person", ids[i])
 	}
 
-	peers := map[string]bool{}
-	for i, a := range ag[:3] {
-		tr := a.trunks(t)
-		require.Len(t, tr, 2, "agency %d holds one trunk per other listed agency", i)
-		for _, x := range tr {
-			require.True(t, x.Up)
-			require.NotEqual(t, ag[3].hs.ServerName, x.Peer, "no trunk with D")
-			pair := []string{a.hs.ServerName, x.Peer}
-			if pair[0] > pair[1] {
-				pair[0], pair[1] = pair[1], pair[0]
+	requireSealedTrunks(t, matrix.RoomAlias(room, matrix.LegacySlotID), ag[:3], ag[3:])
+	require.Zero(t, countSealedForeign(t, top, ag), "foreign connections")
+	requireSealedRouterFlows(t, capture, ag[3:])
+}
+
+// requireSealedTrunks checks that, for the call in mediaRoom (a node
+// makes one trunk per peer and call), each listed agency's node holds one
+// trunk, up, to each other listed agency, and that no node holds one with
+// an agency of off (which nobody lists); it logs the trunks in all.
+func requireSealedTrunks(t *testing.T, mediaRoom string, listed, off []*sealedAgency) {
+	t.Helper()
+	ofCall := func(a *sealedAgency) []trunkInfo {
+		var out []trunkInfo
+		for _, x := range a.trunks(t) {
+			if x.MediaRoom == mediaRoom {
+				out = append(out, x)
 			}
-			peers[pair[0]+" "+pair[1]] = true
+		}
+		return out
+	}
+	offNames := map[string]bool{}
+	for _, a := range off {
+		offNames[a.hs.ServerName] = true
+	}
+	pairs := map[string]bool{}
+	for i, a := range listed {
+		tr := ofCall(a)
+		require.Len(t, tr, len(listed)-1, "agency %s holds one trunk per other listed agency: %+v", a.ns.Addr, tr)
+		for _, x := range tr {
+			require.True(t, x.Up, "agency %d's trunk to %s is up", i, x.Peer)
+			require.False(t, offNames[x.Peer], "no trunk with an agency nobody lists (%s)", x.Peer)
+			pair := []string{a.hs.ServerName, x.Peer}
+			slices.Sort(pair)
+			pairs[pair[0]+"<->"+pair[1]] = true
 		}
 	}
-	require.Len(t, peers, 3, "three trunks in all: %v", peers)
-	require.Empty(t, ag[3].trunks(t), "D's node makes no trunk: nobody lists it")
+	require.Len(t, pairs, len(listed)*(len(listed)-1)/2, "one trunk per pair of listed agencies: %v", pairs)
+	for _, a := range off {
+		require.Empty(t, a.trunks(t), "%s's node makes no trunk: nobody lists it", a.ns.Addr)
+	}
+	t.Logf("trunks of the call: %d in all, each up (%v)", len(pairs), slices.Sorted(maps.Keys(pairs)))
+}
 
-	// Foreign connections, counted from the outside of each agency's
-	// clients.
+// countSealedForeign counts, from the outside of each agency's clients,
+// their foreign connections, reporting each as an error: flows connection
+// tracking saw in the agency's namespace (TrackConnections) that leave it
+// and are neither node-to-node media nor homeserver federation
+// (sealedForeign), and connected sockets of any program in the namespace
+// other than the node and Dendrite (browsers, node, the Go SDK client, the
+// test's own listeners) whose peer is neither the agency's address nor
+// loopback.
+func countSealedForeign(t *testing.T, top *netnstest.Topology, ag []*sealedAgency) int {
+	t.Helper()
 	foreign := 0
 	for i, a := range ag {
-		var own []string
-		for _, c := range a.ns.Connections(t) {
+		flows := a.ns.Connections(t)
+		for _, c := range flows {
 			if sealedForeign(c, a.ns, top) {
 				foreign++
 				t.Errorf("agency %d: a flow leaves the agency that is neither trunk nor federation: %+v", i, c)
 			}
-			own = append(own, c.Proto+" "+c.Src+">"+c.Dst)
 		}
+		programs := map[string]int{}
 		for _, s := range a.ns.Sockets(t) {
 			if s.Program == "entente" || s.Program == "dendrite" || s.Peer == "*:*" || strings.HasSuffix(s.Peer, ":*") {
 				continue
 			}
+			if s.Program == "" {
+				programs["(closing, no process)"]++
+			} else {
+				programs[s.Program]++
+			}
 			host, _, err := net.SplitHostPort(s.Peer)
 			require.NoError(t, err, s.Peer)
-			if host != a.ns.Addr && host != "127.0.0.1" {
+			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() && !ip.Equal(net.ParseIP(a.ns.Addr)) {
 				foreign++
 				t.Errorf("agency %d: %s's socket %s talks to %s", i, s.Program, s.Local, s.Peer)
 			}
 		}
-		t.Logf("agency %d (%s): %d tracked flows", i, a.ns.Addr, len(own))
+		t.Logf("agency %d (%s): %d tracked flows; connected sockets of its clients by program: %v", i, a.ns.Addr, len(flows), programs)
 	}
 	t.Logf("foreign connections: %d", foreign)
+	return foreign
+}
 
-	// What crossed the router.
+// requireSealedRouterFlows stops the router's capture and checks that it
+// holds only node-to-node media (UDP between the nodes' media ports, none
+// with an agency of off) and homeserver federation (TCP to 8448).
+func requireSealedRouterFlows(t *testing.T, capture *netnstest.Capture, off []*sealedAgency) {
+	t.Helper()
+	offAddr := map[string]bool{}
+	for _, a := range off {
+		offAddr[a.ns.Addr] = true
+	}
 	var media, federation int
 	for _, f := range capture.Flows() {
 		src, dst := hostPort(t, f.Src), hostPort(t, f.Dst)
 		switch {
 		case f.Proto == "UDP" && src.port == sealedUDPPort && dst.port == sealedUDPPort:
 			media += f.Packets
-			require.NotEqual(t, ag[3].ns.Addr, src.host, "no media with D")
-			require.NotEqual(t, ag[3].ns.Addr, dst.host, "no media with D")
+			require.False(t, offAddr[src.host] || offAddr[dst.host], "no media with an agency nobody lists: %+v", f)
 		case f.Proto == "TCP" && (src.port == sealedFederation || dst.port == sealedFederation):
 			federation += f.Packets
 		case f.Proto == "IGMP" && linkLocalMulticast(dst.host):

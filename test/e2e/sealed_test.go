@@ -391,7 +391,8 @@ func startSealedClientAs(t *testing.T, a *sealedAgency, wsURL, jwt, identity str
 	return c
 }
 
-// stop ends the client (SIGTERM: it leaves its room; SIGKILL after 10 s).
+// stop ends the client (SIGTERM, SIGKILL after 10 s) and waits for it; it
+// may be called more than once.
 func (c *sealedClient) stop() {
 	c.stopOnce.Do(func() {
 		_ = c.cmd.Process.Signal(syscall.SIGTERM)

@@ -21,6 +21,10 @@
 // streams they must receive media on before the run ends for them.
 // A person's "args" are extra Chromium flags for their browser process (e.g.
 // --host-resolver-rules: their agency's DNS).
+// With "readyFile" and "releaseFile" (paths), once everyone has what they
+// wait for (or the run times out) the script writes readyFile and keeps
+// everyone in the call until releaseFile exists (or the deadline): runs in
+// several processes (one per agency) then leave together.
 // A person with "gate": true waits in the lobby for the test (see gate).
 // A person with "login": {"user", "password"} signs in with that account on
 // Element Call's sign-in page before opening the link.
@@ -312,6 +316,12 @@ async function main() {
       if (done.every(Boolean)) break;
       if (Date.now() >= deadline) { out.timedOut = true; break; }
       await sleep(100);
+    }
+    if (cfg.readyFile) {
+      out.readyMs = Date.now() - t0;
+      fs.writeFileSync(cfg.readyFile, '');
+      while (!fs.existsSync(cfg.releaseFile) && Date.now() < deadline) await sleep(100);
+      out.releasedMs = Date.now() - t0;
     }
   } catch (e) {
     out.error = keep(String(e && e.stack || e));

@@ -28,6 +28,19 @@
 //   ]
 // }
 //
+// A page's "expectFrom" ({identity: "frames" | "packets"}) makes it wait,
+// besides remote video and audio, for audio packets from each identity
+// named and, from each, decoded video frames ("frames") or video packets
+// ("packets": a Go SDK client's synthetic VP8 cannot be decoded). Its
+// report then has "inboundBy" (identity -> {frames, videoPackets,
+// audioPackets}) and "firstMediaFrom" (identity -> ms since navigation
+// start when its audio and video had both arrived as expected).
+//
+// With "readyFile" and "releaseFile" (paths), once every page has what it
+// waits for (or the run times out) the script writes readyFile and keeps
+// its pages in the call until releaseFile exists (or the deadline): runs
+// in several processes (one per agency) then leave together.
+//
 // A page with "browser": NAME runs in a Chromium process of its own, one per
 // NAME (profile userDataDir/NAME), started with the extra flags "args" of the
 // group's first page (e.g. --host-resolver-rules, one agency's DNS per
@@ -79,6 +92,17 @@ function monitor() {
           }
         }
         if (m.audio > 0) mark('firstAudioPacket');
+        if (e.inboundByIdentity && window.__expectFrom) {
+          const by = await e.inboundByIdentity();
+          m.firstMediaFrom = m.firstMediaFrom || {};
+          for (const [id, want] of Object.entries(window.__expectFrom)) {
+            const o = by[id];
+            if (!o || m.firstMediaFrom[id] !== undefined) continue;
+            if (o.audioPackets > 0 && (want === 'packets' ? o.videoPackets > 0 : o.frames > 0)) {
+              m.firstMediaFrom[id] = Math.round(performance.now());
+            }
+          }
+        }
       }
     } catch (err) { m.monitorError = String(err); }
     setTimeout(tick, 50);
@@ -116,6 +140,7 @@ function watchPeerConnections() {
 
 async function startPage(ctx, spec) {
   const r = { label: spec.label, kind: spec.kind, ok: false, t: {}, log: [], websockets: [] };
+  Object.defineProperty(r, 'spec', { value: spec }); // not reported
   const page = await ctx.newPage();
   page.on('websocket', (ws) => r.websockets.push(ws.url().replace(/access_token=[^&]+/, 'access_token=REDACTED')));
   // Keep tokens out of test logs (livekit-client puts them in the signal URL).
@@ -125,6 +150,7 @@ async function startPage(ctx, spec) {
   });
   page.on('pageerror', (e) => r.log.push(keep(`pageerror: ${e.message}`)));
   await page.goto(spec.url, { timeout: left() });
+  if (spec.expectFrom) await page.evaluate((x) => { window.__expectFrom = x; }, spec.expectFrom);
   await page.evaluate(monitor);
   if (spec.kind === 'client') {
     await page.evaluate((s) => window.start(s), {
@@ -152,6 +178,7 @@ async function poll({ page, r }) {
       remotes: e.remoteIdentities ? e.remoteIdentities() : [],
       tiles: e.participants ? e.participants() : undefined,
       frames: m.frames || 0, audio: m.audio || 0, t: m.t, monitorError: m.monitorError, firstFrom: m.firstFrom,
+      firstMediaFrom: m.firstMediaFrom,
     };
   });
   if (r.kind === 'client') r.framesBy = await page.evaluate(() => window.entente.framesByIdentity()).catch(() => r.framesBy);
@@ -162,7 +189,15 @@ async function poll({ page, r }) {
   });
   Object.assign(r.t, s.t);
   if (s.firstFrom) r.firstFrameFrom = s.firstFrom;
+  if (s.firstMediaFrom) r.firstMediaFrom = s.firstMediaFrom;
   r.ok = s.frames > 0 && s.audio > 0;
+  if (r.spec.expectFrom) {
+    r.inboundBy = await page.evaluate(() => window.entente.inboundByIdentity()).catch(() => r.inboundBy);
+    for (const [id, want] of Object.entries(r.spec.expectFrom)) {
+      const o = (r.inboundBy || {})[id];
+      if (!o || !(o.audioPackets > 0) || !(want === 'packets' ? o.videoPackets > 0 : o.frames > 0)) r.ok = false;
+    }
+  }
   return r.ok || s.state === 'error';
 }
 
@@ -221,6 +256,12 @@ async function main() {
     }
     // A little longer, so that the numbers show media still flowing.
     if (!out.timedOut && cfg.holdMs) { await sleep(Math.min(cfg.holdMs, left())); await Promise.all(pages.map(poll)); }
+    if (cfg.readyFile) {
+      out.readyMs = Date.now() - t0;
+      fs.writeFileSync(cfg.readyFile, '');
+      while (!fs.existsSync(cfg.releaseFile) && Date.now() < deadline) await sleep(100);
+      out.releasedMs = Date.now() - t0;
+    }
     if (!out.timedOut && cfg.leave) out.leave = await leave(pages, cfg.leave);
     if (cfg.screenshotDir) {
       for (const p of pages) await p.page.screenshot({ path: path.join(cfg.screenshotDir, `${p.r.label}.png`) });
