@@ -288,8 +288,10 @@ func sealedRoom(t *testing.T, agencies []*sealedAgency, names []string) (string,
 	return room, users
 }
 
-// joinSealedCall gets u a token from its agency's node through the shared
-// name (as Element Call does, /sfu/get) and sends u's call membership
+// joinCall gets u a token from its agency's node (/sfu/get, as Element
+// Call does; the test process reaches the node by its address, while the
+// pages of TestSealedFederationBrowsers go through the shared name, which
+// the agency's hosts file resolves) and sends u's call membership
 // advertising the shared transport.
 func (a *sealedAgency) joinCall(t *testing.T, u dendritetest.User, room string) tokenAnswer {
 	t.Helper()
