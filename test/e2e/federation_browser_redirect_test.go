@@ -246,8 +246,16 @@ func TestFederationElementCallRedirect(t *testing.T) {
 	}
 	t.Logf("foreign connections: %d", foreign)
 	require.Zero(t, foreign)
+	// One signalling connection per transport, both to the own node
+	// (foreign connections, above, are 0). Element Call 0.26.1 sometimes
+	// connects once more with the identity of a /get_token answer (seen
+	// in CI on a loaded machine, as in the shared-transport test): a third
+	// connection, to the same node.
 	for _, p := range res.People {
-		require.Equal(t, 2, signalConnections(p.Websockets), "%s: one signalling connection per transport, both to their own node", p.Label)
+		n := signalConnections(p.Websockets)
+		t.Logf("%s: %d signalling connection(s)", p.Label, n)
+		require.True(t, n == 2 || n == 3 && slices.ContainsFunc(p.TokenURLs, func(u string) bool { return strings.HasSuffix(u, "/get_token") }),
+			"%s: one signalling connection per transport, or one more when it also used a /get_token answer: %v", p.Label, p.Websockets)
 	}
 
 	// The nodes' side: every client connected to a node is one of its own
