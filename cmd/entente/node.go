@@ -192,7 +192,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		log.Info().Str("listen", cfg.Server.Listen).
 			Msg("guests may not join from the join page: server.listen is not loopback; set [web] guests = true to let them")
 	}
-	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", eng.UDPAddr()).
+	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", eng.UDPAddr()).Str("media_tcp", eng.TCPAddr()).
 		Bool("guests", cfg.Web.Enabled && cfg.GuestsAllowed()).Str("version", version).Msg("entente node started")
 
 	sfuDone := make(chan error, 1)
@@ -346,7 +346,7 @@ func mediaConfig(cfg *config.Config) media.Config {
 }
 
 func rtcConfig(cfg *config.Config) rtc.Config {
-	rc := rtc.Config{UDPPort: cfg.RTC.UDPPort, BindAddress: net.ParseIP(cfg.RTC.BindAddress)}
+	rc := rtc.Config{UDPPort: cfg.RTC.UDPPort, TCPPort: cfg.RTC.TCPPort, BindAddress: net.ParseIP(cfg.RTC.BindAddress)}
 	for _, a := range cfg.RTC.AnnounceAddresses {
 		rc.AnnounceAddresses = append(rc.AnnounceAddresses, net.ParseIP(a))
 	}

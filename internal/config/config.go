@@ -88,6 +88,10 @@ type Log struct {
 type RTC struct {
 	// UDPPort is the one UDP port all media uses (ICE UDP mux).
 	UDPPort int `toml:"udp_port"`
+	// TCPPort is the TCP port for clients whose UDP is blocked (ICE-TCP, passive candidates on
+	// the same address); 0 disables it. The default is the UDP port's default number, so that
+	// one port number, TCP and UDP, is opened in the firewall.
+	TCPPort int `toml:"tcp_port"`
 	// BindAddress is the IP address the UDP port is bound to.
 	BindAddress string `toml:"bind_address"`
 	// AnnounceAddresses are the IPs offered to clients as ICE candidates (NAT 1:1 mapping).
@@ -178,6 +182,7 @@ func Default() *Config {
 		Log:     Log{Level: "info", Format: "console"},
 		RTC: RTC{
 			UDPPort:           7882,
+			TCPPort:           7882,
 			BindAddress:       "127.0.0.1",
 			AnnounceAddresses: []string{},
 		},

@@ -109,6 +109,7 @@ level = "debug"
 format = "json"
 [rtc]
 udp_port = 50000
+tcp_port = 0
 bind_address = "0.0.0.0"
 announce_addresses = ["203.0.113.7", "2001:db8::7"]
 [room]
@@ -134,7 +135,7 @@ registration = "/etc/entente/registration.yaml"
 		DataDir: "/var/lib/entente",
 		Server:  config.Server{Listen: ":443", PublicURL: "https://meet.example.org", AdaptiveProcessors: false, TrustedProxies: []string{}},
 		Log:     config.Log{Level: "debug", Format: "json"},
-		RTC:     config.RTC{UDPPort: 50000, BindAddress: "0.0.0.0", AnnounceAddresses: []string{"203.0.113.7", "2001:db8::7"}},
+		RTC:     config.RTC{UDPPort: 50000, TCPPort: 0, BindAddress: "0.0.0.0", AnnounceAddresses: []string{"203.0.113.7", "2001:db8::7"}},
 		Room: config.Room{
 			AutoCreate:       false,
 			EmptyTimeout:     config.Duration{time.Minute},
@@ -182,6 +183,9 @@ func TestValidate(t *testing.T) {
 		{"udp port 0", func(c *config.Config) { c.RTC.UDPPort = 0 }, "rtc.udp_port"},
 		{"udp port too big", func(c *config.Config) { c.RTC.UDPPort = 65536 }, "rtc.udp_port"},
 		{"udp port max", func(c *config.Config) { c.RTC.UDPPort = 65535 }, ""},
+		{"tcp port off", func(c *config.Config) { c.RTC.TCPPort = 0 }, ""},
+		{"tcp port negative", func(c *config.Config) { c.RTC.TCPPort = -1 }, "rtc.tcp_port"},
+		{"tcp port too big", func(c *config.Config) { c.RTC.TCPPort = 65536 }, "rtc.tcp_port"},
 		{"bind hostname", func(c *config.Config) { c.RTC.BindAddress = "localhost" }, "rtc.bind_address"},
 		{"bind empty", func(c *config.Config) { c.RTC.BindAddress = "" }, "rtc.bind_address"},
 		{"bind ipv6", func(c *config.Config) { c.RTC.BindAddress = "::" }, ""},

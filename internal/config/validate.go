@@ -50,6 +50,9 @@ func (c *Config) Validate() error {
 	if c.RTC.UDPPort < 1 || c.RTC.UDPPort > 65535 {
 		v.add("rtc.udp_port %d is out of range 1..65535", c.RTC.UDPPort)
 	}
+	if c.RTC.TCPPort < 0 || c.RTC.TCPPort > 65535 {
+		v.add("rtc.tcp_port %d is out of range 0..65535 (0 disables ICE over TCP)", c.RTC.TCPPort)
+	}
 	if _, err := netip.ParseAddr(c.RTC.BindAddress); err != nil {
 		v.add("rtc.bind_address %q is not an IP address", c.RTC.BindAddress)
 	}
