@@ -65,6 +65,9 @@ func (c *Config) Validate() error {
 			v.add("rtc.announce_addresses[%d] %q is unspecified; announce an address clients can reach", i, a)
 		}
 	}
+	if c.TURN.Enabled {
+		v.turn(c)
+	}
 	v.positive("room.empty_timeout", c.Room.EmptyTimeout)
 	v.positive("room.departure_timeout", c.Room.DepartureTimeout)
 	if c.Room.MaxParticipants < 0 {
@@ -113,6 +116,43 @@ func (v *validator) add(format string, args ...any) {
 func (v *validator) positive(name string, d Duration) {
 	if d.Duration <= 0 {
 		v.add("%s %s must be positive", name, d)
+	}
+}
+
+func (v *validator) turn(c *Config) {
+	t := c.TURN
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"turn.udp_port", t.UDPPort}, {"turn.tls_port", t.TLSPort}} {
+		if p.port < 0 || p.port > 65535 {
+			v.add("%s %d is out of range 0..65535 (0: none)", p.name, p.port)
+		}
+	}
+	if t.UDPPort == 0 && t.TLSPort == 0 {
+		v.add("turn.udp_port and turn.tls_port are both 0: the TURN server would listen nowhere; set one or disable [turn]")
+	}
+	if t.UDPPort != 0 && t.UDPPort == c.RTC.UDPPort {
+		v.add("turn.udp_port %d is rtc.udp_port: TURN needs a port of its own", t.UDPPort)
+	}
+	if t.TLSPort != 0 && t.TLSPort == c.RTC.TCPPort {
+		v.add("turn.tls_port %d is rtc.tcp_port: TURN needs a port of its own", t.TLSPort)
+	}
+	if _, port, err := net.SplitHostPort(c.Server.Listen); err == nil && t.TLSPort != 0 && port == strconv.Itoa(t.TLSPort) {
+		v.add("turn.tls_port %d is server.listen's port: TURN needs a port of its own (or another address)", t.TLSPort)
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		v.add("turn.cert_file and turn.key_file go together: set both, or neither for a self-signed certificate")
+	}
+	if t.Realm == "" {
+		v.add("turn.realm must not be empty")
+	}
+	if t.CredentialLifetime.Duration <= 0 || t.CredentialLifetime.Duration > maxCredentialLifetime {
+		v.add("turn.credential_lifetime %s must be positive and at most %s", t.CredentialLifetime, Duration{maxCredentialLifetime})
+	}
+	// With a specified bind address or an announced one, TURNHost is never empty.
+	if ip, err := netip.ParseAddr(c.RTC.BindAddress); err == nil && ip.IsUnspecified() && len(c.RTC.AnnounceAddresses) == 0 {
+		v.add("[turn] needs rtc.announce_addresses when rtc.bind_address is unspecified: it relays only to the addresses the node announces")
 	}
 }
 
