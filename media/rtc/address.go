@@ -7,18 +7,46 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// remoteAddress is the far end of pc's selected ICE candidate pair, "" when
-// there is none yet.
-func remoteAddress(pc *webrtc.PeerConnection) string {
+// selectedPair is pc's selected ICE candidate pair, nil when there is none yet.
+func selectedPair(pc *webrtc.PeerConnection) *webrtc.ICECandidatePair {
 	if pc == nil {
-		return ""
+		return nil
 	}
 	sctp := pc.SCTP()
 	if sctp == nil || sctp.Transport() == nil || sctp.Transport().ICETransport() == nil {
-		return ""
+		return nil
 	}
 	pair, err := sctp.Transport().ICETransport().GetSelectedCandidatePair()
 	if err != nil || pair == nil || pair.Remote == nil {
+		return nil
+	}
+	return pair
+}
+
+// remotePath is "<protocol> <type>" of the far candidate of pc's selected
+// pair, "" when there is none yet.
+func remotePath(pc *webrtc.PeerConnection) string {
+	pair := selectedPair(pc)
+	if pair == nil {
+		return ""
+	}
+	return pair.Remote.Protocol.String() + " " + pair.Remote.Typ.String()
+}
+
+// RemotePath implements media.RemotePather, for the subscriber connection
+// (the publisher connection's, before it has one).
+func (t *Transport) RemotePath() string {
+	if p := remotePath(t.sub); p != "" {
+		return p
+	}
+	return remotePath(t.pub)
+}
+
+// remoteAddress is the far end of pc's selected ICE candidate pair, "" when
+// there is none yet.
+func remoteAddress(pc *webrtc.PeerConnection) string {
+	pair := selectedPair(pc)
+	if pair == nil {
 		return ""
 	}
 	return net.JoinHostPort(pair.Remote.Address, strconv.Itoa(int(pair.Remote.Port)))

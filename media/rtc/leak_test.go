@@ -151,6 +151,7 @@ func runCallOn(t *testing.T, cfg Config, api *webrtc.API, wantDirect bool, proto
 			require.NotNil(t, pair, "%s: selected pair", c.name)
 			require.Equal(t, proto, pair.Remote.Protocol, "%s: selected pair %s", c.name, pair)
 		}
+		require.True(t, strings.HasPrefix(c.tr.RemotePath(), proto.String()+" "), "%s: node's path %q", c.name, c.tr.RemotePath())
 		if proto == webrtc.ICEProtocolUDP {
 			require.Equal(t, wantDirect, c.tr.direct.Load() != nil, "%s: direct path", c.name)
 		}
