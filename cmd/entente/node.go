@@ -192,6 +192,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	})
 	if cfg.Metrics.Listen != "" {
 		src := metricsSource{sfu: sfu}
+		if relay != nil {
+			src.turnAllocations = relay.Allocations
+		}
 		if fed != nil {
 			src.links = fed.Links
 		}

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -50,6 +51,8 @@ const (
 	turnHost = "turn.agency-a.test"
 	// turnTable is the nftables table of the client agency's firewall.
 	turnTable = "entente_firewall"
+	// turnMetricsPort is the node's metrics listener, on its agency's loopback.
+	turnMetricsPort = 9100
 )
 
 // TestSealedFirewalledClients is the test described above.
@@ -221,6 +224,8 @@ func TestSealedTURNRefusesOtherPeers(t *testing.T) {
 			require.NoError(t, err, "the handed-out credentials allocate")
 			defer relay.Close()
 			t.Logf("relay address %s", relay.LocalAddr())
+			// The node counts it.
+			require.Equal(t, 1, turnAllocations(t, nodeNS), "entente_turn_allocations while the relay is held")
 
 			for _, peer := range []string{target.LocalAddr().String(), "192.0.2.1:7882", "10.77.2.2:7882"} {
 				addr, err := net.ResolveUDPAddr("udp4", peer)
@@ -292,13 +297,18 @@ keys = { %[8]s = %[9]q }
 
 [debug]
 pprof_listen = "127.0.0.1:%[10]d"
+
+[metrics]
+listen = "127.0.0.1:%[13]d"
 `, filepath.Join(dir, "data"), ns.Addr, sealedHTTPPort, sealedUDPPort, turnUDPPort, turnTLSPort, turnHost,
-		keys.APIKey, keys.APISecret, sealedDebugPort, certFile, keyFile)
+		keys.APIKey, keys.APISecret, sealedDebugPort, certFile, keyFile, turnMetricsPort)
 	n := &sealedNode{ns: ns, cfgPath: filepath.Join(dir, "entente.toml"), all: &lockedBuffer{}}
 	require.NoError(t, os.WriteFile(n.cfgPath, []byte(cfg), 0o600))
 	n.launch(t)
 	t.Cleanup(func() {
+		stopAt := time.Now()
 		n.stop(t)
+		t.Logf("node stopped %s after SIGTERM", time.Since(stopAt).Round(time.Millisecond))
 		if t.Failed() {
 			t.Logf("node log:\n%s", n.all.tail(150))
 		}
@@ -307,6 +317,21 @@ pprof_listen = "127.0.0.1:%[10]d"
 	defer cancel()
 	require.True(t, n.waitLog(ctx, "turn server started"), "the node starts with its TURN server:\n%s", n.all.tail(30))
 	return n, keys
+}
+
+// turnAllocations reads entente_turn_allocations from the node's metrics.
+func turnAllocations(t *testing.T, a *netnstest.Agency) int {
+	t.Helper()
+	resp, err := a.HTTPClient().Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", turnMetricsPort))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^entente_turn_allocations (\d+)$`).FindSubmatch(body)
+	require.NotNil(t, m, "no entente_turn_allocations in:\n%s", body)
+	n, err := strconv.Atoi(string(m[1]))
+	require.NoError(t, err)
+	return n
 }
 
 // firewall runs nft commands in the agency's namespace.
