@@ -16,6 +16,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
+	"golang.org/x/net/netutil"
 
 	"entente.dev/entente/media"
 )
@@ -37,6 +38,7 @@ const (
 	tcpReadBuffer   = 64 << 10
 	tcpWriteBuffer  = 1 << 20
 	tcpFirstRequest = 10 * time.Second
+	tcpMaxConns     = 4096
 )
 
 // socketBuffer is the receive buffer asked for the media socket, and the
@@ -196,8 +198,11 @@ func NewEngine(cfg Config, log zerolog.Logger) (*Engine, error) {
 		// 4571) and hands it to the connection whose ICE username its first
 		// STUN request names. A connection that sends no binding request
 		// within tcpFirstRequest is closed, so idle sockets do not pile up.
+		// Each accepted connection holds a socket until its first
+		// request or the timeout: at most tcpMaxConns at once, so a flood
+		// of connections cannot take every file descriptor.
 		tcpMux = ice.NewTCPMuxDefault(ice.TCPMuxParams{
-			Listener: tcpLn, Logger: lf.NewLogger("ice-tcp-mux"), ReadBufferSize: tcpReadBuffer,
+			Listener: netutil.LimitListener(tcpLn, tcpMaxConns), Logger: lf.NewLogger("ice-tcp-mux"), ReadBufferSize: tcpReadBuffer,
 			WriteBufferSize: tcpWriteBuffer, FirstStunBindTimeout: tcpFirstRequest, AliveDurationForConnFromStun: tcpFirstRequest,
 		})
 		se.SetICETCPMux(tcpMux)

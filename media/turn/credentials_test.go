@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha1" //nolint:gosec // the TURN REST API's HMAC
 	"encoding/base64"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,4 +94,25 @@ func TestCredentialsIdentity(t *testing.T) {
 	}
 	_, err = NewCredentials(0)
 	require.ErrorIs(t, err, ErrConfig)
+}
+
+// FuzzCheck: any username a client sends is refused or accepted without a
+// panic, and an accepted one has a password only this secret gives.
+func FuzzCheck(f *testing.F) {
+	c, err := NewCredentials(time.Hour)
+	require.NoError(f, err)
+	now := time.Unix(1_800_000_000, 0)
+	u, _ := c.Mint("alice", now)
+	for _, seed := range []string{u, "", ":", "1:", ":x", "99999999999:x", "-1:x", "1800000000:" + strings.Repeat("é", 200)} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, username string) {
+		pass, err := c.Check(username, now, false)
+		if err != nil && !errors.Is(err, ErrMalformedUsername) && !errors.Is(err, ErrExpired) {
+			t.Fatalf("unexpected error %v", err)
+		}
+		if err == nil && (len(username) > maxUsername || pass == "") {
+			t.Fatalf("accepted %q", username)
+		}
+	})
 }

@@ -237,7 +237,7 @@ func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	if s.mediaIP(peer) {
 		return true
 	}
-	s.log.Info().Str("client", client.String()).Str("peer", peer.String()).Msg("turn: permission refused: not the node's media address")
+	s.log.Debug().Str("client", client.String()).Str("peer", peer.String()).Msg("turn: permission refused: not the node's media address")
 	return false
 }
 

@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,4 +230,53 @@ func flipFirst(s string) string {
 		return "B" + s[1:]
 	}
 	return "A" + s[1:]
+}
+
+// TestCloseStopsEverything: closing the server ends its goroutines, the
+// relays' included.
+func TestCloseStopsEverything(t *testing.T) {
+	media := listenMedia(t)
+	s, err := New(Config{
+		BindAddress: net.IPv4(127, 0, 0, 1), UDPPort: freePort(t, "udp"), TLSPort: freePort(t, "tcp"),
+		Host: "127.0.0.1", Realm: "entente.test", CredentialLifetime: time.Minute,
+		MediaPort: media.LocalAddr().(*net.UDPAddr).Port, MediaAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, MediaLocal: net.IPv4(127, 0, 0, 1),
+	}, zerolog.Nop())
+	require.NoError(t, err)
+	user, pass := s.Credentials().Mint("fay", time.Now())
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	c, err := turn.NewClient(&turn.ClientConfig{
+		TURNServerAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.cfg.UDPPort)), Username: user, Password: pass,
+		Realm: s.cfg.Realm, Conn: conn, RTO: 20 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Listen())
+	relay, err := c.Allocate()
+	require.NoError(t, err)
+	require.Equal(t, 1, s.Allocations())
+	// pion's client leaves its refresh timers running when its server is
+	// gone; only the server's goroutines are counted.
+	serverGoroutines := func() int {
+		n := 0
+		for _, g := range strings.Split(stacks(), "\n\n") {
+			if strings.Contains(g, "pion/turn/v5/internal/allocation") || strings.Contains(g, "pion/turn/v5.NewServer") ||
+				strings.Contains(g, "pion/turn/v5.(*Server)") || strings.Contains(g, "media/turn.") && !strings.Contains(g, "TestCloseStopsEverything") {
+				n++
+			}
+		}
+		return n
+	}
+	require.Positive(t, serverGoroutines(), "the filter sees the server's goroutines")
+	// The server goes first, with the allocation live.
+	require.NoError(t, s.Close())
+	_ = relay.Close() // the client's refresh timers; its deallocation finds no server
+	c.Close()
+	_ = conn.Close()
+	require.Eventually(t, func() bool { return serverGoroutines() == 0 }, 5*time.Second, 20*time.Millisecond,
+		"the server's goroutines are still running:\n%s", stacks())
+}
+
+func stacks() string {
+	b := make([]byte, 1<<20)
+	return string(b[:runtime.Stack(b, true)])
 }
