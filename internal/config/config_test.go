@@ -223,6 +223,11 @@ func TestValidate(t *testing.T) {
 		{"turn cert and key", func(c *config.Config) {
 			c.TURN.Enabled, c.TURN.CertFile, c.TURN.KeyFile = true, "/etc/ssl/turn.pem", "/etc/ssl/turn.key"
 		}, ""},
+		{"turn host name", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "turn.agency.example" }, ""},
+		{"turn host ipv6", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "2001:db8::7" }, ""},
+		{"turn host with port", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "turn.agency.example:443" }, "turn.host"},
+		{"turn host url", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "turns://turn.agency.example" }, "turn.host"},
+		{"turn host space", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "turn agency" }, "turn.host"},
 		{"turn empty realm", func(c *config.Config) { c.TURN.Enabled, c.TURN.Realm = true, "" }, "turn.realm"},
 		{"turn lifetime zero", func(c *config.Config) { c.TURN.Enabled, c.TURN.CredentialLifetime = true, config.Duration{} }, "turn.credential_lifetime"},
 		{"turn lifetime too long", func(c *config.Config) {

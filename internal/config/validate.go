@@ -144,6 +144,9 @@ func (v *validator) turn(c *Config) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		v.add("turn.cert_file and turn.key_file go together: set both, or neither for a self-signed certificate")
 	}
+	if t.Host != "" && !validHost(t.Host) {
+		v.add("turn.host %q is not a host name or IP address (no scheme, no port)", t.Host)
+	}
 	if t.Realm == "" {
 		v.add("turn.realm must not be empty")
 	}
@@ -243,6 +246,28 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// validHost reports whether s is an IP address or a DNS name (letters, digits, hyphens and dots,
+// labels of 1 to 63 characters, 253 in all).
+func validHost(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	if len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // isLoopback reports whether host is localhost or a loopback IP.

@@ -305,7 +305,8 @@ func (c *mediaOnlyConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return 0, fmt.Errorf("%w: %s", ErrPeerRefused, addr)
 	}
 	if old := c.peer.Load(); old == nil || !old.IP.Equal(ua.IP) {
-		c.peer.Store(ua)
+		peer := &net.UDPAddr{IP: append(net.IP(nil), ua.IP...), Port: ua.Port}
+		c.peer.Store(peer)
 	}
 	return c.UDPConn.WriteTo(p, c.local)
 }
