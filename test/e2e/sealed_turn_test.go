@@ -113,7 +113,7 @@ func TestSealedFirewalledClients(t *testing.T) {
 			require.Contains(t, p.Remotes, "gopher", "page %s sees the Go SDK client", p.Label)
 		}
 		t.Logf("gopher received ann %d/%d, ben %d/%d audio/video packets", s.Got["ann/audio"], s.Got["ann/video"], s.Got["ben/audio"], s.Got["ben/video"])
-		// The node's view of each connection: over TCP, the SDK client's too.
+		// The node's view of each connection: the pages' over TCP.
 		paths, remotes := watch()
 		t.Logf("node's connections: %v", paths)
 		for _, id := range []string{"ann", "ben"} {
@@ -124,8 +124,9 @@ func TestSealedFirewalledClients(t *testing.T) {
 		require.True(t, strings.HasPrefix(paths["gopher"], "udp "), "gopher's media path %q", paths["gopher"])
 		require.True(t, strings.HasPrefix(remotes["gopher"], nodeNS.Addr+":") && remotes["gopher"] != fmt.Sprintf("%s:%d", nodeNS.Addr, sealedUDPPort),
 			"gopher's media comes through a relay on the node's host: %q", remotes["gopher"])
-		// The client process holds TCP connections to the media port, and
-		// the firewall dropped the UDP it tried first.
+		// The client agency holds (or just closed) the pages' TCP
+		// connections to the media port, and the firewall dropped the UDP
+		// the clients tried first.
 		var tcpToMedia int
 		for _, sk := range clientNS.Sockets(t) {
 			if sk.Proto == "tcp" && sk.Peer == fmt.Sprintf("%s:%d", nodeNS.Addr, sealedUDPPort) {
