@@ -7,9 +7,19 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// selectedPair is pc's selected ICE candidate pair, nil when there is none yet.
+// selectedPair is pc's selected ICE candidate pair, nil when there is none
+// yet.
 func selectedPair(pc *webrtc.PeerConnection) *webrtc.ICECandidatePair {
 	if pc == nil {
+		return nil
+	}
+	// pion's ICETransport.Start sets the transport's gatherer without the
+	// lock GetSelectedCandidatePair would need (a race the race detector
+	// reports when the connection list is read while a client connects);
+	// the ICE state leaves "new" only after that, through the transport's
+	// own state callback.
+	switch pc.ICEConnectionState() {
+	case webrtc.ICEConnectionStateNew, webrtc.ICEConnectionStateUnknown:
 		return nil
 	}
 	sctp := pc.SCTP()

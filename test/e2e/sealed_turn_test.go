@@ -310,6 +310,11 @@ listen = "127.0.0.1:%[13]d"
 		stopAt := time.Now()
 		n.stop(t)
 		t.Logf("node stopped %s after SIGTERM", time.Since(stopAt).Round(time.Millisecond))
+		if logs := n.all.String(); strings.Contains(logs, "WARNING: DATA RACE") {
+			race := logs[strings.Index(logs, "WARNING: DATA RACE"):]
+			race = race[:min(len(race), 8000)]
+			t.Errorf("the node reported a data race (built with ENTENTE_E2E_RACE):\n%s", race)
+		}
 		if t.Failed() {
 			t.Logf("node log:\n%s", n.all.tail(150))
 		}
