@@ -28,7 +28,7 @@ run: build
 test: web
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -race -count=1 -timeout 15m ./media/... ./bridge/matrix/... ./federation/... ./internal/netnstest/...
-	ENTENTE_E2E_RACE=1 $(GO) test -count=1 -timeout 15m -run 'TestSDK|TestMatrixCall$$|TestBrowserTwoPages|TestFederationTwoNodesSDK|TestFederationFanout|TestSealedFailures' ./test/e2e
+	ENTENTE_E2E_RACE=1 $(GO) test -count=1 -timeout 15m -run 'TestSDK|TestMatrixCall$$|TestBrowserTwoPages|TestFederationTwoNodesSDK|TestFederationFanout|TestSealedFailures|TestSealedFirewalledClients' ./test/e2e
 
 clean:
 	rm -rf bin

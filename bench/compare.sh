@@ -74,6 +74,7 @@ listen = "127.0.0.1:$HTTP_PORT"
 level = "warn"
 [rtc]
 udp_port = $UDP_PORT
+tcp_port = 0            # as livekit-server's tcp_port: 0 below
 bind_address = "127.0.0.1"
 [room]
 max_participants = 0    # livekit-server has no room limit by default; av-1x150 needs 151

@@ -13,6 +13,15 @@ type RemoteAddresser interface {
 	RemoteAddress() string
 }
 
+// RemotePather is what a Transport may also do: say how its media
+// travels, e.g. "udp host", "tcp host" (ICE over TCP) or "udp relay"
+// (through a TURN server): the selected ICE candidate pair's protocol and
+// far candidate type.
+type RemotePather interface {
+	// RemotePath is "<protocol> <candidate type>", or "" when unknown.
+	RemotePath() string
+}
+
 // Connection is one participant as the node's connection list shows it.
 type Connection struct {
 	Room     string          `json:"room"`
@@ -26,6 +35,9 @@ type Connection struct {
 	// Remote is where the participant's media goes ("ip:port"), when its
 	// transport says.
 	Remote string `json:"remote,omitempty"`
+	// Path is how the media travels ("udp host", "tcp host", "udp relay"…), when its
+	// transport says.
+	Path string `json:"path,omitempty"`
 }
 
 // Connections lists every participant of every room with where its media
@@ -44,6 +56,9 @@ func (s *SFU) Connections(ctx context.Context) []Connection {
 			c := Connection{Room: r.name, Identity: p.identity, Kind: p.kind, Hidden: p.perms.Hidden, Origin: p.origin}
 			if a, ok := p.transport.(RemoteAddresser); ok && ctx.Err() == nil {
 				c.Remote = a.RemoteAddress()
+			}
+			if a, ok := p.transport.(RemotePather); ok && ctx.Err() == nil {
+				c.Path = a.RemotePath()
 			}
 			out = append(out, c)
 		}

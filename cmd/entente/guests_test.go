@@ -32,6 +32,7 @@ func startNode(t *testing.T, extra string) string {
 listen = "127.0.0.1:0"
 [rtc]
 udp_port = %d
+tcp_port = 0
 %s
 `, filepath.Join(dir, "data"), port, extra)), 0o600))
 

@@ -153,6 +153,7 @@ func TestNodeServesUntilCancelled(t *testing.T) {
 listen = "127.0.0.1:0"
 [rtc]
 udp_port = %d
+tcp_port = 0
 `, filepath.Join(dir, "data"), port)), 0o600))
 
 	ctx, cancel := context.WithCancel(context.Background())

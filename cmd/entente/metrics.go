@@ -20,6 +20,8 @@ type metricsSource struct {
 	sfu *media.SFU
 	// links lists the federation trunks; nil without federation.
 	links func() []federation.LinkInfo
+	// turnAllocations counts the TURN server's relays; nil without [turn].
+	turnAllocations func() int
 }
 
 // serveMetrics serves GET /metrics on addr ([metrics] listen) until ctx
@@ -52,7 +54,7 @@ func (m metricsSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	writeMetrics(w, m.sfu.Stats(ctx), m.linkStates())
+	writeMetrics(w, m.sfu.Stats(ctx), m.linkStates(), m.turnAllocations)
 }
 
 // linkStates counts the trunks by state.
@@ -74,7 +76,7 @@ func (m metricsSource) linkStates() map[string]int {
 	return states
 }
 
-func writeMetrics(w io.Writer, st media.Stats, links map[string]int) {
+func writeMetrics(w io.Writer, st media.Stats, links map[string]int, turnAllocations func() int) {
 	metric := func(name, typ, help string, samples ...string) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
 		for _, s := range samples {
@@ -93,6 +95,9 @@ func writeMetrics(w io.Writer, st media.Stats, links map[string]int) {
 	metric("entente_retransmitted_packets_total", "counter", "Packets resent from the cache in answer to NACKs.", n(st.Retransmitted))
 	metric("entente_federation_trunks", "gauge", "Federation trunks by state.",
 		`{state="up"}`+n(links["up"]), `{state="interrupted"}`+n(links["interrupted"]), `{state="setting_up"}`+n(links["setting_up"]))
+	if turnAllocations != nil {
+		metric("entente_turn_allocations", "gauge", "Relays the node's TURN server holds for clients.", n(turnAllocations()))
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	metric("entente_go_goroutines", "gauge", "Goroutines of the node.", n(runtime.NumGoroutine()))

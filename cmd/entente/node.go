@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 	"entente.dev/entente/media"
 	"entente.dev/entente/media/livekit"
 	"entente.dev/entente/media/rtc"
+	"entente.dev/entente/media/turn"
 	"entente.dev/entente/web"
 )
 
@@ -104,6 +106,19 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// After the SFU has closed every room, and so every transport.
 	defer func() { _ = eng.Close() }()
+	var relay *turn.Server // nil without [turn] enabled
+	if cfg.TURN.Enabled {
+		tc, err := turnConfig(cfg)
+		if err != nil {
+			_ = eng.Close()
+			return err
+		}
+		if relay, err = turn.New(tc, log.With().Str("component", "turn").Logger()); err != nil {
+			_ = eng.Close()
+			return err
+		}
+		defer func() { _ = relay.Close() }()
+	}
 	sfu := media.New(mediaConfig(cfg), log.With().Str("component", "sfu").Logger(), st)
 	if debugMux != nil {
 		debugMux.Handle("/debug/connections", connectionList(sfu))
@@ -157,7 +172,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		// when used, so that one issued before a kick does not admit.
 		admit.next = matrixAdmitter{bridge}
 	}
-	livekit.NewServer(sfu, eng, keys, log.With().Str("component", "signal").Logger(), livekit.WithAdmitter(admit)).Register(mux)
+	signalOpts := []livekit.ServerOption{livekit.WithAdmitter(admit)}
+	if relay != nil {
+		signalOpts = append(signalOpts, livekit.WithICEServers(turnServers{relay}))
+	}
+	livekit.NewServer(sfu, eng, keys, log.With().Str("component", "signal").Logger(), signalOpts...).Register(mux)
 	// Ready from the moment the listener serves until the node shuts
 	// down (a load balancer stops sending new joins then).
 	var ready atomic.Bool
@@ -173,6 +192,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	})
 	if cfg.Metrics.Listen != "" {
 		src := metricsSource{sfu: sfu}
+		if relay != nil {
+			src.turnAllocations = relay.Allocations
+		}
 		if fed != nil {
 			src.links = fed.Links
 		}
@@ -192,8 +214,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		log.Info().Str("listen", cfg.Server.Listen).
 			Msg("guests may not join from the join page: server.listen is not loopback; set [web] guests = true to let them")
 	}
-	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", eng.UDPAddr()).
-		Bool("guests", cfg.Web.Enabled && cfg.GuestsAllowed()).Str("version", version).Msg("entente node started")
+	log.Info().Str("http", "http://"+ln.Addr().String()).Str("media_udp", eng.UDPAddr()).Str("media_tcp", eng.TCPAddr()).
+		Bool("guests", cfg.Web.Enabled && cfg.GuestsAllowed()).Bool("turn", relay != nil).Str("version", version).Msg("entente node started")
+	if relay != nil {
+		log.Info().Strs("urls", relay.ICEServers("", time.Now())[0].URLs).Str("tls_spki_sha256", relay.CertificateSPKI()).
+			Dur("credential_lifetime", cfg.TURN.CredentialLifetime.Duration).Msg("turn server started")
+	}
 
 	sfuDone := make(chan error, 1)
 	runCtx, cancel := context.WithCancel(ctx)
@@ -346,11 +372,55 @@ func mediaConfig(cfg *config.Config) media.Config {
 }
 
 func rtcConfig(cfg *config.Config) rtc.Config {
-	rc := rtc.Config{UDPPort: cfg.RTC.UDPPort, BindAddress: net.ParseIP(cfg.RTC.BindAddress)}
+	rc := rtc.Config{UDPPort: cfg.RTC.UDPPort, TCPPort: cfg.RTC.TCPPort, BindAddress: net.ParseIP(cfg.RTC.BindAddress)}
 	for _, a := range cfg.RTC.AnnounceAddresses {
 		rc.AnnounceAddresses = append(rc.AnnounceAddresses, net.ParseIP(a))
 	}
 	return rc
+}
+
+// turnConfig is the TURN server's configuration from [turn] and [rtc],
+// which Validate checked. It relays to the media port at the addresses the
+// node announces, and reaches it at its bind address (loopback when it
+// binds every interface).
+func turnConfig(cfg *config.Config) (turn.Config, error) {
+	bind := net.ParseIP(cfg.RTC.BindAddress)
+	tc := turn.Config{
+		BindAddress: bind, UDPPort: cfg.TURN.UDPPort, TLSPort: cfg.TURN.TLSPort,
+		Host: cfg.TURNHost(), Realm: cfg.TURN.Realm, CredentialLifetime: cfg.TURN.CredentialLifetime.Duration,
+		MediaPort: cfg.RTC.UDPPort, MediaLocal: bind,
+	}
+	for _, a := range cfg.RTC.AnnounceAddresses {
+		tc.MediaAddresses = append(tc.MediaAddresses, net.ParseIP(a))
+	}
+	if bind.IsUnspecified() {
+		tc.MediaLocal = net.IPv6loopback
+		if bind.To4() != nil {
+			tc.MediaLocal = net.IPv4(127, 0, 0, 1)
+		}
+	} else {
+		tc.MediaAddresses = append(tc.MediaAddresses, bind)
+	}
+	if cfg.TURN.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TURN.CertFile, cfg.TURN.KeyFile)
+		if err != nil {
+			return turn.Config{}, fmt.Errorf("turn certificate: %w", err)
+		}
+		tc.Certificate = &cert
+	}
+	return tc, nil
+}
+
+// turnServers hands each joining participant the TURN server's URLs with
+// credentials minted for it.
+type turnServers struct{ s *turn.Server }
+
+func (t turnServers) ICEServers(identity string) []livekit.ICEServer {
+	var out []livekit.ICEServer
+	for _, s := range t.s.ICEServers(identity, time.Now()) {
+		out = append(out, livekit.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
 }
 
 // adaptProcessors starts the processor-count controller ([server]

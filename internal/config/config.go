@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +47,7 @@ type Config struct {
 	Server  Server  `toml:"server"`
 	Log     Log     `toml:"log"`
 	RTC     RTC     `toml:"rtc"`
+	TURN    TURN    `toml:"turn"`
 	Room    Room    `toml:"room"`
 	LiveKit LiveKit `toml:"livekit"`
 	Web     Web     `toml:"web"`
@@ -88,11 +91,65 @@ type Log struct {
 type RTC struct {
 	// UDPPort is the one UDP port all media uses (ICE UDP mux).
 	UDPPort int `toml:"udp_port"`
+	// TCPPort is the TCP port for clients whose UDP is blocked (ICE-TCP, passive candidates on
+	// the same address); 0 disables it. The default is the UDP port's default number, so that
+	// one port number, TCP and UDP, is opened in the firewall.
+	TCPPort int `toml:"tcp_port"`
 	// BindAddress is the IP address the UDP port is bound to.
 	BindAddress string `toml:"bind_address"`
 	// AnnounceAddresses are the IPs offered to clients as ICE candidates (NAT 1:1 mapping).
 	// Empty means the bind address.
 	AnnounceAddresses []string `toml:"announce_addresses"`
+}
+
+// TURN is the embedded TURN server: the way in for clients whose network blocks UDP and TCP to
+// the media ports (docs/operations.md). It relays only to the node's own media port.
+type TURN struct {
+	// Enabled starts the TURN server and hands its address and short-lived credentials to every
+	// joining client.
+	Enabled bool `toml:"enabled"`
+	// UDPPort is the TURN port over UDP; 0 for none.
+	UDPPort int `toml:"udp_port"`
+	// TLSPort is the TURN port over TLS (TCP); 0 for none. 443 passes the strictest firewalls.
+	TLSPort int `toml:"tls_port"`
+	// CertFile and KeyFile are the TLS port's certificate chain and key (PEM), valid for Host.
+	// Both empty: a self-signed certificate is generated at start, which browsers refuse (tests).
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// Host is the name (or address) clients reach the TURN ports at, as put in the URLs. Empty:
+	// the host of server.public_url, else the first of rtc.announce_addresses, else
+	// rtc.bind_address.
+	Host string `toml:"host"`
+	// Realm is the TURN realm.
+	Realm string `toml:"realm"`
+	// CredentialLifetime is how long a client's credentials can create relays after it joined;
+	// relays made in time last as long as the call.
+	CredentialLifetime Duration `toml:"credential_lifetime"`
+}
+
+// maxCredentialLifetime bounds [turn] credential_lifetime: credentials are meant to be
+// short-lived.
+const maxCredentialLifetime = 7 * 24 * time.Hour
+
+// TURNHost is the host clients reach the TURN server at: turn.host, else the host of
+// server.public_url, else the first announced address, else the bind address ("" when none of
+// them names a reachable host).
+func (c *Config) TURNHost() string {
+	if c.TURN.Host != "" {
+		return c.TURN.Host
+	}
+	if c.Server.PublicURL != "" {
+		if u, err := url.Parse(c.Server.PublicURL); err == nil && u.Hostname() != "" {
+			return u.Hostname()
+		}
+	}
+	if len(c.RTC.AnnounceAddresses) > 0 {
+		return c.RTC.AnnounceAddresses[0]
+	}
+	if ip, err := netip.ParseAddr(c.RTC.BindAddress); err == nil && !ip.IsUnspecified() {
+		return c.RTC.BindAddress
+	}
+	return ""
 }
 
 // Room holds the room lifecycle settings.
@@ -178,8 +235,13 @@ func Default() *Config {
 		Log:     Log{Level: "info", Format: "console"},
 		RTC: RTC{
 			UDPPort:           7882,
+			TCPPort:           7882,
 			BindAddress:       "127.0.0.1",
 			AnnounceAddresses: []string{},
+		},
+		TURN: TURN{
+			UDPPort: 3478, TLSPort: 443, Realm: "entente",
+			CredentialLifetime: Duration{time.Hour},
 		},
 		Room: Room{
 			AutoCreate:       true,

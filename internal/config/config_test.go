@@ -97,6 +97,19 @@ func options(t reflect.Type, prefix string) []string {
 	return out
 }
 
+func TestTURNHost(t *testing.T) {
+	c := config.Default()
+	require.Equal(t, "127.0.0.1", c.TURNHost(), "the bind address")
+	c.RTC.BindAddress = "0.0.0.0"
+	require.Equal(t, "", c.TURNHost(), "no host to derive")
+	c.RTC.AnnounceAddresses = []string{"203.0.113.7", "2001:db8::7"}
+	require.Equal(t, "203.0.113.7", c.TURNHost(), "the first announced address")
+	c.Server.PublicURL = "https://meet.example.org:8443/sub"
+	require.Equal(t, "meet.example.org", c.TURNHost(), "public_url's host")
+	c.TURN.Host = "turn.example.org"
+	require.Equal(t, "turn.example.org", c.TURNHost(), "turn.host")
+}
+
 func TestParseOverridesDefaults(t *testing.T) {
 	doc := `
 data_dir = "/var/lib/entente"
@@ -109,8 +122,17 @@ level = "debug"
 format = "json"
 [rtc]
 udp_port = 50000
+tcp_port = 0
 bind_address = "0.0.0.0"
 announce_addresses = ["203.0.113.7", "2001:db8::7"]
+[turn]
+enabled = true
+udp_port = 0
+tls_port = 5349
+cert_file = "/etc/entente/turn.pem"
+key_file = "/etc/entente/turn.key"
+realm = "agency.example"
+credential_lifetime = "10m"
 [room]
 auto_create = false
 empty_timeout = "1m"
@@ -134,7 +156,11 @@ registration = "/etc/entente/registration.yaml"
 		DataDir: "/var/lib/entente",
 		Server:  config.Server{Listen: ":443", PublicURL: "https://meet.example.org", AdaptiveProcessors: false, TrustedProxies: []string{}},
 		Log:     config.Log{Level: "debug", Format: "json"},
-		RTC:     config.RTC{UDPPort: 50000, BindAddress: "0.0.0.0", AnnounceAddresses: []string{"203.0.113.7", "2001:db8::7"}},
+		RTC:     config.RTC{UDPPort: 50000, TCPPort: 0, BindAddress: "0.0.0.0", AnnounceAddresses: []string{"203.0.113.7", "2001:db8::7"}},
+		TURN: config.TURN{
+			Enabled: true, UDPPort: 0, TLSPort: 5349, CertFile: "/etc/entente/turn.pem", KeyFile: "/etc/entente/turn.key",
+			Realm: "agency.example", CredentialLifetime: config.Duration{10 * time.Minute},
+		},
 		Room: config.Room{
 			AutoCreate:       false,
 			EmptyTimeout:     config.Duration{time.Minute},
@@ -182,6 +208,37 @@ func TestValidate(t *testing.T) {
 		{"udp port 0", func(c *config.Config) { c.RTC.UDPPort = 0 }, "rtc.udp_port"},
 		{"udp port too big", func(c *config.Config) { c.RTC.UDPPort = 65536 }, "rtc.udp_port"},
 		{"udp port max", func(c *config.Config) { c.RTC.UDPPort = 65535 }, ""},
+		{"tcp port off", func(c *config.Config) { c.RTC.TCPPort = 0 }, ""},
+		{"tcp port negative", func(c *config.Config) { c.RTC.TCPPort = -1 }, "rtc.tcp_port"},
+		{"tcp port too big", func(c *config.Config) { c.RTC.TCPPort = 65536 }, "rtc.tcp_port"},
+		{"turn on", func(c *config.Config) { c.TURN.Enabled = true }, ""},
+		{"turn off ignores its options", func(c *config.Config) { c.TURN.UDPPort, c.TURN.Realm = -1, "" }, ""},
+		{"turn no port", func(c *config.Config) { c.TURN.Enabled, c.TURN.UDPPort, c.TURN.TLSPort = true, 0, 0 }, "both 0"},
+		{"turn udp only", func(c *config.Config) { c.TURN.Enabled, c.TURN.TLSPort = true, 0 }, ""},
+		{"turn tls port too big", func(c *config.Config) { c.TURN.Enabled, c.TURN.TLSPort = true, 70000 }, "turn.tls_port"},
+		{"turn udp port is media's", func(c *config.Config) { c.TURN.Enabled, c.TURN.UDPPort = true, 7882 }, "turn.udp_port 7882 is rtc.udp_port"},
+		{"turn tls port is ice-tcp's", func(c *config.Config) { c.TURN.Enabled, c.TURN.TLSPort = true, 7882 }, "turn.tls_port 7882 is rtc.tcp_port"},
+		{"turn tls port is http's", func(c *config.Config) { c.TURN.Enabled, c.TURN.TLSPort = true, 7880 }, "server.listen"},
+		{"turn cert without key", func(c *config.Config) { c.TURN.Enabled, c.TURN.CertFile = true, "/etc/ssl/turn.pem" }, "go together"},
+		{"turn cert and key", func(c *config.Config) {
+			c.TURN.Enabled, c.TURN.CertFile, c.TURN.KeyFile = true, "/etc/ssl/turn.pem", "/etc/ssl/turn.key"
+		}, ""},
+		{"turn host name", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "turn.agency.example" }, ""},
+		{"turn host ipv6", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "2001:db8::7" }, ""},
+		{"turn host with port", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "turn.agency.example:443" }, "turn.host"},
+		{"turn host url", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "turns://turn.agency.example" }, "turn.host"},
+		{"turn host space", func(c *config.Config) { c.TURN.Enabled, c.TURN.Host = true, "turn agency" }, "turn.host"},
+		{"turn empty realm", func(c *config.Config) { c.TURN.Enabled, c.TURN.Realm = true, "" }, "turn.realm"},
+		{"turn lifetime zero", func(c *config.Config) { c.TURN.Enabled, c.TURN.CredentialLifetime = true, config.Duration{} }, "turn.credential_lifetime"},
+		{"turn lifetime too long", func(c *config.Config) {
+			c.TURN.Enabled, c.TURN.CredentialLifetime = true, config.Duration{30 * 24 * time.Hour}
+		}, "turn.credential_lifetime"},
+		{"turn bind any, no announce", func(c *config.Config) {
+			c.TURN.Enabled, c.RTC.BindAddress, c.TURN.Host = true, "0.0.0.0", "turn.example.org"
+		}, "needs rtc.announce_addresses"},
+		{"turn host, bind any, announced", func(c *config.Config) {
+			c.TURN.Enabled, c.RTC.BindAddress, c.RTC.AnnounceAddresses, c.TURN.Host = true, "0.0.0.0", []string{"203.0.113.7"}, "turn.example.org"
+		}, ""},
 		{"bind hostname", func(c *config.Config) { c.RTC.BindAddress = "localhost" }, "rtc.bind_address"},
 		{"bind empty", func(c *config.Config) { c.RTC.BindAddress = "" }, "rtc.bind_address"},
 		{"bind ipv6", func(c *config.Config) { c.RTC.BindAddress = "::" }, ""},

@@ -50,6 +50,9 @@ func (c *Config) Validate() error {
 	if c.RTC.UDPPort < 1 || c.RTC.UDPPort > 65535 {
 		v.add("rtc.udp_port %d is out of range 1..65535", c.RTC.UDPPort)
 	}
+	if c.RTC.TCPPort < 0 || c.RTC.TCPPort > 65535 {
+		v.add("rtc.tcp_port %d is out of range 0..65535 (0 disables ICE over TCP)", c.RTC.TCPPort)
+	}
 	if _, err := netip.ParseAddr(c.RTC.BindAddress); err != nil {
 		v.add("rtc.bind_address %q is not an IP address", c.RTC.BindAddress)
 	}
@@ -61,6 +64,9 @@ func (c *Config) Validate() error {
 		case ip.IsUnspecified():
 			v.add("rtc.announce_addresses[%d] %q is unspecified; announce an address clients can reach", i, a)
 		}
+	}
+	if c.TURN.Enabled {
+		v.turn(c)
 	}
 	v.positive("room.empty_timeout", c.Room.EmptyTimeout)
 	v.positive("room.departure_timeout", c.Room.DepartureTimeout)
@@ -110,6 +116,46 @@ func (v *validator) add(format string, args ...any) {
 func (v *validator) positive(name string, d Duration) {
 	if d.Duration <= 0 {
 		v.add("%s %s must be positive", name, d)
+	}
+}
+
+func (v *validator) turn(c *Config) {
+	t := c.TURN
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"turn.udp_port", t.UDPPort}, {"turn.tls_port", t.TLSPort}} {
+		if p.port < 0 || p.port > 65535 {
+			v.add("%s %d is out of range 0..65535 (0: none)", p.name, p.port)
+		}
+	}
+	if t.UDPPort == 0 && t.TLSPort == 0 {
+		v.add("turn.udp_port and turn.tls_port are both 0: the TURN server would listen nowhere; set one or disable [turn]")
+	}
+	if t.UDPPort != 0 && t.UDPPort == c.RTC.UDPPort {
+		v.add("turn.udp_port %d is rtc.udp_port: TURN needs a port of its own", t.UDPPort)
+	}
+	if t.TLSPort != 0 && t.TLSPort == c.RTC.TCPPort {
+		v.add("turn.tls_port %d is rtc.tcp_port: TURN needs a port of its own", t.TLSPort)
+	}
+	if _, port, err := net.SplitHostPort(c.Server.Listen); err == nil && t.TLSPort != 0 && port == strconv.Itoa(t.TLSPort) {
+		v.add("turn.tls_port %d is server.listen's port: TURN needs a port of its own (or another address)", t.TLSPort)
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		v.add("turn.cert_file and turn.key_file go together: set both, or neither for a self-signed certificate")
+	}
+	if t.Host != "" && !validHost(t.Host) {
+		v.add("turn.host %q is not a host name or IP address (no scheme, no port)", t.Host)
+	}
+	if t.Realm == "" {
+		v.add("turn.realm must not be empty")
+	}
+	if t.CredentialLifetime.Duration <= 0 || t.CredentialLifetime.Duration > maxCredentialLifetime {
+		v.add("turn.credential_lifetime %s must be positive and at most %s", t.CredentialLifetime, Duration{maxCredentialLifetime})
+	}
+	// With a specified bind address or an announced one, TURNHost is never empty.
+	if ip, err := netip.ParseAddr(c.RTC.BindAddress); err == nil && ip.IsUnspecified() && len(c.RTC.AnnounceAddresses) == 0 {
+		v.add("[turn] needs rtc.announce_addresses when rtc.bind_address is unspecified: it relays only to the addresses the node announces")
 	}
 }
 
@@ -200,6 +246,28 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// validHost reports whether s is an IP address or a DNS name (letters, digits, hyphens and dots,
+// labels of 1 to 63 characters, 253 in all).
+func validHost(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	if len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // isLoopback reports whether host is localhost or a loopback IP.

@@ -228,6 +228,17 @@ func (a *Agency) Listen(network, addr string) (net.Listener, error) {
 	return l, err
 }
 
+// ListenPacket opens a packet socket (UDP) inside the agency's namespace.
+func (a *Agency) ListenPacket(network, addr string) (net.PacketConn, error) {
+	var c net.PacketConn
+	err := inside(a.Name, func() error {
+		var err error
+		c, err = net.ListenPacket(network, addr)
+		return err
+	})
+	return c, err
+}
+
 // HTTPClient is an HTTP client whose connections start inside the
 // agency's namespace.
 func (a *Agency) HTTPClient() *http.Client {

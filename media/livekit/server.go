@@ -37,6 +37,29 @@ type Server struct {
 	// pingTimeout is also how long a client may stay silent.
 	pingInterval time.Duration
 	pingTimeout  time.Duration
+	// iceServers, if set, gives each joining participant ICE servers.
+	iceServers ICEServerSource
+}
+
+// ICEServer is one entry of the ICE servers a client is told to use
+// besides the node's own candidates (RTCIceServer: URLs and credentials).
+type ICEServer struct {
+	URLs       []string
+	Username   string
+	Credential string
+}
+
+// ICEServerSource hands out ICE servers (the node's TURN server, with
+// credentials minted for that participant) at join.
+type ICEServerSource interface {
+	ICEServers(identity string) []ICEServer
+}
+
+// WithICEServers puts src's ICE servers into every join response
+// (JoinResponse.ice_servers; livekit-client and the Go SDK use them unless
+// the application set its own).
+func WithICEServers(src ICEServerSource) ServerOption {
+	return func(s *Server) { s.iceServers = src }
 }
 
 // LiveKit's pacing of refresh tokens (livekit/livekit roommanager.go):
@@ -240,6 +263,11 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 	}
 	join := joinResponse(info, g)
 	join.PingInterval, join.PingTimeout = seconds(s.pingInterval), seconds(s.pingTimeout)
+	if s.iceServers != nil {
+		for _, ice := range s.iceServers.ICEServers(g.Identity) {
+			join.IceServers = append(join.IceServers, &livekit.ICEServer{Urls: ice.URLs, Username: ice.Username, Credential: ice.Credential})
+		}
+	}
 	sess.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Join{Join: join}})
 	if err := p.Start(ctx); err != nil {
 		log.Info().Err(err).Msg("participant not started")

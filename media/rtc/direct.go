@@ -65,12 +65,20 @@ func newDirectPath(conn *batchConn, pc *webrtc.PeerConnection, secrets *dtlsSecr
 		return nil, fmt.Errorf("%w: no selected candidate pair", errDirectUnusable)
 	}
 	p.selectPair(pair)
+	if p.addr.Load() == nil {
+		// ICE-TCP: media goes over the TCP connection pion holds, never
+		// this socket. Deciding now keeps every packet of the connection
+		// on pion's path (a sink picks its path once, at its first packet).
+		return nil, fmt.Errorf("%w: selected pair %s is not on the UDP socket", errDirectUnusable, pair)
+	}
 	return p, nil
 }
 
-// selectPair follows ICE's choice of candidate pair. Every local candidate
-// of the node is on its one UDP socket; a pair that is not (or a peer
-// address that is not an IP) hands the connection back to pion's path.
+// selectPair follows ICE's choice of candidate pair. Every local UDP
+// candidate of the node is on its one UDP socket; while the pair is not
+// one of those (ICE-TCP, or a peer address that is not an IP) direct
+// sends are dropped, until ICE selects a UDP pair again (a connection that
+// starts on TCP never gets a direct path: newDirectPath).
 func (p *directPath) selectPair(pair *webrtc.ICECandidatePair) {
 	if pair == nil || pair.Local == nil || pair.Remote == nil || pair.Local.Protocol != webrtc.ICEProtocolUDP ||
 		pair.Local.Typ == webrtc.ICECandidateTypeRelay || pair.Remote.Protocol != webrtc.ICEProtocolUDP {

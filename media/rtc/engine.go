@@ -16,6 +16,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
+	"golang.org/x/net/netutil"
 
 	"entente.dev/entente/media"
 )
@@ -31,6 +32,15 @@ const (
 	receiveMTU     = media.MaxPacketSize
 )
 
+// The ICE-TCP mux's buffers per connection, and how long an accepted
+// connection may stay silent before its first STUN binding request.
+const (
+	tcpReadBuffer   = 64 << 10
+	tcpWriteBuffer  = 1 << 20
+	tcpFirstRequest = 10 * time.Second
+	tcpMaxConns     = 4096
+)
+
 // socketBuffer is the receive buffer asked for the media socket, and the
 // send buffer of the socket that sends for it.
 const socketBuffer = 4 << 20
@@ -40,6 +50,10 @@ const socketBuffer = 4 << 20
 type Config struct {
 	// UDPPort is the one UDP port all peers' media uses (ICE UDP mux).
 	UDPPort int
+	// TCPPort is the TCP port clients whose UDP is blocked reach the node's
+	// media on (ICE-TCP, RFC 6544: passive candidates, RFC 4571 framing);
+	// 0 offers no TCP candidates. Trunks between nodes never use it.
+	TCPPort int
 	// BindAddress is the IP the UDP port listens on.
 	BindAddress net.IP
 	// AnnounceAddresses are the IPs put into ICE candidates; empty means BindAddress.
@@ -71,6 +85,8 @@ type Engine struct {
 	trunkIR *interceptor.Registry
 	se      webrtc.SettingEngine
 	mux     ice.UDPMux
+	tcpMux  ice.TCPMux // nil without Config.TCPPort
+	tcpLn   net.Listener
 	conn    net.PacketConn
 	batch   *batchConn
 	log     zerolog.Logger
@@ -166,10 +182,33 @@ func NewEngine(cfg Config, log zerolog.Logger) (*Engine, error) {
 
 	se := webrtc.SettingEngine{LoggerFactory: lf}
 	se.SetICEUDPMux(mux)
-	if network == "udp4" {
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	udpType, tcpType := webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4
+	if network == "udp6" {
+		udpType, tcpType = webrtc.NetworkTypeUDP6, webrtc.NetworkTypeTCP6
+	}
+	var tcpMux ice.TCPMux
+	var tcpLn net.Listener
+	if cfg.TCPPort != 0 {
+		tcpLn, err = net.ListenTCP("tcp"+network[3:], &net.TCPAddr{IP: cfg.BindAddress, Port: cfg.TCPPort})
+		if err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("listen on tcp port %d: %w", cfg.TCPPort, err)
+		}
+		// The mux frames ICE and media over each accepted connection (RFC
+		// 4571) and hands it to the connection whose ICE username its first
+		// STUN request names. A connection that sends no binding request
+		// within tcpFirstRequest is closed, so idle sockets do not pile up.
+		// Each accepted connection holds a socket until its first
+		// request or the timeout: at most tcpMaxConns at once, so a flood
+		// of connections cannot take every file descriptor.
+		tcpMux = ice.NewTCPMuxDefault(ice.TCPMuxParams{
+			Listener: netutil.LimitListener(tcpLn, tcpMaxConns), Logger: lf.NewLogger("ice-tcp-mux"), ReadBufferSize: tcpReadBuffer,
+			WriteBufferSize: tcpWriteBuffer, FirstStunBindTimeout: tcpFirstRequest, AliveDurationForConnFromStun: tcpFirstRequest,
+		})
+		se.SetICETCPMux(tcpMux)
+		se.SetNetworkTypes([]webrtc.NetworkType{udpType, tcpType})
 	} else {
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP6})
+		se.SetNetworkTypes([]webrtc.NetworkType{udpType})
 	}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback || cfg.BindAddress.IsLoopback())
@@ -197,6 +236,8 @@ func NewEngine(cfg Config, log zerolog.Logger) (*Engine, error) {
 		trunkIR: trunkIR,
 		se:      se,
 		mux:     mux,
+		tcpMux:  tcpMux,
+		tcpLn:   tcpLn,
 		conn:    conn,
 		batch:   batch,
 		log:     log,
@@ -207,6 +248,14 @@ func NewEngine(cfg Config, log zerolog.Logger) (*Engine, error) {
 
 // UDPAddr is the address the media port listens on.
 func (e *Engine) UDPAddr() string { return e.conn.LocalAddr().String() }
+
+// TCPAddr is the address the ICE-TCP port listens on, "" without one.
+func (e *Engine) TCPAddr() string {
+	if e.tcpLn == nil {
+		return ""
+	}
+	return e.tcpLn.Addr().String()
+}
 
 // newSubscriber makes a subscriber peer connection whose DTLS handshake
 // tells the returned secrets the node's SRTP keys, for direct sends
@@ -245,6 +294,9 @@ func (e *Engine) newTrunkConnection() (*webrtc.API, *webrtc.PeerConnection, *dtl
 	secrets := &dtlsSecrets{}
 	se := e.se
 	se.SetLite(false)
+	// Nodes reach each other over UDP: a trunk offers no TCP candidates
+	// (ICE-TCP is for clients behind firewalls that drop UDP).
+	se.SetNetworkTypes(e.udpOnly())
 	if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient); err != nil {
 		return nil, nil, nil, err
 	}
@@ -268,10 +320,21 @@ func (e *Engine) newTrunkConnection() (*webrtc.API, *webrtc.PeerConnection, *dtl
 	return api, pc, secrets, nil
 }
 
-// Close closes the media port. Call it after every transport is closed
+// udpOnly is the UDP network type of the media port's address family.
+func (e *Engine) udpOnly() []webrtc.NetworkType {
+	if a, ok := e.conn.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
+		return []webrtc.NetworkType{webrtc.NetworkTypeUDP6}
+	}
+	return []webrtc.NetworkType{webrtc.NetworkTypeUDP4}
+}
+
+// Close closes the media ports. Call it after every transport is closed
 // (media.SFU.Close).
 func (e *Engine) Close() error {
 	_ = e.mux.Close()
+	if e.tcpMux != nil {
+		_ = e.tcpMux.Close() // closes the listener and every connection on it
+	}
 	return e.conn.Close()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,8 +68,30 @@ func TestPionPathWhenTheNodeIsDTLSClient(t *testing.T) {
 // call checks from each subscription's SRTP sealer, made on the first
 // direct send.
 func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
-	eng, err := NewEngine(Config{BindAddress: net.IPv4(127, 0, 0, 1), IncludeLoopback: true}, zerolog.Nop())
+	runCallOn(t, Config{BindAddress: net.IPv4(127, 0, 0, 1), IncludeLoopback: true}, api, wantDirect, webrtc.ICEProtocolUDP)
+}
+
+// TestCallOverICETCP runs the call with clients that gather no UDP
+// candidate (as behind a firewall dropping UDP): they reach the node's
+// ICE-TCP port, and the node sends through pion's path on that connection
+// (the direct path writes to the UDP socket only).
+func TestCallOverICETCP(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	cfg := Config{BindAddress: net.IPv4(127, 0, 0, 1), IncludeLoopback: true, TCPPort: port}
+	runCallOn(t, cfg, clientAPIOn(t, false, webrtc.NetworkTypeTCP4), false, webrtc.ICEProtocolTCP)
+}
+
+// runCallOn is runCall on an engine made with cfg; every client
+// connection's selected candidate pair must use proto.
+func runCallOn(t *testing.T, cfg Config, api *webrtc.API, wantDirect bool, proto webrtc.ICEProtocol) {
+	eng, err := NewEngine(cfg, zerolog.Nop())
+	require.NoError(t, err)
+	if cfg.TCPPort != 0 {
+		require.Equal(t, net.JoinHostPort(cfg.BindAddress.String(), strconv.Itoa(cfg.TCPPort)), eng.TCPAddr())
+	}
 	sfu := media.New(testConfig(), zerolog.Nop(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
@@ -122,7 +145,16 @@ func runCall(t *testing.T, api *webrtc.API, wantDirect bool) {
 	}
 
 	for _, c := range []*testClient{alice, bob} {
-		require.Equal(t, wantDirect, c.tr.direct.Load() != nil, "%s: direct path", c.name)
+		for _, pc := range []*webrtc.PeerConnection{c.pub, c.sub} {
+			pair, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+			require.NoError(t, err)
+			require.NotNil(t, pair, "%s: selected pair", c.name)
+			require.Equal(t, proto, pair.Remote.Protocol, "%s: selected pair %s", c.name, pair)
+		}
+		require.True(t, strings.HasPrefix(c.tr.RemotePath(), proto.String()+" "), "%s: node's path %q", c.name, c.tr.RemotePath())
+		if proto == webrtc.ICEProtocolUDP {
+			require.Equal(t, wantDirect, c.tr.direct.Load() != nil, "%s: direct path", c.name)
+		}
 		c.tr.mu.Lock()
 		require.Len(t, c.tr.tracks, 2)
 		for d, lt := range c.tr.tracks {
@@ -189,13 +221,19 @@ func vp8KeyframePayload(n int) []byte {
 // dtlsServer it answers the SFU's offers as the DTLS server.
 func clientAPI(t testing.TB, dtlsServer bool) *webrtc.API {
 	t.Helper()
+	return clientAPIOn(t, dtlsServer, webrtc.NetworkTypeUDP4)
+}
+
+// clientAPIOn is clientAPI gathering candidates of network type nt only.
+func clientAPIOn(t testing.TB, dtlsServer bool, nt webrtc.NetworkType) *webrtc.API {
+	t.Helper()
 	me := &webrtc.MediaEngine{}
 	require.NoError(t, me.RegisterDefaultCodecs())
 	ir := &interceptor.Registry{}
 	require.NoError(t, webrtc.RegisterDefaultInterceptors(me, ir))
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetNetworkTypes([]webrtc.NetworkType{nt})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	if dtlsServer {

@@ -98,6 +98,10 @@ type pageResult struct {
 	// connections' selected ICE candidate pair ("udp 127.0.0.1:P").
 	Websockets    []string `json:"websockets"`
 	SelectedPairs []string `json:"selectedPairs"`
+	// SelectedLocal is the local end of the same pairs: candidate type,
+	// protocol and, for a relay, the protocol to the TURN server ("host
+	// tcp", "relay udp via tls").
+	SelectedLocal []string `json:"selectedLocal"`
 	// FramesBy is the video frames decoded from each remote identity
 	// ("client" pages).
 	FramesBy map[string]int `json:"framesBy"`

@@ -39,6 +39,8 @@ type Node struct {
 	APISecret string
 	DataDir   string
 	UDPPort   int
+	// TCPPort is the node's ICE-TCP port.
+	TCPPort int
 	// ConfigPath is the node's configuration file (to restart it).
 	ConfigPath string
 	cmd        *exec.Cmd
@@ -113,11 +115,11 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	t.Helper()
 	bin := ententeBinary(t)
 	dir := t.TempDir()
-	httpPort, udpPort := FreePort(t, "tcp"), FreePort(t, "udp")
+	httpPort, udpPort, tcpPort := FreePort(t, "tcp"), FreePort(t, "udp"), FreePort(t, "tcp")
 	n := &Node{
 		HTTPURL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), WSURL: fmt.Sprintf("ws://127.0.0.1:%d", httpPort),
 		APIKey: "e2e-key", APISecret: "e2e-secret-0123456789-abcdefghijklmnop",
-		DataDir: filepath.Join(dir, "data"), UDPPort: udpPort, logs: &lockedBuffer{},
+		DataDir: filepath.Join(dir, "data"), UDPPort: udpPort, TCPPort: tcpPort, logs: &lockedBuffer{},
 	}
 	level := opts.LogLevel
 	if level == "" {
@@ -134,6 +136,7 @@ format = "console"
 
 [rtc]
 udp_port = %d
+tcp_port = %d
 bind_address = "127.0.0.1"
 
 [room]
@@ -143,7 +146,7 @@ departure_timeout = "2s"
 [livekit]
 keys = { %s = %q }
 %s
-`, n.DataDir, httpPort, level, udpPort, n.APIKey, n.APISecret, opts.ExtraTOML)
+`, n.DataDir, httpPort, level, udpPort, tcpPort, n.APIKey, n.APISecret, opts.ExtraTOML)
 	cfgPath := filepath.Join(dir, "entente.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

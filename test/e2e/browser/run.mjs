@@ -48,7 +48,8 @@
 //
 // Each page reports the websocket URLs it opened ("websockets") and, for each
 // of its RTCPeerConnections, the remote address of the ICE candidate pair in
-// use ("selectedPairs": "udp 127.0.0.1:P").
+// use ("selectedPairs": "udp 127.0.0.1:P") and its local end ("selectedLocal":
+// "host udp", "host tcp", "relay udp via tls").
 //
 // Both kinds of page expose window.entente with remoteVideoFramesDecoded() and
 // remoteAudioPacketsReceived(); times are ms since the page's navigation start.
@@ -122,6 +123,23 @@ function watchPeerConnections() {
   };
   window.RTCPeerConnection.prototype = Orig.prototype;
   Object.setPrototypeOf(window.RTCPeerConnection, Orig);
+  // The local end of each selected pair: candidate type, protocol and, for
+  // a relay, how the browser reaches its TURN server ("host tcp",
+  // "relay udp via tls").
+  window.__selectedLocal = async () => {
+    const out = [];
+    for (const pc of pcs) {
+      if (pc.connectionState === 'closed') continue;
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+        const pair = stats.get(s.selectedCandidatePairId);
+        const lc = pair && stats.get(pair.localCandidateId);
+        if (lc) out.push(`${lc.candidateType} ${lc.protocol}${lc.relayProtocol ? ` via ${lc.relayProtocol}` : ''}`);
+      });
+    }
+    return out;
+  };
   window.__selectedPairs = async () => {
     const out = [];
     for (const pc of pcs) {
@@ -183,6 +201,7 @@ async function poll({ page, r }) {
   });
   if (r.kind === 'client') r.framesBy = await page.evaluate(() => window.entente.framesByIdentity()).catch(() => r.framesBy);
   r.selectedPairs = await page.evaluate(() => window.__selectedPairs()).catch(() => r.selectedPairs);
+  r.selectedLocal = await page.evaluate(() => window.__selectedLocal()).catch(() => r.selectedLocal);
   Object.assign(r, {
     state: s.state, joined: s.joined, error: s.error || null, identity: s.identity, remotes: s.remotes, tokens: s.tokens,
     tiles: s.tiles, framesDecoded: s.frames, audioPackets: s.audio, monitorError: s.monitorError,
