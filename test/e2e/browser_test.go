@@ -58,6 +58,15 @@ type browserPage struct {
 	// run's default process.
 	Browser string   `json:"browser,omitempty"`
 	Args    []string `json:"args,omitempty"`
+	// PublishOnly makes a "client" page join without subscribing: it is
+	// done once its video goes out (pageResult.OutboundBytes).
+	PublishOnly bool `json:"publishOnly,omitempty"`
+	// Dynacast, when set, is livekit-client's dynacast option (the page
+	// sets it otherwise, as Element Call does).
+	Dynacast *bool `json:"dynacast,omitempty"`
+	// OutboundSampleMs makes the page append its published video's
+	// outbound-rtp stats to browserConfig.SamplesFile this often.
+	OutboundSampleMs int `json:"outboundSampleMs,omitempty"`
 }
 
 // pageSubscribe is the token call of a page's subscribe-only connection.
@@ -77,6 +86,12 @@ type browserConfig struct {
 	Pages         []browserPage `json:"pages"`
 	// Leave is the label of a page that leaves once every page has media.
 	Leave string `json:"leave,omitempty"`
+	// SamplesFile receives the pages' outbound samples (outboundSample),
+	// one JSON line each, as the run goes.
+	SamplesFile string `json:"samplesFile,omitempty"`
+	// UntilFile keeps the run going, once every page is done, until the
+	// file exists.
+	UntilFile string `json:"untilFile,omitempty"`
 }
 
 type pageTile struct {
@@ -115,6 +130,8 @@ type pageResult struct {
 	// Tokens are the token answers a "client" page got: "<service><endpoint>
 	// url=<SFU url> sub=<identity> room=<media room>".
 	Tokens []string `json:"tokens"`
+	// OutboundBytes is what a PublishOnly page's video encodings sent.
+	OutboundBytes int64 `json:"outboundBytes"`
 }
 
 type browserResult struct {
@@ -210,18 +227,34 @@ func runBrowser(t *testing.T, env browserEnv, pages []browserPage) browserResult
 // the other pages no longer see it (browserResult.Leave).
 func runBrowserLeaving(t *testing.T, env browserEnv, pages []browserPage, leave string) browserResult {
 	t.Helper()
+	cfg := browserConfig{TimeoutMs: browserRunTimeout.Milliseconds(), HoldMs: 1000, Pages: pages, Leave: leave}
+	return startBrowser(t, env, cfg, browserKillAfter).wait(t)
+}
+
+// browserRun is a run.mjs started by startBrowser.
+type browserRun struct {
+	cmd            *exec.Cmd
+	ctx            context.Context
+	cancel         context.CancelFunc
+	stdout, stderr bytes.Buffer
+	start          time.Time
+	profile        string
+	runErr         error
+}
+
+// startBrowser starts run.mjs with cfg (its modules, Chromium and profile
+// filled in here) and returns at once; wait collects its report. The run
+// is killed killAfter after it started.
+func startBrowser(t *testing.T, env browserEnv, cfg browserConfig, killAfter time.Duration) *browserRun {
+	t.Helper()
 	dir := t.TempDir()
-	cfg := browserConfig{
-		Modules: env.modules, Chromium: env.chromium, UserDataDir: filepath.Join(dir, "profile"),
-		TimeoutMs: browserRunTimeout.Milliseconds(), HoldMs: 1000, Pages: pages, Leave: leave,
-	}
+	cfg.Modules, cfg.Chromium, cfg.UserDataDir = env.modules, env.chromium, filepath.Join(dir, "profile")
 	if d := os.Getenv("ENTENTE_E2E_SCREENSHOTS"); d != "" {
 		cfg.ScreenshotDir = d
 	}
 	if err := os.Mkdir(cfg.UserDataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	defer killProfileProcesses(t, cfg.UserDataDir)
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -231,21 +264,45 @@ func runBrowserLeaving(t *testing.T, env browserEnv, pages []browserPage, leave 
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), browserKillAfter)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(env.repo, "test", "e2e", "browser", "run.mjs"), cfgPath)
+	b := &browserRun{profile: cfg.UserDataDir}
+	b.ctx, b.cancel = context.WithTimeout(t.Context(), killAfter)
+	cmd := exec.CommandContext(b.ctx, "node", filepath.Join(env.repo, "test", "e2e", "browser", "run.mjs"), cfgPath)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	runErr := cmd.Run()
-	if cmd.Process != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // stragglers of the group
+	cmd.Stdout, cmd.Stderr = &b.stdout, &b.stderr
+	b.cmd, b.start = cmd, time.Now()
+	if err := cmd.Start(); err != nil {
+		b.cancel()
+		killProfileProcesses(t, b.profile)
+		t.Fatalf("run.mjs: %v", err)
 	}
-	if ctx.Err() != nil {
-		t.Fatalf("browser run killed after %s\nstdout: %s\nstderr: %s", time.Since(start).Round(time.Second), stdout.String(), stderr.String())
+	// A test that ends before wait (a failed require) still stops it.
+	t.Cleanup(func() { b.stop(t) })
+	return b
+}
+
+// stop kills what is left of the run; it may be called more than once.
+func (b *browserRun) stop(t *testing.T) {
+	b.cancel()
+	if b.cmd.ProcessState == nil {
+		b.runErr = b.cmd.Wait()
+	}
+	_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL) // stragglers of the group
+	killProfileProcesses(t, b.profile)
+}
+
+// wait waits for run.mjs to end and returns its report.
+func (b *browserRun) wait(t *testing.T) browserResult {
+	t.Helper()
+	if b.cmd.ProcessState == nil {
+		b.runErr = b.cmd.Wait()
+	}
+	killed := b.ctx.Err() != nil
+	b.stop(t)
+	stdout, stderr, runErr := &b.stdout, &b.stderr, b.runErr
+	if killed {
+		t.Fatalf("browser run killed after %s\nstdout: %s\nstderr: %s", time.Since(b.start).Round(time.Second), stdout.String(), stderr.String())
 	}
 	var res browserResult
 	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &res); err != nil {
