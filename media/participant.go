@@ -337,6 +337,7 @@ func (p *Participant) receive(s IncomingStream) {
 		pt.up.layered = s.RID != "" || len(pt.info.Layers) > 1
 		pt.info.MimeType = s.Codec.MimeType
 		pt.info.Mid = s.Mid
+		pt.up.dyn.since, pt.up.dyn.muted = time.Now(), pt.info.Muted
 		p.published[pt.info.Sid] = pt.up
 		p.version++
 	}
@@ -397,8 +398,12 @@ func (p *Participant) SetMuted(ctx context.Context, sid string, muted bool) erro
 		}
 		info.Muted = muted
 		p.version++
-		if p.published[sid] != nil {
+		if up := p.published[sid]; up != nil {
 			p.room.broadcast(p, true)
+			up.dyn.muted = muted
+			if !muted {
+				p.room.checkDynacast(up, time.Now(), true)
+			}
 		}
 	}); derr != nil {
 		return derr
@@ -419,6 +424,7 @@ func (p *Participant) subscribe(up *UpTrack) {
 	}
 	p.downs[up.sid] = d
 	up.addDown(d)
+	p.room.demandChanged(up)
 }
 
 // unsubscribe stops sending the track sid (or the pinned layer of
@@ -431,6 +437,7 @@ func (p *Participant) unsubscribe(key string) {
 	}
 	delete(p.downs, key)
 	d.up.removeDown(d)
+	p.room.demandChanged(d.up)
 	if !p.closed.Load() {
 		p.transport.RemoveDownTrack(d)
 	}
@@ -457,6 +464,7 @@ func (p *Participant) SetLayers(ctx context.Context, sid string, mask uint8) err
 			p.subscribe(up)
 			if d := p.downs[sid]; d != nil {
 				d.setTarget(maxLayers-1, mask == 0)
+				p.room.demandChanged(up)
 			}
 			p.negotiate()
 			return
@@ -476,6 +484,7 @@ func (p *Participant) SetLayers(ctx context.Context, sid string, mask uint8) err
 			}
 			if d != nil {
 				d.setTarget(layer, !want)
+				p.room.demandChanged(up)
 			}
 		}
 		p.negotiate()
@@ -515,6 +524,7 @@ func (p *Participant) UpdateTrackSettings(ctx context.Context, s *TrackSettings)
 				layer = d.up.pub.layerForSize(sid, s.Width, s.Height)
 			}
 			d.setTarget(layer, s.Disabled)
+			p.room.demandChanged(d.up)
 		}
 	})
 }
@@ -710,6 +720,7 @@ func (p *Participant) close(reason DisconnectReason) bool {
 	p.version++
 	for _, d := range p.downs {
 		d.up.removeDown(d)
+		p.room.demandChanged(d.up)
 	}
 	p.downs = map[string]*DownTrack{}
 	for _, up := range p.published {
