@@ -114,6 +114,9 @@ func (c *sdkClient) count1(tr *webrtc.TrackRemote, k string, p *rtp.Packet) {
 		c.firstKey[k] = tr.Kind() == webrtc.RTPCodecTypeAudio || rtpgen.IsVP8Keyframe(p.Payload)
 	}
 	c.got[k]++
+	if c.bytes == nil {
+		c.bytes = map[string]int{} // clients made elsewhere (connectMatrixClient) start without it
+	}
 	c.bytes[k] += p.MarshalSize()
 }
 
