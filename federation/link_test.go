@@ -181,19 +181,13 @@ func publisher(t *testing.T, sfu *media.SFU, identity string) (*media.Participan
 // publisherIn is publisher in the named room.
 func publisherIn(t *testing.T, sfu *media.SFU, roomName, identity string) (*media.Participant, *recorder) {
 	t.Helper()
-	rec := newRecorder()
-	return publisherWith(t, sfu, roomName, identity, rec), rec
-}
-
-// publisherWith is publisherIn with the publisher's Signaller given.
-func publisherWith(t *testing.T, sfu *media.SFU, roomName, identity string, sig media.Signaller) *media.Participant {
-	t.Helper()
 	ctx := context.Background()
 	room, err := sfu.CreateRoom(roomName)
 	require.NoError(t, err)
+	rec := newRecorder()
 	p, _, err := room.Join(ctx, media.JoinParams{Identity: identity, AutoSubscribe: true,
 		Permissions: media.Permissions{CanPublish: true, CanSubscribe: true, CanPublishData: true},
-		Signaller:   sig, Transport: &endpoint{downs: map[string]*media.DownTrack{}}})
+		Signaller:   rec, Transport: &endpoint{downs: map[string]*media.DownTrack{}}})
 	require.NoError(t, err)
 	require.NoError(t, p.Start(ctx))
 	p.Connected()
@@ -254,7 +248,7 @@ func publisherWith(t *testing.T, sfu *media.SFU, roomName, identity string, sig 
 				}
 			}, g.Interval())})
 	}
-	return p
+	return p, rec
 }
 
 type nopSource struct{}

@@ -2,8 +2,7 @@
 // participants of any kind, published tracks (with simulcast layers),
 // subscriptions, RTP forwarding with sequence number and timestamp
 // rewriting, NACKs answered from a packet cache with a budget, keyframe
-// requests paced per layer, audio levels and active speakers, telling
-// publishers which simulcast layers anyone watches (dynacast.go), and data
+// requests paced per layer, audio levels and active speakers, and data
 // packets.
 //
 // It knows packets (pion/rtp, pion/rtcp), not peer connections. What carries

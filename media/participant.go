@@ -337,7 +337,6 @@ func (p *Participant) receive(s IncomingStream) {
 		pt.up.layered = s.RID != "" || len(pt.info.Layers) > 1
 		pt.info.MimeType = s.Codec.MimeType
 		pt.info.Mid = s.Mid
-		pt.up.dyn.since, pt.up.dyn.muted = time.Now(), pt.info.Muted
 		p.published[pt.info.Sid] = pt.up
 		p.version++
 	}
@@ -398,12 +397,8 @@ func (p *Participant) SetMuted(ctx context.Context, sid string, muted bool) erro
 		}
 		info.Muted = muted
 		p.version++
-		if up := p.published[sid]; up != nil {
+		if p.published[sid] != nil {
 			p.room.broadcast(p, true)
-			up.dyn.muted = muted
-			if !muted {
-				p.room.checkDynacast(up, time.Now(), true)
-			}
 		}
 	}); derr != nil {
 		return derr
@@ -424,7 +419,6 @@ func (p *Participant) subscribe(up *UpTrack) {
 	}
 	p.downs[up.sid] = d
 	up.addDown(d)
-	p.room.demandChanged(up)
 }
 
 // unsubscribe stops sending the track sid (or the pinned layer of
@@ -437,7 +431,6 @@ func (p *Participant) unsubscribe(key string) {
 	}
 	delete(p.downs, key)
 	d.up.removeDown(d)
-	p.room.demandChanged(d.up)
 	if !p.closed.Load() {
 		p.transport.RemoveDownTrack(d)
 	}
@@ -464,7 +457,6 @@ func (p *Participant) SetLayers(ctx context.Context, sid string, mask uint8) err
 			p.subscribe(up)
 			if d := p.downs[sid]; d != nil {
 				d.setTarget(maxLayers-1, mask == 0)
-				p.room.demandChanged(up)
 			}
 			p.negotiate()
 			return
@@ -484,7 +476,6 @@ func (p *Participant) SetLayers(ctx context.Context, sid string, mask uint8) err
 			}
 			if d != nil {
 				d.setTarget(layer, !want)
-				p.room.demandChanged(up)
 			}
 		}
 		p.negotiate()
@@ -524,7 +515,6 @@ func (p *Participant) UpdateTrackSettings(ctx context.Context, s *TrackSettings)
 				layer = d.up.pub.layerForSize(sid, s.Width, s.Height)
 			}
 			d.setTarget(layer, s.Disabled)
-			p.room.demandChanged(d.up)
 		}
 	})
 }
@@ -720,7 +710,6 @@ func (p *Participant) close(reason DisconnectReason) bool {
 	p.version++
 	for _, d := range p.downs {
 		d.up.removeDown(d)
-		p.room.demandChanged(d.up)
 	}
 	p.downs = map[string]*DownTrack{}
 	for _, up := range p.published {

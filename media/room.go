@@ -60,9 +60,6 @@ type Room struct {
 	// (by sid, with their level), as last announced.
 	closed   bool
 	speaking map[string]float32
-	// dynMarked are the tracks whose subscribed layers may have changed
-	// since the room last checked them (dynacast.go). Room goroutine only.
-	dynMarked []*UpTrack
 
 	// closers are the goroutines closing removed participants' transports.
 	closers  sync.WaitGroup
@@ -133,10 +130,9 @@ func (r *Room) do(ctx context.Context, f func()) error {
 	}
 }
 
-// run is the room's goroutine: the queued operations (then the dynacast
-// checks they call for), and every speakerInterval the speakers, sender
-// reports, layer upkeep and dynacast deadlines. It stops when the room
-// closes.
+// run is the room's goroutine: the queued operations, and every
+// speakerInterval the speakers, sender reports and layer upkeep. It stops
+// when the room closes.
 func (r *Room) run() {
 	defer close(r.done)
 	t := time.NewTicker(speakerInterval)
@@ -153,7 +149,6 @@ func (r *Room) run() {
 			for _, f := range ops {
 				f()
 			}
-			r.checkMarked(time.Now())
 		case <-t.C:
 			r.speaking = r.updateSpeakers(r.speaking)
 			if tick%reportEvery == 0 {
@@ -167,7 +162,6 @@ func (r *Room) run() {
 					}
 				}
 			}
-			r.checkAllDynacast(time.Now())
 		}
 	}
 }

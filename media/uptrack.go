@@ -71,10 +71,6 @@ type UpTrack struct {
 	// layered: the track is simulcast (its streams carry RIDs, or its
 	// publisher announced several layers). Set before it is published.
 	layered bool
-
-	// dyn is what its publisher was told of its subscribed layers
-	// (dynacast.go). Room goroutine only.
-	dyn dynacast
 }
 
 // simulcast reports whether the track comes in several layers.
@@ -83,7 +79,7 @@ func (u *UpTrack) simulcast() bool { return u.layered }
 func newUpTrack(sid, cid string, pub *Participant, codec Codec, audioLevelID uint8) *UpTrack {
 	u := &UpTrack{
 		sid: sid, cid: cid, pub: pub, codec: codec, kind: KindOf(codec.MimeType), mime: codec.MimeType, ck: kindOfCodec(codec.MimeType),
-		audioLevelID: audioLevelID, closed: make(chan struct{}), dyn: dynacast{max: -1},
+		audioLevelID: audioLevelID, closed: make(chan struct{}),
 	}
 	empty := []*DownTrack{}
 	u.downs.Store(&empty)
@@ -327,10 +323,8 @@ func qualityToLayer(q VideoQuality) int8 {
 // DemandMask is the layers the node's subscribers want of the track,
 // bit i for layer i: each subscriber that is not paused wants the layer
 // it targets (an audio or single-layer track: bit 0). Pinned down tracks
-// (a trunk's) do not count: they are what another node wants, and a
-// federation trunk asks its peer for what this node's subscribers want of
-// the peer's tracks. (Dynacast, which tells this node's own publishers
-// what to send, counts them: subscribedMax.) Safe from any goroutine.
+// (a trunk's) do not count: they are what another node wants. Safe from
+// any goroutine.
 func (u *UpTrack) DemandMask() uint8 {
 	var mask uint8
 	for _, d := range u.downTracks() {

@@ -1,7 +1,6 @@
 package livekit
 
 import (
-	"strings"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
@@ -150,25 +149,4 @@ func permissions(g *Grant) media.Permissions {
 		p.Sources = append(p.Sources, media.Source(s))
 	}
 	return p
-}
-
-// subscribedQualityUpdate tells a publisher which layers of its track
-// trackSid, of codec mime, anyone subscribes to (media.QualitySignaller),
-// as livekit-server does (livekit/livekit pkg/rtc/participant.go
-// onSubscribedMaxQualityChange): subscribed_codecs names the codec as
-// livekit-client compares it with its own (lowercase, without "video/":
-// livekit-client LocalVideoTrack.ts setPublishingCodecs), and
-// subscribed_qualities repeats the qualities for clients that predate it.
-// enabled is indexed by quality, whose values are LiveKit's.
-func subscribedQualityUpdate(trackSid, mime string, enabled [3]bool) *livekit.SubscribedQualityUpdate {
-	qualities := make([]*livekit.SubscribedQuality, len(enabled))
-	for q, on := range enabled {
-		qualities[q] = &livekit.SubscribedQuality{Quality: livekit.VideoQuality(q), Enabled: on}
-	}
-	return &livekit.SubscribedQualityUpdate{
-		TrackSid: trackSid, SubscribedQualities: qualities,
-		SubscribedCodecs: []*livekit.SubscribedCodec{{
-			Codec: strings.TrimPrefix(strings.ToLower(mime), "video/"), Qualities: qualities,
-		}},
-	}
 }

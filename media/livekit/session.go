@@ -22,8 +22,8 @@ import (
 // that lets it fill is disconnected rather than stalling its room.
 const outQueue = 512
 
-// session is one client's signal connection. It implements media.Signaller,
-// media.QualitySignaller and rtc.Signaller:
+// session is one client's signal connection. It implements media.Signaller
+// and rtc.Signaller:
 // sends are queued and written by one writer goroutine, which the session
 // owns and stops.
 type session struct {
@@ -42,12 +42,6 @@ type session struct {
 	stopOnce sync.Once
 	done     chan struct{} // closed when the writer has exited
 }
-
-var (
-	_ media.Signaller        = (*session)(nil)
-	_ media.QualitySignaller = (*session)(nil)
-	_ rtc.Signaller          = (*session)(nil)
-)
 
 func newSession(conn *websocket.Conn, log zerolog.Logger) *session {
 	s := &session{
@@ -174,15 +168,6 @@ func (s *session) SendTrackPublished(cid string, info *media.TrackInfo) {
 func (s *session) SendSpeakers(speakers []media.SpeakerInfo) {
 	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_SpeakersChanged{
 		SpeakersChanged: &livekit.SpeakersChanged{Speakers: speakerInfos(speakers)},
-	}})
-}
-
-// SendSubscribedQualities implements media.QualitySignaller: a
-// SubscribedQualityUpdate, which livekit-client acts on when its room has
-// the dynacast option and ignores otherwise.
-func (s *session) SendSubscribedQualities(trackSid, mime string, enabled [3]bool) {
-	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_SubscribedQualityUpdate{
-		SubscribedQualityUpdate: subscribedQualityUpdate(trackSid, mime, enabled),
 	}})
 }
 

@@ -62,15 +62,6 @@ type browserPage struct {
 	// named and, from each, decoded video frames ("frames") or video
 	// packets ("packets", for a Go SDK client's synthetic VP8).
 	ExpectFrom map[string]string `json:"expectFrom,omitempty"`
-	// PublishOnly makes a "client" page join without subscribing: it is
-	// done once its video goes out (pageResult.OutboundBytes).
-	PublishOnly bool `json:"publishOnly,omitempty"`
-	// Dynacast, when set, is livekit-client's dynacast option (the page
-	// sets it otherwise, as Element Call does).
-	Dynacast *bool `json:"dynacast,omitempty"`
-	// OutboundSampleMs makes the page append its published video's
-	// outbound-rtp stats to browserConfig.SamplesFile this often.
-	OutboundSampleMs int `json:"outboundSampleMs,omitempty"`
 }
 
 // pageSubscribe is the token call of a page's subscribe-only connection.
@@ -125,8 +116,6 @@ type pageResult struct {
 	// had each expected identity's audio and video.
 	InboundBy      map[string]inboundCounts `json:"inboundBy"`
 	FirstMediaFrom map[string]float64       `json:"firstMediaFrom"`
-	// OutboundBytes is what a PublishOnly page's video encodings sent.
-	OutboundBytes int64 `json:"outboundBytes"`
 }
 
 // inboundCounts is what a page received of one remote participant.
@@ -238,17 +227,11 @@ func runBrowserLeaving(t *testing.T, env browserEnv, pages []browserPage, leave 
 	if d := os.Getenv("ENTENTE_E2E_SCREENSHOTS"); d != "" {
 		cfg["screenshotDir"] = d
 	}
-	return finishBrowserRun(t, startBrowserScript(t, env, "run.mjs", "run.mjs", cfg, exec.Command, false), browserKillAfter)
-}
-
-// finishBrowserRun waits up to killAfter for a run.mjs run to end (killing
-// it then) and returns its report.
-func finishBrowserRun(t *testing.T, s *browserScript, killAfter time.Duration) browserResult {
-	t.Helper()
+	s := startBrowserScript(t, env, "run.mjs", "run.mjs", cfg, exec.Command, false)
 	defer s.end(t)
-	if !s.wait(killAfter) {
+	if !s.wait(browserKillAfter) {
 		s.stop(t)
-		t.Fatalf("browser run killed after %s\nstdout: %s\nstderr: %s", killAfter, s.stdout.String(), s.stderr.String())
+		t.Fatalf("browser run killed after %s\nstdout: %s\nstderr: %s", browserKillAfter, s.stdout.String(), s.stderr.String())
 	}
 	var res browserResult
 	s.report(t, &res)

@@ -13,21 +13,9 @@
 //                                         page leaves its room; "leave" in the
 //                                         report says when the others stopped
 //                                         seeing it
-//   "samplesFile": "/tmp/.../samples",    optional: pages with "outboundSampleMs" append,
-//                                         every that many ms, a JSON line
-//                                         {"label", "t": Date.now(), "layers": {rid: stats}}
-//                                         of their published video's outbound-rtp stats
-//                                         (client.html outboundVideo), from their join on
-//   "untilFile": "/tmp/.../stop",         optional: once every page is done, stay until
-//                                         this file exists (the caller drives the call
-//                                         meanwhile), or the deadline
 //   "pages": [
 //     {"label": "a", "kind": "client", "url": "http://.../client.html",
 //      "wsURL": "ws://...", "token": "...", "simulcast": true},
-//     {"label": "p", "kind": "client", ..., "publishOnly": true, "dynacast": false,
-//      "outboundSampleMs": 500},              publishes without subscribing: done once
-//                                             its video goes out; "dynacast": false
-//                                             turns livekit-client's option off
 //     {"label": "f", "kind": "client", "url": "...", "tokenService": "http://rtc.example:P",
 //      "tokenRequest": {...}},                the page POSTs tokenRequest to
 //                                             tokenService/sfu/get and joins with the answer
@@ -169,7 +157,7 @@ function watchPeerConnections() {
 }
 
 async function startPage(ctx, spec) {
-  const r = { label: spec.label, kind: spec.kind, ok: false, t: {}, log: [], websockets: [], publishOnly: !!spec.publishOnly };
+  const r = { label: spec.label, kind: spec.kind, ok: false, t: {}, log: [], websockets: [] };
   Object.defineProperty(r, 'spec', { value: spec }); // not reported
   const page = await ctx.newPage();
   page.on('websocket', (ws) => r.websockets.push(ws.url().replace(/access_token=[^&]+/, 'access_token=REDACTED')));
@@ -185,7 +173,6 @@ async function startPage(ctx, spec) {
   if (spec.kind === 'client') {
     await page.evaluate((s) => window.start(s), {
       url: spec.wsURL, token: spec.token, simulcast: !!spec.simulcast,
-      dynacast: spec.dynacast, publishOnly: !!spec.publishOnly,
       tokenService: spec.tokenService, tokenEndpoint: spec.tokenEndpoint, tokenRequest: spec.tokenRequest,
       subscribe: spec.subscribe,
     });
@@ -215,10 +202,6 @@ async function poll({ page, r }) {
   if (r.kind === 'client') r.framesBy = await page.evaluate(() => window.entente.framesByIdentity()).catch(() => r.framesBy);
   r.selectedPairs = await page.evaluate(() => window.__selectedPairs()).catch(() => r.selectedPairs);
   r.selectedLocal = await page.evaluate(() => window.__selectedLocal()).catch(() => r.selectedLocal);
-  if (r.publishOnly) {
-    const layers = await page.evaluate(() => window.entente.outboundVideo()).catch(() => ({}));
-    r.outboundBytes = Object.values(layers).reduce((n, l) => n + l.bytesSent, 0);
-  }
   Object.assign(r, {
     state: s.state, joined: s.joined, error: s.error || null, identity: s.identity, remotes: s.remotes, tokens: s.tokens,
     tiles: s.tiles, framesDecoded: s.frames, audioPackets: s.audio, monitorError: s.monitorError,
@@ -226,7 +209,7 @@ async function poll({ page, r }) {
   Object.assign(r.t, s.t);
   if (s.firstFrom) r.firstFrameFrom = s.firstFrom;
   if (s.firstMediaFrom) r.firstMediaFrom = s.firstMediaFrom;
-  r.ok = r.publishOnly ? s.joined && r.outboundBytes > 0 : s.frames > 0 && s.audio > 0;
+  r.ok = s.frames > 0 && s.audio > 0;
   if (r.spec.expectFrom) {
     r.inboundBy = await page.evaluate(() => window.entente.inboundByIdentity()).catch(() => r.inboundBy);
     for (const [id, want] of Object.entries(r.spec.expectFrom)) {
@@ -263,16 +246,6 @@ async function leave(pages, label) {
   return res;
 }
 
-// sample appends the page's outbound video stats to cfg.samplesFile every
-// spec.outboundSampleMs until stopped() is true or the page closed.
-async function sample({ page, r }, every, stopped) {
-  while (!stopped() && !page.isClosed() && Date.now() < deadline) {
-    const layers = await page.evaluate(() => window.entente.outboundVideo()).catch(() => null);
-    if (layers) fs.appendFileSync(cfg.samplesFile, JSON.stringify({ label: r.label, t: Date.now(), layers }) + '\n');
-    await sleep(every);
-  }
-}
-
 async function main() {
   const t0 = Date.now();
   // One Chromium process per browser group.
@@ -294,9 +267,6 @@ async function main() {
     out.launchMs = Date.now() - t0;
     const pages = await Promise.all(cfg.pages.map((spec) => startPage(contexts.get(spec.browser || ''), spec)));
     out.pages = pages.map((p) => p.r);
-    let stopSampling = false;
-    const samplers = cfg.samplesFile ? pages.filter((p, i) => cfg.pages[i].outboundSampleMs > 0)
-      .map((p) => sample(p, cfg.pages.find((s) => s.label === p.r.label).outboundSampleMs, () => stopSampling)) : [];
     for (;;) {
       const done = await Promise.all(pages.map(poll));
       if (done.every(Boolean)) break;
@@ -312,15 +282,6 @@ async function main() {
       out.releasedMs = Date.now() - t0;
     }
     if (!out.timedOut && cfg.leave) out.leave = await leave(pages, cfg.leave);
-    if (!out.timedOut && cfg.untilFile) {
-      while (!fs.existsSync(cfg.untilFile)) {
-        if (Date.now() >= deadline) { out.timedOut = true; break; }
-        await sleep(100);
-      }
-      await Promise.all(pages.map(poll));
-    }
-    stopSampling = true;
-    await Promise.all(samplers);
     if (cfg.screenshotDir) {
       for (const p of pages) await p.page.screenshot({ path: path.join(cfg.screenshotDir, `${p.r.label}.png`) });
     }
