@@ -12,6 +12,7 @@ package dendritetest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	_ "embed"
 	"encoding/json"
@@ -131,12 +132,41 @@ func Require(t testing.TB) string {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return PickPort(t, "tcp")
+}
+
+// PickPort returns a port of network ("tcp" or "udp") on 127.0.0.1 that was
+// free a moment ago, chosen at random below Linux's ephemeral range
+// (32768-60999): a port the kernel hands out (":0", or the source port of
+// any outgoing connection) may be taken again by another connection between
+// the test choosing it and its server binding it, which made Dendrite fail
+// to start in CI ("address already in use").
+func PickPort(t testing.TB, network string) int {
+	t.Helper()
+	const lo, hi = 20000, 32000
+	for range 200 {
+		var b [2]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			t.Fatal(err)
+		}
+		port := lo + (int(b[0])<<8|int(b[1]))%(hi-lo)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if network == "udp" {
+			c, err := net.ListenPacket("udp", addr)
+			if err == nil {
+				_ = c.Close()
+				return port
+			}
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
+		if err == nil {
+			_ = l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free %s port found in %d-%d", network, lo, hi)
+	return 0
 }
 
 // Start is New followed by Homeserver.Start.

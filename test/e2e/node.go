@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/auth"
+
+	"entente.dev/entente/internal/dendritetest"
 )
 
 // NodeOptions adjust the node a test starts.
@@ -90,23 +91,11 @@ func ententeBinary(t testing.TB) string {
 	return build.path
 }
 
-// FreePort returns a port free on 127.0.0.1 for the given network ("tcp" or "udp").
+// FreePort returns a port free on 127.0.0.1 for the given network ("tcp" or
+// "udp"), below the kernel's ephemeral range (dendritetest.PickPort).
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return dendritetest.PickPort(t, network)
 }
 
 // StartNode builds (once) and starts entente with a fresh data directory
