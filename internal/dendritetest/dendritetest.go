@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -135,21 +136,46 @@ func FreePort(t testing.TB) int {
 	return PickPort(t, "tcp")
 }
 
+// handedOut are the ports PickPort gave in this process: a port chosen
+// for a server that starts later (a Dendrite is given its ports before the
+// node beside it starts) is never given twice. A test helper's process-wide
+// record, not the node's: the node has no globals.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// handOut records port as given and reports whether it was free to give.
+func handOut(port int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[port] {
+		return false
+	}
+	handedOut.ports[port] = true
+	return true
+}
+
 // PickPort returns a port of network ("tcp" or "udp") on 127.0.0.1 that was
 // free a moment ago, chosen at random below Linux's ephemeral range
-// (32768-60999): a port the kernel hands out (":0", or the source port of
-// any outgoing connection) may be taken again by another connection between
-// the test choosing it and its server binding it, which made Dendrite fail
-// to start in CI ("address already in use").
+// (32768-60999), and never one it gave before in this process. A port the
+// kernel hands out (":0", or the source port of any outgoing connection)
+// may be taken by another connection between the test choosing it and its
+// server binding it, and a port given to a Dendrite that starts after the
+// node beside it must not be given to that node: both made Dendrite fail to
+// start in CI ("address already in use").
 func PickPort(t testing.TB, network string) int {
 	t.Helper()
-	const lo, hi = 20000, 32000
-	for range 200 {
+	const lo, hi = 10000, 32000
+	for range 500 {
 		var b [2]byte
 		if _, err := rand.Read(b[:]); err != nil {
 			t.Fatal(err)
 		}
 		port := lo + (int(b[0])<<8|int(b[1]))%(hi-lo)
+		if !handOut(port) {
+			continue // given to an earlier caller, which may not have bound it yet
+		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		if network == "udp" {
 			c, err := net.ListenPacket("udp", addr)
