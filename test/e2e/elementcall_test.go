@@ -650,7 +650,11 @@ func TestElementCallKicked(t *testing.T) {
 			require.True(t, slices.ContainsFunc(p.TokenStatus, func(s string) bool { return strings.Contains(s, " 200 ") }))
 		case "bob":
 			require.Contains(t, p.ErrorText, "You have been removed from the call")
-			require.Empty(t, p.TokenStatus, "no token for Bob")
+			// Element Call may still ask after the kick (seen in CI): the
+			// node must refuse it, never issue a token.
+			for _, st := range p.TokenStatus {
+				require.NotContains(t, st, " 200 ", "no token for Bob")
+			}
 		}
 	}
 }
