@@ -67,6 +67,8 @@ type DownTrack struct {
 	// answered (SFU.Stats).
 	nacked atomic.Uint64
 	resent atomic.Uint64
+	// quality is what the subscriber's receiver reports say (quality.go).
+	quality downStats
 }
 
 func newDownTrack(up *UpTrack, sub *Participant) *DownTrack {

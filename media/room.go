@@ -60,6 +60,8 @@ type Room struct {
 	// (by sid, with their level), as last announced.
 	closed   bool
 	speaking map[string]float32
+	// quality is the last connection quality assessment, by sid.
+	quality map[string]ConnQualityInfo
 
 	// closers are the goroutines closing removed participants' transports.
 	closers  sync.WaitGroup
@@ -153,6 +155,9 @@ func (r *Room) run() {
 			r.speaking = r.updateSpeakers(r.speaking)
 			if tick%reportEvery == 0 {
 				r.sendReports(time.Now())
+			}
+			if tick%qualityEvery == 0 {
+				r.quality = r.updateQuality(r.quality)
 			}
 			tick++
 			for _, q := range r.participants {

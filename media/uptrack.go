@@ -42,6 +42,8 @@ type Layer struct {
 	lastPLI    atomic.Int64
 	lastPacket atomic.Int64
 	packets    atomic.Uint64
+	// stats feeds the connection quality assessment (quality.go).
+	stats upStats
 }
 
 // UpTrack is a track a participant publishes. Its transport's reader
@@ -68,6 +70,9 @@ type UpTrack struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+	// windowLoss is the worst loss of its streams in the last quality
+	// window (quality.go). Room goroutine only.
+	windowLoss float64
 	// layered: the track is simulcast (its streams carry RIDs, or its
 	// publisher announced several layers). Set before it is published.
 	layered bool
@@ -167,6 +172,7 @@ func (u *UpTrack) forward(l *Layer, h *rtp.Header, pkt []byte, now int64) {
 	}
 	l.lastPacket.Store(now)
 	l.packets.Add(1)
+	l.stats.observe(h.SequenceNumber, h.Timestamp, now, u.codec.ClockRate)
 	if u.audioLevelID != 0 {
 		u.observeLevel(h)
 	}

@@ -57,8 +57,8 @@ type Agency struct {
 	Index int
 	// Addr is its one address, 10.77.<Index+1>.2; the router is .1.
 	Addr string
-	// routerIf is the router's end of its veth pair.
-	routerIf string
+	// routerIf is the router's end of its veth pair, agencyIf its own.
+	routerIf, agencyIf string
 	hostsDir string
 }
 
@@ -106,9 +106,9 @@ func New(t testing.TB, n int) *Topology {
 	for i := range n {
 		a := &Agency{
 			Name: fmt.Sprintf("ent%s%c", id, 'a'+i), Index: i,
-			Addr: fmt.Sprintf("10.77.%d.2", i+1), routerIf: fmt.Sprintf("e%sr%d", id, i),
+			Addr: fmt.Sprintf("10.77.%d.2", i+1), routerIf: fmt.Sprintf("e%sr%d", id, i), agencyIf: fmt.Sprintf("e%sa%d", id, i),
 		}
-		agencyIf := fmt.Sprintf("e%sa%d", id, i)
+		agencyIf := a.agencyIf
 		top.run(t, "ip", "netns", "add", a.Name)
 		top.run(t, "ip", "-n", a.Name, "link", "set", "lo", "up")
 		top.run(t, "ip", "link", "add", agencyIf, "netns", a.Name, "type", "veth", "peer", "name", a.routerIf, "netns", top.Router)

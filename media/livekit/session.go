@@ -171,6 +171,18 @@ func (s *session) SendSpeakers(speakers []media.SpeakerInfo) {
 	}})
 }
 
+// SendConnQuality implements media.ConnQualitySignaller. The core's
+// qualities have LiveKit's values.
+func (s *session) SendConnQuality(infos []media.ConnQualityInfo) {
+	u := &livekit.ConnectionQualityUpdate{Updates: make([]*livekit.ConnectionQualityInfo, 0, len(infos))}
+	for _, in := range infos {
+		u.Updates = append(u.Updates, &livekit.ConnectionQualityInfo{
+			ParticipantSid: in.ParticipantSID, Quality: livekit.ConnectionQuality(in.Quality), Score: in.Score,
+		})
+	}
+	s.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_ConnectionQuality{ConnectionQuality: u}})
+}
+
 // SendLeave implements media.Signaller: the leave is the last frame. The
 // core's reasons and actions have LiveKit's values.
 func (s *session) SendLeave(reason media.DisconnectReason, action media.LeaveAction) {

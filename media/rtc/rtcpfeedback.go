@@ -3,6 +3,7 @@ package rtc
 import (
 	"encoding/binary"
 	"errors"
+	"time"
 
 	"github.com/pion/rtcp"
 )
@@ -68,4 +69,68 @@ func parseFeedback(b []byte, ssrc uint32, nacks []rtcp.NackPair) (keyframe bool,
 		}
 	}
 	return keyframe, nacks, nil
+}
+
+// reportBlock is what a subscriber's receiver report says of one stream
+// (RFC 3550 section 6.4.1).
+type reportBlock struct {
+	fractionLost uint8
+	jitter       uint32
+	lsr, dlsr    uint32
+}
+
+// parseReport finds, in one decrypted compound RTCP packet, the report
+// block about ssrc. A compound packet starts with its sender or receiver
+// report (RFC 3550 section 6.1), so only the first packet is read.
+func parseReport(b []byte, ssrc uint32) (rb reportBlock, ok bool) {
+	if len(b) < 8 || b[0]>>6 != 2 {
+		return rb, false
+	}
+	n := (int(binary.BigEndian.Uint16(b[2:])) + 1) * 4
+	if n < 8 || n > len(b) {
+		return rb, false
+	}
+	count := int(b[0] & 0x1f)
+	var blocks []byte
+	switch rtcp.PacketType(b[1]) {
+	case rtcp.TypeReceiverReport:
+		blocks = b[8:n]
+	case rtcp.TypeSenderReport:
+		if n < 28 {
+			return rb, false
+		}
+		blocks = b[28:n]
+	default:
+		return rb, false
+	}
+	for i := 0; i < count && len(blocks) >= 24; i, blocks = i+1, blocks[24:] {
+		if binary.BigEndian.Uint32(blocks) != ssrc {
+			continue
+		}
+		return reportBlock{
+			fractionLost: blocks[4],
+			jitter:       binary.BigEndian.Uint32(blocks[12:]),
+			lsr:          binary.BigEndian.Uint32(blocks[16:]),
+			dlsr:         binary.BigEndian.Uint32(blocks[20:]),
+		}, true
+	}
+	return rb, false
+}
+
+// roundTrip is the round trip a report block measures when it arrives at
+// now (RFC 3550 section 6.4.1: arrival less LSR less DLSR, in 1/65536 s),
+// 0 when the receiver had no sender report yet or the clocks disagree.
+func (rb reportBlock) roundTrip(now time.Time) time.Duration {
+	if rb.lsr == 0 {
+		return 0
+	}
+	const unixToNTP = 2208988800
+	secs := uint64(now.Unix() + unixToNTP)
+	frac := uint64(now.Nanosecond()) << 32 / uint64(time.Second)
+	arrival := uint32((secs<<32 | frac) >> 16)
+	d := arrival - rb.lsr - rb.dlsr
+	if int32(d) <= 0 {
+		return 0
+	}
+	return time.Duration(uint64(d) * uint64(time.Second) >> 16)
 }

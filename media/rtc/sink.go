@@ -144,6 +144,9 @@ func (l *localTrack) readRTCP() {
 		if len(lost) > 0 {
 			l.d.AnswerNack(lost, time.Now().UnixNano())
 		}
+		if rb, ok := parseReport(buf[:n], ssrc); ok {
+			l.d.ReceiverReport(rb.fractionLost, rb.jitter, rb.roundTrip(time.Now()))
+		}
 	}
 }
 

@@ -39,7 +39,11 @@ type sdkClient struct {
 	data     []string
 	started  time.Time       // when the client began connecting
 	speakers map[string]bool // identities ever reported speaking
-	readers  sync.WaitGroup
+	// quality is the last connection quality the node reported of each
+	// identity (the client's own included), and qualities all it reported.
+	quality   map[string]livekit.ConnectionQuality
+	qualities []string // "identity:QUALITY" in order
+	readers   sync.WaitGroup
 }
 
 func key(identity string, kind webrtc.RTPCodecType) string { return identity + "/" + kind.String() }
@@ -56,6 +60,7 @@ func connectClientWithToken(t *testing.T, ctx context.Context, wsURL, jwt, ident
 	c := &sdkClient{
 		identity: identity, got: map[string]int{}, bytes: map[string]int{}, firstKey: map[string]bool{}, firstAt: map[string]time.Time{},
 		subAt: map[string]time.Time{}, muted: map[string]bool{}, gone: map[string]bool{}, speakers: map[string]bool{},
+		quality: map[string]livekit.ConnectionQuality{},
 	}
 	cb := &lksdk.RoomCallback{
 		ParticipantCallback: lksdk.ParticipantCallback{
@@ -74,6 +79,12 @@ func connectClientWithToken(t *testing.T, ctx context.Context, wsURL, jwt, ident
 			OnTrackUnmuted: func(pub lksdk.TrackPublication, p lksdk.Participant) {
 				c.mu.Lock()
 				c.muted[p.Identity()+"/"+pub.Kind().String()] = false
+				c.mu.Unlock()
+			},
+			OnConnectionQualityChanged: func(u *livekit.ConnectionQualityInfo, p lksdk.Participant) {
+				c.mu.Lock()
+				c.quality[p.Identity()] = u.Quality
+				c.qualities = append(c.qualities, p.Identity()+":"+u.Quality.String())
 				c.mu.Unlock()
 			},
 			OnDataPacket: func(d lksdk.DataPacket, params lksdk.DataReceiveParams) {

@@ -329,6 +329,9 @@ type sealedClientState struct {
 	Remotes []string       `json:"remotes"`
 	Got     map[string]int `json:"got"`
 	Bytes   map[string]int `json:"bytes"`
+	// Quality is the connection quality the node last reported of each
+	// identity, the client's own included (LiveKit's names).
+	Quality map[string]string `json:"quality,omitempty"`
 }
 
 // sealedClient is a client process running in an agency.
@@ -490,6 +493,12 @@ func TestSealedClientProcess(t *testing.T) {
 			}
 			for k, v := range c.bytes {
 				s.Bytes[k] = v
+			}
+			if len(c.quality) > 0 {
+				s.Quality = map[string]string{}
+				for k, v := range c.quality {
+					s.Quality[k] = v.String()
+				}
 			}
 			c.mu.Unlock()
 			if err := enc.Encode(s); err != nil {
