@@ -59,7 +59,7 @@ type Agency struct {
 	Addr string
 	// routerIf is the router's end of its veth pair, agencyIf its own.
 	routerIf, agencyIf string
-	hostsDir string
+	hostsDir           string
 }
 
 // Require skips t (fails it when CI=true) unless this process can make
