@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/federation"
 
 	"entente.dev/entente/internal/config"
 	"entente.dev/entente/internal/httpsrv"
@@ -122,7 +123,14 @@ func New(opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
+	var signer *federation.SigningKey
+	if c.SigningKey != "" {
+		if signer, err = LoadSigningKey(c.SigningKey); err != nil {
+			return nil, err
+		}
+	}
 	b.tokens, err = NewTokenService(TokenServiceOptions{
+		Federation: b.openID, SigningKey: signer,
 		SFU: opts.SFU, OpenID: b.openID, Membership: members,
 		ServerName: c.ServerName, Allow: c.Allow, URL: opts.SFUURL, TokenTTL: opts.TokenTTL,
 		OnIssued: b.guard.Issued, BotUserID: botID, Record: opts.Store, Users: users,
@@ -203,6 +211,8 @@ func (b *Bridge) Register(mux *http.ServeMux) {
 	mux.Handle(PathSFUGet, b.tokens)
 	mux.Handle(PathLiveKitGetToken, b.tokens)
 	mux.Handle(PathLiveKitGetTokenUnstable, b.tokens)
+	mux.Handle(PathFederationLiveKitGetToken, b.tokens)
+	mux.Handle(PathFederationLiveKitGetTokenUnstable, b.tokens)
 	mux.Handle(PathMeetingInfo, b.meetings)
 	mux.Handle(PathMeetingGuest, b.meetings)
 	mux.Handle(PathRTCTransports, b.discovery)

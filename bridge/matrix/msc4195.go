@@ -127,13 +127,12 @@ func MSC4195Identity(userID, memberID string) string {
 	return hashStrings(userID, memberID)
 }
 
-// serveLiveKitToken answers MSC4195's client get_token for this node's own
-// SFU: the access token is checked with the homeserver, membership as for
-// the other endpoints (a local user: the bot may join, the record and the
-// policy apply), and the answer is {"jwt"} only. A token for another
-// homeserver's SFU would be asked over federation, signed as the
-// homeserver, which the node cannot do: 502, as the proposal answers
-// errors other than 400 and 403 from the remote side.
+// serveLiveKitToken answers MSC4195's client get_token: the access token
+// is checked with the homeserver, membership as for the other endpoints (a
+// local user: the bot may join, the record and the policy apply), and the
+// answer is {"jwt"} only. For this node's own SFU it issues the token; for
+// another homeserver's it asks that homeserver over federation, signed as
+// its own (remoteToken, fedtoken.go).
 func (s *TokenService) serveLiveKitToken(ctx context.Context, r *http.Request, body []byte, who *requester) (*tokenResponse, *apiError) {
 	log := zerolog.Ctx(ctx)
 	if s.users == nil {
@@ -166,15 +165,19 @@ func (s *TokenService) serveLiveKitToken(ctx context.Context, r *http.Request, b
 		return nil, unauthorized()
 	}
 	if req.ServerName != "" && req.ServerName != s.serverName {
-		log.Info().Str("server_name", req.ServerName).Msg("token for another homeserver's SFU asked")
-		return nil, &apiError{Status: http.StatusBadGateway, ErrCode: "M_UNKNOWN",
-			Message: "Tokens for another homeserver's SFU are not served by this node yet"}
+		// Another homeserver's SFU: the user must be in the room here too
+		// (the proposal has the origin check), then the node asks that
+		// homeserver in its own homeserver's name.
+		if _, aerr := s.checkMember(ctx, log.With().Str("matrix_room", req.RoomID).Str("user_id", userID).Logger(), req.RoomID, userID, true); aerr != nil {
+			return nil, aerr
+		}
+		return s.remoteToken(ctx, req.ServerName, userID, req)
 	}
 	if strings.TrimSuffix(req.URL, "/") != strings.TrimSuffix(s.url, "/") {
 		return nil, &apiError{Status: http.StatusBadRequest, ErrCode: "M_INVALID_PARAM", Message: "`url` is not this server's SFU"}
 	}
 	identity := MSC4195Identity(userID, req.MemberID)
-	resp, aerr := s.issue(ctx, req.RoomID, RoomAlias(req.RoomID, req.SlotID), userID, "", identity, s.serverName)
+	resp, aerr := s.issue(ctx, req.RoomID, RoomAlias(req.RoomID, req.SlotID), userID, "", identity, s.serverName, true)
 	if aerr != nil {
 		return nil, aerr
 	}

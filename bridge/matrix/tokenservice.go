@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/federation"
 )
 
 // Paths served by TokenService, relative to the token service's base URL
@@ -99,6 +100,15 @@ type TokenServiceOptions struct {
 	// UnknownMembershipRefuse (the default when empty) or
 	// UnknownMembershipServeLocal.
 	UnknownMembership string
+	// Federation, with SigningKey, serves MSC4195's server-server
+	// get_token (PathFederationLiveKitGetToken: other homeservers' keys
+	// are fetched with it) and lets local users ask other homeservers for
+	// tokens on their SFUs. SigningKey is the homeserver's own
+	// (LoadSigningKey): the node asks in its name. Without Federation the
+	// endpoint is not served; without SigningKey other homeservers are not
+	// asked (502).
+	Federation *FederationOpenID
+	SigningKey *federation.SigningKey
 	// Forwarder, when set, sends the token requests of users of peer
 	// nodes that keep their own token service URL to those nodes (the
 	// redirect, FEDERATION.md). Optional.
@@ -145,6 +155,9 @@ type TokenService struct {
 	unknown       string
 	users         UserAuthenticator
 	forwarder     TokenForwarder
+	fed           *FederationOpenID
+	keys          *keyCache
+	signer        *federation.SigningKey
 	log           zerolog.Logger
 }
 
@@ -191,7 +204,14 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 	if unknown == "" {
 		unknown = UnknownMembershipRefuse
 	}
+	var keys *keyCache
+	if opts.Federation != nil {
+		keys = &keyCache{fed: opts.Federation, m: map[string]serverKeys{}}
+	}
 	return &TokenService{
+		fed:           opts.Federation,
+		keys:          keys,
+		signer:        opts.SigningKey,
 		sfu:           opts.SFU,
 		openID:        opts.OpenID,
 		membership:    opts.Membership,
@@ -212,7 +232,8 @@ func NewTokenService(opts TokenServiceOptions) (*TokenService, error) {
 }
 
 // ServeHTTP serves PathGetToken, PathSFUGet, PathHealthz and, with
-// TokenServiceOptions.Users, PathLiveKitGetToken(Unstable); any other path
+// TokenServiceOptions.Users, PathLiveKitGetToken(Unstable), and with
+// TokenServiceOptions.Federation PathFederationLiveKitGetToken(Unstable); any other path
 // gets 404 M_UNRECOGNIZED. Mount it at the service's base URL (strip any
 // prefix first).
 func (s *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -225,6 +246,8 @@ func (s *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	case PathGetToken, PathSFUGet, PathLiveKitGetToken, PathLiveKitGetTokenUnstable:
 		s.serveToken(w, r)
+	case PathFederationLiveKitGetToken, PathFederationLiveKitGetTokenUnstable:
+		s.serveFederationToken(w, r)
 	default:
 		writeError(w, &apiError{Status: http.StatusNotFound, ErrCode: "M_UNRECOGNIZED", Message: "Unrecognized request"})
 	}
@@ -377,7 +400,7 @@ func (s *TokenService) IssueForwarded(ctx context.Context, endpoint string, body
 			if userID, aerr = s.authenticate(ctx, req.OpenIDToken); aerr == nil {
 				who.userID = userID
 				resp, aerr = s.issue(ctx, req.Room, mirror(RoomAlias(req.Room, LegacySlotID)), userID, req.DeviceID,
-					LegacyIdentity(userID, req.DeviceID), s.serverName)
+					LegacyIdentity(userID, req.DeviceID), s.serverName, true)
 			}
 		}
 	default:
@@ -407,7 +430,7 @@ func (s *TokenService) forwardedGetToken(ctx context.Context, req getTokenReques
 		return nil, unauthorized()
 	}
 	identity := Identity(userID, req.Member.ClaimedDeviceID, req.Member.ID)
-	return s.issue(ctx, req.RoomID, mirror(RoomAlias(req.RoomID, req.SlotID)), userID, req.Member.ClaimedDeviceID, identity, s.serverName)
+	return s.issue(ctx, req.RoomID, mirror(RoomAlias(req.RoomID, req.SlotID)), userID, req.Member.ClaimedDeviceID, identity, s.serverName, true)
 }
 
 func (s *TokenService) getToken(ctx context.Context, body []byte, who *requester) (*tokenResponse, *apiError) {
@@ -431,7 +454,7 @@ func (s *TokenService) getToken(ctx context.Context, body []byte, who *requester
 		return nil, unauthorized()
 	}
 	identity := Identity(userID, req.Member.ClaimedDeviceID, req.Member.ID)
-	return s.issue(ctx, req.RoomID, RoomAlias(req.RoomID, req.SlotID), userID, req.Member.ClaimedDeviceID, identity, req.OpenIDToken.MatrixServerName)
+	return s.issue(ctx, req.RoomID, RoomAlias(req.RoomID, req.SlotID), userID, req.Member.ClaimedDeviceID, identity, req.OpenIDToken.MatrixServerName, true)
 }
 
 func (s *TokenService) sfuGet(ctx context.Context, body []byte, who *requester) (*tokenResponse, *apiError) {
@@ -446,7 +469,7 @@ func (s *TokenService) sfuGet(ctx context.Context, body []byte, who *requester) 
 	}
 	who.userID = userID
 	identity := LegacyIdentity(userID, req.DeviceID)
-	return s.issue(ctx, req.Room, RoomAlias(req.Room, LegacySlotID), userID, req.DeviceID, identity, req.OpenIDToken.MatrixServerName)
+	return s.issue(ctx, req.Room, RoomAlias(req.Room, LegacySlotID), userID, req.DeviceID, identity, req.OpenIDToken.MatrixServerName, true)
 }
 
 // authenticate applies the homeserver policy, then asks the homeserver whose
@@ -476,7 +499,10 @@ func (s *TokenService) authenticate(ctx context.Context, tok openIDToken) (strin
 // issue checks room membership, creates the LiveKit room for local users
 // (others may only join an existing one, as lk-jwt-service treats users
 // outside its full-access list) and mints the token.
-func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID, identity, serverName string) (*tokenResponse, *apiError) {
+//
+// publish is whether the token may publish: MSC4195's server-server flow
+// gives another homeserver's users tokens that only subscribe.
+func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID, identity, serverName string, publish bool) (*tokenResponse, *apiError) {
 	log := zerolog.Ctx(ctx).With().Str("matrix_room", roomID).Str("user_id", userID).
 		Str("room", room).Str("identity", identity).Logger()
 	local := serverName == s.serverName
@@ -520,9 +546,9 @@ func (s *TokenService) issue(ctx context.Context, roomID, room, userID, deviceID
 		}
 	}
 	jwt, err := s.sfu.MintToken(room, identity, name, Grant{
-		CanPublish:     true,
+		CanPublish:     publish,
 		CanSubscribe:   true,
-		CanPublishData: true,
+		CanPublishData: publish,
 		TTL:            s.ttl,
 		Attributes:     attrs,
 	})

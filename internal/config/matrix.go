@@ -48,6 +48,11 @@ type Matrix struct {
 	// InsecureSkipVerify disables TLS certificate checks towards homeservers (OpenID checks).
 	// Only for test homeservers with self-signed certificates.
 	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
+	// SigningKey is the path of the homeserver's federation signing key (Dendrite's
+	// matrix_key.pem or Synapse's signing key file). With it the node asks other homeservers,
+	// in its homeserver's name, for tokens on their SFUs (MSC4195's server-server get_token).
+	// Empty: such requests get 502; the node still answers other homeservers' requests.
+	SigningKey string `toml:"signing_key"`
 	// HomeserverPublicURL is the homeserver's client-server API as browsers reach it: the join
 	// page signs people in there. Empty means HomeserverURL (when that is already public).
 	HomeserverPublicURL string `toml:"homeserver_public_url"`

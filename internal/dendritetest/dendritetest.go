@@ -20,6 +20,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -48,9 +49,14 @@ type Homeserver struct {
 	cmd    *exec.Cmd
 	client *http.Client
 	net    Net
-	opts   Options
-	exited chan struct{}
-	logf   *os.File
+	// fedBind is where Dendrite's federation listener binds: ServerName,
+	// or behind the proxy a port of its own.
+	fedBind string
+	routeMu sync.Mutex
+	routes  map[string]*url.URL
+	opts    Options
+	exited  chan struct{}
+	logf    *os.File
 }
 
 // Net places a homeserver in a network of the test's own (a namespace of
@@ -89,6 +95,11 @@ type Options struct {
 	// OpenIDTokenLifetime is how long OpenID tokens stay valid; an hour
 	// when zero. Tests of expired tokens set it short.
 	OpenIDTokenLifetime time.Duration
+	// FederationProxy puts a reverse proxy in front of the federation
+	// listener, as an agency's web server would be: it holds the server
+	// name's port and passes everything to Dendrite (on a port of its
+	// own) except the paths given to Route. Loopback homeservers only.
+	FederationProxy bool
 }
 
 // BinDir returns the directory holding dendrite, generate-keys and
@@ -210,7 +221,7 @@ func New(t testing.TB) *Homeserver {
 	t.Helper()
 	Require(t)
 	fedPort, clientPort := FreePort(t), FreePort(t)
-	return &Homeserver{
+	hs := &Homeserver{
 		ServerName: "127.0.0.1:" + strconv.Itoa(fedPort),
 		ClientURL:  "http://127.0.0.1:" + strconv.Itoa(clientPort),
 		Dir:        t.TempDir(),
@@ -218,6 +229,8 @@ func New(t testing.TB) *Homeserver {
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test server
 		}},
 	}
+	hs.generateKeys(t)
+	return hs
 }
 
 // NewIn is New for a homeserver in the network n.
@@ -249,15 +262,12 @@ func (hs *Homeserver) command(name string, args ...string) *exec.Cmd {
 // log is printed if t failed.
 func (hs *Homeserver) Start(t testing.TB, opts Options) {
 	t.Helper()
-	bin := Require(t)
+	Require(t)
 	dir := hs.Dir
-	out, err := exec.Command(filepath.Join(bin, "generate-keys"),
-		"--private-key", filepath.Join(dir, "matrix_key.pem"),
-		"--tls-cert", filepath.Join(dir, "server.crt"),
-		"--tls-key", filepath.Join(dir, "server.key"),
-		"--keysize", "2048").CombinedOutput()
-	if err != nil {
-		t.Fatalf("generate-keys: %v\n%s", err, out)
+	hs.generateKeys(t)
+	hs.fedBind = hs.ServerName
+	if opts.FederationProxy {
+		hs.startProxy(t)
 	}
 	var regs []string
 	for _, f := range opts.AppServices {
@@ -294,6 +304,84 @@ func (hs *Homeserver) Start(t testing.TB, opts Options) {
 	hs.waitReady(t)
 }
 
+// SigningKeyFile is the homeserver's federation signing key (Dendrite's
+// matrix_key.pem), made when the homeserver is made (New), so that a
+// program configured before the homeserver starts can be given it.
+func (hs *Homeserver) SigningKeyFile() string { return filepath.Join(hs.Dir, "matrix_key.pem") }
+
+// generateKeys makes the signing key and the TLS certificate once.
+func (hs *Homeserver) generateKeys(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat(hs.SigningKeyFile()); err == nil {
+		return
+	}
+	out, err := exec.Command(filepath.Join(BinDir(), "generate-keys"),
+		"--private-key", hs.SigningKeyFile(),
+		"--tls-cert", filepath.Join(hs.Dir, "server.crt"),
+		"--tls-key", filepath.Join(hs.Dir, "server.key"),
+		"--keysize", "2048").CombinedOutput()
+	if err != nil {
+		t.Fatalf("generate-keys: %v\n%s", err, out)
+	}
+}
+
+// Route sends the federation requests for path, through the proxy
+// (Options.FederationProxy), to target (scheme and host; the path is
+// kept), as an agency's web server routes MSC4195's server-server paths to
+// its node.
+func (hs *Homeserver) Route(path, target string) {
+	u, err := url.Parse(target)
+	if err != nil || u.Host == "" {
+		panic(fmt.Sprintf("dendritetest: route target %q", target))
+	}
+	hs.routeMu.Lock()
+	defer hs.routeMu.Unlock()
+	if hs.routes == nil {
+		hs.routes = map[string]*url.URL{}
+	}
+	hs.routes[path] = u
+}
+
+// startProxy listens on the server name's port with the homeserver's
+// certificate and passes requests to Dendrite, which moves to a port of
+// its own, or to a routed target.
+func (hs *Homeserver) startProxy(t testing.TB) {
+	t.Helper()
+	if hs.net.Command != nil {
+		t.Fatal("dendritetest: FederationProxy is for loopback homeservers")
+	}
+	hs.fedBind = "127.0.0.1:" + strconv.Itoa(FreePort(t))
+	cert, err := tls.LoadX509KeyPair(filepath.Join(hs.Dir, "server.crt"), filepath.Join(hs.Dir, "server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", hs.ServerName, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dendrite := &url.URL{Scheme: "https", Host: hs.fedBind}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // the test's own Dendrite
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			hs.routeMu.Lock()
+			target, ok := hs.routes[r.In.URL.Path]
+			hs.routeMu.Unlock()
+			if !ok {
+				target = dendrite
+			}
+			r.SetURL(target)
+			r.Out.Host = r.In.Host // the server name, as the origin signed it
+		},
+		Transport: tr,
+	}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		tr.CloseIdleConnections()
+	})
+}
+
 // launch starts the process (its log appended to dendrite.log).
 func (hs *Homeserver) launch(t testing.TB) {
 	t.Helper()
@@ -310,7 +398,7 @@ func (hs *Homeserver) launch(t testing.TB) {
 	hs.cmd = hs.command(filepath.Join(bin, "dendrite"),
 		"-config", filepath.Join(dir, "dendrite.yaml"),
 		"-http-bind-address", strings.TrimPrefix(hs.ClientURL, "http://"),
-		"-https-bind-address", hs.ServerName,
+		"-https-bind-address", hs.fedBind,
 		"-tls-cert", filepath.Join(dir, "server.crt"),
 		"-tls-key", filepath.Join(dir, "server.key"),
 		"-really-enable-open-registration")

@@ -65,6 +65,10 @@ type matrixNodeOptions struct {
 	homeserver *dendritetest.Homeserver
 	// logLevel is the node's log level ("debug" if empty).
 	logLevel string
+	// federationProxy puts a web server in front of Dendrite's federation
+	// port that routes MSC4195's server-server get_token to the node, as
+	// docs/matrix.md asks of an agency (dendritetest.Options.FederationProxy).
+	federationProxy bool
 }
 
 // startMatrixNode writes the registration with `entente register`, starts
@@ -110,7 +114,11 @@ insecure_skip_verify = true
 
 	m.Node = StartNode(t, NodeOptions{ExtraTOML: section + opts.extraTOML, LogLevel: opts.logLevel})
 	if hs != nil {
-		hs.Start(t, dendritetest.Options{AppServices: []string{regPath}, OpenIDTokenLifetime: opts.openIDLifetime})
+		if opts.federationProxy {
+			hs.Route(matrix.PathFederationLiveKitGetToken, m.HTTPURL)
+			hs.Route(matrix.PathFederationLiveKitGetTokenUnstable, m.HTTPURL)
+		}
+		hs.Start(t, dendritetest.Options{AppServices: []string{regPath}, OpenIDTokenLifetime: opts.openIDLifetime, FederationProxy: opts.federationProxy})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		require.True(t, m.WaitLog(ctx, "bot ready"), "the node registers its bot with Dendrite")
