@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"reflect"
 	"slices"
@@ -26,17 +24,7 @@ import (
 // only checks where a node sent its holder).
 func jwtRoom(t *testing.T, jwt string) string {
 	t.Helper()
-	parts := strings.Split(jwt, ".")
-	require.Len(t, parts, 3)
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	require.NoError(t, err)
-	var claims struct {
-		Video struct {
-			Room string `json:"room"`
-		} `json:"video"`
-	}
-	require.NoError(t, json.Unmarshal(b, &claims))
-	return claims.Video.Room
+	return jwtClaims(t, jwt).Video.Room
 }
 
 // selectedRemotePorts returns the far ports of the ICE candidate pairs a
